@@ -1,0 +1,125 @@
+"""Integration tests of a color: built-in HTTP checks or the user's test command.
+
+A test command is split with ``shlex`` and executed without a shell; it receives
+``DOMAIN=http://host:port`` of what it tests, as the book's ``runTests(..., "-e DOMAIN=...")``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from bluegreen import validate
+from bluegreen.errors import UsageError
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """What to run against a color: a command, or HTTP checks on paths."""
+
+    __test__ = False  # not a pytest class
+
+    command: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    expect_status: int = 200
+    body_regex: str | None = None
+    timeout: float = 5.0
+    retries: int = 3
+    retry_interval: float = 1.0
+    _compiled: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, cmd: str | None = None, http: list[str] | None = None, expect_status: int = 200,
+              body_regex: str | None = None, timeout: float = 5.0, retries: int = 3) -> TestSpec:
+        if cmd and http:
+            raise UsageError("use either --cmd or --http, not both")
+        argv: tuple[str, ...] = ()
+        if cmd:
+            try:
+                argv = tuple(shlex.split(cmd))
+            except ValueError as exc:
+                raise UsageError(f"invalid --cmd: {exc}") from None
+            if not argv:
+                raise UsageError("invalid --cmd: empty command")
+        compiled = None
+        if body_regex:
+            try:
+                compiled = re.compile(body_regex)
+            except re.error as exc:
+                raise UsageError(f"invalid --expect-body regex: {exc}") from None
+        if not 100 <= expect_status <= 599:
+            raise UsageError(f"invalid --expect-status {expect_status}: use 100 to 599")
+        return cls(command=argv, paths=tuple(validate.http_path(p) for p in (http or [])),
+                   expect_status=expect_status, body_regex=body_regex,
+                   timeout=validate.seconds(timeout, "--test-timeout", 3600),
+                   retries=validate.bounded_int(retries, "--retries", 1, 100),
+                   _compiled=compiled)
+
+    @property
+    def empty(self) -> bool:
+        return not self.command and not self.paths
+
+    def describe(self) -> str:
+        if self.command:
+            return "command " + shlex.join(self.command)
+        return "HTTP " + ", ".join(self.paths) if self.paths else "no tests"
+
+
+@dataclass(frozen=True)
+class TestResult:
+    __test__ = False
+
+    ok: bool
+    detail: str
+
+
+def run(spec: TestSpec, domain: str) -> TestResult:
+    """Run ``spec`` against ``domain`` (``http://host:port``)."""
+    if spec.command:
+        return _run_command(spec, domain)
+    for path in spec.paths:
+        result = _check_path(spec, domain + path)
+        if not result.ok:
+            return result
+    return TestResult(True, spec.describe() + " passed")
+
+
+def _check_path(spec: TestSpec, url: str) -> TestResult:
+    import requests
+
+    detail = ""
+    for attempt in range(spec.retries):
+        if attempt:
+            time.sleep(spec.retry_interval)
+        try:
+            r = requests.get(url, timeout=spec.timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            detail = f"GET {url}: {type(exc).__name__}"
+            continue
+        if r.status_code != spec.expect_status:
+            detail = f"GET {url}: status {r.status_code}, expected {spec.expect_status}"
+            continue
+        if spec._compiled and not spec._compiled.search(r.text):
+            detail = f"GET {url}: body does not match {spec.body_regex!r}"
+            continue
+        return TestResult(True, f"GET {url}: {r.status_code}")
+    return TestResult(False, detail)
+
+
+def _run_command(spec: TestSpec, domain: str) -> TestResult:
+    env = dict(os.environ, DOMAIN=domain)
+    try:
+        proc = subprocess.run(list(spec.command), env=env, capture_output=True, text=True,
+                              timeout=spec.timeout * spec.retries, check=False)
+    except FileNotFoundError:
+        return TestResult(False, f"test command not found: {spec.command[0]}")
+    except subprocess.TimeoutExpired:
+        return TestResult(False, f"test command timed out after {spec.timeout * spec.retries:g}s")
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+        return TestResult(False, f"test command exited {proc.returncode}: {tail[0][:200]}")
+    return TestResult(True, "test command passed")

@@ -1,0 +1,232 @@
+"""Command line: parse, resolve options, build the toolkit, dispatch, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from bluegreen import __version__, config, validate
+from bluegreen.errors import BlueGreenError, ExitStatus, UsageError
+
+# dest -> (default, kind); kind is str, int, float, flag or list. Every one of these may
+# also come from BLUEGREEN_<DEST> or the config file.
+GLOBAL_OPTIONS: dict[str, tuple[Any, str]] = {
+    "registry": ("consul", "str"),
+    "consul_addr": ("http://127.0.0.1:8500", "str"),
+    "consul_token": (None, "str"),  # env or config file only: never a flag (ps shows flags)
+    "kv_prefix": ("", "str"),
+    "state_file": (".bluegreen/state.json", "str"),
+    "docker_host": (None, "str"),
+    "publish_ip": ("0.0.0.0", "str"),  # noqa: S104 - the book publishes on all interfaces
+    "advertise_addr": (None, "str"),
+    "nginx_mode": ("local", "str"),
+    "nginx_bin": ("nginx", "str"),
+    "nginx_conf": ("/etc/nginx/nginx.conf", "str"),
+    "nginx_prefix": (None, "str"),
+    "nginx_pid_file": ("/run/nginx.pid", "str"),
+    "nginx_container": ("nginx", "str"),
+    "upstream_dir": ("/data/nginx/upstreams", "str"),
+    "include_dir": ("/data/nginx/includes", "str"),
+    "location": ("/", "str"),
+    "include_file": (None, "str"),
+    "check_interval": ("1s", "str"),
+    "health_timeout": (60.0, "float"),
+    "drain_timeout": (30.0, "float"),
+    "json": (False, "flag"),
+    "dry_run": (False, "flag"),
+    "debug": (False, "flag"),
+}
+COMMAND_OPTIONS: dict[str, tuple[Any, str]] = {
+    "color": (None, "str"),
+    "image": (None, "str"),
+    "port": (8080, "int"),
+    "env": ([], "list"),
+    "scale": (1, "int"),
+    "network": (None, "str"),
+    "health_path": ("/", "str"),
+    "pull": (True, "flag"),
+    "weight": (100, "int"),
+    "force": (False, "flag"),
+    "cmd": (None, "str"),
+    "http": ([], "list"),
+    "expect_status": (200, "int"),
+    "expect_body": (None, "str"),
+    "test_timeout": (5.0, "float"),
+    "retries": (3, "int"),
+    "current": (None, "str"),
+    "next": (None, "str"),
+    "keep_old": (0.0, "float"),
+    "proxy_url": ("http://127.0.0.1", "str"),
+    "lock_wait": (0.0, "float"),
+    "stop": (False, "flag"),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _global_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("common options (each also BLUEGREEN_<NAME> or config file)")
+    g.add_argument("--config", help="TOML config file (default ./bluegreen.toml if present)")
+    g.add_argument("--registry", choices=["consul", "file"], help="registry backend [consul]")
+    g.add_argument("--consul-addr", help="Consul HTTP address [$CONSUL_HTTP_ADDR or 127.0.0.1:8500]")
+    g.add_argument("--kv-prefix", help="prefix of the KV keys ['' so books-ms/color]")
+    g.add_argument("--state-file", help="file registry's state [.bluegreen/state.json]")
+    g.add_argument("--docker-host", help="Docker engine [$DOCKER_HOST or the local socket]")
+    g.add_argument("--publish-ip", help="host IP that container ports are published on [0.0.0.0]")
+    g.add_argument("--advertise-addr", help="address registered for the containers "
+                   "[the DOCKER_HOST host, else 127.0.0.1]")
+    g.add_argument("--nginx-mode", choices=["local", "container"], help="how nginx is reached")
+    g.add_argument("--nginx-bin", help="local nginx binary [nginx]")
+    g.add_argument("--nginx-conf", help="local nginx main config [/etc/nginx/nginx.conf]")
+    g.add_argument("--nginx-prefix", help="local nginx prefix (-p)")
+    g.add_argument("--nginx-pid-file", help="local nginx pid file [/run/nginx.pid]")
+    g.add_argument("--nginx-container", help="nginx container name [nginx]")
+    g.add_argument("--upstream-dir", help="upstream files [/data/nginx/upstreams]")
+    g.add_argument("--include-dir", help="include files [/data/nginx/includes]")
+    g.add_argument("--location", help="location proxied to the service [/]")
+    g.add_argument("--include-file", help="your own include file instead of the generated one")
+    g.add_argument("--check-interval", help="Consul HTTP check interval [1s]")
+    g.add_argument("--health-timeout", help="seconds to wait for health [60]")
+    g.add_argument("--drain-timeout", help="seconds to let nginx finish old requests [30]")
+    g.add_argument("--json", action="store_const", const=True, help="JSON output")
+    g.add_argument("--dry-run", action="store_const", const=True,
+                   help="print what would change; change nothing")
+    g.add_argument("--debug", action="store_const", const=True, help="traceback on errors")
+    return p
+
+
+def _test_options(p: argparse.ArgumentParser) -> None:
+    t = p.add_argument_group("tests")
+    t.add_argument("--cmd", help="test command (no shell), run with DOMAIN=http://host:port")
+    t.add_argument("--http", action="append", metavar="PATH", help="HTTP check of PATH (repeat)")
+    t.add_argument("--expect-status", help="expected HTTP status [200]")
+    t.add_argument("--expect-body", metavar="REGEX", help="regex the body must match")
+    t.add_argument("--test-timeout", help="seconds per request or for the command [5]")
+    t.add_argument("--retries", help="attempts per check [3]")
+
+
+def _deploy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", help="image reference")
+    p.add_argument("--port", help="container port [8080]")
+    p.add_argument("--env", action="append", metavar="K=V", help="container env (repeat)")
+    p.add_argument("--scale", help="instances [1]")
+    p.add_argument("--network", help="Docker network")
+    p.add_argument("--health-path", help="HTTP path of the health check [/]")
+    p.add_argument("--no-pull", dest="pull", action="store_const", const=False,
+                   help="fail instead of pulling a missing image")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _global_parser()
+    parser = Parser(prog="bluegreen", description="Zero-downtime blue-green deployments "
+                    "with Docker, Consul and nginx.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"bluegreen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
+        if name not in ("color",):
+            p.add_argument("service", metavar="SERVICE")
+        return p
+
+    color = sub.add_parser("color", help="the current or next color (get-color.sh)",
+                           parents=[common])
+    color.add_argument("which", choices=["current", "next"])
+    color.add_argument("service", metavar="SERVICE")
+
+    p = cmd("deploy", "start a color's containers, healthy and registered (deployBG)")
+    p.add_argument("--color")
+    _deploy_options(p)
+    p = cmd("address", "host:port of a color's instances (get-port.sh)")
+    p.add_argument("--color")
+    p = cmd("switch", "route the proxy to a color and record it (updateBGProxy)")
+    p.add_argument("--color")
+    p.add_argument("--weight", help="percent of traffic to the color, 0-100 [100]")
+    p = cmd("stop", "deregister and stop a color's containers (stopBG)")
+    p.add_argument("--color")
+    p.add_argument("--force", action="store_const", const=True, help="even if it is live")
+    cmd("status", "recorded color, containers, health, proxy; flags disagreements")
+    p = cmd("pre-test", "test the new color directly; stop it on failure")
+    p.add_argument("--color")
+    _test_options(p)
+    p = cmd("post-test", "test through the proxy; roll back on failure, else stop the old color")
+    p.add_argument("--current", help="the old color ('' for a first deployment)")
+    p.add_argument("--next", help="the new color")
+    p.add_argument("--proxy-url", help="the proxy's base URL [http://127.0.0.1]")
+    p.add_argument("--keep-old", help="seconds before stopping the old color [0]")
+    _test_options(p)
+    p = cmd("run", "the whole blue-green deployment of an image")
+    _deploy_options(p)
+    _test_options(p)
+    p.add_argument("--proxy-url", help="the proxy's base URL for post-tests [http://127.0.0.1]")
+    p.add_argument("--keep-old", help="seconds before stopping the old color [0]")
+    p.add_argument("--lock-wait", help="seconds to wait for the deploy lock [0]")
+    p = cmd("rollback", "route back to the previous color (starting it when stopped)")
+    p.add_argument("--lock-wait", help="seconds to wait for the deploy lock [0]")
+    p.add_argument("--stop", action="store_const", const=True,
+                   help="stop the rolled-back color afterwards")
+    cmd("history", "the last deployments and rollbacks")
+    cmd("recover", "undo what an interrupted run left behind")
+
+    from bluegreen import jenkins_cli
+
+    jenkins_cli.add_parser(sub, common)
+    return parser
+
+
+def resolve_options(ns: argparse.Namespace) -> dict[str, Any]:
+    values = vars(ns).copy()
+    defaults = {k: v for k, (v, _) in {**GLOBAL_OPTIONS, **COMMAND_OPTIONS}.items()}
+    kinds = {k: kind for k, (_, kind) in {**GLOBAL_OPTIONS, **COMMAND_OPTIONS}.items()}
+    opts = config.resolve(values, defaults, kinds)
+    for dest, kind in kinds.items():
+        value = opts.get(dest)
+        if value is None:
+            continue
+        if kind == "int":
+            opts[dest] = validate.bounded_int(value, "--" + dest.replace("_", "-"), 0, 10**6)
+        elif kind == "float":
+            opts[dest] = validate.seconds(value, "--" + dest.replace("_", "-"))
+        elif kind == "flag" and not isinstance(value, bool):
+            opts[dest] = config._from_env(str(value), "flag", dest)
+    return opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        ns = build_parser().parse_args(args)
+        opts = resolve_options(ns)
+        debug = bool(opts.get("debug"))
+        from bluegreen import commands
+
+        return int(commands.dispatch(opts))
+    except BlueGreenError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"bluegreen: error: {exc}", file=sys.stderr)
+        return int(exc.status)
+    except KeyboardInterrupt:
+        print("bluegreen: interrupted", file=sys.stderr)
+        return 130
+
+
+def emit(opts: dict[str, Any], value: Any, plain: str | None = None) -> None:
+    """Print a result: JSON with --json, else a plain value."""
+    if opts.get("json"):
+        print(json.dumps(value, indent=2, sort_keys=True, default=str))
+    elif plain:
+        print(plain)
+
+
+__all__ = ["ExitStatus", "build_parser", "emit", "main"]

@@ -1,0 +1,254 @@
+"""One function per command: validate the inputs, build what is needed, call the core."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bluegreen import checks, validate
+from bluegreen.cli import emit
+from bluegreen.core import Toolkit
+from bluegreen.errors import ExitStatus, UsageError
+from bluegreen.pipeline import Pipeline, RunOptions
+
+
+def make_registry(opts: dict[str, Any]) -> Any:
+    from bluegreen.registry import ConsulRegistry, FileRegistry
+
+    if opts["registry"] == "file":
+        path = validate.directory(opts["state_file"], "--state-file")
+        return FileRegistry(path, prefix=opts["kv_prefix"])
+    if opts["registry"] != "consul":
+        raise UsageError(f"invalid --registry {opts['registry']!r}: use consul or file")
+    return ConsulRegistry(opts["consul_addr"], token=opts.get("consul_token"),
+                          prefix=opts["kv_prefix"])
+
+
+def make_runtime(opts: dict[str, Any]) -> Any:
+    from bluegreen.runtime import DockerRuntime
+
+    validate.host(opts["publish_ip"])
+    if opts.get("advertise_addr"):
+        validate.host(opts["advertise_addr"])
+    return DockerRuntime(opts.get("docker_host"), opts["publish_ip"], opts.get("advertise_addr"))
+
+
+def make_proxy(opts: dict[str, Any], runtime: Any) -> Any:
+    from bluegreen.proxy import ContainerNginx, LocalNginx, Proxy
+
+    if opts["nginx_mode"] == "container":
+        controller: Any = ContainerNginx(runtime or make_runtime(opts), opts["nginx_container"])
+    elif opts["nginx_mode"] == "local":
+        controller = LocalNginx(opts["nginx_bin"], opts["nginx_conf"], opts.get("nginx_prefix"),
+                                opts["nginx_pid_file"])
+    else:
+        raise UsageError(f"invalid --nginx-mode {opts['nginx_mode']!r}: use local or container")
+    return Proxy(controller, validate.directory(opts["upstream_dir"], "--upstream-dir"),
+                 validate.directory(opts["include_dir"], "--include-dir"),
+                 location=opts["location"], include_file=opts.get("include_file"))
+
+
+def toolkit(opts: dict[str, Any], runtime: bool = False, proxy: bool = False) -> Toolkit:
+    """Build and ping only what the command uses, before anything is changed."""
+    reg = make_registry(opts)
+    rt = make_runtime(opts) if runtime else None
+    px = make_proxy(opts, rt) if proxy else None
+    if not opts.get("check_interval", "1s").rstrip("sm").isdigit():
+        raise UsageError(f"invalid --check-interval {opts['check_interval']!r}: use e.g. 1s")
+    reg.ping()
+    if rt:
+        rt.ping()
+    if px:
+        px.controller.ping()
+    return Toolkit(registry=reg, runtime=rt, proxy=px, dry_run=bool(opts["dry_run"]),
+                   check_interval=opts["check_interval"], health_timeout=opts["health_timeout"],
+                   drain_timeout=opts["drain_timeout"])
+
+
+def _need(opts: dict[str, Any], name: str) -> Any:
+    if opts.get(name) in (None, ""):
+        raise UsageError(f"--{name.replace('_', '-')} is required")
+    return opts[name]
+
+
+def _env(opts: dict[str, Any]) -> dict[str, str]:
+    return dict(validate.env_pair(item) for item in opts.get("env") or [])
+
+
+def _tests(opts: dict[str, Any]) -> checks.TestSpec:
+    return checks.TestSpec.build(cmd=opts.get("cmd"), http=opts.get("http") or [],
+                                 expect_status=opts["expect_status"],
+                                 body_regex=opts.get("expect_body"),
+                                 timeout=opts["test_timeout"], retries=opts["retries"])
+
+
+def _deploy_args(opts: dict[str, Any]) -> dict[str, Any]:
+    return {"image": validate.image(_need(opts, "image")), "port": validate.port(opts["port"]),
+            "env": _env(opts), "scale": validate.scale(opts["scale"]),
+            "network": validate.network(opts["network"]) if opts.get("network") else None,
+            "health_path": validate.http_path(opts["health_path"]), "pull": opts["pull"]}
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_color(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    kit = toolkit(opts)
+    value = kit.current_color(service) if opts["which"] == "current" else kit.next_color(service)
+    emit(opts, {"service": service, opts["which"]: value}, value or "")
+    return ExitStatus.OK
+
+
+def cmd_address(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    color = validate.color(_need(opts, "color"))
+    addrs = toolkit(opts).address(service, color)
+    emit(opts, addrs, "\n".join(addrs))
+    return ExitStatus.OK if addrs else ExitStatus.FAILED
+
+
+def cmd_deploy(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    color = validate.color(_need(opts, "color"))
+    args = _deploy_args(opts)
+    kit = toolkit(opts, runtime=True, proxy=True)
+    started = kit.deploy(service, color, **args)
+    emit(opts, [{"name": c.name, "address": f"{c.address}:{c.port}"} for c in started],
+         "\n".join(f"{c.name} {c.address}:{c.port}" for c in started))
+    return ExitStatus.OK
+
+
+def cmd_switch(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    color = validate.color(_need(opts, "color"))
+    weight = validate.weight(opts["weight"])
+    kit = toolkit(opts, runtime=opts["nginx_mode"] == "container", proxy=True)
+    changed = kit.switch(service, color, weight)
+    emit(opts, {"service": service, "color": color, "weight": weight, "changed": changed},
+         f"{service} -> {color}" + (f" ({weight}%)" if weight != 100 else "")
+         + ("" if changed else " (unchanged)"))
+    return ExitStatus.OK
+
+
+def cmd_stop(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    color = validate.color(_need(opts, "color"))
+    kit = toolkit(opts, runtime=True, proxy=True)
+    stopped = kit.stop(service, color, force=bool(opts["force"]))
+    emit(opts, stopped, "\n".join(stopped))
+    return ExitStatus.OK
+
+
+def cmd_status(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    kit = toolkit(opts, runtime=True, proxy=True)
+    report = kit.status(service)
+    if opts["json"]:
+        emit(opts, report)
+        return ExitStatus.OK
+    proxy = report.get("proxy") or {}
+    print(f"service: {service}")
+    print(f"recorded color: {report['recorded_color'] or '(none)'}")
+    print(f"proxy routes to: {proxy.get('color') or '(nothing)'}"
+          + (f" {proxy['weight']}%" if proxy.get("weight", 100) != 100 else "")
+          + (f" [{', '.join(proxy.get('servers', []))}]" if proxy.get("servers") else ""))
+    for color, info in report["colors"].items():
+        health = {i["id"]: i["status"] for i in info["instances"]}
+        for c in info["containers"]:
+            print(f"{color}: {c['name']} {c['state']} {c['image']} "
+                  f"port={c['port'] or '-'} health={health.get(c['name'], 'unregistered')}")
+        if not info["containers"]:
+            print(f"{color}: no containers")
+    for problem in report["problems"]:
+        print(f"PROBLEM: {problem}")
+    return ExitStatus.OK
+
+
+def cmd_pre_test(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    color = validate.color(_need(opts, "color"))
+    spec = _tests(opts)
+    if spec.empty:
+        raise UsageError("give --cmd or --http")
+    Pipeline(toolkit(opts, runtime=True, proxy=True)).pre_test(service, color, spec)
+    return ExitStatus.OK
+
+
+def cmd_post_test(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    nxt = validate.color(_need(opts, "next"))
+    current = validate.color(opts["current"]) if opts.get("current") else None
+    spec = _tests(opts)
+    if spec.empty:
+        raise UsageError("give --cmd or --http")
+    kit = toolkit(opts, runtime=True, proxy=True)
+    pipe = Pipeline(kit)
+    with pipe.locked(service, opts["lock_wait"]):
+        pipe.post_test(service, current, nxt, spec, opts["proxy_url"])
+    if current != nxt:
+        pipe.stop_old(service, current, opts["keep_old"])
+    return ExitStatus.OK
+
+
+def cmd_run(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    spec = _tests(opts)
+    ropts = RunOptions(**_deploy_args(opts), pre=spec, post=spec, keep_old=opts["keep_old"],
+                       proxy_url=opts["proxy_url"], lock_wait=opts["lock_wait"])
+    summary = Pipeline(toolkit(opts, runtime=True, proxy=True)).run(service, ropts)
+    emit(opts, summary, f"{service}: {summary['to']} is live" if summary["result"] == "ok"
+         else f"{service}: dry run, nothing changed")
+    return ExitStatus.OK
+
+
+def cmd_rollback(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    kit = toolkit(opts, runtime=True, proxy=True)
+    summary = Pipeline(kit).rollback(service, opts["lock_wait"], bool(opts["stop"]))
+    emit(opts, summary, f"{service}: {summary['to']} is live")
+    return ExitStatus.OK
+
+
+def cmd_history(opts: dict[str, Any]) -> int:
+    import time
+
+    service = validate.service(opts["service"])
+    items = Pipeline(toolkit(opts)).history(service)
+    if opts["json"]:
+        emit(opts, items)
+        return ExitStatus.OK
+    for e in items:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.get("start") or 0))
+        took = (e.get("end") or 0) - (e.get("start") or 0)
+        line = (f"{when} {e.get('action')} {e.get('from') or '-'} -> {e.get('to') or '-'} "
+                f"{e.get('result')} {took:.1f}s {e.get('image') or ''} by {e.get('by', '?')}")
+        if e.get("failed_phase"):
+            line += f" (failed in {e['failed_phase']}: {e.get('error') or ''})"
+        print(line.rstrip())
+    return ExitStatus.OK
+
+
+def cmd_recover(opts: dict[str, Any]) -> int:
+    service = validate.service(opts["service"])
+    pipe = Pipeline(toolkit(opts, runtime=True, proxy=True))
+    with pipe.locked(service, opts["lock_wait"]):
+        actions = pipe.recover(service)
+    emit(opts, actions, "\n".join(actions) or "nothing to recover")
+    return ExitStatus.OK
+
+
+COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
+    "color": cmd_color, "address": cmd_address, "deploy": cmd_deploy, "switch": cmd_switch,
+    "stop": cmd_stop, "status": cmd_status, "pre-test": cmd_pre_test,
+    "post-test": cmd_post_test, "run": cmd_run, "rollback": cmd_rollback,
+    "history": cmd_history, "recover": cmd_recover,
+}
+
+
+def dispatch(opts: dict[str, Any]) -> int:
+    if opts["command"] == "jenkins":
+        from bluegreen import jenkins_cli
+
+        return jenkins_cli.dispatch(opts)
+    return COMMANDS[opts["command"]](opts)

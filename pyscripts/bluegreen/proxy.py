@@ -1,0 +1,319 @@
+"""The proxy: nginx upstream and include files per service, validated and reloaded safely.
+
+Files are written atomically, checked with ``nginx -t`` before every reload, and the
+previous files are restored when the check or the reload fails. A reload returns only
+once nginx runs workers with the new configuration, so a switch is effective when
+``apply`` returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bluegreen import templates, validate
+from bluegreen.errors import OperationFailed, Unreachable
+
+HEADER_RE = re.compile(
+    r"^# Managed by bluegreen: service=(?P<service>\S+) color=(?P<color>blue|green|none)"
+    r"(?: weight=(?P<weight>\d+))?$", re.M)
+SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;]+)", re.M)
+
+
+@dataclass(frozen=True)
+class Server:
+    address: str
+    port: int
+    weight: int | None = None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What the proxy's files say a service is routed to."""
+
+    color: str | None
+    weight: int
+    servers: tuple[str, ...]
+
+
+class NginxController(ABC):
+    """How to validate and reload one nginx."""
+
+    where: str
+
+    @abstractmethod
+    def ping(self) -> None: ...
+
+    @abstractmethod
+    def test(self) -> tuple[bool, str]:
+        """Run ``nginx -t``; return (ok, output)."""
+
+    @abstractmethod
+    def workers(self) -> dict[int, bool]:
+        """Worker pid -> whether it is shutting down."""
+
+    @abstractmethod
+    def signal_reload(self) -> None: ...
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """HUP nginx and wait until workers of the new configuration serve alone."""
+        before = set(self.workers())
+        self.signal_reload()
+        deadline = time.monotonic() + timeout
+        while True:
+            now = self.workers()
+            fresh = [pid for pid, leaving in now.items() if pid not in before and not leaving]
+            old_serving = [pid for pid in before if pid in now and not now[pid]]
+            if fresh and not old_serving:
+                return
+            if time.monotonic() >= deadline:
+                raise OperationFailed(f"nginx ({self.where}) did not load the new configuration "
+                                      f"within {timeout:g}s; see its error log")
+            time.sleep(0.005)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until workers of older configurations have finished their requests."""
+        deadline = time.monotonic() + timeout
+        while any(self.workers().values()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+def _proc_children(ppid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{ppid}/task/{ppid}/children").read_text()
+        return [int(p) for p in text.split()]
+    except OSError:
+        pass
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                    kids.append(int(entry.name))
+    return kids
+
+
+class LocalNginx(NginxController):
+    """An nginx on this host: its binary, main config, optional prefix and pid file."""
+
+    def __init__(self, binary: str = "nginx", conf: str = "/etc/nginx/nginx.conf",
+                 prefix: str | None = None, pid_file: str = "/run/nginx.pid") -> None:
+        self.binary, self.conf, self.prefix, self.pid_file = binary, conf, prefix, pid_file
+        self.where = f"{conf} (pid file {pid_file})"
+
+    def _argv(self, *extra: str) -> list[str]:
+        argv = [self.binary]
+        if self.prefix:
+            argv += ["-p", self.prefix]
+        return [*argv, "-c", self.conf, *extra]
+
+    def master_pid(self) -> int:
+        try:
+            pid = int(Path(self.pid_file).read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError) as exc:
+            raise Unreachable("nginx", self.where, "not running") from exc
+        return pid
+
+    def ping(self) -> None:
+        self.master_pid()
+
+    def test(self) -> tuple[bool, str]:
+        try:
+            proc = subprocess.run(self._argv("-t", "-q"), capture_output=True, text=True,
+                                  timeout=30, check=False)
+        except FileNotFoundError as exc:
+            raise Unreachable("nginx", self.binary, "binary not found") from exc
+        return proc.returncode == 0, (proc.stderr or proc.stdout).strip()
+
+    def workers(self) -> dict[int, bool]:
+        result = {}
+        for pid in _proc_children(self.master_pid()):
+            with contextlib.suppress(OSError):
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if "worker process" in title:
+                    result[pid] = "shutting down" in title
+        return result
+
+    def signal_reload(self) -> None:
+        os.kill(self.master_pid(), signal.SIGHUP)
+
+
+class ContainerNginx(NginxController):
+    """nginx in a container: ``docker exec nginx -t``, reload by HUP (``docker kill -s HUP``)."""
+
+    def __init__(self, runtime: Any, container: str = "nginx") -> None:
+        self.runtime, self.container = runtime, validate.network(container)
+        self.where = f"container {container} on {runtime.where}"
+
+    def _get(self) -> Any:
+        import docker
+
+        with self.runtime._call():
+            try:
+                return self.runtime.client.containers.get(self.container)
+            except docker.errors.NotFound as exc:
+                raise Unreachable("nginx", self.where, "no such container") from exc
+
+    def ping(self) -> None:
+        if self._get().status != "running":
+            raise Unreachable("nginx", self.where, "not running")
+
+    def test(self) -> tuple[bool, str]:
+        with self.runtime._call():
+            code, out = self._get().exec_run(["nginx", "-t", "-q"])
+        return code == 0, out.decode(errors="replace").strip()
+
+    def workers(self) -> dict[int, bool]:
+        with self.runtime._call():
+            top = self._get().top(ps_args="-eo pid,args")
+        titles = top.get("Titles", [])
+        pid_i = titles.index("PID") if "PID" in titles else 0
+        result = {}
+        for row in top.get("Processes") or []:
+            cmd = " ".join(row[pid_i + 1:]) if len(row) > pid_i + 1 else ""
+            if "worker process" in cmd:
+                result[int(row[pid_i])] = "shutting down" in cmd
+        return result
+
+    def signal_reload(self) -> None:
+        with self.runtime._call():
+            self._get().kill(signal="HUP")
+
+
+def weighted_servers(new: Sequence[Any], old: Sequence[Any], weight: int) -> list[Server]:
+    """Servers for ``weight`` percent of the traffic on ``new`` and the rest on ``old``."""
+    if weight == 100 or not old:
+        return [Server(i.address, i.port) for i in new]
+    if weight == 0:
+        return [Server(i.address, i.port) for i in old]
+    w_new, w_old = weight * len(old), (100 - weight) * len(new)
+    g = math.gcd(w_new, w_old)
+    return ([Server(i.address, i.port, w_new // g) for i in new]
+            + [Server(i.address, i.port, w_old // g) for i in old])
+
+
+class Proxy:
+    """Per-service nginx files in ``upstream_dir`` and ``include_dir``."""
+
+    def __init__(self, controller: NginxController, upstream_dir: str | os.PathLike[str],
+                 include_dir: str | os.PathLike[str], location: str = "/",
+                 include_file: str | None = None) -> None:
+        self.controller = controller
+        self.upstream_dir, self.include_dir = Path(upstream_dir), Path(include_dir)
+        self.location = validate.location(location)
+        self.include_file = Path(include_file) if include_file else None
+
+    def paths(self, service: str) -> tuple[Path, Path]:
+        name = f"{validate.service(service)}.conf"
+        return self.upstream_dir / name, self.include_dir / name
+
+    def render(self, service: str, color: str, servers: Sequence[Server],
+               weight: int = 100) -> dict[Path, str | None]:
+        if not servers:
+            raise OperationFailed(f"no instance of {service}-{color} to route to")
+        for s in servers:
+            validate.host(s.address)
+            validate.port(s.port)
+        up, inc = self.paths(service)
+        upstream = templates.render("nginx/upstream.conf.j2", service=service, color=color,
+                                    weight=validate.weight(weight), servers=servers)
+        if self.include_file:
+            try:
+                include = self.include_file.read_text()
+            except OSError as exc:
+                raise validate.UsageError(f"cannot read include file {self.include_file}: "
+                                          f"{exc.strerror}") from exc
+        else:
+            include = templates.render("nginx/include.conf.j2", service=service,
+                                       location=self.location)
+        return {up: upstream, inc: include}
+
+    def render_removal(self, service: str) -> dict[Path, str | None]:
+        return dict.fromkeys(self.paths(service))
+
+    @staticmethod
+    def _read(path: Path) -> str | None:
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            return None
+
+    def changes(self, plan: dict[Path, str | None]) -> dict[Path, str | None]:
+        return {p: text for p, text in plan.items() if self._read(p) != text}
+
+    def diff(self, plan: dict[Path, str | None]) -> str:
+        out = []
+        for path, text in self.changes(plan).items():
+            old = self._read(path)
+            out += difflib.unified_diff((old or "").splitlines(True), (text or "").splitlines(True),
+                                        f"a{path}" if old is not None else "/dev/null",
+                                        f"b{path}" if text is not None else "/dev/null")
+        return "".join(out)
+
+    def serving(self, service: str) -> Serving:
+        text = self._read(self.paths(service)[0])
+        if not text:
+            return Serving(None, 0, ())
+        m = HEADER_RE.search(text)
+        color = m.group("color") if m and m.group("color") in validate.COLORS else None
+        weight = int(m.group("weight")) if m and m.group("weight") else 100
+        return Serving(color, weight, tuple(s.group("hostport") for s in SERVER_RE.finditer(text)))
+
+    def apply(self, plan: dict[Path, str | None], reload_timeout: float = 10.0) -> bool:
+        """Write, test, reload; restore and re-reload on any failure. False if unchanged."""
+        changes = self.changes(plan)
+        if not changes:
+            return False
+        self.controller.ping()
+        backup = {p: self._read(p) for p in changes}
+        try:
+            for path, text in changes.items():
+                _write_atomic(path, text)
+            ok, output = self.controller.test()
+            if not ok:
+                raise OperationFailed(f"nginx rejected the configuration: {_first_error(output)}")
+            self.controller.reload(reload_timeout)
+        except BaseException:
+            for path, text in backup.items():
+                _write_atomic(path, text)
+            with contextlib.suppress(Exception):
+                if self.controller.test()[0]:
+                    self.controller.reload(reload_timeout)
+            raise
+        return True
+
+
+def _first_error(output: str) -> str:
+    for line in output.splitlines():
+        if "[emerg]" in line or "[error]" in line or "failed" in line:
+            return line.strip()[:300]
+    return (output.strip().splitlines() or ["nginx -t failed"])[0][:300]
+
+
+def _write_atomic(path: Path, text: str | None) -> None:
+    if text is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

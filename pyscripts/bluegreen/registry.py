@@ -1,0 +1,466 @@
+"""Service registry: the color record, color instances, small JSON records, the deploy lock.
+
+Two backends share one interface and one contract test suite:
+
+- ``ConsulRegistry``: Consul KV ``<prefix><service>/color`` (``books-ms/color`` as in the
+  book), services ``<service>-<color>`` registered on the agent with an HTTP check, and a
+  session-based lock.
+- ``FileRegistry``: the same data in one local JSON file, for local runs and the demo;
+  health is checked live over HTTP and the lock is a ``flock``. Chosen explicitly,
+  never as a fallback for an unreachable Consul.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bluegreen import validate
+from bluegreen.errors import LockHeld, OperationFailed, Unreachable
+
+LOCK_TTL_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One registered instance of a color."""
+
+    id: str
+    service: str
+    color: str
+    address: str
+    port: int
+    check_url: str = ""
+    status: str = "unknown"  # passing | warning | critical | unknown
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+def holder_info() -> dict[str, Any]:
+    """Who holds a lock: host, pid (with its start time, against pid reuse), build URL."""
+    info: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_start": _pid_start(os.getpid()),
+        "since": time.time(),
+    }
+    for var in ("BUILD_URL", "USER"):
+        if os.environ.get(var):
+            info[var.lower()] = os.environ[var]
+    return info
+
+
+def describe_holder(info: dict[str, Any]) -> str:
+    text = f"host {info.get('host', '?')} pid {info.get('pid', '?')}"
+    if info.get("build_url"):
+        text += f" build {info['build_url']}"
+    return text
+
+
+def _pid_start(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def holder_is_dead(info: dict[str, Any]) -> bool:
+    """True only when the holder ran on this host and its process is gone."""
+    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+        return False
+    return _pid_start(info["pid"]) != info.get("pid_start")
+
+
+class Registry(ABC):
+    """What the toolkit needs from a service registry."""
+
+    where: str
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = validate.kv_prefix(prefix)
+
+    def key(self, service: str, name: str) -> str:
+        return f"{self.prefix}{validate.service(service)}/{name}"
+
+    @staticmethod
+    def color_service(service: str, color: str) -> str:
+        return f"{validate.service(service)}-{validate.color(color)}"
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise ``Unreachable`` when the registry cannot be reached."""
+
+    @abstractmethod
+    def kv_get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def kv_put(self, key: str, value: str) -> None: ...
+
+    @abstractmethod
+    def kv_delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def kv_update(self, key: str, fn: Callable[[str | None], str | None]) -> None:
+        """Atomically replace the value with ``fn(old)`` (``None`` deletes)."""
+
+    @abstractmethod
+    def register(self, inst: Instance, interval: str = "1s") -> None: ...
+
+    @abstractmethod
+    def deregister(self, instance_id: str) -> None: ...
+
+    @abstractmethod
+    def instances(self, service: str, color: str, passing: bool = False) -> list[Instance]: ...
+
+    @abstractmethod
+    def lock(self, service: str, wait: float = 0.0,
+             on_stale: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager[None]:
+        """Hold the service's deploy lock; raise ``LockHeld`` naming the holder."""
+
+    # -- records built on the KV primitives --------------------------------------------
+
+    def get_color(self, service: str) -> str | None:
+        value = self.kv_get(self.key(service, "color"))
+        value = (value or "").strip()
+        return value if value in validate.COLORS else None
+
+    def set_color(self, service: str, color: str | None) -> None:
+        if color is None:
+            self.kv_delete(self.key(service, "color"))
+        else:
+            self.kv_put(self.key(service, "color"), validate.color(color))
+
+    def get_json(self, service: str, name: str) -> Any:
+        raw = self.kv_get(self.key(service, name))
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+    def put_json(self, service: str, name: str, value: Any) -> None:
+        if value is None:
+            self.kv_delete(self.key(service, name))
+        else:
+            self.kv_put(self.key(service, name), json.dumps(value, sort_keys=True))
+
+    def append_json(self, service: str, name: str, item: Any, keep: int) -> None:
+        def add(old: str | None) -> str:
+            try:
+                items = json.loads(old) if old else []
+            except ValueError:
+                items = []
+            if not isinstance(items, list):
+                items = []
+            items.append(item)
+            return json.dumps(items[-keep:], sort_keys=True)
+
+        self.kv_update(self.key(service, name), add)
+
+
+# ---------------------------------------------------------------------------- Consul
+
+
+def parse_consul_addr(addr: str) -> tuple[str, str, int]:
+    """``CONSUL_HTTP_ADDR`` forms: ``host:port``, ``http://host:port``, ``https://host``."""
+    if "://" not in addr:
+        scheme = "https" if os.environ.get("CONSUL_HTTP_SSL", "").lower() in ("1", "true") else "http"
+        addr = f"{scheme}://{addr}"
+    parts = urllib.parse.urlsplit(addr)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise validate.UsageError(f"invalid Consul address {addr!r}")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 8500)
+    except ValueError:
+        raise validate.UsageError(f"invalid Consul address {addr!r}") from None
+    return parts.scheme, parts.hostname, port
+
+
+class ConsulRegistry(Registry):
+    """The registry on a Consul agent, through py-consul."""
+
+    def __init__(self, addr: str, token: str | None = None, prefix: str = "",
+                 timeout: float = 5.0) -> None:
+        super().__init__(prefix)
+        self.scheme, self.host, self.port = parse_consul_addr(addr)
+        self.where = f"{self.scheme}://{self.host}:{self.port}"
+        self._token = token or None
+        self._timeout = timeout
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import consul  # heavy: imported on first use
+
+            verify: bool | str = True
+            if os.environ.get("CONSUL_CACERT"):
+                verify = os.environ["CONSUL_CACERT"]
+            if os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower() in ("0", "false"):
+                verify = False
+            self._client = consul.Consul(host=self.host, port=self.port, scheme=self.scheme,
+                                         token=self._token, verify=verify,
+                                         connections_timeout=self._timeout)
+        return self._client
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        import consul
+        import requests
+
+        try:
+            yield
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise Unreachable("Consul", self.where, type(exc).__name__) from exc
+        except consul.ACLPermissionDenied as exc:
+            raise OperationFailed(f"Consul at {self.where} denied the request (ACL)") from exc
+        except consul.ConsulException as exc:
+            raise OperationFailed(f"Consul at {self.where}: {str(exc)[:200]}") from exc
+
+    def ping(self) -> None:
+        with self._call():
+            leader = self.client.status.leader()
+        if not leader:
+            raise Unreachable("Consul", self.where, "no cluster leader")
+
+    def kv_get(self, key: str) -> str | None:
+        with self._call():
+            _, data = self.client.kv.get(key)
+        if not data or data.get("Value") is None:
+            return None
+        return data["Value"].decode()
+
+    def kv_put(self, key: str, value: str) -> None:
+        with self._call():
+            if not self.client.kv.put(key, value):
+                raise OperationFailed(f"Consul refused to write {key}")
+
+    def kv_delete(self, key: str) -> None:
+        with self._call():
+            self.client.kv.delete(key)
+
+    def kv_update(self, key: str, fn: Callable[[str | None], str | None]) -> None:
+        for _ in range(50):
+            with self._call():
+                _, data = self.client.kv.get(key)
+                index = data["ModifyIndex"] if data else 0
+                old = data["Value"].decode() if data and data.get("Value") is not None else None
+                new = fn(old)
+                if new is None:
+                    ok = self.client.kv.delete(key, cas=index) if data else True
+                else:
+                    ok = self.client.kv.put(key, new, cas=index)
+            if ok:
+                return
+        raise OperationFailed(f"could not update {key}: too many concurrent writers")
+
+    def register(self, inst: Instance, interval: str = "1s") -> None:
+        import consul
+
+        check = consul.Check.http(inst.check_url, interval=interval, timeout="1s",
+                                  deregister="10m") if inst.check_url else None
+        with self._call():
+            self.client.agent.service.register(
+                self.color_service(inst.service, inst.color), service_id=inst.id,
+                address=inst.address, port=inst.port, check=check,
+                tags=["bluegreen", inst.color],
+                meta={"bluegreen_service": inst.service, "bluegreen_color": inst.color},
+            )
+
+    def deregister(self, instance_id: str) -> None:
+        with self._call():
+            self.client.agent.service.deregister(instance_id)
+
+    def instances(self, service: str, color: str, passing: bool = False) -> list[Instance]:
+        name = self.color_service(service, color)
+        with self._call():
+            _, nodes = self.client.health.service(name, passing=passing)
+        result = []
+        for node in nodes:
+            svc = node["Service"]
+            statuses = [c["Status"] for c in node.get("Checks", [])]
+            status = ("critical" if "critical" in statuses else
+                      "warning" if "warning" in statuses else "passing")
+            address = svc.get("Address") or node["Node"]["Address"]
+            checks = [c for c in node.get("Checks", []) if c.get("ServiceID") == svc["ID"]]
+            url = checks[0].get("Definition", {}).get("HTTP", "") if checks else ""
+            result.append(Instance(id=svc["ID"], service=service, color=color, address=address,
+                                   port=int(svc["Port"]), check_url=url, status=status))
+        return sorted(result, key=lambda i: i.id)
+
+    @contextlib.contextmanager
+    def lock(self, service: str, wait: float = 0.0,
+             on_stale: Callable[[str], None] | None = None) -> Iterator[None]:
+        key = self.key(service, "lock")
+        me = holder_info()
+        with self._call():
+            sid = self.client.session.create(name=f"bluegreen {service}", ttl=LOCK_TTL_SECONDS,
+                                             lock_delay=0, behavior="delete")
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(LOCK_TTL_SECONDS / 3):
+                with contextlib.suppress(Exception):
+                    self.client.session.renew(sid)
+
+        renewer = threading.Thread(target=renew, name="bluegreen-lock-renew", daemon=True)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                with self._call():
+                    if self.client.kv.put(key, json.dumps(me), acquire=sid):
+                        break
+                    _, data = self.client.kv.get(key)
+                holder: dict[str, Any] = {}
+                if data and data.get("Value"):
+                    with contextlib.suppress(ValueError):
+                        holder = json.loads(data["Value"])
+                if data and data.get("Session") and holder and holder_is_dead(holder):
+                    with self._call():
+                        self.client.session.destroy(data["Session"])
+                    if on_stale:
+                        on_stale(f"freed the stale lock of {describe_holder(holder)} (process gone)")
+                    continue
+                if time.monotonic() >= deadline:
+                    who = describe_holder(holder) if holder else "another process"
+                    raise LockHeld(f"{service} is locked by {who}")
+                time.sleep(0.25)
+            renewer.start()
+            yield
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                self.client.session.destroy(sid)  # behavior=delete removes the key
+
+
+# ------------------------------------------------------------------------------- file
+
+
+class FileRegistry(Registry):
+    """The registry in one local JSON file; health is checked live over HTTP."""
+
+    def __init__(self, path: str | os.PathLike[str], prefix: str = "") -> None:
+        super().__init__(prefix)
+        self.path = Path(path)
+        self.where = str(self.path)
+
+    @contextlib.contextmanager
+    def _state(self, write: bool = False) -> Iterator[dict[str, Any]]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lockfile = open(f"{self.path}.lock", "a+")  # noqa: SIM115
+        except OSError as exc:
+            raise Unreachable("state file", str(self.path), exc.strerror or str(exc)) from exc
+        with lockfile:
+            fcntl.flock(lockfile, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+            try:
+                state = json.loads(self.path.read_text()) if self.path.exists() else {}
+            except ValueError as exc:
+                raise OperationFailed(f"state file {self.path} is corrupt: {exc}") from exc
+            state.setdefault("kv", {})
+            state.setdefault("services", {})
+            yield state
+            if write:
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+                os.replace(tmp, self.path)
+
+    def ping(self) -> None:
+        with self._state():
+            pass
+
+    def kv_get(self, key: str) -> str | None:
+        with self._state() as st:
+            return st["kv"].get(key)
+
+    def kv_put(self, key: str, value: str) -> None:
+        with self._state(write=True) as st:
+            st["kv"][key] = value
+
+    def kv_delete(self, key: str) -> None:
+        with self._state(write=True) as st:
+            st["kv"].pop(key, None)
+
+    def kv_update(self, key: str, fn: Callable[[str | None], str | None]) -> None:
+        with self._state(write=True) as st:
+            new = fn(st["kv"].get(key))
+            if new is None:
+                st["kv"].pop(key, None)
+            else:
+                st["kv"][key] = new
+
+    def register(self, inst: Instance, interval: str = "1s") -> None:
+        with self._state(write=True) as st:
+            st["services"][inst.id] = asdict(inst) | {"status": "unknown"}
+
+    def deregister(self, instance_id: str) -> None:
+        with self._state(write=True) as st:
+            st["services"].pop(instance_id, None)
+
+    def instances(self, service: str, color: str, passing: bool = False) -> list[Instance]:
+        self.color_service(service, color)
+        with self._state() as st:
+            found = [Instance(**d) for d in st["services"].values()
+                     if d["service"] == service and d["color"] == color]
+        result = []
+        for inst in sorted(found, key=lambda i: i.id):
+            status = _http_status(inst.check_url) if inst.check_url else "passing"
+            if passing and status != "passing":
+                continue
+            result.append(Instance(**(asdict(inst) | {"status": status})))
+        return result
+
+    @contextlib.contextmanager
+    def lock(self, service: str, wait: float = 0.0,
+             on_stale: Callable[[str], None] | None = None) -> Iterator[None]:
+        path = Path(f"{self.path}.{validate.service(service)}.deploy-lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait
+        with open(path, "a+") as fh:
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        fh.seek(0)
+                        try:
+                            who = describe_holder(json.loads(fh.read() or "{}"))
+                        except ValueError:
+                            who = "another process"
+                        raise LockHeld(f"{service} is locked by {who}") from None
+                    time.sleep(0.25)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps(holder_info()))
+            fh.flush()
+            try:
+                yield
+            finally:
+                fh.truncate(0)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _http_status(url: str) -> str:
+    import requests
+
+    try:
+        ok = requests.get(url, timeout=1.0, allow_redirects=False).status_code < 400
+    except requests.RequestException:
+        return "critical"
+    return "passing" if ok else "critical"

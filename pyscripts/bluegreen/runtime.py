@@ -1,0 +1,219 @@
+"""Container runtime: start, wait for, stop, remove and list a color's containers (Docker SDK).
+
+Containers are named ``<service>-<color>`` (``-1`` .. ``-N`` with ``--scale N``), carry
+labels ``bluegreen.service`` / ``bluegreen.color``, get ``SERVICE_NAME=<service>-<color>``
+(the name Registrator would register), and publish the container port on a free host port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bluegreen import validate
+from bluegreen.errors import OperationFailed, Unreachable
+
+LABEL_SERVICE = "bluegreen.service"
+LABEL_COLOR = "bluegreen.color"
+LABEL_PORT = "bluegreen.port"
+LABEL_HEALTH = "bluegreen.health-path"
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    id: str
+    service: str
+    color: str
+    image: str
+    state: str  # running | exited | created | ...
+    address: str
+    port: int | None  # published host port, when running
+    container_port: int
+    health_path: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{self.address}:{self.port}{self.health_path}"
+
+
+def container_names(service: str, color: str, scale: int) -> list[str]:
+    base = f"{validate.service(service)}-{validate.color(color)}"
+    return [base] if scale == 1 else [f"{base}-{n}" for n in range(1, scale + 1)]
+
+
+class DockerRuntime:
+    """A Docker engine, reached like the docker CLI does (``DOCKER_HOST``, TLS env vars)."""
+
+    def __init__(self, docker_host: str | None = None, publish_ip: str = "0.0.0.0",  # noqa: S104 - as docker run -p
+                 advertise_addr: str | None = None) -> None:
+        self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or ""
+        self.where = self.docker_host or "unix:///var/run/docker.sock"
+        self.publish_ip = publish_ip
+        self.advertise_addr = advertise_addr or self._default_advertise()
+        self._client: Any = None
+
+    def _default_advertise(self) -> str:
+        parts = urllib.parse.urlsplit(self.docker_host)
+        if parts.scheme in ("tcp", "http", "https") and parts.hostname:
+            return parts.hostname
+        if self.publish_ip not in ("", "0.0.0.0", "::"):  # noqa: S104
+            return self.publish_ip
+        return "127.0.0.1"
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import docker  # heavy: imported on first use
+
+            env = dict(os.environ)
+            if self.docker_host:
+                env["DOCKER_HOST"] = self.docker_host
+            try:
+                self._client = docker.from_env(environment=env, timeout=30)
+            except docker.errors.DockerException as exc:
+                raise Unreachable("Docker", self.where, str(exc)[:200]) from exc
+        return self._client
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        import docker
+        import requests
+
+        try:
+            yield
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise Unreachable("Docker", self.where, type(exc).__name__) from exc
+        except docker.errors.APIError as exc:
+            raise OperationFailed(f"Docker: {exc.explanation or exc}") from exc
+        except docker.errors.DockerException as exc:
+            raise OperationFailed(f"Docker: {exc}") from exc
+
+    def ping(self) -> None:
+        with self._call():
+            self.client.ping()
+
+    def _info(self, c: Any) -> Container:
+        labels = c.labels
+        cport = int(labels.get(LABEL_PORT, "0") or 0)
+        port = None
+        bindings = (c.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{cport}/tcp")
+        if c.status == "running" and bindings:
+            port = int(bindings[0]["HostPort"])
+        image = c.attrs.get("Config", {}).get("Image", "")
+        return Container(name=c.name, id=c.id, service=labels.get(LABEL_SERVICE, ""),
+                         color=labels.get(LABEL_COLOR, ""), image=image, state=c.status,
+                         address=self.advertise_addr, port=port, container_port=cport,
+                         health_path=labels.get(LABEL_HEALTH, "/"))
+
+    def containers(self, service: str, color: str | None = None) -> list[Container]:
+        filters = [f"{LABEL_SERVICE}={validate.service(service)}"]
+        if color:
+            filters.append(f"{LABEL_COLOR}={validate.color(color)}")
+        with self._call():
+            found = self.client.containers.list(all=True, filters={"label": filters})
+        return sorted((self._info(c) for c in found), key=lambda c: c.name)
+
+    def image_exists(self, image: str) -> bool:
+        import docker
+
+        with self._call():
+            try:
+                self.client.images.get(image)
+                return True
+            except docker.errors.ImageNotFound:
+                return False
+
+    def start(self, service: str, color: str, image: str, port: int, env: dict[str, str],
+              scale: int = 1, network: str | None = None, health_path: str = "/",
+              pull: bool = True) -> list[Container]:
+        """Replace the color's containers by ``scale`` new ones of ``image``."""
+        self.remove(service, color)
+        if not self.image_exists(image):
+            if not pull:
+                raise OperationFailed(f"image {image} is not present on {self.where}")
+            with self._call():
+                self.client.images.pull(image)
+        environment = dict(env)
+        environment["SERVICE_NAME"] = f"{service}-{color}"
+        labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
+                  LABEL_HEALTH: health_path}
+        started = []
+        for name in container_names(service, color, scale):
+            with self._call():
+                c = self.client.containers.run(
+                    image, detach=True, name=name, environment=environment, labels=labels,
+                    ports={f"{port}/tcp": (self.publish_ip, None)}, network=network, init=True,
+                )
+                c.reload()
+            started.append(self._info(c))
+        return started
+
+    def restart(self, service: str, color: str) -> list[Container]:
+        """Start a color's stopped containers again (a rollback to a stopped color)."""
+        names = []
+        for c in self.containers(service, color):
+            if not c.running:
+                with self._call():
+                    self.client.containers.get(c.id).start()
+            names.append(c.name)
+        return [c for c in self.containers(service, color) if c.name in names]
+
+    def wait_healthy(self, containers: list[Container], timeout: float) -> list[Container]:
+        """Wait until each container runs and answers its health path below 400."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        pending = {c.name for c in containers}
+        current = {c.name: c for c in containers}
+        while pending:
+            for name in sorted(pending):
+                with self._call():
+                    c = self._info(self.client.containers.get(current[name].id))
+                current[name] = c
+                if c.state in ("exited", "dead"):
+                    with self._call():
+                        raw = self.client.containers.get(c.id)
+                        code = raw.attrs.get("State", {}).get("ExitCode")
+                        logs = raw.logs(tail=1).decode(errors="replace").strip()
+                    tail = f": {logs[:160]}" if logs else ""
+                    raise OperationFailed(f"container {name} exited with code {code}{tail}")
+                if c.running and c.port:
+                    with contextlib.suppress(requests.RequestException):
+                        r = requests.get(c.health_url, timeout=1.0, allow_redirects=False)
+                        if r.status_code < 400:
+                            pending.discard(name)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                raise OperationFailed(
+                    f"{', '.join(sorted(pending))} not healthy within {timeout:g}s "
+                    f"(health path {containers[0].health_path})")
+            time.sleep(0.2)
+        return [current[c.name] for c in containers]
+
+    def stop(self, service: str, color: str, timeout: int = 10) -> list[str]:
+        stopped = []
+        for c in self.containers(service, color):
+            if c.running:
+                with self._call():
+                    self.client.containers.get(c.id).stop(timeout=timeout)
+                stopped.append(c.name)
+        return stopped
+
+    def remove(self, service: str, color: str) -> list[str]:
+        removed = []
+        for c in self.containers(service, color):
+            with self._call():
+                self.client.containers.get(c.id).remove(force=True)
+            removed.append(c.name)
+        return removed

@@ -1,0 +1,276 @@
+"""A private, loopback-only environment: dockerd, a Consul dev agent, nginx, sample images.
+
+Used by the demo (the README's main job), the integration tests and the benchmarks.
+Everything is started idempotently and torn down by ``close()``; nothing listens beyond
+127.0.0.1 except the Docker-published sample ports, which are bound to 127.0.0.1 too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bluegreen import templates
+from bluegreen.errors import OperationFailed, Unreachable
+
+CACHE = Path(os.environ.get("BLUEGREEN_CACHE_DIR") or
+             Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bluegreen")
+SAMPLE_IMAGE = "bluegreen-sample"
+SAMPLE_TAGS = {  # tag -> (VERSION, MODE)
+    "v1": ("v1", "ok"), "v2": ("v2", "ok"), "v3": ("v3", "ok"),
+    "crash": ("v-crash", "crash"), "unhealthy": ("v-unhealthy", "unhealthy"),
+    "broken": ("v-broken", "broken"),
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if predicate():
+                return
+        if time.monotonic() >= deadline:
+            raise OperationFailed(f"{what} not ready after {timeout:g}s")
+        time.sleep(interval)
+
+
+def repo_root() -> Path:
+    return templates.resource_dir().parent
+
+
+# -- Docker -----------------------------------------------------------------------------
+
+
+def docker_ok() -> bool:
+    import docker
+
+    try:
+        docker.from_env(timeout=5).ping()
+        return True
+    except Exception:
+        return False
+
+
+def ensure_dockerd(timeout: float = 60.0) -> None:
+    """Start Debian's dockerd when no engine answers (needs root)."""
+    if docker_ok():
+        return
+    if os.environ.get("DOCKER_HOST", "").startswith("tcp://"):
+        raise Unreachable("Docker", os.environ["DOCKER_HOST"], "does not answer")
+    dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+    if not Path(dockerd).exists():
+        raise Unreachable("Docker", "unix:///var/run/docker.sock",
+                          "no engine and no dockerd binary (run scripts/bootstrap.sh)")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    log = open(CACHE / "dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
+    subprocess.Popen([dockerd], stdout=log, stderr=log, start_new_session=True)
+    wait_for(docker_ok, timeout, "dockerd", 0.5)
+
+
+def build_sample_images(tags: list[str] | None = None) -> list[str]:
+    """Build ``bluegreen-sample:<tag>`` from static busybox; skip the tags that exist."""
+    import docker
+
+    client = docker.from_env(timeout=120)
+    busybox = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if Path(p).exists()), None)
+    built = []
+    src = templates.resource_dir() / "sample"
+    for tag in tags or list(SAMPLE_TAGS):
+        ref = f"{SAMPLE_IMAGE}:{tag}"
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.get(ref)
+            continue
+        if busybox is None:
+            raise OperationFailed("static busybox not found (apt-get install busybox-static)")
+        version, mode = SAMPLE_TAGS[tag]
+        with tempfile.TemporaryDirectory() as ctx:
+            shutil.copy(busybox, Path(ctx) / "busybox")
+            shutil.copy(src / "Dockerfile", ctx)
+            shutil.copy(src / "start.sh", ctx)
+            client.images.build(path=ctx, tag=ref, buildargs={"VERSION": version, "MODE": mode},
+                                rm=True, pull=False)
+        built.append(ref)
+    return built
+
+
+# -- Consul -----------------------------------------------------------------------------
+
+
+def consul_binary() -> Path:
+    """The cached agent built by scripts/build-consul.sh (built now when missing)."""
+    env = os.environ.get("BLUEGREEN_CONSUL_BIN")
+    if env:
+        return Path(env)
+    found = sorted(CACHE.glob("consul-v*"))
+    if found:
+        return found[-1]
+    script = repo_root() / "scripts" / "build-consul.sh"
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise OperationFailed(f"cannot build the Consul agent: {out.stderr.strip()[-300:]}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class ConsulAgent:
+    """``consul agent -dev`` on free loopback ports; DNS, gRPC and UI off."""
+
+    workdir: Path
+    http_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> ConsulAgent:
+        self.http_port = self.http_port or free_port()
+        ports = [free_port() for _ in range(3)]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "consul.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(consul_binary()), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
+             f"-http-port={self.http_port}", "-dns-port=-1", "-grpc-port=-1",
+             "-grpc-tls-port=-1", f"-serf-lan-port={ports[0]}", f"-serf-wan-port={ports[1]}",
+             f"-server-port={ports[2]}", "-ui=false", "-log-level=warn",
+             f"-node=bluegreen-{self.http_port}"],
+            stdout=log, stderr=log, start_new_session=True)
+
+        def leader() -> bool:
+            import requests
+
+            if self.proc and self.proc.poll() is not None:
+                raise OperationFailed(f"consul exited; see {self.workdir / 'consul.log'}")
+            return bool(requests.get(f"{self.addr}/v1/status/leader", timeout=1).json())
+
+        wait_for(leader, 60, "Consul agent")
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# -- nginx ------------------------------------------------------------------------------
+
+
+@dataclass
+class Nginx:
+    """Debian's nginx with a private prefix, listening on a free loopback port."""
+
+    prefix: Path
+    port: int = 0
+    workers: int = 2
+
+    @property
+    def conf(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.prefix / "nginx.pid"
+
+    @property
+    def upstream_dir(self) -> Path:
+        return self.prefix / "upstreams"
+
+    @property
+    def include_dir(self) -> Path:
+        return self.prefix / "includes"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        if not Path(binary).exists():
+            raise Unreachable("nginx", binary, "not installed (run scripts/bootstrap.sh)")
+        self.port = self.port or free_port()
+        for d in ("logs", "tmp", "empty", self.upstream_dir, self.include_dir):
+            (self.prefix / d).mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(templates.render(
+            "nginx/nginx.conf.j2", prefix=self.prefix, workers=self.workers,
+            listen=f"127.0.0.1:{self.port}", upstream_dir=self.upstream_dir,
+            include_dir=self.include_dir))
+        subprocess.run([binary, "-p", str(self.prefix), "-c", str(self.conf)], check=True,
+                       capture_output=True)
+        wait_for(lambda: self.pid_file.exists(), 10, "nginx")
+        return self
+
+    def cli_args(self) -> list[str]:
+        return ["--nginx-mode", "local", "--nginx-conf", str(self.conf),
+                "--nginx-prefix", str(self.prefix), "--nginx-pid-file", str(self.pid_file),
+                "--upstream-dir", str(self.upstream_dir), "--include-dir", str(self.include_dir)]
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.pid_file.read_text())
+            os.kill(pid, signal.SIGQUIT)
+            wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "nginx exit")
+
+
+# -- all of it --------------------------------------------------------------------------
+
+
+@dataclass
+class Sandbox:
+    root: Path
+    consul: ConsulAgent = field(init=False)
+    nginx: Nginx = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.consul = ConsulAgent(self.root / "consul")
+        self.nginx = Nginx(self.root / "nginx")
+
+    def start(self, images: bool = True) -> Sandbox:
+        ensure_dockerd()
+        if images:
+            build_sample_images()
+        self.consul.start()
+        self.nginx.start()
+        return self
+
+    def env(self) -> dict[str, str]:
+        """Environment for the ``bluegreen`` CLI against this sandbox."""
+        env = dict(os.environ)
+        env.update({"CONSUL_HTTP_ADDR": self.consul.addr, "BLUEGREEN_PUBLISH_IP": "127.0.0.1",
+                    "BLUEGREEN_NGINX_MODE": "local", "BLUEGREEN_NGINX_CONF": str(self.nginx.conf),
+                    "BLUEGREEN_NGINX_PREFIX": str(self.nginx.prefix),
+                    "BLUEGREEN_NGINX_PID_FILE": str(self.nginx.pid_file),
+                    "BLUEGREEN_UPSTREAM_DIR": str(self.nginx.upstream_dir),
+                    "BLUEGREEN_INCLUDE_DIR": str(self.nginx.include_dir),
+                    "BLUEGREEN_PROXY_URL": self.nginx.url})
+        return env
+
+    def remove_containers(self, service: str) -> None:
+        import docker
+
+        client = docker.from_env()
+        for c in client.containers.list(all=True, filters={"label": f"bluegreen.service={service}"}):
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True)
+
+    def close(self) -> None:
+        self.nginx.stop()
+        self.consul.stop()

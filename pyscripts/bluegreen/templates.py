@@ -1,0 +1,37 @@
+"""Find the project's ``resources/`` directory and render its Jinja2 templates."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+from bluegreen.errors import OperationFailed
+
+
+def resource_dir() -> Path:
+    """``$BLUEGREEN_RESOURCES``, else the ``resources/`` beside ``pyscripts/``."""
+    env = os.environ.get("BLUEGREEN_RESOURCES")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "resources")
+    for path in candidates:
+        if (path / "nginx").is_dir():
+            return path
+    raise OperationFailed("resources/ not found: set BLUEGREEN_RESOURCES to the library's resources dir")
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - nginx/XML templates take validated values only
+    )
+
+
+def render(name: str, **context: Any) -> str:
+    return _environment().get_template(name).render(**context)

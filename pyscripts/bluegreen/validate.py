@@ -1,0 +1,141 @@
+"""Validation of every value that reaches a container, an nginx file or a KV path.
+
+Values are rejected at the edge, never escaped later: anything accepted here is
+safe to place in an nginx block, a KV key, a container name or a label.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bluegreen.errors import UsageError
+
+COLORS = ("blue", "green")
+SERVICE_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# Docker image reference: [registry[:port]/]path[:tag][@digest]
+_IMAGE_RE = re.compile(
+    r"(?:(?P<registry>[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}))?"
+)
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LOCATION_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
+_HTTP_PATH_RE = re.compile(r"/[A-Za-z0-9._~/%?&=+:@,;!*'()-]*")
+_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9a-fA-F:]+\]")
+_PREFIX_RE = re.compile(r"(?:[A-Za-z0-9_-]+/)*")
+_NETWORK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def service(value: str) -> str:
+    """A service name: ``[a-z0-9][a-z0-9._-]*``, at most 63 characters, no ``..``."""
+    if not isinstance(value, str) or not SERVICE_RE.fullmatch(value) or len(value) > 63:
+        raise UsageError(
+            f"invalid service name {value!r}: use [a-z0-9][a-z0-9._-]*, at most 63 characters"
+        )
+    if ".." in value:
+        raise UsageError(f"invalid service name {value!r}: '..' is not allowed")
+    return value
+
+
+def color(value: str) -> str:
+    if value not in COLORS:
+        raise UsageError(f"invalid color {value!r}: use blue or green")
+    return value
+
+
+def other_color(value: str) -> str:
+    return "green" if color(value) == "blue" else "blue"
+
+
+def image(value: str) -> str:
+    if not isinstance(value, str) or len(value) > 255 or not _IMAGE_RE.fullmatch(value):
+        raise UsageError(f"invalid image reference {value!r}")
+    return value
+
+
+def port(value: int | str, what: str = "port") -> int:
+    try:
+        number = int(str(value), 10)
+    except ValueError:
+        raise UsageError(f"invalid {what} {value!r}: use a number from 1 to 65535") from None
+    if not 1 <= number <= 65535:
+        raise UsageError(f"invalid {what} {value!r}: use a number from 1 to 65535")
+    return number
+
+
+def bounded_int(value: int | str, what: str, low: int, high: int) -> int:
+    try:
+        number = int(str(value), 10)
+    except ValueError:
+        raise UsageError(f"invalid {what} {value!r}: use a whole number") from None
+    if not low <= number <= high:
+        raise UsageError(f"invalid {what} {value!r}: use a number from {low} to {high}")
+    return number
+
+
+def scale(value: int | str) -> int:
+    return bounded_int(value, "scale", 1, 64)
+
+
+def weight(value: int | str) -> int:
+    """A route weight, 0 to 100 (the multi-service seed's 0 -> 100 switch)."""
+    return bounded_int(value, "weight", 0, 100)
+
+
+def seconds(value: float | str, what: str, high: float = 86400.0) -> float:
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise UsageError(f"invalid {what} {value!r}: use a number of seconds") from None
+    if not 0 <= number <= high or number != number:
+        raise UsageError(f"invalid {what} {value!r}: use 0 to {high:g} seconds")
+    return number
+
+
+def env_pair(value: str) -> tuple[str, str]:
+    key, sep, val = value.partition("=")
+    if not sep or not _ENV_KEY_RE.fullmatch(key):
+        raise UsageError(f"invalid --env {value!r}: use KEY=VALUE with KEY of [A-Za-z_][A-Za-z0-9_]*")
+    if "\x00" in val:
+        raise UsageError(f"invalid --env {key}: NUL byte in value")
+    return key, val
+
+
+def location(value: str) -> str:
+    """An nginx location path: only characters that cannot leave the block."""
+    if not _LOCATION_RE.fullmatch(value) or "//" in value or "/../" in value + "/":
+        raise UsageError(f"invalid location {value!r}: use a path of [A-Za-z0-9._~/-] starting with /")
+    return value
+
+
+def http_path(value: str) -> str:
+    if not _HTTP_PATH_RE.fullmatch(value):
+        raise UsageError(f"invalid HTTP path {value!r}")
+    return value
+
+
+def host(value: str) -> str:
+    if not _HOST_RE.fullmatch(value):
+        raise UsageError(f"invalid host {value!r}")
+    return value
+
+
+def kv_prefix(value: str) -> str:
+    """A KV prefix: empty, or path segments each ending in ``/``."""
+    if not _PREFIX_RE.fullmatch(value):
+        raise UsageError(f"invalid KV prefix {value!r}: use segments of [A-Za-z0-9_-] ending in /")
+    return value
+
+
+def network(value: str) -> str:
+    if not _NETWORK_RE.fullmatch(value):
+        raise UsageError(f"invalid network name {value!r}")
+    return value
+
+
+def directory(value: str, what: str) -> Path:
+    if not value or "\x00" in value or "\n" in value:
+        raise UsageError(f"invalid {what} {value!r}")
+    return Path(value)
