@@ -74,6 +74,7 @@ class Toolkit:
             self.say(f"would start {scale} container(s) {service}-{color} of {image} "
                      f"(port {port}, health {health_path}) and register them as {service}-{color}")
             return []
+        self.runtime.ensure_image(image, pull)  # before anything is changed
         self.deregister(service, color)
         try:
             started = self.runtime.start(service, color, image, port, env or {}, scale, network,

@@ -133,16 +133,19 @@ class DockerRuntime:
             except docker.errors.ImageNotFound:
                 return False
 
-    def start(self, service: str, color: str, image: str, port: int, env: dict[str, str],
-              scale: int = 1, network: str | None = None, health_path: str = "/",
-              pull: bool = True) -> list[Container]:
-        """Replace the color's containers by ``scale`` new ones of ``image``."""
-        self.remove(service, color)
+    def ensure_image(self, image: str, pull: bool = True) -> None:
         if not self.image_exists(image):
             if not pull:
                 raise OperationFailed(f"image {image} is not present on {self.where}")
             with self._call():
                 self.client.images.pull(image)
+
+    def start(self, service: str, color: str, image: str, port: int, env: dict[str, str],
+              scale: int = 1, network: str | None = None, health_path: str = "/",
+              pull: bool = True) -> list[Container]:
+        """Replace the color's containers by ``scale`` new ones of ``image``."""
+        self.ensure_image(image, pull)
+        self.remove(service, color)
         environment = dict(env)
         environment["SERVICE_NAME"] = f"{service}-{color}"
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),

@@ -207,7 +207,7 @@ class Nginx:
         if not Path(binary).exists():
             raise Unreachable("nginx", binary, "not installed (run scripts/bootstrap.sh)")
         self.port = self.port or free_port()
-        for d in ("logs", "tmp", "empty", self.upstream_dir, self.include_dir):
+        for d in ("logs", "tmp", self.upstream_dir, self.include_dir):
             (self.prefix / d).mkdir(parents=True, exist_ok=True)
         self.conf.write_text(templates.render(
             "nginx/nginx.conf.j2", prefix=self.prefix, workers=self.workers,
@@ -251,16 +251,17 @@ class Sandbox:
         self.nginx.start()
         return self
 
-    def env(self) -> dict[str, str]:
-        """Environment for the ``bluegreen`` CLI against this sandbox."""
+    def env(self, nginx: Nginx | None = None) -> dict[str, str]:
+        """Environment for the ``bluegreen`` CLI against this sandbox (or another nginx)."""
+        nginx = nginx or self.nginx
         env = dict(os.environ)
         env.update({"CONSUL_HTTP_ADDR": self.consul.addr, "BLUEGREEN_PUBLISH_IP": "127.0.0.1",
-                    "BLUEGREEN_NGINX_MODE": "local", "BLUEGREEN_NGINX_CONF": str(self.nginx.conf),
-                    "BLUEGREEN_NGINX_PREFIX": str(self.nginx.prefix),
-                    "BLUEGREEN_NGINX_PID_FILE": str(self.nginx.pid_file),
-                    "BLUEGREEN_UPSTREAM_DIR": str(self.nginx.upstream_dir),
-                    "BLUEGREEN_INCLUDE_DIR": str(self.nginx.include_dir),
-                    "BLUEGREEN_PROXY_URL": self.nginx.url})
+                    "BLUEGREEN_NGINX_MODE": "local", "BLUEGREEN_NGINX_CONF": str(nginx.conf),
+                    "BLUEGREEN_NGINX_PREFIX": str(nginx.prefix),
+                    "BLUEGREEN_NGINX_PID_FILE": str(nginx.pid_file),
+                    "BLUEGREEN_UPSTREAM_DIR": str(nginx.upstream_dir),
+                    "BLUEGREEN_INCLUDE_DIR": str(nginx.include_dir),
+                    "BLUEGREEN_PROXY_URL": nginx.url})
         return env
 
     def remove_containers(self, service: str) -> None:

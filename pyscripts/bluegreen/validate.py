@@ -50,7 +50,11 @@ def other_color(value: str) -> str:
 
 
 def image(value: str) -> str:
-    if not isinstance(value, str) or len(value) > 255 or not _IMAGE_RE.fullmatch(value):
+    m = _IMAGE_RE.fullmatch(value) if isinstance(value, str) and len(value) <= 255 else None
+    registry = m.group("registry") if m else None
+    # As Docker: a first component is a registry only with a '.' or ':' or as 'localhost'.
+    if not m or (registry and not ("." in registry or ":" in registry or registry == "localhost")
+                 and registry != registry.lower()):
         raise UsageError(f"invalid image reference {value!r}")
     return value
 

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install and start everything bluegreen's demo, tests and benchmarks need. Idempotent:
+# what is already there is skipped. Debian packages need root (as on the CI machine).
+#   docker.io nginx busybox-static wrk hey (Debian) | .venv with bluegreen[test]
+#   the Consul agent (built from the Go module proxy, cached in ~/.cache/bluegreen) | dockerd
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+# 1. Debian packages
+want=(docker.io nginx busybox-static wrk hey)
+missing=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's nginx package starts a system nginx on port 80; the project never uses it.
+
+# 2. Python virtualenv with the package (editable) and the test tools
+PY="${PYTHON:-python3}"
+stamp=".venv/.bluegreen-installed"
+if [[ ! -x .venv/bin/python ]]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+  say "installing bluegreen[test] into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  touch "$stamp"
+fi
+
+# 3. The Consul agent (cached outside the repo; the first build takes a few minutes)
+consul_bin=$(bash scripts/build-consul.sh)
+say "consul: $consul_bin"
+
+# 4. dockerd
+if ! docker info >/dev/null 2>&1; then
+  say "starting dockerd"
+  mkdir -p "${XDG_CACHE_HOME:-$HOME/.cache}/bluegreen"
+  nohup dockerd >>"${XDG_CACHE_HOME:-$HOME/.cache}/bluegreen/dockerd.log" 2>&1 &
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { say "dockerd did not start; see ~/.cache/bluegreen/dockerd.log"; exit 3; }
+fi
+
+# 5. Sample images (built locally from static busybox, no registry)
+.venv/bin/python -c 'from bluegreen.sandbox import build_sample_images as b; b()'
+say "ready"
