@@ -67,12 +67,18 @@ COMMAND_OPTIONS: dict[str, tuple[Any, str]] = {
 
 
 class Parser(argparse.ArgumentParser):
+    """One-line errors (exit 2 via UsageError); no abbreviated options."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
 def _global_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     g = p.add_argument_group("common options (each also BLUEGREEN_<NAME> or config file)")
     g.add_argument("--config", help="TOML config file (default ./bluegreen.toml if present)")
     g.add_argument("--registry", choices=["consul", "file"], help="registry backend [consul]")

@@ -281,19 +281,22 @@ class Proxy:
             return False
         self.controller.ping()
         backup = {p: self._read(p) for p in changes}
+        reloading = False
         try:
             for path, text in changes.items():
                 _write_atomic(path, text)
             ok, output = self.controller.test()
             if not ok:
                 raise OperationFailed(f"nginx rejected the configuration: {_first_error(output)}")
+            reloading = True
             self.controller.reload(reload_timeout)
         except BaseException:
             for path, text in backup.items():
                 _write_atomic(path, text)
-            with contextlib.suppress(Exception):
-                if self.controller.test()[0]:
-                    self.controller.reload(reload_timeout)
+            if reloading:  # nginx may have seen the new files: make it load the old ones
+                with contextlib.suppress(Exception):
+                    if self.controller.test()[0]:
+                        self.controller.reload(reload_timeout)
             raise
         return True
 

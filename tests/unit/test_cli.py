@@ -1,0 +1,91 @@
+"""CLI edges that need no running component: parsing, precedence, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bluegreen import cli, config
+from bluegreen.errors import ExitStatus, UsageError
+from bluegreen.sandbox import free_port
+
+
+def run(*args, env=None):
+    import os
+
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-m", "bluegreen", *args], capture_output=True,
+                       text=True, env=e, check=False, timeout=60)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_exit_status_values_are_documented():
+    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3]
+
+
+def test_usage_errors_are_one_line_exit_2():
+    code, _, err = run("deploy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("bluegreen: error:")
+    code, _, err = run("color", "sideways", "x")
+    assert code == 2 and "invalid choice" in err
+
+
+def test_consul_unreachable_is_exit_3_naming_where():
+    port = free_port()
+    code, _, err = run("color", "next", "books-ms", env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{port}"})
+    assert code == 3
+    assert err.strip() == (f"bluegreen: error: Consul unreachable at http://127.0.0.1:{port}: "
+                           "ConnectionError")
+
+
+def test_file_registry_colors(tmp_path):
+    env = {"BLUEGREEN_REGISTRY": "file", "BLUEGREEN_STATE_FILE": str(tmp_path / "s.json")}
+    assert run("color", "next", "books-ms", env=env)[1] == "blue\n"
+    assert run("color", "current", "books-ms", "--json", env=env)[1].count('"current": null') == 1
+
+
+def test_precedence_flag_env_file_default(tmp_path, monkeypatch):
+    conf = tmp_path / "c.toml"
+    conf.write_text('location = "/from-file"\nweight = 30\ndrain-timeout = 7\n')
+    defaults = {k: v for k, (v, _) in {**cli.GLOBAL_OPTIONS, **cli.COMMAND_OPTIONS}.items()}
+    kinds = {k: kind for k, (_, kind) in {**cli.GLOBAL_OPTIONS, **cli.COMMAND_OPTIONS}.items()}
+    values = {"config": str(conf), "location": None, "weight": "40", "drain_timeout": None,
+              "consul_addr": None}
+    env = {"BLUEGREEN_LOCATION": "/from-env", "CONSUL_HTTP_ADDR": "consul:8500"}
+    out = config.resolve(values, defaults, kinds, env)
+    assert out["location"] == "/from-env"  # env beats file
+    assert out["weight"] == "40"  # flag beats everything
+    assert out["drain_timeout"] == 7  # file beats default
+    assert out["consul_addr"] == "consul:8500"  # the ecosystem's variable
+    assert out["health_timeout"] == 60.0  # default
+    out = config.resolve(dict(values, consul_addr=None), defaults, kinds,
+                         env | {"BLUEGREEN_CONSUL_ADDR": "bg:1"})
+    assert out["consul_addr"] == "bg:1"  # BLUEGREEN_* beats the ecosystem's
+
+
+def test_env_lists_and_flags():
+    assert config._from_env('["A=1", "B=2 3"]', "list", "V") == ["A=1", "B=2 3"]
+    assert config._from_env("A=1\nB=2", "list", "V") == ["A=1", "B=2"]
+    assert config._from_env("yes", "flag", "V") is True
+    with pytest.raises(UsageError):
+        config._from_env("maybe", "flag", "V")
+    with pytest.raises(UsageError):
+        config.load_file("/nonexistent.toml", {})
+
+
+def test_quick_commands_do_not_import_heavy_libraries(tmp_path):
+    code = ("import sys; from bluegreen import cli; cli.main(['color','next','x','--registry','file',"
+            f"'--state-file','{tmp_path}/s.json']); "
+            "print(sorted(m for m in ('docker','consul','jenkins','jinja2') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_help_lists_every_command():
+    _, out, _ = run("--help")
+    for name in ("color", "deploy", "address", "switch", "stop", "status", "pre-test",
+                 "post-test", "run", "rollback", "history", "recover", "jenkins"):
+        assert name in out
