@@ -236,6 +236,7 @@ class Toolkit:
         inflight = self.registry.get_json(service, "inflight")
         if inflight:
             report["inflight"] = inflight
-            problems.append(f"an interrupted run ({inflight.get('from')} -> {inflight.get('to')}, "
-                            f"phase {inflight.get('phase')}) left state behind")
+            problems.append(f"a run ({inflight.get('from')} -> {inflight.get('to')}, phase "
+                            f"{inflight.get('phase')}) is in progress or was interrupted; the next "
+                            f"run, rollback or recover deals with it")
         return report

@@ -22,7 +22,7 @@ from bluegreen.core import Toolkit
 from bluegreen.errors import BlueGreenError, OperationFailed
 
 HISTORY_KEEP = 50
-PHASES = ("deploy", "pre-test", "switch", "post-test", "stop-old")
+PHASES = ("deploy", "pre-test", "switch", "post-test")
 
 
 @dataclass
@@ -149,24 +149,21 @@ class Pipeline:
         raise OperationFailed(f"Post-integration tests failed: {result.detail}")
 
     def stop_old(self, service: str, old: str | None, keep_old: float) -> None:
+        """Stop the old color, after ``keep_old`` seconds, unless it became live again."""
         if not old or self.kit.runtime is None:
-            return
-        if not any(c.running for c in self.kit.runtime.containers(service, old)):
             return
         if keep_old > 0:
             self.kit.registry.put_json(service, "scale-down",
                                        {"color": old, "not_before": time.time() + keep_old})
             self.say(f"keeping {service}-{old} for {keep_old:g}s (rollback is proxy-only)")
             time.sleep(keep_old)
-            with self.locked(service, wait=600):
-                pending = self.kit.registry.get_json(service, "scale-down")
-                self.kit.registry.put_json(service, "scale-down", None)
-                if not pending or pending.get("color") != old or self.kit.live_color(service) == old:
-                    self.say(f"{service}-{old} is live again (rolled back); not stopping it")
-                    return
+        with self.locked(service, wait=600):
+            self.kit.registry.put_json(service, "scale-down", None)
+            if self.kit.live_color(service) == old:
+                self.say(f"{service}-{old} is live again (rolled back); not stopping it")
+                return
+            if any(c.running for c in self.kit.runtime.containers(service, old)):
                 self.kit.stop(service, old)
-            return
-        self.kit.stop(service, old)
 
     # -- the whole deployment --------------------------------------------------------------
 
@@ -192,33 +189,28 @@ class Pipeline:
                         "host": socket.gethostname(), "pid": os.getpid()}
             phase = "deploy"
             try:
-                if not self.kit.dry_run:
-                    self.kit.registry.put_json(service, "inflight", inflight)
-                for phase in PHASES[:4]:
-                    if not self.kit.dry_run:
-                        self.kit.registry.put_json(service, "inflight", inflight | {"phase": phase})
+                for phase in PHASES:
+                    self.kit.registry.put_json(service, "inflight", inflight | {"phase": phase})
                     self._phase(service, phase, current, nxt, opts)
             except BaseException as exc:
                 summary.update(failed_phase=phase, error=str(exc))
-                if phase in ("deploy", "switch") and not self.kit.dry_run:
+                if phase in ("deploy", "switch"):
                     self._undo_new(service, nxt, current)
-                if not self.kit.dry_run:
-                    self.kit.registry.put_json(service, "inflight", None)
-                    self._history(service, self._entry(summary, started))
+                self.kit.registry.put_json(service, "inflight", None)
+                self._history(service, self._entry(summary, started))
                 raise
             summary["result"] = "ok"
-            if not self.kit.dry_run:
-                self.kit.registry.put_json(service, "inflight", inflight | {"phase": "stop-old"})
+            # Done under the lock: the record is cleared, so a later lock holder never takes
+            # this live run for an interrupted one; the old color's stop is a scale-down
+            # record that recovery completes if this process dies.
+            if old:
+                self.kit.registry.put_json(service, "scale-down",
+                                           {"color": old, "not_before": time.time() + opts.keep_old})
+            self.kit.registry.put_json(service, "inflight", None)
+            self._history(service, self._entry(summary, started))
         # Outside the lock: a rollback may happen while the old color is kept.
-        try:
-            with self.phase("stop-old", f"stop {service}-{old}" if old else "nothing to stop"):
-                if not self.kit.dry_run:
-                    self.stop_old(service, old, opts.keep_old)
-        finally:
-            if not self.kit.dry_run:
-                with self.locked(service, wait=600):
-                    self.kit.registry.put_json(service, "inflight", None)
-                    self._history(service, self._entry(summary, started))
+        with self.phase("stop-old", f"stop {service}-{old}" if old else "nothing to stop"):
+            self.stop_old(service, old, opts.keep_old)
         summary["phases"] = self.phases
         return summary
 
@@ -317,9 +309,8 @@ class Pipeline:
         act = apply and not kit.dry_run
 
         if inflight:
-            done = inflight.get("phase") == "stop-old"
-            order = [inflight.get("to"), inflight.get("from")] if done else \
-                [inflight.get("from"), serving, recorded]
+            # Unverified until post-test passed: prefer the color that was live before.
+            order = [inflight.get("from"), serving, recorded]
             target = next((c for c in order if c in validate.COLORS and self.healthy(service, c)),
                           None)
             actions.append(f"interrupted run found ({inflight.get('from')} -> "
