@@ -90,7 +90,7 @@ class RegistryContract:
 
     def test_lock_excludes_and_names_holder(self, registry: Registry):
         with registry.lock("svc"):
-            with pytest.raises(LockHeld, match=r"svc is locked by host \S+ pid \d+"):
+            with pytest.raises(LockHeld, match=r"svc is locked by host \S+ pid \d+"):  # noqa: SIM117
                 with registry.lock("svc"):
                     pass
             with registry.lock("other-svc"):  # other services are independent

@@ -140,7 +140,7 @@ def test_create_then_update_job(jenkins_server):
     code, out, _ = bg(url, "job", "books-ms-blue-green", "--git-url", "https://github.com/vfarcic/books-ms.git")
     assert code == 0 and out.strip() == "books-ms-blue-green: created"
     ET.fromstring(st["jobs"]["books-ms-blue-green"])
-    create = [r for r in st["requests"] if r["method"] == "POST"][0]
+    create = next(r for r in st["requests"] if r["method"] == "POST")
     assert create["path"] == "/createItem?name=books-ms-blue-green"
     assert create["crumb"] == "c0ffee" and create["auth"] == "deployer:t0k3n"
     code, out, _ = bg(url, "job", "books-ms-blue-green", "--git-url", "https://github.com/vfarcic/books-ms.git",
@@ -169,7 +169,7 @@ def test_failed_build_exits_1(jenkins_server):
     url, st = jenkins_server
     st["result"] = "FAILURE"
     st["console"] = ["Pre-integration tests failed\n", "Finished: FAILURE\n"]
-    code, out, err = bg(url, "build", "books-ms-blue-green", "--branch", "blue-green")
+    code, _, err = bg(url, "build", "books-ms-blue-green", "--branch", "blue-green")
     assert code == 1 and "FAILURE" in err
 
 
