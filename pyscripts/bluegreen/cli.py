@@ -63,6 +63,7 @@ COMMAND_OPTIONS: dict[str, tuple[Any, str]] = {
     "proxy_url": ("http://127.0.0.1", "str"),
     "lock_wait": (0.0, "float"),
     "stop": (False, "flag"),
+    "outcome": (None, "str"),
 }
 
 
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                            parents=[common])
     color.add_argument("which", choices=["current", "next"])
     color.add_argument("service", metavar="SERVICE")
+    color.add_argument("--current", help="with next: the color after this one ('' = none); "
+                       "the registry is not asked")
 
     p = cmd("deploy", "start a color's containers, healthy and registered (deployBG)")
     p.add_argument("--color")
@@ -163,12 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("status", "recorded color, containers, health, proxy; flags disagreements")
     p = cmd("pre-test", "test the new color directly; stop it on failure")
     p.add_argument("--color")
+    p.add_argument("--outcome", choices=["passed", "failed"],
+                   help="the result of tests run elsewhere (a Jenkins closure): apply it")
     _test_options(p)
     p = cmd("post-test", "test through the proxy; roll back on failure, else stop the old color")
     p.add_argument("--current", help="the old color ('' for a first deployment)")
     p.add_argument("--next", help="the new color")
     p.add_argument("--proxy-url", help="the proxy's base URL [http://127.0.0.1]")
     p.add_argument("--keep-old", help="seconds before stopping the old color [0]")
+    p.add_argument("--outcome", choices=["passed", "failed"],
+                   help="the result of tests run elsewhere (a Jenkins closure): apply it")
     _test_options(p)
     p = cmd("run", "the whole blue-green deployment of an image")
     _deploy_options(p)
@@ -181,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="store_const", const=True,
                    help="stop the rolled-back color afterwards")
     cmd("history", "the last deployments and rollbacks")
+    p = cmd("record", "append a history record (for flows run step by step)")
+    p.add_argument("--action", default="run", choices=["run", "rollback"])
+    p.add_argument("--image", help="the image deployed")
+    p.add_argument("--from", dest="from_color", default="")
+    p.add_argument("--to", dest="to_color", default="")
+    p.add_argument("--result", required=True, choices=["ok", "failed"])
+    p.add_argument("--failed-phase", default="")
+    p.add_argument("--start", type=float, help="start time, seconds since the epoch")
     cmd("recover", "undo what an interrupted run left behind")
 
     from bluegreen import jenkins_cli
@@ -207,10 +222,32 @@ def resolve_options(ns: argparse.Namespace) -> dict[str, Any]:
     return opts
 
 
+def argv_from_env(args: list[str]) -> list[str]:
+    """``--argv-json-env NAME``: the arguments are a JSON list in $NAME (the Jenkins steps pass
+    user values this way, so no value is ever part of a shell command line)."""
+    if args[:1] != ["--argv-json-env"]:
+        return args
+    if len(args) != 2:
+        raise UsageError("--argv-json-env takes one variable name and nothing else")
+    import os
+
+    try:
+        value = json.loads(os.environ[args[1]])
+    except KeyError:
+        raise UsageError(f"--argv-json-env: ${args[1]} is not set") from None
+    except ValueError:
+        raise UsageError(f"--argv-json-env: ${args[1]} is not JSON") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"--argv-json-env: ${args[1]} must be a JSON list of strings")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
+        args = argv_from_env(args)
+        debug = "--debug" in args
         ns = build_parser().parse_args(args)
         opts = resolve_options(ns)
         debug = bool(opts.get("debug"))

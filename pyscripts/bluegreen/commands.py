@@ -9,7 +9,7 @@ from bluegreen import checks, validate
 from bluegreen.cli import emit
 from bluegreen.core import Toolkit
 from bluegreen.errors import ExitStatus, UsageError
-from bluegreen.pipeline import Pipeline, RunOptions
+from bluegreen.pipeline import PHASES, Pipeline, RunOptions
 
 
 def make_registry(opts: dict[str, Any]) -> Any:
@@ -94,6 +94,10 @@ def _deploy_args(opts: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_color(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
+    if opts["which"] == "next" and opts.get("current") is not None:
+        value = "green" if (opts["current"] and validate.color(opts["current"]) == "blue") else "blue"
+        emit(opts, {"service": service, "next": value}, value)
+        return ExitStatus.OK
     kit = toolkit(opts)
     value = kit.current_color(service) if opts["which"] == "current" else kit.next_color(service)
     emit(opts, {"service": service, opts["which"]: value}, value or "")
@@ -168,20 +172,27 @@ def cmd_status(opts: dict[str, Any]) -> int:
 def cmd_pre_test(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     color = validate.color(_need(opts, "color"))
-    spec = _tests(opts)
-    if spec.empty:
-        raise UsageError("give --cmd or --http")
+    spec = _outcome_or_tests(opts)
     Pipeline(toolkit(opts, runtime=True, proxy=True)).pre_test(service, color, spec)
     return ExitStatus.OK
+
+
+def _outcome_or_tests(opts: dict[str, Any]) -> checks.TestSpec:
+    if opts.get("outcome"):
+        if opts.get("cmd") or opts.get("http"):
+            raise UsageError("use --outcome or tests (--cmd, --http), not both")
+        return checks.TestSpec.decided(opts["outcome"] == "passed")
+    spec = _tests(opts)
+    if spec.empty:
+        raise UsageError("give --cmd, --http or --outcome")
+    return spec
 
 
 def cmd_post_test(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     nxt = validate.color(_need(opts, "next"))
     current = validate.color(opts["current"]) if opts.get("current") else None
-    spec = _tests(opts)
-    if spec.empty:
-        raise UsageError("give --cmd or --http")
+    spec = _outcome_or_tests(opts)
     kit = toolkit(opts, runtime=True, proxy=True)
     pipe = Pipeline(kit)
     with pipe.locked(service, opts["lock_wait"]):
@@ -229,6 +240,27 @@ def cmd_history(opts: dict[str, Any]) -> int:
     return ExitStatus.OK
 
 
+def cmd_record(opts: dict[str, Any]) -> int:
+    import time
+
+    service = validate.service(opts["service"])
+    for key in ("from_color", "to_color"):
+        if opts.get(key):
+            validate.color(opts[key])
+    image = validate.image(opts["image"]) if opts.get("image") else None
+    phase = opts.get("failed_phase") or None
+    if phase and phase not in (*PHASES, "gate", "build", "test"):
+        raise UsageError(f"invalid --failed-phase {phase!r}")
+    entry = {"action": opts["action"], "image": image, "from": opts.get("from_color") or None,
+             "to": opts.get("to_color") or None, "result": opts["result"], "failed_phase": phase,
+             "start": opts.get("start") or time.time(), "end": time.time()}
+    pipe = Pipeline(toolkit(opts))
+    if not opts["dry_run"]:
+        pipe.record(service, entry)
+    emit(opts, entry, "")
+    return ExitStatus.OK
+
+
 def cmd_recover(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     pipe = Pipeline(toolkit(opts, runtime=True, proxy=True))
@@ -242,7 +274,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "color": cmd_color, "address": cmd_address, "deploy": cmd_deploy, "switch": cmd_switch,
     "stop": cmd_stop, "status": cmd_status, "pre-test": cmd_pre_test,
     "post-test": cmd_post_test, "run": cmd_run, "rollback": cmd_rollback,
-    "history": cmd_history, "recover": cmd_recover,
+    "history": cmd_history, "recover": cmd_recover, "record": cmd_record,
 }
 
 

@@ -85,6 +85,10 @@ class Pipeline:
         passing = self.kit.registry.instances(service, color, passing=True)
         return len(passing) >= len(running)
 
+    def record(self, service: str, entry: dict[str, Any]) -> None:
+        """Append a history entry under the service's KV prefix (the last 50 are kept)."""
+        self._history(validate.service(service), entry)
+
     def _history(self, service: str, entry: dict[str, Any]) -> None:
         entry.setdefault("by", os.environ.get("BUILD_URL") or os.environ.get("USER") or
                          socket.gethostname())

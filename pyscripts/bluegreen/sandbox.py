@@ -275,3 +275,46 @@ class Sandbox:
     def close(self) -> None:
         self.nginx.stop()
         self.consul.stop()
+
+
+# -- a sandbox for another process (the Groovy end-to-end tests) ---------------------------
+
+
+def up(state: Path) -> dict[str, str]:
+    """Start a sandbox that outlives this process; write ``env.json`` for its users."""
+    import json
+
+    sb = Sandbox(state).start()
+    assert sb.consul.proc is not None
+    (state / "consul.pid").write_text(str(sb.consul.proc.pid))
+    keys = ("CONSUL_HTTP_ADDR", "BLUEGREEN_PROXY_URL")
+    env = {k: v for k, v in sb.env().items() if k in keys or k.startswith("BLUEGREEN_NGINX")
+           or k in ("BLUEGREEN_PUBLISH_IP", "BLUEGREEN_UPSTREAM_DIR", "BLUEGREEN_INCLUDE_DIR")}
+    (state / "env.json").write_text(json.dumps(env, indent=1))
+    return env
+
+
+def down(state: Path, service_prefix: str = "groovy-") -> None:
+    """Stop what ``up`` started and remove the containers of services named ``<prefix>*``."""
+    import docker
+
+    Nginx(state / "nginx").stop()
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int((state / "consul.pid").read_text()), signal.SIGINT)
+    client = docker.from_env()
+    for c in client.containers.list(all=True, filters={"label": "bluegreen.service"}):
+        if c.labels.get("bluegreen.service", "").startswith(service_prefix):
+            with contextlib.suppress(docker.errors.APIError):
+                c.remove(force=True)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] not in ("up", "down"):
+        sys.exit("usage: python -m bluegreen.sandbox up|down STATE_DIR")
+    if sys.argv[1] == "up":
+        print(json.dumps(up(Path(sys.argv[2])), indent=1))
+    else:
+        down(Path(sys.argv[2]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ from bluegreen.errors import OperationFailed
 
 
 def resource_dir() -> Path:
-    """``$BLUEGREEN_RESOURCES``, else the ``resources/`` beside ``pyscripts/``."""
+    """``$BLUEGREEN_RESOURCES``, else the ``resources/`` beside ``pyscripts/`` (a checkout or an
+    editable install), else the copy a wheel installs under ``<prefix>/share/bluegreen``."""
     env = os.environ.get("BLUEGREEN_RESOURCES")
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parents[2] / "resources")
+    candidates.append(Path(sys.prefix) / "share" / "bluegreen" / "resources")
     for path in candidates:
         if (path / "nginx").is_dir():
             return path

@@ -1,0 +1,113 @@
+package io.bluegreen
+
+import com.lesfurets.jenkins.unit.BasePipelineTest
+import com.lesfurets.jenkins.unit.global.lib.SourceRetriever
+import groovy.json.JsonSlurper
+import org.junit.Before
+
+import static com.lesfurets.jenkins.unit.global.lib.LibraryConfiguration.library
+
+/** Loads this repository itself as the shared library 'bluegreen'. */
+class ProjectSource implements SourceRetriever {
+    @Override
+    List<URL> retrieve(String repository, String branch, String targetPath) {
+        return [repoDir().toURI().toURL()]
+    }
+
+    static File repoDir() {
+        return new File(System.getenv('BLUEGREEN_REPO') ?: '.').canonicalFile
+    }
+}
+
+/** What Jenkins' error step throws. */
+class PipelineError extends RuntimeException {
+    PipelineError(String message) { super(message) }
+}
+
+/**
+ * Base of the step tests: mocks that behave as Jenkins does (error throws, withEnv and
+ * withCredentials set environment variables for the duration of their closure) and records
+ * every sh call with the environment it ran in and the CLI argv decoded from BLUEGREEN_ARGV.
+ */
+abstract class StepTestBase extends BasePipelineTest {
+    List<Map> calls = []
+    List<String> nodes = []
+    List<String> stages = []
+    Map<String, String> env = [:]
+    /** Answers an sh call: returns what sh returns (stdout, status or null). */
+    Closure shHandler = { Map call -> call.returnStatus ? 0 : (call.returnStdout ? '' : null) }
+
+    @Before
+    @Override
+    void setUp() throws Exception {
+        scriptRoots += 'src/test/jenkins'
+        super.setUp()
+        helper.registerSharedLibrary(library().name('bluegreen').defaultVersion('main')
+                .allowOverride(true).implicit(true).targetPath('unused')
+                .retriever(new ProjectSource()).build())
+        binding.setVariable('env', env)
+        env.WORKSPACE = '/ws'
+        helper.registerAllowedMethod('sh', [Map], { Map m ->
+            Map call = [script: m.script, label: m.label, returnStdout: m.returnStdout ?: false,
+                        returnStatus: m.returnStatus ?: false, env: new LinkedHashMap(env)]
+            if (env.BLUEGREEN_ARGV != null) {
+                call.argv = new JsonSlurper().parseText(env.BLUEGREEN_ARGV)
+            }
+            calls << call
+            return shHandler(call)
+        })
+        helper.registerAllowedMethod('withEnv', [List, Closure], { List list, Closure body ->
+            withVars(list.collectEntries { String kv ->
+                int i = kv.indexOf('=')
+                [(kv.substring(0, i)): kv.substring(i + 1)]
+            }, body)
+        })
+        helper.registerAllowedMethod('string', [Map], { Map m -> [kind: 'string'] + m })
+        helper.registerAllowedMethod('dockerCert', [Map], { Map m -> [kind: 'dockerCert'] + m })
+        helper.registerAllowedMethod('withCredentials', [List, Closure], { List creds, Closure body ->
+            withVars(creds.collectEntries { [(it.variable): "secret-of-${it.credentialsId}".toString()] }, body)
+        })
+        helper.registerAllowedMethod('error', [String], { String msg -> throw new PipelineError(msg) })
+        helper.registerAllowedMethod('stage', [String, Closure], { String name, Closure body ->
+            stages << name
+            body()
+        })
+        helper.registerAllowedMethod('node', [String, Closure], { String name, Closure body ->
+            nodes << name
+            body()
+        })
+        helper.registerAllowedMethod('lock', [Map, Closure], { Map m, Closure body -> body() })
+        helper.registerAllowedMethod('input', [Map], null)
+        helper.registerAllowedMethod('libraryResource', [String], { String path ->
+            new File(ProjectSource.repoDir(), "resources/${path}").text
+        })
+        loadScript('empty.jenkins')
+    }
+
+    Object withVars(Map vars, Closure body) {
+        Map saved = new LinkedHashMap(env)
+        env.putAll(vars)
+        try {
+            return body()
+        } finally {
+            env.clear()
+            env.putAll(saved)
+        }
+    }
+
+    /** Call a vars/ step as a Jenkinsfile would. */
+    Object step(String name, Map params) {
+        return binding.getVariable(name).call(params)
+    }
+
+    /** The bluegreen CLI argv of each sh call, in order. */
+    List<List> argvs() {
+        return calls.findAll { it.argv != null }.collect { it.argv }
+    }
+
+    /** Every sh script must be the constant runner line or a library resource. */
+    void assertShellTextIsConstant() {
+        calls.each { assert it.script == 'exec "${BLUEGREEN_CLI:-bluegreen}" --argv-json-env BLUEGREEN_ARGV' ||
+                            it.script == new File(ProjectSource.repoDir(), 'resources/bluegreen/install-cli.sh').text }
+    }
+}

@@ -1,0 +1,4 @@
+// The color live for serviceName, '' before the first deployment (see getCurrentColor.txt).
+def call(Map params) {
+    return bluegreenCli(params, ['color', 'current', params.serviceName], [returnStdout: true]).trim()
+}

@@ -1,0 +1,11 @@
+// Test the new color directly; on failure stop it and fail the build (see runBGPreIntegrationTests.txt).
+def call(Map params) {
+    stage('Run pre-integration tests') {
+        String address = bluegreenCli(params, ['address', params.serviceName, '--color', params.color],
+                                      [returnStdout: true]).trim().split('\n')[0]
+        List argv = ['pre-test', params.serviceName, '--color', params.color]
+        if (bluegreenCli(params, argv + bluegreenCli.tests(params, "http://${address}"), [returnStatus: true]) != 0) {
+            error('Pre-integration tests failed')
+        }
+    }
+}
