@@ -7,11 +7,12 @@ bash scripts/bootstrap.sh || exit $?
 export BLUEGREEN_REQUIRE_ALL=1   # a skipped test fails the run: nothing may be skipped
 
 status=0
+rm -rf target/surefire-reports .pytest-report.xml
 echo "== ruff"
-.venv/bin/ruff check pyscripts tests bench || status=1
+.venv/bin/ruff check pyscripts tests bench scripts || status=1
 
 echo "== pytest"
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest --junitxml=.pytest-report.xml "$@"
 rc=$?
 if [[ $rc == 5 ]]; then
   echo "pytest collected no tests: the test tree is broken" >&2
@@ -23,5 +24,6 @@ fi
 echo "== groovy (JenkinsPipelineUnit)"
 bash scripts/test-groovy.sh || status=1
 
+.venv/bin/python scripts/test-summary.py .pytest-report.xml
 if [[ $status == 0 ]]; then echo "ALL TESTS PASSED"; else echo "TESTS FAILED" >&2; fi
 exit $status

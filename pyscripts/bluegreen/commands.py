@@ -131,7 +131,7 @@ def cmd_switch(opts: dict[str, Any]) -> int:
     changed = kit.switch(service, color, weight)
     emit(opts, {"service": service, "color": color, "weight": weight, "changed": changed},
          f"{service} -> {color}" + (f" ({weight}%)" if weight != 100 else "")
-         + ("" if changed else " (unchanged)"))
+         + (" (dry run: nothing changed)" if opts["dry_run"] else "" if changed else " (unchanged)"))
     return ExitStatus.OK
 
 

@@ -2,7 +2,8 @@
 
 Containers are named ``<service>-<color>`` (``-1`` .. ``-N`` with ``--scale N``), carry
 labels ``bluegreen.service`` / ``bluegreen.color``, get ``SERVICE_NAME=<service>-<color>``
-(the name Registrator would register), and publish the container port on a free host port.
+(the name Registrator would register), carry ``SERVICE_IGNORE=true`` so that a Registrator
+running on the host does not register them a second time, and publish the container port on a free host port.
 """
 
 from __future__ import annotations
@@ -148,8 +149,9 @@ class DockerRuntime:
         self.remove(service, color)
         environment = dict(env)
         environment["SERVICE_NAME"] = f"{service}-{color}"
+        # SERVICE_IGNORE: Registrator, where it runs too, leaves these containers to us.
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
-                  LABEL_HEALTH: health_path}
+                  LABEL_HEALTH: health_path, "SERVICE_IGNORE": "true"}
         started = []
         for name in container_names(service, color, scale):
             with self._call():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -17,6 +20,12 @@ def test_book_walkthrough(svc):
     assert r.code == 0, r.err
     assert svc.containers() == {f"{s}-blue": "running"}
     assert f"{s}-blue" in svc.catalog_services()
+    inspect = subprocess.run(["docker", "inspect", f"{s}-blue"], capture_output=True, text=True,
+                             check=True).stdout
+    labels = json.loads(inspect)[0]["Config"]["Labels"]
+    assert labels["SERVICE_IGNORE"] == "true"  # Registrator skips it: no double registration
+    assert labels["bluegreen.service"] == s and labels["bluegreen.color"] == "blue"
+    assert f"SERVICE_NAME={s}-blue" in json.loads(inspect)[0]["Config"]["Env"]
     assert svc.get().status_code == 404
     addr = svc.bg("address", s, "--color", "blue").out.split()
     assert len(addr) == 1 and addr[0].startswith("127.0.0.1:")
