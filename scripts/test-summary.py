@@ -8,7 +8,7 @@ passed = failed = skipped = 0
 files = [Path(p) for p in sys.argv[1:] if Path(p).is_file()]
 files += sorted(Path("target/surefire-reports").glob("TEST-*.xml"))
 for path in files:
-    root = ET.parse(path).getroot()
+    root = ET.parse(path).getroot()  # noqa: S314 - our own test reports
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
     for s in suites:
         tests, fail = int(s.get("tests", 0)), int(s.get("failures", 0)) + int(s.get("errors", 0))
