@@ -158,7 +158,16 @@ class Bench:
             rollbacks.append(self.first_new_response(url, new, lambda: self.bg("rollback", svc, env=env)))
             current = new
             time.sleep(0.3)
-        self.results["switch"] = {"bluegreen_median": median(ours), "bluegreen_p95": p95(ours),
+        # rollback to a stopped color: a run first (it stops the old color), then roll back
+        stopped = []
+        for _ in range(5):
+            nxt_image = "v2" if current == "v1" else "v1"
+            self.bg("run", svc, "--image", f"bluegreen-sample:{nxt_image}", *HTTP, env=env)
+            stopped.append(self.first_new_response(url, current, lambda: self.bg("rollback", svc, env=env)))
+            time.sleep(0.3)
+        self.results["switch"] = {"rollback_stopped_median": median(stopped),
+                                  "rollback_stopped_n": len(stopped),
+                                  "bluegreen_median": median(ours), "bluegreen_p95": p95(ours),
                                   "reload_median": median(theirs), "reload_p95": p95(theirs),
                                   "ratio": median(ours) / median(theirs), "n": len(ours),
                                   "rollback_median": median(rollbacks), "rollback_p95": p95(rollbacks)}
@@ -454,6 +463,7 @@ requests continuously on fresh connections); {s['n']} of each, alternating color
 | bare: write the file + `nginx -s reload` | {ms(s['reload_median'])} | {ms(s['reload_p95'])} |
 | ratio of medians | {s['ratio']:.2f}x | |
 | `bluegreen rollback`, old color running (proxy-only) | {ms(s['rollback_median'])} | {ms(s['rollback_p95'])} |
+| `bluegreen rollback`, old color stopped (start, health, Consul check, switch), {s['rollback_stopped_n']} runs | {ms(s['rollback_stopped_median'])} | |
 
 ## 4. Quick-command overhead
 

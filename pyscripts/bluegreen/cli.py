@@ -92,8 +92,9 @@ def _global_parser() -> argparse.ArgumentParser:
                    "[the DOCKER_HOST host, else 127.0.0.1]")
     g.add_argument("--nginx-mode", choices=["local", "container"], help="how nginx is reached")
     g.add_argument("--nginx-bin", help="local nginx binary [nginx]")
-    g.add_argument("--nginx-conf", help="local nginx main config [/etc/nginx/nginx.conf]")
-    g.add_argument("--nginx-prefix", help="local nginx prefix (-p)")
+    g.add_argument("--nginx-conf", help="nginx main config, in the container in container mode "
+                   "[/etc/nginx/nginx.conf]")
+    g.add_argument("--nginx-prefix", help="nginx prefix (-p)")
     g.add_argument("--nginx-pid-file", help="local nginx pid file [/run/nginx.pid]")
     g.add_argument("--nginx-container", help="nginx container name [nginx]")
     g.add_argument("--upstream-dir", help="upstream files [/data/nginx/upstreams]")

@@ -37,7 +37,8 @@ def make_proxy(opts: dict[str, Any], runtime: Any) -> Any:
     from bluegreen.proxy import ContainerNginx, LocalNginx, Proxy
 
     if opts["nginx_mode"] == "container":
-        controller: Any = ContainerNginx(runtime or make_runtime(opts), opts["nginx_container"])
+        controller: Any = ContainerNginx(runtime or make_runtime(opts), opts["nginx_container"],
+                                         opts["nginx_conf"], opts.get("nginx_prefix"))
     elif opts["nginx_mode"] == "local":
         controller = LocalNginx(opts["nginx_bin"], opts["nginx_conf"], opts.get("nginx_prefix"),
                                 opts["nginx_pid_file"])
@@ -129,6 +130,8 @@ def cmd_switch(opts: dict[str, Any]) -> int:
     weight = validate.weight(opts["weight"])
     kit = toolkit(opts, runtime=opts["nginx_mode"] == "container", proxy=True)
     changed = kit.switch(service, color, weight)
+    if weight == 100 and not opts["dry_run"]:
+        kit.verify_release(service, color)  # the operator routed users to it
     emit(opts, {"service": service, "color": color, "weight": weight, "changed": changed},
          f"{service} -> {color}" + (f" ({weight}%)" if weight != 100 else "")
          + (" (dry run: nothing changed)" if opts["dry_run"] else "" if changed else " (unchanged)"))

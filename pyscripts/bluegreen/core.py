@@ -75,6 +75,7 @@ class Toolkit:
                      f"(port {port}, health {health_path}) and register them as {service}-{color}")
             return []
         self.runtime.ensure_image(image, pull)  # before anything is changed
+        self.set_release(service, color, image, verified=False)
         self.deregister(service, color)
         try:
             started = self.runtime.start(service, color, image, port, env or {}, scale, network,
@@ -88,6 +89,16 @@ class Toolkit:
             self.runtime.remove(service, color)
             raise
         return started
+
+    def set_release(self, service: str, color: str, image: str | None, verified: bool) -> None:
+        """What a color holds and whether it passed a deployment (``rollback`` needs it)."""
+        self.registry.put_json(service, f"release-{color}",
+                               {"image": image, "verified": verified, "at": time.time()})
+
+    def verify_release(self, service: str, color: str) -> None:
+        release = self.registry.get_json(service, f"release-{color}") or {}
+        if not release.get("verified"):
+            self.set_release(service, color, release.get("image"), verified=True)
 
     def register(self, containers: list[Container]) -> list[Instance]:
         insts = [Instance(id=c.name, service=c.service, color=c.color, address=c.address,

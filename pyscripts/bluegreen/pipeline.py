@@ -204,6 +204,7 @@ class Pipeline:
                 self._history(service, self._entry(summary, started))
                 raise
             summary["result"] = "ok"
+            self.kit.verify_release(service, nxt)
             # Done under the lock: the record is cleared, so a later lock holder never takes
             # this live run for an interrupted one; the old color's stop is a scale-down
             # record that recovery completes if this process dies.
@@ -281,6 +282,10 @@ class Pipeline:
             previous = validate.other_color(current)
             if self.kit.runtime and not self.kit.runtime.containers(service, previous):
                 raise OperationFailed(f"no containers of {service}-{previous} to roll back to")
+            release = self.kit.registry.get_json(service, f"release-{previous}") or {}
+            if release and not release.get("verified"):
+                raise OperationFailed(f"{service}-{previous} holds {release.get('image')}, whose "
+                                      f"deployment did not pass; nothing verified to roll back to")
             proxy_only = self.healthy(service, previous)
             summary = {"service": service, "from": current, "to": previous,
                        "proxy_only": proxy_only, "result": "failed"}

@@ -156,8 +156,10 @@ class LocalNginx(NginxController):
 class ContainerNginx(NginxController):
     """nginx in a container: ``docker exec nginx -t``, reload by HUP (``docker kill -s HUP``)."""
 
-    def __init__(self, runtime: Any, container: str = "nginx") -> None:
+    def __init__(self, runtime: Any, container: str = "nginx",
+                 conf: str = "/etc/nginx/nginx.conf", prefix: str | None = None) -> None:
         self.runtime, self.container = runtime, validate.network(container)
+        self.conf, self.prefix = conf, prefix  # paths inside the container
         self.where = f"container {container} on {runtime.where}"
 
     def _get(self) -> Any:
@@ -175,7 +177,8 @@ class ContainerNginx(NginxController):
 
     def test(self) -> tuple[bool, str]:
         with self.runtime._call():
-            code, out = self._get().exec_run(["nginx", "-t", "-q"])
+            argv = ["nginx", *(["-p", self.prefix] if self.prefix else []), "-c", self.conf, "-t", "-q"]
+            code, out = self._get().exec_run(argv)
         return code == 0, out.decode(errors="replace").strip()
 
     def workers(self) -> dict[int, bool]:

@@ -206,17 +206,20 @@ class Nginx:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
         if not Path(binary).exists():
             raise Unreachable("nginx", binary, "not installed (run scripts/bootstrap.sh)")
-        self.port = self.port or free_port()
-        for d in ("logs", "tmp", self.upstream_dir, self.include_dir):
-            (self.prefix / d).mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(templates.render(
-            "nginx/nginx.conf.j2", prefix=self.prefix, workers=self.workers,
-            listen=f"127.0.0.1:{self.port}", upstream_dir=self.upstream_dir,
-            include_dir=self.include_dir))
+        self.write_conf(daemon=True)
         subprocess.run([binary, "-p", str(self.prefix), "-c", str(self.conf)], check=True,
                        capture_output=True)
         wait_for(lambda: self.pid_file.exists(), 10, "nginx")
         return self
+
+    def write_conf(self, daemon: bool) -> None:
+        self.port = self.port or free_port()
+        for d in ("logs", "tmp", self.upstream_dir, self.include_dir):
+            (self.prefix / d).mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(templates.render(
+            "nginx/nginx.conf.j2", prefix=self.prefix, workers=self.workers, daemon=daemon,
+            listen=f"127.0.0.1:{self.port}", upstream_dir=self.upstream_dir,
+            include_dir=self.include_dir))
 
     def cli_args(self) -> list[str]:
         return ["--nginx-mode", "local", "--nginx-conf", str(self.conf),
@@ -228,6 +231,72 @@ class Nginx:
             pid = int(self.pid_file.read_text())
             os.kill(pid, signal.SIGQUIT)
             wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "nginx exit")
+
+
+NGINX_IMAGE = "bluegreen-nginx:local"
+
+
+def build_nginx_image() -> str:
+    """An nginx image made of this host's Debian nginx and its libraries (no registry)."""
+    import docker
+
+    client = docker.from_env(timeout=120)
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.get(NGINX_IMAGE)
+        return NGINX_IMAGE
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    ldd = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    libs = [p for p in (part.split("=>")[-1].split("(")[0].strip() for part in ldd.splitlines())
+            if p.startswith("/")]
+    with tempfile.TemporaryDirectory() as ctx:
+        rootfs = Path(ctx) / "rootfs"
+        for path in [binary, *libs]:
+            dest = rootfs / path.lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(path).resolve(), dest)
+        for d in ("var/log/nginx", "var/lib/nginx", "run", "tmp", "etc/nginx"):
+            (rootfs / d).mkdir(parents=True, exist_ok=True)
+        (rootfs / "etc/passwd").write_text("root:x:0:0::/:/nonexistent\n"
+                                           "nobody:x:65534:65534::/:/nonexistent\n")
+        (rootfs / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
+        (Path(ctx) / "Dockerfile").write_text(
+            "FROM scratch\nCOPY rootfs/ /\nSTOPSIGNAL SIGQUIT\n"
+            'ENTRYPOINT ["/usr/sbin/nginx"]\n')
+        client.images.build(path=ctx, tag=NGINX_IMAGE, rm=True, pull=False)
+    return NGINX_IMAGE
+
+
+@dataclass
+class ContainerizedNginx(Nginx):
+    """The same private nginx, run as a container named ``name`` (host network, the prefix
+    bind-mounted at the same path): the book's ``nginx`` container."""
+
+    name: str = "bluegreen-nginx"
+
+    def start(self) -> ContainerizedNginx:
+        import docker
+
+        self.write_conf(daemon=False)
+        client = docker.from_env()
+        with contextlib.suppress(docker.errors.NotFound):
+            client.containers.get(self.name).remove(force=True)
+        client.containers.run(build_nginx_image(), ["-p", str(self.prefix), "-c", str(self.conf)],
+                              name=self.name, detach=True, network_mode="host",
+                              volumes={str(self.prefix): {"bind": str(self.prefix), "mode": "rw"}})
+        wait_for(lambda: requests_ok(self.url), 15, "nginx container")
+        return self
+
+    def stop(self) -> None:
+        import docker
+
+        with contextlib.suppress(docker.errors.DockerException):
+            docker.from_env().containers.get(self.name).remove(force=True)
+
+
+def requests_ok(url: str) -> bool:
+    import requests
+
+    return requests.get(url, timeout=1).status_code in (200, 404)
 
 
 # -- all of it --------------------------------------------------------------------------

@@ -61,6 +61,10 @@ def test_pre_test_failure_keeps_old_color(live_v1):
     assert svc.kv("color") == "blue"
     hist = json.loads(svc.bg("history", svc.service, "--json").out)
     assert hist[-1]["result"] == "failed" and hist[-1]["failed_phase"] == "pre-test"
+    # green now holds the refused release: rollback refuses it rather than serve it
+    r = svc.bg("rollback", svc.service)
+    assert r.code == 1 and "bluegreen-sample:broken" in r.err and "did not pass" in r.err
+    assert svc.version() == "v1"
     svc.assert_safe()
 
 
