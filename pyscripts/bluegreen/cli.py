@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -257,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(commands.dispatch(opts))
     except BlueGreenError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(f"bluegreen: error: {exc}", file=sys.stderr)
         return int(exc.status)

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bluegreen import checks, validate
+from bluegreen import validate
 from bluegreen.cli import emit
-from bluegreen.core import Toolkit
 from bluegreen.errors import ExitStatus, UsageError
-from bluegreen.pipeline import PHASES, Pipeline, RunOptions
+
+if TYPE_CHECKING:
+    from bluegreen import checks
+    from bluegreen.core import Toolkit
+    from bluegreen.pipeline import Pipeline
+
+# Quick commands start fast: the core, the pipeline and the client libraries are imported
+# by the commands that use them.
+
+
+def _pipeline(kit: Toolkit) -> Pipeline:
+    from bluegreen.pipeline import Pipeline
+
+    return Pipeline(kit)
 
 
 def make_registry(opts: dict[str, Any]) -> Any:
@@ -51,6 +63,8 @@ def make_proxy(opts: dict[str, Any], runtime: Any) -> Any:
 
 def toolkit(opts: dict[str, Any], runtime: bool = False, proxy: bool = False) -> Toolkit:
     """Build and ping only what the command uses, before anything is changed."""
+    from bluegreen.core import Toolkit
+
     reg = make_registry(opts)
     rt = make_runtime(opts) if runtime else None
     px = make_proxy(opts, rt) if proxy else None
@@ -77,6 +91,8 @@ def _env(opts: dict[str, Any]) -> dict[str, str]:
 
 
 def _tests(opts: dict[str, Any]) -> checks.TestSpec:
+    from bluegreen import checks
+
     return checks.TestSpec.build(cmd=opts.get("cmd"), http=opts.get("http") or [],
                                  expect_status=opts["expect_status"],
                                  body_regex=opts.get("expect_body"),
@@ -99,8 +115,8 @@ def cmd_color(opts: dict[str, Any]) -> int:
         value = "green" if (opts["current"] and validate.color(opts["current"]) == "blue") else "blue"
         emit(opts, {"service": service, "next": value}, value)
         return ExitStatus.OK
-    kit = toolkit(opts)
-    value = kit.current_color(service) if opts["which"] == "current" else kit.next_color(service)
+    current = make_registry(opts).get_color(service)  # the read itself says if Consul answers
+    value = current if opts["which"] == "current" else ("green" if current == "blue" else "blue")
     emit(opts, {"service": service, opts["which"]: value}, value or "")
     return ExitStatus.OK
 
@@ -176,11 +192,13 @@ def cmd_pre_test(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     color = validate.color(_need(opts, "color"))
     spec = _outcome_or_tests(opts)
-    Pipeline(toolkit(opts, runtime=True, proxy=True)).pre_test(service, color, spec)
+    _pipeline(toolkit(opts, runtime=True, proxy=True)).pre_test(service, color, spec)
     return ExitStatus.OK
 
 
 def _outcome_or_tests(opts: dict[str, Any]) -> checks.TestSpec:
+    from bluegreen import checks
+
     if opts.get("outcome"):
         if opts.get("cmd") or opts.get("http"):
             raise UsageError("use --outcome or tests (--cmd, --http), not both")
@@ -197,7 +215,7 @@ def cmd_post_test(opts: dict[str, Any]) -> int:
     current = validate.color(opts["current"]) if opts.get("current") else None
     spec = _outcome_or_tests(opts)
     kit = toolkit(opts, runtime=True, proxy=True)
-    pipe = Pipeline(kit)
+    pipe = _pipeline(kit)
     with pipe.locked(service, opts["lock_wait"]):
         pipe.post_test(service, current, nxt, spec, opts["proxy_url"])
     if current != nxt:
@@ -208,9 +226,11 @@ def cmd_post_test(opts: dict[str, Any]) -> int:
 def cmd_run(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     spec = _tests(opts)
+    from bluegreen.pipeline import RunOptions
+
     ropts = RunOptions(**_deploy_args(opts), pre=spec, post=spec, keep_old=opts["keep_old"],
                        proxy_url=opts["proxy_url"], lock_wait=opts["lock_wait"])
-    summary = Pipeline(toolkit(opts, runtime=True, proxy=True)).run(service, ropts)
+    summary = _pipeline(toolkit(opts, runtime=True, proxy=True)).run(service, ropts)
     emit(opts, summary, f"{service}: {summary['to']} is live" if summary["result"] == "ok"
          else f"{service}: dry run, nothing changed")
     return ExitStatus.OK
@@ -219,7 +239,7 @@ def cmd_run(opts: dict[str, Any]) -> int:
 def cmd_rollback(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     kit = toolkit(opts, runtime=True, proxy=True)
-    summary = Pipeline(kit).rollback(service, opts["lock_wait"], bool(opts["stop"]))
+    summary = _pipeline(kit).rollback(service, opts["lock_wait"], bool(opts["stop"]))
     emit(opts, summary, f"{service}: {summary['to']} is live")
     return ExitStatus.OK
 
@@ -228,7 +248,7 @@ def cmd_history(opts: dict[str, Any]) -> int:
     import time
 
     service = validate.service(opts["service"])
-    items = Pipeline(toolkit(opts)).history(service)
+    items = _pipeline(toolkit(opts)).history(service)
     if opts["json"]:
         emit(opts, items)
         return ExitStatus.OK
@@ -252,12 +272,14 @@ def cmd_record(opts: dict[str, Any]) -> int:
             validate.color(opts[key])
     image = validate.image(opts["image"]) if opts.get("image") else None
     phase = opts.get("failed_phase") or None
+    from bluegreen.pipeline import PHASES
+
     if phase and phase not in (*PHASES, "gate", "build", "test"):
         raise UsageError(f"invalid --failed-phase {phase!r}")
     entry = {"action": opts["action"], "image": image, "from": opts.get("from_color") or None,
              "to": opts.get("to_color") or None, "result": opts["result"], "failed_phase": phase,
              "start": opts.get("start") or time.time(), "end": time.time()}
-    pipe = Pipeline(toolkit(opts))
+    pipe = _pipeline(toolkit(opts))
     if not opts["dry_run"]:
         pipe.record(service, entry)
     emit(opts, entry, "")
@@ -266,7 +288,7 @@ def cmd_record(opts: dict[str, Any]) -> int:
 
 def cmd_recover(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
-    pipe = Pipeline(toolkit(opts, runtime=True, proxy=True))
+    pipe = _pipeline(toolkit(opts, runtime=True, proxy=True))
     with pipe.locked(service, opts["lock_wait"]):
         actions = pipe.recover(service)
     emit(opts, actions, "\n".join(actions) or "nothing to recover")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 
 
 class ExitStatus(enum.IntEnum):
@@ -53,3 +55,14 @@ class Unreachable(BlueGreenError):
         self.what, self.where = what, where
         msg = f"{what} unreachable at {where}"
         super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+@contextlib.contextmanager
+def reaching(what: str, where: str) -> Iterator[None]:
+    """Turn a connection failure of an HTTP client (requests) into ``Unreachable``."""
+    import requests
+
+    try:
+        yield
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise Unreachable(what, where, type(exc).__name__) from exc

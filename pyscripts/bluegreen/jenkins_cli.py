@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from bluegreen import templates
+from bluegreen import templates, validate
 from bluegreen.errors import ExitStatus, OperationFailed, Unreachable, UsageError
 
 JOB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,127})*")
@@ -28,9 +28,9 @@ CRED_RE = re.compile(r"[A-Za-z0-9._-]{0,128}")
 
 
 def _check(value: str, regex: re.Pattern[str], what: str) -> str:
-    if not isinstance(value, str) or not regex.fullmatch(value) or ".." in value:
+    if isinstance(value, str) and ".." in value:
         raise UsageError(f"invalid {what} {value!r}")
-    return value
+    return validate.matching(regex, value, what)
 
 
 def render_config(git_url: str, includes: str = "*blue-green*", excludes: str = "",

@@ -106,19 +106,23 @@ class Pipeline:
 
     # -- pre- and post-integration tests -------------------------------------------------
 
+    def _run_tests(self, kind: str, spec: checks.TestSpec, domain: str) -> checks.TestResult | None:
+        """Run and report; ``None`` on a dry run."""
+        if self.kit.dry_run:
+            self.say(f"would run {spec.describe()} with DOMAIN={domain}")
+            return None
+        result = checks.run(spec, domain)
+        verdict = "passed" if result.ok else "failed"
+        self.say(f"{kind}-integration tests {verdict} against {domain}: {result.detail}")
+        return result
+
     def pre_test(self, service: str, color: str, spec: checks.TestSpec) -> None:
         """Test the new color directly; on failure stop it and leave the proxy as it is."""
         validate.service(service)
         validate.color(color)
-        domain = self._domain(service, color)
-        if self.kit.dry_run:
-            self.say(f"would run {spec.describe()} with DOMAIN={domain}")
+        result = self._run_tests("pre", spec, self._domain(service, color))
+        if result is None or result.ok:
             return
-        result = checks.run(spec, domain)
-        if result.ok:
-            self.say(f"pre-integration tests passed against {domain}: {result.detail}")
-            return
-        self.say(f"pre-integration tests failed against {domain}: {result.detail}")
         self.kit.stop(service, color)
         raise OperationFailed(f"Pre-integration tests failed: {result.detail}")
 
@@ -131,14 +135,9 @@ class Pipeline:
         """
         validate.service(service)
         validate.color(nxt)
-        if self.kit.dry_run:
-            self.say(f"would run {spec.describe()} with DOMAIN={proxy_url}")
+        result = self._run_tests("post", spec, proxy_url)
+        if result is None or result.ok:
             return
-        result = checks.run(spec, proxy_url)
-        if result.ok:
-            self.say(f"post-integration tests passed against {proxy_url}: {result.detail}")
-            return
-        self.say(f"post-integration tests failed against {proxy_url}: {result.detail}")
         if current and self.healthy(service, current):
             self.kit.switch(service, current)
             self.say(f"proxy switched back to {service}-{current}")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen import validate
-from bluegreen.errors import LockHeld, OperationFailed, Unreachable
+from bluegreen.errors import LockHeld, OperationFailed, Unreachable, reaching
 
 LOCK_TTL_SECONDS = 15
 
@@ -221,12 +221,10 @@ class ConsulRegistry(Registry):
     @contextlib.contextmanager
     def _call(self) -> Iterator[None]:
         import consul
-        import requests
 
         try:
-            yield
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise Unreachable("Consul", self.where, type(exc).__name__) from exc
+            with reaching("Consul", self.where):
+                yield
         except consul.ACLPermissionDenied as exc:
             raise OperationFailed(f"Consul at {self.where} denied the request (ACL)") from exc
         except consul.ConsulException as exc:
@@ -239,11 +237,36 @@ class ConsulRegistry(Registry):
             raise Unreachable("Consul", self.where, "no cluster leader")
 
     def kv_get(self, key: str) -> str | None:
-        with self._call():
-            _, data = self.client.kv.get(key)
-        if not data or data.get("Value") is None:
+        """One key's raw value. Over the standard library's http.client rather than py-consul:
+        importing requests alone takes longer than the whole quick command may."""
+        import http.client
+        import ssl
+
+        path = "/v1/kv/" + urllib.parse.quote(key) + "?raw"
+        headers = {"X-Consul-Token": self._token} if self._token else {}
+        if self.scheme == "https":
+            ctx = ssl.create_default_context(cafile=os.environ.get("CONSUL_CACERT") or None)
+            if os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower() in ("0", "false"):
+                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self._timeout, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self._timeout)
+        try:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        except OSError as exc:
+            raise Unreachable("Consul", self.where, type(exc).__name__) from exc
+        finally:
+            conn.close()
+        if resp.status == 404:
             return None
-        return data["Value"].decode()
+        if resp.status == 403:
+            raise OperationFailed(f"Consul at {self.where} denied the request (ACL)")
+        if resp.status != 200:
+            raise OperationFailed(f"Consul at {self.where}: HTTP {resp.status} reading {key}")
+        return body.decode()
 
     def kv_put(self, key: str, value: str) -> None:
         with self._call():

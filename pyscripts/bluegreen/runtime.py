@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bluegreen import validate
-from bluegreen.errors import OperationFailed, Unreachable
+from bluegreen.errors import OperationFailed, Unreachable, reaching
 
 LABEL_SERVICE = "bluegreen.service"
 LABEL_COLOR = "bluegreen.color"
@@ -88,12 +88,10 @@ class DockerRuntime:
     @contextlib.contextmanager
     def _call(self) -> Iterator[None]:
         import docker
-        import requests
 
         try:
-            yield
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise Unreachable("Docker", self.where, type(exc).__name__) from exc
+            with reaching("Docker", self.where):
+                yield
         except docker.errors.APIError as exc:
             raise OperationFailed(f"Docker: {exc.explanation or exc}") from exc
         except docker.errors.DockerException as exc:

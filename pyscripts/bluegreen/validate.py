@@ -107,36 +107,36 @@ def env_pair(value: str) -> tuple[str, str]:
     return key, val
 
 
+def matching(regex: re.Pattern[str], value: str, what: str, hint: str = "") -> str:
+    """``value`` if ``regex`` matches all of it; else a usage error naming ``what``."""
+    if not isinstance(value, str) or not regex.fullmatch(value):
+        raise UsageError(f"invalid {what} {value!r}" + (f": {hint}" if hint else ""))
+    return value
+
+
 def location(value: str) -> str:
     """An nginx location path: only characters that cannot leave the block."""
-    if not _LOCATION_RE.fullmatch(value) or "//" in value or "/../" in value + "/":
-        raise UsageError(f"invalid location {value!r}: use a path of [A-Za-z0-9._~/-] starting with /")
-    return value
+    hint = "use a path of [A-Za-z0-9._~/-] starting with /"
+    if "//" in value or "/../" in value + "/":
+        raise UsageError(f"invalid location {value!r}: {hint}")
+    return matching(_LOCATION_RE, value, "location", hint)
 
 
 def http_path(value: str) -> str:
-    if not _HTTP_PATH_RE.fullmatch(value):
-        raise UsageError(f"invalid HTTP path {value!r}")
-    return value
+    return matching(_HTTP_PATH_RE, value, "HTTP path")
 
 
 def host(value: str) -> str:
-    if not _HOST_RE.fullmatch(value):
-        raise UsageError(f"invalid host {value!r}")
-    return value
+    return matching(_HOST_RE, value, "host")
 
 
 def kv_prefix(value: str) -> str:
     """A KV prefix: empty, or path segments each ending in ``/``."""
-    if not _PREFIX_RE.fullmatch(value):
-        raise UsageError(f"invalid KV prefix {value!r}: use segments of [A-Za-z0-9_-] ending in /")
-    return value
+    return matching(_PREFIX_RE, value, "KV prefix", "use segments of [A-Za-z0-9_-] ending in /")
 
 
 def network(value: str) -> str:
-    if not _NETWORK_RE.fullmatch(value):
-        raise UsageError(f"invalid network name {value!r}")
-    return value
+    return matching(_NETWORK_RE, value, "network name")
 
 
 def directory(value: str, what: str) -> Path:

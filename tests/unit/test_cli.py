@@ -38,7 +38,7 @@ def test_consul_unreachable_is_exit_3_naming_where():
     code, _, err = run("color", "next", "books-ms", env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{port}"})
     assert code == 3
     assert err.strip() == (f"bluegreen: error: Consul unreachable at http://127.0.0.1:{port}: "
-                           "ConnectionError")
+                           "ConnectionRefusedError")
 
 
 def test_file_registry_colors(tmp_path):
