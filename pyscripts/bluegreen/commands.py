@@ -61,8 +61,10 @@ def make_proxy(opts: dict[str, Any], runtime: Any) -> Any:
                  location=opts["location"], include_file=opts.get("include_file"))
 
 
-def toolkit(opts: dict[str, Any], runtime: bool = False, proxy: bool = False) -> Toolkit:
-    """Build and ping only what the command uses, before anything is changed."""
+def toolkit(opts: dict[str, Any], runtime: bool = False, proxy: bool = False,
+            lazy_runtime: bool = False) -> Toolkit:
+    """Build and ping only what the command uses, before anything is changed. With
+    ``lazy_runtime`` Docker is reached only if needed (and then before any change)."""
     from bluegreen.core import Toolkit
 
     reg = make_registry(opts)
@@ -71,7 +73,7 @@ def toolkit(opts: dict[str, Any], runtime: bool = False, proxy: bool = False) ->
     if not opts.get("check_interval", "1s").rstrip("sm").isdigit():
         raise UsageError(f"invalid --check-interval {opts['check_interval']!r}: use e.g. 1s")
     reg.ping()
-    if rt:
+    if rt and not lazy_runtime:
         rt.ping()
     if px:
         px.controller.ping()
@@ -238,7 +240,7 @@ def cmd_run(opts: dict[str, Any]) -> int:
 
 def cmd_rollback(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
-    kit = toolkit(opts, runtime=True, proxy=True)
+    kit = toolkit(opts, runtime=True, proxy=True, lazy_runtime=True)
     summary = _pipeline(kit).rollback(service, opts["lock_wait"], bool(opts["stop"]))
     emit(opts, summary, f"{service}: {summary['to']} is live")
     return ExitStatus.OK

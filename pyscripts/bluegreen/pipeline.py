@@ -77,13 +77,12 @@ class Pipeline:
             yield
 
     def healthy(self, service: str, color: str | None) -> bool:
-        if not color or self.kit.runtime is None:
+        """Every registered instance of the color passes its Consul HTTP check (so its
+        container runs and answers). Instances are deregistered before they are stopped."""
+        if not color:
             return False
-        running = [c for c in self.kit.runtime.containers(service, color) if c.running]
-        if not running:
-            return False
-        passing = self.kit.registry.instances(service, color, passing=True)
-        return len(passing) >= len(running)
+        registered = self.kit.registry.instances(service, color)
+        return bool(registered) and all(i.status == "passing" for i in registered)
 
     def record(self, service: str, entry: dict[str, Any]) -> None:
         """Append a history entry under the service's KV prefix (the last 50 are kept)."""
@@ -279,13 +278,13 @@ class Pipeline:
             if not current:
                 raise OperationFailed(f"{service} has no live color to roll back from")
             previous = validate.other_color(current)
-            if self.kit.runtime and not self.kit.runtime.containers(service, previous):
+            proxy_only = self.healthy(service, previous)
+            if not proxy_only and self.kit.runtime and not self.kit.runtime.containers(service, previous):
                 raise OperationFailed(f"no containers of {service}-{previous} to roll back to")
             release = self.kit.registry.get_json(service, f"release-{previous}") or {}
             if release and not release.get("verified"):
                 raise OperationFailed(f"{service}-{previous} holds {release.get('image')}, whose "
                                       f"deployment did not pass; nothing verified to roll back to")
-            proxy_only = self.healthy(service, previous)
             summary = {"service": service, "from": current, "to": previous,
                        "proxy_only": proxy_only, "result": "failed"}
             try:

@@ -230,19 +230,14 @@ class ConsulRegistry(Registry):
         except consul.ConsulException as exc:
             raise OperationFailed(f"Consul at {self.where}: {str(exc)[:200]}") from exc
 
-    def ping(self) -> None:
-        with self._call():
-            leader = self.client.status.leader()
-        if not leader:
-            raise Unreachable("Consul", self.where, "no cluster leader")
+    # Reads and plain writes go over the standard library's http.client: they are on the
+    # switch and rollback hot path, and importing requests (which py-consul needs) takes
+    # longer than an nginx reload. Registration, sessions and CAS updates use py-consul.
 
-    def kv_get(self, key: str) -> str | None:
-        """One key's raw value. Over the standard library's http.client rather than py-consul:
-        importing requests alone takes longer than the whole quick command may."""
+    def _http(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
         import http.client
         import ssl
 
-        path = "/v1/kv/" + urllib.parse.quote(key) + "?raw"
         headers = {"X-Consul-Token": self._token} if self._token else {}
         if self.scheme == "https":
             ctx = ssl.create_default_context(cafile=os.environ.get("CONSUL_CACERT") or None)
@@ -253,29 +248,41 @@ class ConsulRegistry(Registry):
         else:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self._timeout)
         try:
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=body.encode() if body is not None else None,
+                         headers=headers)
             resp = conn.getresponse()
-            body = resp.read()
+            data = resp.read()
         except OSError as exc:
             raise Unreachable("Consul", self.where, type(exc).__name__) from exc
         finally:
             conn.close()
-        if resp.status == 404:
-            return None
         if resp.status == 403:
             raise OperationFailed(f"Consul at {self.where} denied the request (ACL)")
-        if resp.status != 200:
-            raise OperationFailed(f"Consul at {self.where}: HTTP {resp.status} reading {key}")
-        return body.decode()
+        if resp.status >= 400 and resp.status != 404:
+            detail = data.decode(errors="replace").strip()[:200]
+            raise OperationFailed(f"Consul at {self.where}: HTTP {resp.status} {method} {path}: {detail}")
+        return resp.status, data
+
+    @staticmethod
+    def _kv_path(key: str) -> str:
+        return "/v1/kv/" + urllib.parse.quote(key)
+
+    def ping(self) -> None:
+        _, data = self._http("GET", "/v1/status/leader")
+        if not json.loads(data or b'""'):
+            raise Unreachable("Consul", self.where, "no cluster leader")
+
+    def kv_get(self, key: str) -> str | None:
+        status, data = self._http("GET", self._kv_path(key) + "?raw")
+        return None if status == 404 else data.decode()
 
     def kv_put(self, key: str, value: str) -> None:
-        with self._call():
-            if not self.client.kv.put(key, value):
-                raise OperationFailed(f"Consul refused to write {key}")
+        _, data = self._http("PUT", self._kv_path(key), value)
+        if data.strip() != b"true":
+            raise OperationFailed(f"Consul refused to write {key}")
 
     def kv_delete(self, key: str) -> None:
-        with self._call():
-            self.client.kv.delete(key)
+        self._http("DELETE", self._kv_path(key))
 
     def kv_update(self, key: str, fn: Callable[[str | None], str | None]) -> None:
         for _ in range(50):
@@ -311,17 +318,18 @@ class ConsulRegistry(Registry):
 
     def instances(self, service: str, color: str, passing: bool = False) -> list[Instance]:
         name = self.color_service(service, color)
-        with self._call():
-            _, nodes = self.client.health.service(name, passing=passing)
+        path = f"/v1/health/service/{urllib.parse.quote(name)}" + ("?passing=1" if passing else "")
+        _, data = self._http("GET", path)
         result = []
-        for node in nodes:
+        for node in json.loads(data or b"[]"):
             svc = node["Service"]
-            statuses = [c["Status"] for c in node.get("Checks", [])]
+            checks = node.get("Checks", [])
+            statuses = [c["Status"] for c in checks]
             status = ("critical" if "critical" in statuses else
                       "warning" if "warning" in statuses else "passing")
             address = svc.get("Address") or node["Node"]["Address"]
-            checks = [c for c in node.get("Checks", []) if c.get("ServiceID") == svc["ID"]]
-            url = checks[0].get("Definition", {}).get("HTTP", "") if checks else ""
+            own = [c for c in checks if c.get("ServiceID") == svc["ID"]]
+            url = (own[0].get("Definition") or {}).get("HTTP", "") if own else ""
             result.append(Instance(id=svc["ID"], service=service, color=color, address=address,
                                    port=int(svc["Port"]), check_url=url, status=status))
         return sorted(result, key=lambda i: i.id)
