@@ -131,7 +131,12 @@ def _deploy_options(p: argparse.ArgumentParser) -> None:
                    help="fail instead of pulling a missing image")
 
 
-def build_parser() -> argparse.ArgumentParser:
+COMMANDS = ("color", "deploy", "address", "switch", "stop", "status", "pre-test", "post-test",
+            "run", "rollback", "history", "record", "recover", "jenkins")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, the other commands are stubs (quick commands start faster)."""
     common = _global_parser()
     parser = Parser(prog="bluegreen", description="Zero-downtime blue-green deployments "
                     "with Docker, Consul and nginx.", parents=[common])
@@ -140,13 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        if only and name != only:
+            stub = Parser(add_help=False)  # never parses: argv names another command
+            sub.add_parser(name, help=help_)
+            return stub
         p = sub.add_parser(name, help=help_, description=help_, parents=[common])
         if name not in ("color",):
             p.add_argument("service", metavar="SERVICE")
         return p
 
-    color = sub.add_parser("color", help="the current or next color (get-color.sh)",
-                           parents=[common])
+    color = cmd("color", "the current or next color (get-color.sh)")
     color.add_argument("which", choices=["current", "next"])
     color.add_argument("service", metavar="SERVICE")
     color.add_argument("--current", help="with next: the color after this one ('' = none); "
@@ -198,9 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=float, help="start time, seconds since the epoch")
     cmd("recover", "undo what an interrupted run left behind")
 
-    from bluegreen import jenkins_cli
+    if only in (None, "jenkins"):
+        from bluegreen import jenkins_cli
 
-    jenkins_cli.add_parser(sub, common)
+        jenkins_cli.add_parser(sub, common)
+    else:
+        sub.add_parser("jenkins", help="manage the multibranch job with python-jenkins")
     return parser
 
 
@@ -220,6 +231,16 @@ def resolve_options(ns: argparse.Namespace) -> dict[str, Any]:
         elif kind == "flag" and not isinstance(value, bool):
             opts[dest] = config._from_env(str(value), "flag", dest)
     return opts
+
+
+def parse(args: list[str]) -> argparse.Namespace:
+    only = next((a for a in args if a in COMMANDS), None)
+    if only is None or "-h" in args or "--help" in args:
+        return build_parser().parse_args(args)
+    try:
+        return build_parser(only).parse_args(args)
+    except UsageError:
+        return build_parser().parse_args(args)  # the guess was wrong: the full parser decides
 
 
 def argv_from_env(args: list[str]) -> list[str]:
@@ -248,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = argv_from_env(args)
         debug = "--debug" in args
-        ns = build_parser().parse_args(args)
+        ns = parse(args)
         opts = resolve_options(ns)
         debug = bool(opts.get("debug"))
         from bluegreen import commands

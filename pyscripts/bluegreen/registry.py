@@ -230,9 +230,9 @@ class ConsulRegistry(Registry):
         except consul.ConsulException as exc:
             raise OperationFailed(f"Consul at {self.where}: {str(exc)[:200]}") from exc
 
-    # Reads and plain writes go over the standard library's http.client: they are on the
-    # switch and rollback hot path, and importing requests (which py-consul needs) takes
-    # longer than an nginx reload. Registration, sessions and CAS updates use py-consul.
+    # KV, health reads and the lock go over the standard library's http.client: they are on
+    # the switch and rollback hot path, and importing requests (which py-consul needs) takes
+    # longer than an nginx reload. Agent registration (with its check) uses py-consul.
 
     def _http(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
         import http.client
@@ -284,18 +284,30 @@ class ConsulRegistry(Registry):
     def kv_delete(self, key: str) -> None:
         self._http("DELETE", self._kv_path(key))
 
+    def _kv_entry(self, key: str) -> dict[str, Any] | None:
+        """The key's entry (Value decoded, ModifyIndex, Session), or None."""
+        import base64
+
+        status, data = self._http("GET", self._kv_path(key))
+        if status == 404:
+            return None
+        entry: dict[str, Any] = json.loads(data)[0]
+        raw = entry.get("Value")
+        entry["Value"] = base64.b64decode(raw).decode() if raw is not None else None
+        return entry
+
     def kv_update(self, key: str, fn: Callable[[str | None], str | None]) -> None:
         for _ in range(50):
-            with self._call():
-                _, data = self.client.kv.get(key)
-                index = data["ModifyIndex"] if data else 0
-                old = data["Value"].decode() if data and data.get("Value") is not None else None
-                new = fn(old)
-                if new is None:
-                    ok = self.client.kv.delete(key, cas=index) if data else True
-                else:
-                    ok = self.client.kv.put(key, new, cas=index)
-            if ok:
+            entry = self._kv_entry(key)
+            index = entry["ModifyIndex"] if entry else 0
+            new = fn(entry["Value"] if entry else None)
+            if new is None:
+                if entry is None:
+                    return
+                _, data = self._http("DELETE", f"{self._kv_path(key)}?cas={index}")
+            else:
+                _, data = self._http("PUT", f"{self._kv_path(key)}?cas={index}", new)
+            if data.strip() == b"true":
                 return
         raise OperationFailed(f"could not update {key}: too many concurrent writers")
 
@@ -337,33 +349,32 @@ class ConsulRegistry(Registry):
     @contextlib.contextmanager
     def lock(self, service: str, wait: float = 0.0,
              on_stale: Callable[[str], None] | None = None) -> Iterator[None]:
-        key = self.key(service, "lock")
-        me = holder_info()
-        with self._call():
-            sid = self.client.session.create(name=f"bluegreen {service}", ttl=LOCK_TTL_SECONDS,
-                                             lock_delay=0, behavior="delete")
+        """A session lock on ``<prefix><service>/lock`` (TTL, renewed, deleted on release)."""
+        path = self._kv_path(self.key(service, "lock"))
+        me = json.dumps(holder_info())
+        _, data = self._http("PUT", "/v1/session/create", json.dumps({
+            "Name": f"bluegreen {service}", "TTL": f"{LOCK_TTL_SECONDS}s", "LockDelay": "0s",
+            "Behavior": "delete"}))
+        sid = json.loads(data)["ID"]
         stop = threading.Event()
 
         def renew() -> None:
             while not stop.wait(LOCK_TTL_SECONDS / 3):
                 with contextlib.suppress(Exception):
-                    self.client.session.renew(sid)
+                    self._http("PUT", f"/v1/session/renew/{sid}")
 
         renewer = threading.Thread(target=renew, name="bluegreen-lock-renew", daemon=True)
         deadline = time.monotonic() + wait
         try:
             while True:
-                with self._call():
-                    if self.client.kv.put(key, json.dumps(me), acquire=sid):
-                        break
-                    _, data = self.client.kv.get(key)
+                if self._http("PUT", f"{path}?acquire={sid}", me)[1].strip() == b"true":
+                    break
+                entry = self._kv_entry(self.key(service, "lock")) or {}
                 holder: dict[str, Any] = {}
-                if data and data.get("Value"):
-                    with contextlib.suppress(ValueError):
-                        holder = json.loads(data["Value"])
-                if data and data.get("Session") and holder and holder_is_dead(holder):
-                    with self._call():
-                        self.client.session.destroy(data["Session"])
+                with contextlib.suppress(ValueError, TypeError):
+                    holder = json.loads(entry.get("Value") or "{}")
+                if entry.get("Session") and holder and holder_is_dead(holder):
+                    self._http("PUT", f"/v1/session/destroy/{entry['Session']}")
                     if on_stale:
                         on_stale(f"freed the stale lock of {describe_holder(holder)} (process gone)")
                     continue
@@ -376,7 +387,7 @@ class ConsulRegistry(Registry):
         finally:
             stop.set()
             with contextlib.suppress(Exception):
-                self.client.session.destroy(sid)  # behavior=delete removes the key
+                self._http("PUT", f"/v1/session/destroy/{sid}")  # behavior=delete removes the key
 
 
 # ------------------------------------------------------------------------------- file
