@@ -83,10 +83,13 @@ class Bench:
         stop = threading.Event()
 
         def probe() -> None:
+            # one request per millisecond or so: fine resolution, without taking a whole core
+            # from the process being measured
             while not stop.is_set():
                 if self.version(url) == new:
                     seen.append(time.perf_counter())
                     return
+                time.sleep(0.001)
 
         th = threading.Thread(target=probe)
         action_thread = threading.Thread(target=action)
@@ -248,9 +251,18 @@ class Bench:
         # some of the 2 cores; wrk cannot be limited and runs flat out.
         cmd = (["hey", "-z", f"{duration}s", "-c", "20", "-q", "25", url] if tool == "hey" else
                ["wrk", "-t", "2", "-c", "20", "-d", f"{duration}s", "--latency", url])
+        ports: dict[str, str] = {}
+
+        def record_ports() -> None:
+            status = json.loads(self.bg("status", svc, "--json", env=env)[1])
+            for info in status["colors"].values():
+                for c in info["containers"]:
+                    if c["port"]:
+                        ports[str(c["port"])] = c["image"].split(":")[-1]
+
+        record_ports()
         load = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(2)
-        ports: dict[str, str] = {}
         failed_runs = 0
         images = ["bluegreen-sample:v1", "bluegreen-sample:v2"]
         started = time.time()
@@ -258,11 +270,7 @@ class Bench:
             p = subprocess.run([*BG, "run", svc, "--image", images[i % 2], *HTTP, "--json"], env=env,
                                capture_output=True, text=True, check=False)
             failed_runs += p.returncode != 0
-            status = json.loads(self.bg("status", svc, "--json", env=env)[1])
-            for info in status["colors"].values():
-                for c in info["containers"]:
-                    if c["port"]:
-                        ports[str(c["port"])] = c["image"].split(":")[-1]
+            record_ports()
         finished = time.time()
         time.sleep(2)
         load.send_signal(signal.SIGINT)  # both tools stop and print their report
@@ -395,7 +403,7 @@ def draw(plot: dict[str, Any], path: Path) -> None:
     xs = [(k / 10) - t0 for k in keys]
     fig, ax = plt.subplots(figsize=(12, 4.5), dpi=110)
     bottom = [0] * len(keys)
-    colors = {"v1": "#1f77b4", "v2": "#2ca02c"}
+    colors = {"v1": "#1f77b4", "v2": "#2ca02c", "?": "#7f7f7f"}
     for label in labels:
         ys = [plot["buckets"][k].get(label, 0) for k in keys]
         ax.bar(xs, ys, width=0.1, bottom=bottom, label=label, align="edge",

@@ -236,10 +236,11 @@ class ConsulRegistry(Registry):
 
     def _http(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
         import http.client
-        import ssl
 
         headers = {"X-Consul-Token": self._token} if self._token else {}
         if self.scheme == "https":
+            import ssl
+
             ctx = ssl.create_default_context(cafile=os.environ.get("CONSUL_CACERT") or None)
             if os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower() in ("0", "false"):
                 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
