@@ -80,8 +80,10 @@ class Toolkit:
         try:
             started = self.runtime.start(service, color, image, port, env or {}, scale, network,
                                          health_path, pull)
-            started = self.runtime.wait_healthy(started, self.health_timeout)
+            # Registered at once, critical until Consul's own check passes (nothing routes to
+            # it before): Consul's first-check delay overlaps the container's start-up.
             self.register(started)
+            started = self.runtime.wait_healthy(started, self.health_timeout)
             self.wait_passing(service, color, len(started))
         except BaseException:
             self.say(f"deploy of {service}-{color} failed: removing its containers")
@@ -140,8 +142,8 @@ class Toolkit:
             return []
         self.deregister(service, color)
         started = self.runtime.restart(service, color)
-        started = self.runtime.wait_healthy(started, self.health_timeout)
         self.register(started)
+        started = self.runtime.wait_healthy(started, self.health_timeout)
         return self.wait_passing(service, color, len(started))
 
     # -- proxy -----------------------------------------------------------------------

@@ -150,26 +150,35 @@ class DockerRuntime:
         # SERVICE_IGNORE: Registrator, where it runs too, leaves these containers to us.
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
                   LABEL_HEALTH: health_path, "SERVICE_IGNORE": "true"}
-        started = []
-        for name in container_names(service, color, scale):
+        def run(name: str) -> Container:
             with self._call():
                 c = self.client.containers.run(
                     image, detach=True, name=name, environment=environment, labels=labels,
                     ports={f"{port}/tcp": (self.publish_ip, None)}, network=network, init=True,
                 )
                 c.reload()
-            started.append(self._info(c))
-        return started
+            return self._info(c)
+
+        return self._each(run, container_names(service, color, scale))
+
+    def _each(self, fn: Any, items: list[Any]) -> list[Any]:
+        """``fn`` over ``items``, concurrently when there are several (scaled colors)."""
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+            return list(pool.map(fn, items))
 
     def restart(self, service: str, color: str) -> list[Container]:
         """Start a color's stopped containers again (a rollback to a stopped color)."""
-        names = []
-        for c in self.containers(service, color):
+        def start(c: Container) -> None:
             if not c.running:
                 with self._call():
                     self.client.containers.get(c.id).start()
-            names.append(c.name)
-        return [c for c in self.containers(service, color) if c.name in names]
+
+        self._each(start, self.containers(service, color))
+        return self.containers(service, color)
 
     def wait_healthy(self, containers: list[Container], timeout: float) -> list[Container]:
         """Wait until each container runs and answers its health path below 400."""
@@ -205,18 +214,17 @@ class DockerRuntime:
         return [current[c.name] for c in containers]
 
     def stop(self, service: str, color: str, timeout: int = 10) -> list[str]:
-        stopped = []
-        for c in self.containers(service, color):
-            if c.running:
-                with self._call():
-                    self.client.containers.get(c.id).stop(timeout=timeout)
-                stopped.append(c.name)
-        return stopped
+        def stop(c: Container) -> str:
+            with self._call():
+                self.client.containers.get(c.id).stop(timeout=timeout)
+            return c.name
+
+        return self._each(stop, [c for c in self.containers(service, color) if c.running])
 
     def remove(self, service: str, color: str) -> list[str]:
-        removed = []
-        for c in self.containers(service, color):
+        def remove(c: Container) -> str:
             with self._call():
                 self.client.containers.get(c.id).remove(force=True)
-            removed.append(c.name)
-        return removed
+            return c.name
+
+        return self._each(remove, self.containers(service, color))
