@@ -56,9 +56,12 @@ def make_proxy(opts: dict[str, Any], runtime: Any) -> Any:
                                 opts["nginx_pid_file"])
     else:
         raise UsageError(f"invalid --nginx-mode {opts['nginx_mode']!r}: use local or container")
+    include_file = opts.get("include_file")
+    if include_file:
+        validate.readable_file(include_file, "--include-file")
     return Proxy(controller, validate.directory(opts["upstream_dir"], "--upstream-dir"),
                  validate.directory(opts["include_dir"], "--include-dir"),
-                 location=opts["location"], include_file=opts.get("include_file"))
+                 location=opts["location"], include_file=include_file)
 
 
 def toolkit(opts: dict[str, Any], runtime: bool = False, proxy: bool = False,
@@ -216,10 +219,11 @@ def cmd_post_test(opts: dict[str, Any]) -> int:
     nxt = validate.color(_need(opts, "next"))
     current = validate.color(opts["current"]) if opts.get("current") else None
     spec = _outcome_or_tests(opts)
+    proxy_url = validate.base_url(opts["proxy_url"])
     kit = toolkit(opts, runtime=True, proxy=True)
     pipe = _pipeline(kit)
     with pipe.locked(service, opts["lock_wait"]):
-        pipe.post_test(service, current, nxt, spec, opts["proxy_url"])
+        pipe.post_test(service, current, nxt, spec, proxy_url)
     if current != nxt:
         pipe.stop_old(service, current, opts["keep_old"])
     return ExitStatus.OK
@@ -231,7 +235,7 @@ def cmd_run(opts: dict[str, Any]) -> int:
     from bluegreen.pipeline import RunOptions
 
     ropts = RunOptions(**_deploy_args(opts), pre=spec, post=spec, keep_old=opts["keep_old"],
-                       proxy_url=opts["proxy_url"], lock_wait=opts["lock_wait"])
+                       proxy_url=validate.base_url(opts["proxy_url"]), lock_wait=opts["lock_wait"])
     summary = _pipeline(toolkit(opts, runtime=True, proxy=True)).run(service, ropts)
     emit(opts, summary, f"{service}: {summary['to']} is live" if summary["result"] == "ok"
          else f"{service}: dry run, nothing changed")

@@ -139,6 +139,29 @@ def network(value: str) -> str:
     return matching(_NETWORK_RE, value, "network name")
 
 
+def base_url(value: str, what: str = "--proxy-url") -> str:
+    """``http(s)://host[:port]`` with nothing after it (tests append their paths)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/")
+            or parts.query or parts.fragment or parts.username or port == -1):
+        raise UsageError(f"invalid {what} {value!r}: use http(s)://host[:port]")
+    host(parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]")
+    return value.rstrip("/")
+
+
+def readable_file(value: str, what: str) -> Path:
+    path = directory(value, what)
+    if not path.is_file():
+        raise UsageError(f"invalid {what} {value!r}: not a readable file")
+    return path
+
+
 def directory(value: str, what: str) -> Path:
     if not value or "\x00" in value or "\n" in value:
         raise UsageError(f"invalid {what} {value!r}")

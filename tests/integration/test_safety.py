@@ -65,6 +65,14 @@ BAD = [
     (["switch", "{s}", "--color", "green", "--kv-prefix", "../x/"], "invalid KV prefix"),
     (["run", "{s}", "--image", "i:1", "--cmd", "'unclosed"], "invalid --cmd"),
     (["run", "{s}", "--image", "i:1", "--keep-old", "-1"], "invalid --keep-old"),
+    (["run", "{s}", "--image", "i:1", "--proxy-url", "127.0.0.1"], "invalid --proxy-url"),
+    (["run", "{s}", "--image", "i:1", "--proxy-url", "http://x/y"], "invalid --proxy-url"),
+    (["post-test", "{s}", "--next", "green", "--http", "/", "--proxy-url", "ftp://x"],
+     "invalid --proxy-url"),
+    (["run", "{s}", "--image", "i:1", "--include-file", "/nonexistent.conf"],
+     "invalid --include-file"),
+    (["switch", "{s}", "--color", "green", "--check-interval", "fast"], "invalid --check-interval"),
+    (["switch", "{s}", "--color", "green", "--nginx-mode", "remote"], "invalid choice"),
     (["nonsense"], "invalid choice"),
 ]
 
