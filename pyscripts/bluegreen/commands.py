@@ -117,11 +117,11 @@ def _deploy_args(opts: dict[str, Any]) -> dict[str, Any]:
 def cmd_color(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     if opts["which"] == "next" and opts.get("current") is not None:
-        value = "green" if (opts["current"] and validate.color(opts["current"]) == "blue") else "blue"
+        value = validate.next_color(validate.color(opts["current"]) if opts["current"] else None)
         emit(opts, {"service": service, "next": value}, value)
         return ExitStatus.OK
     current = make_registry(opts).get_color(service)  # the read itself says if Consul answers
-    value = current if opts["which"] == "current" else ("green" if current == "blue" else "blue")
+    value = current if opts["which"] == "current" else validate.next_color(current)
     emit(opts, {"service": service, opts["which"]: value}, value or "")
     return ExitStatus.OK
 

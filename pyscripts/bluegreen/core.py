@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bluegreen import validate
 from bluegreen.errors import OperationFailed
-from bluegreen.proxy import Proxy, Server, weighted_servers
+from bluegreen.proxy import Proxy, weighted_servers
 from bluegreen.registry import Instance, Registry
 from bluegreen.runtime import Container, DockerRuntime
 
@@ -32,15 +32,8 @@ class Toolkit:
     health_timeout: float = 60.0
     drain_timeout: float = 30.0
     stop_timeout: int = 10
-    extra: dict[str, Any] = field(default_factory=dict)
 
     # -- colors ----------------------------------------------------------------------
-
-    def current_color(self, service: str) -> str | None:
-        return self.registry.get_color(validate.service(service))
-
-    def next_color(self, service: str) -> str:
-        return "green" if self.current_color(service) == "blue" else "blue"
 
     def address(self, service: str, color: str) -> list[str]:
         validate.color(color)
@@ -188,10 +181,6 @@ class Toolkit:
         changed = self.proxy.apply(plan)
         self.registry.set_color(service, None)
         return changed
-
-    def route_servers(self, service: str, color: str) -> list[Server]:
-        return [Server(i.address, i.port) for i in
-                self.registry.instances(service, color, passing=True)]
 
     # -- stop ------------------------------------------------------------------------
 

@@ -179,7 +179,7 @@ class Pipeline:
             if actions:
                 summary["recovered"] = actions
             current = self.kit.registry.get_color(service)
-            nxt = validate.other_color(current) if current else "blue"
+            nxt = validate.next_color(current)
             old = current if current and self.healthy(service, current) else None
             summary.update({"from": current, "to": nxt})
             self.say(f"{service}: current color {current or '(none)'}, deploying {opts.image} "

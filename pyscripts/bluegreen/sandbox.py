@@ -221,11 +221,6 @@ class Nginx:
             listen=f"127.0.0.1:{self.port}", upstream_dir=self.upstream_dir,
             include_dir=self.include_dir))
 
-    def cli_args(self) -> list[str]:
-        return ["--nginx-mode", "local", "--nginx-conf", str(self.conf),
-                "--nginx-prefix", str(self.prefix), "--nginx-pid-file", str(self.pid_file),
-                "--upstream-dir", str(self.upstream_dir), "--include-dir", str(self.include_dir)]
-
     def stop(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             pid = int(self.pid_file.read_text())

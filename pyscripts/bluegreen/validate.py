@@ -45,6 +45,11 @@ def color(value: str) -> str:
     return value
 
 
+def next_color(current: str | None) -> str:
+    """The book's rule: green when the current color is blue, otherwise blue."""
+    return "green" if current == "blue" else "blue"
+
+
 def other_color(value: str) -> str:
     return "green" if color(value) == "blue" else "blue"
 

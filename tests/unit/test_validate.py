@@ -86,3 +86,10 @@ def test_hosts():
     for bad in ("a b", "x;y", "", "a/b"):
         with pytest.raises(UsageError):
             validate.host(bad)
+
+
+def test_next_color_is_the_books_rule():
+    # get-color.sh: blue -> green; green or nothing (first deployment) -> blue
+    assert validate.next_color("blue") == "green"
+    assert validate.next_color("green") == "blue"
+    assert validate.next_color(None) == "blue"
