@@ -19,7 +19,8 @@ if [[ -x "$BIN" ]] && "$BIN" version >/dev/null 2>&1; then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "build-consul: go is not installed" >&2; exit 3; }
+command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin:/usr/lib/go/bin"
+command -v go >/dev/null || { echo "build-consul: go is not installed (apt-get install golang-go)" >&2; exit 3; }
 mkdir -p "$CACHE_DIR"
 work="$(mktemp -d "$CACHE_DIR/build.XXXXXX")"
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
