@@ -80,10 +80,18 @@ class Toolkit:
             self.wait_passing(service, color, len(started))
         except BaseException:
             self.say(f"deploy of {service}-{color} failed: removing its containers")
-            self.deregister(service, color)
-            self.runtime.remove(service, color)
+            self.discard(service, color)
             raise
         return started
+
+    def discard(self, service: str, color: str) -> None:
+        """Deregister and remove a failed color; each step runs even if another fails."""
+        assert self.runtime
+        for step in (self.deregister, self.runtime.remove):
+            try:
+                step(service, color)
+            except Exception as exc:
+                self.say(f"cleanup of {service}-{color}: {exc}")
 
     def set_release(self, service: str, color: str, image: str | None, verified: bool) -> None:
         """What a color holds and whether it passed a deployment (``rollback`` needs it)."""
@@ -96,8 +104,9 @@ class Toolkit:
             self.set_release(service, color, release.get("image"), verified=True)
 
     def register(self, containers: list[Container]) -> list[Instance]:
+        """Register the containers that publish a port (one without has already exited)."""
         insts = [Instance(id=c.name, service=c.service, color=c.color, address=c.address,
-                          port=c.port or 0, check_url=c.health_url) for c in containers]
+                          port=c.port, check_url=c.health_url) for c in containers if c.port]
         for inst in insts:
             self.registry.register(inst, interval=self.check_interval)
         return insts

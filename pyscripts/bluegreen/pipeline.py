@@ -19,7 +19,7 @@ from typing import Any
 
 from bluegreen import checks, validate
 from bluegreen.core import Toolkit
-from bluegreen.errors import BlueGreenError, OperationFailed
+from bluegreen.errors import OperationFailed
 
 HISTORY_KEEP = 50
 PHASES = ("deploy", "pre-test", "switch", "post-test")
@@ -248,8 +248,9 @@ class Pipeline:
                     self.post_test(service, current, nxt, opts.post, opts.proxy_url)
 
     def _undo_new(self, service: str, nxt: str, current: str | None) -> None:
-        """After a failed deploy or switch: the proxy stays on (or returns to) ``current``."""
-        with contextlib.suppress(BlueGreenError):
+        """After a failed deploy or switch: the proxy stays on (or returns to) ``current``.
+        A failure here is reported, and the original error is the one that surfaces."""
+        try:
             serving = self.kit.proxy.serving(service).color if self.kit.proxy else None
             if serving == nxt:
                 if current and self.healthy(service, current):
@@ -257,6 +258,8 @@ class Pipeline:
                 else:
                     self.kit.unroute(service)
             self.kit.stop(service, nxt, force=True)
+        except Exception as exc:
+            self.say(f"cleanup after the failed phase: {exc}")
 
     @staticmethod
     def _entry(summary: dict[str, Any], started: float) -> dict[str, Any]:

@@ -344,7 +344,7 @@ class ConsulRegistry(Registry):
             own = [c for c in checks if c.get("ServiceID") == svc["ID"]]
             url = (own[0].get("Definition") or {}).get("HTTP", "") if own else ""
             result.append(Instance(id=svc["ID"], service=service, color=color, address=address,
-                                   port=int(svc["Port"]), check_url=url, status=status))
+                                   port=int(svc.get("Port") or 0), check_url=url, status=status))
         return sorted(result, key=lambda i: i.id)
 
     @contextlib.contextmanager
