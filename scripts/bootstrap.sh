@@ -39,15 +39,9 @@ fi
 consul_bin=$(bash scripts/build-consul.sh)
 say "consul: $consul_bin"
 
-# 4. dockerd
-if ! docker info >/dev/null 2>&1; then
-  say "starting dockerd"
-  mkdir -p "${XDG_CACHE_HOME:-$HOME/.cache}/bluegreen"
-  nohup dockerd >>"${XDG_CACHE_HOME:-$HOME/.cache}/bluegreen/dockerd.log" 2>&1 &
-  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
-  docker info >/dev/null 2>&1 || { say "dockerd did not start; see ~/.cache/bluegreen/dockerd.log"; exit 3; }
-fi
-
-# 5. Sample images (built locally from static busybox, no registry)
-.venv/bin/python -c 'from bluegreen.sandbox import build_sample_images as b; b()'
+# 4. dockerd when no engine answers, and 5. the sample images (built locally from static
+# busybox, no registry): the sandbox module does both, as it does for the tests.
+.venv/bin/python -c 'from bluegreen.sandbox import build_sample_images, ensure_dockerd
+ensure_dockerd()
+build_sample_images()' || { say "Docker is not usable; see ~/.cache/bluegreen/dockerd.log"; exit 3; }
 say "ready"

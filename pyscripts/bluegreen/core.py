@@ -72,7 +72,7 @@ class Toolkit:
         self.deregister(service, color)
         try:
             started = self.runtime.start(service, color, image, port, env or {}, scale, network,
-                                         health_path, pull)
+                                         health_path)
             # Registered at once, critical until Consul's own check passes (nothing routes to
             # it before): Consul's first-check delay overlaps the container's start-up.
             self.register(started)

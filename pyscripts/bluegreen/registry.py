@@ -192,7 +192,8 @@ def parse_consul_addr(addr: str) -> tuple[str, str, int]:
 
 
 class ConsulRegistry(Registry):
-    """The registry on a Consul agent, through py-consul."""
+    """The registry on a Consul agent (``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``,
+    ``CONSUL_CACERT``, ``CONSUL_HTTP_SSL_VERIFY``)."""
 
     def __init__(self, addr: str, token: str | None = None, prefix: str = "",
                  timeout: float = 5.0) -> None:
@@ -208,15 +209,18 @@ class ConsulRegistry(Registry):
         if self._client is None:
             import consul  # heavy: imported on first use
 
-            verify: bool | str = True
-            if os.environ.get("CONSUL_CACERT"):
-                verify = os.environ["CONSUL_CACERT"]
-            if os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower() in ("0", "false"):
-                verify = False
+            cafile, check = self._tls()
+            verify: bool | str = (cafile or True) if check else False
             self._client = consul.Consul(host=self.host, port=self.port, scheme=self.scheme,
                                          token=self._token, verify=verify,
                                          connections_timeout=self._timeout)
         return self._client
+
+    @staticmethod
+    def _tls() -> tuple[str | None, bool]:
+        """(CA file, whether to verify) from Consul's own environment variables."""
+        check = os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower() not in ("0", "false")
+        return os.environ.get("CONSUL_CACERT") or None, check
 
     @contextlib.contextmanager
     def _call(self) -> Iterator[None]:
@@ -241,8 +245,9 @@ class ConsulRegistry(Registry):
         if self.scheme == "https":
             import ssl
 
-            ctx = ssl.create_default_context(cafile=os.environ.get("CONSUL_CACERT") or None)
-            if os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower() in ("0", "false"):
+            cafile, check = self._tls()
+            ctx = ssl.create_default_context(cafile=cafile)
+            if not check:
                 ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
                 self.host, self.port, timeout=self._timeout, context=ctx)

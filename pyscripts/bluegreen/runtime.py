@@ -140,10 +140,9 @@ class DockerRuntime:
                 self.client.images.pull(image)
 
     def start(self, service: str, color: str, image: str, port: int, env: dict[str, str],
-              scale: int = 1, network: str | None = None, health_path: str = "/",
-              pull: bool = True) -> list[Container]:
-        """Replace the color's containers by ``scale`` new ones of ``image``."""
-        self.ensure_image(image, pull)
+              scale: int = 1, network: str | None = None, health_path: str = "/") -> list[Container]:
+        """Replace the color's containers by ``scale`` new ones of ``image`` (present: see
+        ``ensure_image``)."""
         self.remove(service, color)
         environment = dict(env)
         environment["SERVICE_NAME"] = f"{service}-{color}"
