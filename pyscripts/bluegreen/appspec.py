@@ -1,0 +1,664 @@
+"""The application file: a Compose file read strictly, and the plan of an application release.
+
+bluegreen reads a subset of the Compose format (the seed's orchestration template):
+
+* top level: ``name`` (required: the application's KV prefix), ``services``, ``x-*`` extensions;
+* per service: ``image``, ``environment`` (map or ``KEY=VALUE`` list), ``deploy.replicas`` or
+  ``scale`` (1-64), ``labels`` (map or ``key=value`` list), ``x-*`` extensions.
+
+What Compose has no word for is said with labels under ``bluegreen.`` (see ``LABELS``). Every
+other key, at any level, and every other label is refused by name; nothing is silently ignored.
+All problems are collected, so ``bluegreen app check`` prints one line per problem.
+
+A service with a public route or an internal endpoint is *routed* (blue-green with weights); one
+with neither is a *worker* (swapped at promotion: not blue-green).
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bluegreen import validate
+from bluegreen.errors import UsageError
+
+if TYPE_CHECKING:
+    from bluegreen import checks
+
+MAX_BYTES = 256 * 1024
+MAX_NODES = 20_000  # YAML nodes after alias expansion (a billion laughs stops here)
+MAX_DEPTH = 32
+MAX_SERVICES = 64
+DEFAULT_PORT = 8080
+
+# label -> what it says (README of examples/hello-world lists the same)
+LABELS: dict[str, str] = {
+    "bluegreen.port": "container port the service listens on (routed services: default 8080)",
+    "bluegreen.route": "public location path on the proxy, e.g. /",
+    "bluegreen.endpoint": "internal endpoint name other services call, e.g. servicea.local",
+    "bluegreen.health-path": "HTTP path of the health check (default /; needs a port)",
+    "bluegreen.depends-on": "endpoints this service calls, space separated (also found in env URLs)",
+    "bluegreen.test.http": "paths tested through the proxy at each step, space separated",
+    "bluegreen.test.expect-status": "expected HTTP status of the tests (default 200)",
+    "bluegreen.test.expect-body": "regular expression each tested body must match",
+}
+_HINTS = {
+    "ports": "the proxy publishes the service: use labels bluegreen.port and bluegreen.route",
+    "expose": "use label bluegreen.port",
+    "healthcheck": "use label bluegreen.health-path",
+    "links": "not needed: a bluegreen.endpoint name resolves in every container",
+    "external_links": "not needed: a bluegreen.endpoint name resolves in every container",
+    "container_name": "bluegreen names the containers <app>.<service>-<color>-N",
+    "build": "build and push the image first; bluegreen deploys images",
+    "version": "obsolete in Compose too: remove it",
+}
+_APP_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")  # Compose's project name rule (no dots)
+_ENDPOINT_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+_URL_HOST_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/:?#\[\]]+)")
+_IPV4_RE = re.compile(r"[0-9.]+")
+_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class HttpTests:
+    """HTTP checks run through the proxy (``bluegreen.test.*`` labels)."""
+
+    __test__ = False  # not a pytest class
+
+    paths: tuple[str, ...] = ()
+    expect_status: int = 200
+    expect_body: str | None = None
+
+    def to_test_spec(self) -> checks.TestSpec:
+        from bluegreen import checks
+
+        return checks.TestSpec.build(http=list(self.paths), expect_status=self.expect_status,
+                                     body_regex=self.expect_body)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service of the application file, validated."""
+
+    name: str
+    image: str
+    env: tuple[tuple[str, str], ...] = ()  # sorted by key
+    scale: int = 1
+    port: int | None = None  # None: a worker without an HTTP port
+    endpoint: str | None = None
+    route: str | None = None
+    health_path: str = "/"
+    depends_on: tuple[str, ...] = ()  # endpoints it calls
+    tests: HttpTests = field(default_factory=HttpTests)
+
+    @property
+    def kind(self) -> str:
+        """``routed`` (weights move between colors) or ``worker`` (swapped at promotion)."""
+        return "routed" if self.route or self.endpoint else "worker"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return dict(self.env)
+
+    def record(self, color: str) -> dict[str, Any]:
+        """This service's entry of a release record (the ``live`` argument of ``changed``)."""
+        return {"image": self.image, "env": self.environment, "scale": self.scale,
+                "port": self.port, "health_path": self.health_path, "color": color}
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    services: Mapping[str, ServiceSpec]  # read-only, in file order
+    source: str = ""
+
+    def qualified(self, service: str) -> str:
+        """The service's name in the registry, the proxy and Docker: ``<app>.<service>``."""
+        return f"{self.name}.{self.services[service].name}"
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """Internal endpoint name -> the service that answers it."""
+        return {s.endpoint: s.name for s in self.services.values() if s.endpoint}
+
+
+class AppSpecError(UsageError):
+    """An invalid application file (exit 2); ``problems`` holds every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source, self.problems = source, problems
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"{source}: {problems[0]}{more}")
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, message: str) -> None:
+        self.items.append(f"{where}: {message}" if where else message)
+
+    def check(self, where: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, or None after recording its UsageError at ``where``."""
+        try:
+            return fn(*args)
+        except UsageError as exc:
+            self.add(where, str(exc))
+            return None
+
+
+def load(path: str | Path) -> AppSpec:
+    """Read and validate an application file; ``AppSpecError`` lists every problem."""
+    source = str(path)
+    problems = _Problems()
+    data = _read_yaml(Path(path), problems)
+    spec = _parse(data, problems, source) if data is not None or not problems.items else None
+    if problems.items or spec is None:
+        raise AppSpecError(source, problems.items or ["not a valid application file"])
+    return spec
+
+
+def loads(text: str, source: str = "<text>") -> AppSpec:
+    """As ``load``, from a string."""
+    problems = _Problems()
+    data = _parse_yaml(text, problems)
+    spec = _parse(data, problems, source) if data is not None or not problems.items else None
+    if problems.items or spec is None:
+        raise AppSpecError(source, problems.items or ["not a valid application file"])
+    return spec
+
+
+def check_file(path: str | Path) -> list[str]:
+    """Every problem of the file as ``FILE: WHERE: MESSAGE`` lines; empty when it is valid."""
+    try:
+        load(path)
+    except AppSpecError as exc:
+        return [f"{exc.source}: {p}" for p in exc.problems]
+    return []
+
+
+def _read_yaml(path: Path, problems: _Problems) -> Any:
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        problems.add("", f"cannot read: {exc.strerror or exc}")
+        return None
+    if len(raw) > MAX_BYTES:
+        problems.add("", f"larger than {MAX_BYTES // 1024} KiB")
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add("", f"not UTF-8 text (byte {exc.start})")
+        return None
+    return _parse_yaml(text, problems)
+
+
+def _parse_yaml(text: str, problems: _Problems) -> Any:
+    """YAML with PyYAML's safe loader; one document, bounded size, no duplicate keys."""
+    import yaml
+
+    if len(text) > MAX_BYTES:
+        problems.add("", f"larger than {MAX_BYTES // 1024} KiB")
+        return None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            problems.add("", "empty file: expected a mapping with name and services")
+            return None
+        if not _check_nodes(node, problems):
+            return None
+        return loader.construct_document(node)  # after a duplicate key: the last one, as PyYAML
+    except yaml.YAMLError as exc:
+        problems.add("", "invalid YAML: " + " ".join(str(exc).split()))
+    except RecursionError:
+        problems.add("", f"nested more than {MAX_DEPTH} levels deep")
+    finally:
+        loader.dispose()
+    return None
+
+
+def _check_nodes(root: Any, problems: _Problems) -> bool:
+    """Count nodes with aliases expanded (False past MAX_NODES or MAX_DEPTH: unreadable); report
+    duplicate keys (PyYAML would keep the last one silently)."""
+    import yaml
+
+    count = 0
+
+    def walk(node: Any, where: str, depth: int) -> bool:
+        nonlocal count
+        count += 1
+        if count > MAX_NODES:
+            problems.add("", f"more than {MAX_NODES} YAML nodes once aliases are expanded")
+            return False
+        if depth > MAX_DEPTH:
+            problems.add(where, f"nested more than {MAX_DEPTH} levels deep")
+            return False
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if name in seen:
+                        problems.add(_join(where, name),
+                                     f"duplicate key (line {key.start_mark.line + 1})")
+                    seen.add(name)
+                if not walk(key, where, depth + 1) or not walk(value, _join(where, name), depth + 1):
+                    return False
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                if not walk(item, f"{where}[{i}]", depth + 1):
+                    return False
+        return True
+
+    return walk(root, "", 0)
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+# -- validating -------------------------------------------------------------------------
+
+
+def _unsupported(problems: _Problems, where: str, key: Any) -> None:
+    hint = _HINTS.get(str(key))
+    problems.add(_join(where, key), "not supported by bluegreen" + (f" ({hint})" if hint else ""))
+
+
+def _keys(mapping: dict[Any, Any], allowed: tuple[str, ...], where: str,
+          problems: _Problems) -> bool:
+    """Refuse keys outside ``allowed`` (``x-*`` extensions are allowed, as in Compose)."""
+    ok = True
+    for key in mapping:
+        if not isinstance(key, str):
+            problems.add(where, f"key {key!r} is not a string")
+            ok = False
+        elif key not in allowed and not key.startswith("x-"):
+            _unsupported(problems, where, key)
+            ok = False
+    return ok
+
+
+def _scalar(value: Any, where: str, problems: _Problems) -> str | None:
+    """A label or environment value as Compose passes it: strings, whole numbers, booleans."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (str, int)):
+        text = str(value)
+        if "\x00" in text:
+            problems.add(where, "NUL byte in value")
+            return None
+        return text
+    if value is None:
+        problems.add(where, "no value (taking it from the deploying shell is not supported)")
+    else:
+        problems.add(where, f"use a string, not {type(value).__name__} (quote it)")
+    return None
+
+
+def _pairs(value: Any, where: str, problems: _Problems, what: str,
+           key_check: Callable[[str], Any]) -> dict[str, str]:
+    """``environment`` or ``labels``: a mapping, or a list of ``KEY=VALUE`` strings."""
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for key, val in value.items():
+            if not isinstance(key, str):
+                problems.add(where, f"{what} key {key!r} is not a string")
+            else:
+                items.append((key, val))
+    elif isinstance(value, list):
+        seen: set[str] = set()
+        for i, entry in enumerate(value):
+            if not isinstance(entry, str) or "=" not in entry:
+                problems.add(f"{where}[{i}]", f"use KEY=VALUE, not {entry!r}")
+                continue
+            key, _, val = entry.partition("=")
+            if key in seen:
+                problems.add(_join(where, key), "given twice")
+            seen.add(key)
+            items.append((key, val))
+    else:
+        problems.add(where, "use a mapping or a list of KEY=VALUE")
+    out: dict[str, str] = {}
+    for key, val in items:
+        at = _join(where, key)
+        if problems.check(at, key_check, key) is None:
+            continue
+        text = _scalar(val, at, problems)
+        if text is not None:
+            out[key] = text
+    return out
+
+
+def _env_key(key: str) -> str:
+    return validate.matching(_ENV_KEY_RE, key, "environment variable name",
+                             "use [A-Za-z_][A-Za-z0-9_]*")
+
+
+def _label_key(key: str) -> str:
+    if not key.startswith("bluegreen."):
+        raise UsageError("not supported by bluegreen (only bluegreen.* labels are read; "
+                         "container labels are not applied)")
+    if key not in LABELS:
+        raise UsageError("unknown bluegreen label (known: " + ", ".join(LABELS) + ")")
+    return key
+
+
+def _endpoint(value: str) -> str:
+    if len(value) > 253 or not _ENDPOINT_RE.fullmatch(value) or _IPV4_RE.fullmatch(value):
+        raise UsageError(f"invalid endpoint {value!r}: use a lowercase host name such as "
+                         "servicea.local")
+    return validate.host(value)
+
+
+def _replicas(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"invalid scale {value!r}: use a whole number from 1 to 64")
+    return validate.scale(value)
+
+
+def _status(value: str) -> int:
+    return validate.bounded_int(value, "expected status", 100, 599)
+
+
+def _regex(value: str) -> str:
+    if len(value) > 1000:
+        raise UsageError("regular expression longer than 1000 characters")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise UsageError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+def _parse(data: Any, problems: _Problems, source: str) -> AppSpec | None:
+    if not isinstance(data, dict):
+        problems.add("", "the document must be a mapping with name and services")
+        return None
+    _keys(data, ("name", "services"), "", problems)
+    name = data.get("name")
+    if name is None:
+        problems.add("name", "missing (the application's name keys its release records)")
+    elif not isinstance(name, str) or not _APP_RE.fullmatch(name) or len(name) > 40:
+        problems.add("name", f"invalid application name {name!r}: use [a-z0-9][a-z0-9_-]*, "
+                     "at most 40 characters")
+        name = None
+    services = data.get("services")
+    if not isinstance(services, dict) or not services:
+        problems.add("services", "missing or empty: give at least one service")
+        return None
+    if len(services) > MAX_SERVICES:
+        problems.add("services", f"more than {MAX_SERVICES} services")
+        return None
+    parsed: dict[str, ServiceSpec] = {}
+    for key, body in services.items():
+        spec = _service(key, body, problems, str(name or "app"))
+        if spec is not None:
+            parsed[spec.name] = spec
+    _check_cross(parsed, problems)
+    if problems.items or name is None:
+        return None
+    return AppSpec(name, types.MappingProxyType(parsed), source)
+
+
+def _service(key: Any, body: Any, problems: _Problems, app: str) -> ServiceSpec | None:
+    where = _join("services", key)
+    if not isinstance(key, str):
+        problems.add("services", f"service name {key!r} is not a string")
+        return None
+    name_ok = problems.check(where, validate.service, key) is not None
+    if not name_ok and key.lower() != key and validate.SERVICE_RE.fullmatch(key.lower()):
+        problems.items[-1] += f" (use {key.lower()!r})"
+    if name_ok and len(f"{app}.{key}") > 63:
+        problems.add(where, f"'{app}.{key}' is longer than 63 characters")
+        name_ok = False
+    if not isinstance(body, dict):
+        problems.add(where, "use a mapping with image, environment, deploy, labels")
+        return None
+    _keys(body, ("image", "environment", "deploy", "scale", "labels"), where, problems)
+
+    image = body.get("image")
+    if image is None:
+        problems.add(_join(where, "image"), "missing (bluegreen deploys images)")
+    else:
+        image = problems.check(_join(where, "image"), validate.image, image)
+    env = _pairs(body.get("environment", {}), _join(where, "environment"), problems,
+                 "environment", _env_key)
+    labels = _pairs(body.get("labels", {}), _join(where, "labels"), problems, "label", _label_key)
+    scale = _scale(body, where, problems)
+    fields = _labels(labels, _join(where, "labels"), problems)
+    if not name_ok or image is None or scale is None or fields is None:
+        return None
+    return ServiceSpec(name=key, image=image, env=tuple(sorted(env.items())), scale=scale, **fields)
+
+
+def _scale(body: dict[str, Any], where: str, problems: _Problems) -> int | None:
+    replicas = None
+    deploy = body.get("deploy")
+    if deploy is not None:
+        if not isinstance(deploy, dict):
+            problems.add(_join(where, "deploy"), "use a mapping with replicas")
+            return None
+        _keys(deploy, ("replicas",), _join(where, "deploy"), problems)
+        if "replicas" in deploy:
+            replicas = problems.check(_join(where, "deploy.replicas"), _replicas, deploy["replicas"])
+    scale = None
+    if "scale" in body:
+        scale = problems.check(_join(where, "scale"), _replicas, body["scale"])
+    if ("scale" in body and scale is None) or (deploy and "replicas" in deploy and replicas is None):
+        return None
+    if scale is not None and replicas is not None and scale != replicas:
+        problems.add(_join(where, "scale"), f"{scale} differs from deploy.replicas {replicas}")
+        return None
+    return scale or replicas or 1
+
+
+def _labels(labels: dict[str, str], where: str, problems: _Problems) -> dict[str, Any] | None:
+    """The ServiceSpec fields said by ``bluegreen.*`` labels; None after a problem."""
+    before = len(problems.items)
+
+    def get(label: str, fn: Callable[[str], Any]) -> Any:
+        return problems.check(_join(where, label), fn, labels[label]) if label in labels else None
+
+    def words(label: str, fn: Callable[[str], Any]) -> tuple[Any, ...]:
+        found = [problems.check(_join(where, label), fn, w) for w in labels.get(label, "").split()]
+        return tuple(w for w in found if w is not None)
+
+    route = get("bluegreen.route", validate.location)
+    endpoint = get("bluegreen.endpoint", _endpoint)
+    port = get("bluegreen.port", validate.port)
+    health = get("bluegreen.health-path", validate.http_path)
+    paths = words("bluegreen.test.http", validate.http_path)
+    status = get("bluegreen.test.expect-status", _status)
+    body = get("bluegreen.test.expect-body", _regex)
+    deps = words("bluegreen.depends-on", _endpoint)
+    routed = "bluegreen.route" in labels or "bluegreen.endpoint" in labels
+    if not routed:
+        for label in ("bluegreen.test.http", "bluegreen.test.expect-status",
+                      "bluegreen.test.expect-body"):
+            if label in labels:
+                problems.add(_join(where, label), "a worker (no bluegreen.route or "
+                             "bluegreen.endpoint) has no route to test through")
+        if "bluegreen.health-path" in labels and "bluegreen.port" not in labels:
+            problems.add(_join(where, "bluegreen.health-path"), "needs bluegreen.port")
+    if len(problems.items) > before:
+        return None
+    if routed and port is None:
+        port = DEFAULT_PORT
+    return {"port": port, "endpoint": endpoint, "route": route, "health_path": health or "/",
+            "depends_on": deps,
+            "tests": HttpTests(paths, status if status is not None else 200, body)}
+
+
+def _url_hosts(env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    for key, value in env.items():
+        for m in _URL_HOST_RE.finditer(value):
+            yield key, m.group(1).lower()
+
+
+def _check_cross(services: dict[str, ServiceSpec], problems: _Problems) -> None:
+    """Unique endpoints and routes; every endpoint a service calls is declared."""
+    endpoints: dict[str, str] = {}
+    routes: dict[str, str] = {}
+    for s in services.values():
+        for value, seen, label in ((s.endpoint, endpoints, "endpoint"), (s.route, routes, "route")):
+            if value is None:
+                continue
+            if value in seen:
+                problems.add(f"services.{s.name}.labels.bluegreen.{label}",
+                             f"{value!r} is already the {label} of service {seen[value]}")
+            else:
+                seen[value] = s.name
+    domains = {e.rsplit(".", 1)[1] for e in endpoints if "." in e}
+    found: dict[str, tuple[str, ...]] = {}
+    for s in services.values():
+        for dep in s.depends_on:
+            if dep not in endpoints:
+                problems.add(f"services.{s.name}.labels.bluegreen.depends-on",
+                             f"no service declares endpoint {dep!r} (bluegreen.endpoint)")
+        calls = list(s.depends_on)
+        for key, host in _url_hosts(s.environment):
+            if host in endpoints:
+                calls.append(host)
+            elif "." in host and host.rsplit(".", 1)[1] in domains:
+                problems.add(f"services.{s.name}.environment.{key}",
+                             f"no service declares endpoint {host!r} (bluegreen.endpoint)")
+        found[s.name] = tuple(sorted(set(calls)))
+    for s in list(services.values()):
+        if found[s.name] != s.depends_on:
+            services[s.name] = _replace(s, depends_on=found[s.name])
+
+
+def _replace(spec: ServiceSpec, **changes: Any) -> ServiceSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, **changes)
+
+
+# -- the plan of a release --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """What a release does to one service."""
+
+    name: str
+    action: str  # new | change | keep | remove
+    reasons: tuple[str, ...] = ()  # why it changes, e.g. "image a:1 -> a:2"
+    live_color: str | None = None
+    color: str | None = None  # the color that serves it after the release (None: removed)
+
+
+@dataclass(frozen=True)
+class Plan:
+    app: str
+    services: tuple[ServicePlan, ...]
+
+    def named(self, action: str) -> tuple[str, ...]:
+        return tuple(s.name for s in self.services if s.action == action)
+
+    @property
+    def new(self) -> tuple[str, ...]:
+        return self.named("new")
+
+    @property
+    def changed(self) -> tuple[str, ...]:
+        return self.named("change")
+
+    @property
+    def kept(self) -> tuple[str, ...]:
+        """Unchanged services: shared by the old and the new release."""
+        return self.named("keep")
+
+    @property
+    def removed(self) -> tuple[str, ...]:
+        return self.named("remove")
+
+    @property
+    def nothing(self) -> bool:
+        return all(s.action == "keep" for s in self.services)
+
+
+def changed(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> Plan:
+    """Compare each service's image, environment and scale (and port and health path when the
+    live record has them) with the live release record ``{service: {image, env, scale, color,
+    ...}}``. A changed or new service gets the next color; a kept one keeps its live color."""
+    plans = []
+    for s in spec.services.values():
+        record = live.get(s.name)
+        if record is None:
+            plans.append(ServicePlan(s.name, "new", ("not in the live release",), None,
+                                     validate.next_color(None)))
+            continue
+        live_color = record.get("color")
+        reasons = tuple(_differences(s, record))
+        if reasons:
+            plans.append(ServicePlan(s.name, "change", reasons, live_color,
+                                     validate.next_color(live_color)))
+        else:
+            plans.append(ServicePlan(s.name, "keep", (), live_color, live_color))
+    for name, record in live.items():
+        if name not in spec.services:
+            plans.append(ServicePlan(name, "remove", ("not in the file",), record.get("color")))
+    return Plan(spec.name, tuple(plans))
+
+
+def _differences(s: ServiceSpec, record: Mapping[str, Any]) -> Iterator[str]:
+    if record.get("color") not in validate.COLORS:
+        yield f"live color {record.get('color')!r} unknown"
+    if record.get("image") != s.image:
+        yield f"image {record.get('image')} -> {s.image}"
+    live_env = record.get("env")
+    if not isinstance(live_env, Mapping):
+        yield "environment not recorded"
+    else:
+        keys = sorted(set(live_env) | set(s.environment))
+        diff = [k for k in keys if live_env.get(k) != s.environment.get(k)]
+        if diff:
+            yield "environment " + ", ".join(diff)  # names only: values may be secrets
+    if record.get("scale") != s.scale:
+        yield f"scale {record.get('scale')} -> {s.scale}"
+    for key in ("port", "health_path"):
+        if key in record and record[key] != getattr(s, key):
+            yield f"{key} {record[key]} -> {getattr(s, key)}"
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def cmd_app_check(opts: dict[str, Any]) -> int:
+    """``bluegreen app check --file F``: validate without contacting anything; exit 0 or 2
+    with one line per problem on stderr."""
+    import json
+    import sys
+
+    path = opts.get("file")
+    if not path:
+        raise UsageError("app check needs --file FILE")
+    try:
+        spec = load(validate.directory(path, "--file"))
+    except AppSpecError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        if opts.get("json"):
+            print(json.dumps({"file": exc.source, "valid": False, "problems": exc.problems},
+                             indent=2))
+        return int(exc.status)
+    summary = {"file": str(path), "valid": True, "name": spec.name,
+               "services": {s.name: s.kind for s in spec.services.values()}}
+    if opts.get("json"):
+        print(json.dumps(summary, indent=2))
+    else:
+        kinds = ", ".join(f"{s.name} ({s.kind})" for s in spec.services.values())
+        print(f"{path}: ok: application {spec.name}: {kinds}")
+    return 0
