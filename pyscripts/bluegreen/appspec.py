@@ -16,6 +16,7 @@ with neither is a *worker* (swapped at promotion: not blue-green).
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -209,7 +210,7 @@ def _parse_yaml(text: str, problems: _Problems) -> Any:
     if len(text) > MAX_BYTES:
         problems.add("", f"larger than {MAX_BYTES // 1024} KiB")
         return None
-    loader = yaml.SafeLoader(text)
+    loader = _loader_class()(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -225,6 +226,26 @@ def _parse_yaml(text: str, problems: _Problems) -> Any:
     finally:
         loader.dispose()
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def _loader_class() -> Any:
+    """PyYAML's safe loader with YAML 1.2's plain scalars, as Compose reads them: ``yes``/``on``,
+    ``1:20``, ``010`` and dates stay strings; booleans are only true/false, integers decimal."""
+    import yaml
+
+    dropped = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:timestamp")
+
+    class Loader(yaml.SafeLoader):
+        yaml_implicit_resolvers = {
+            first: [(tag, rx) for tag, rx in resolvers if tag not in dropped]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                                 re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"),
+                                 list("-+0123456789"))
+    return Loader
 
 
 def _check_nodes(root: Any, problems: _Problems) -> bool:

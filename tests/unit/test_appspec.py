@@ -1,0 +1,397 @@
+"""The application file: the example is valid, every bad value and unsupported key is named,
+all problems come at once, and the release plan of the seed's three scenarios."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bluegreen import appspec
+from bluegreen.appspec import AppSpecError, HttpTests, ServiceSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "hello-world" / "compose.yaml"
+
+GOOD = """\
+name: shop
+services:
+  api:
+    image: registry:5000/api:1
+    labels:
+      bluegreen.port: "5000"
+      bluegreen.endpoint: api.local
+  web:
+    image: web:1
+    environment:
+      API: http://api.local/v1
+    labels:
+      bluegreen.route: /
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(AppSpecError) as info:
+        appspec.loads(textwrap.dedent(text))
+    return info.value.problems
+
+
+def with_service(body: str, extra: str = "") -> str:
+    return "name: shop\nservices:\n  web:\n" + textwrap.indent(textwrap.dedent(body), "    ") + extra
+
+
+# -- the example ------------------------------------------------------------------------
+
+
+def test_the_example_is_the_seeds_application() -> None:
+    assert appspec.check_file(EXAMPLE) == []
+    spec = appspec.load(EXAMPLE)
+    assert spec.name == "hello-world"
+    a, b = spec.services["servicea"], spec.services["serviceb"]
+    assert (a.image, a.scale, a.port, a.endpoint, a.route, a.kind) == (
+        "bluegreen-servicea:v1", 3, 5000, "servicea.local", None, "routed")
+    assert (b.scale, b.route, b.environment, b.kind) == (
+        2, "/", {"dep_endpoint": "http://servicea.local"}, "routed")
+    assert b.depends_on == ("servicea.local",)  # found in the env URL
+    assert spec.endpoints == {"servicea.local": "servicea"}
+    assert spec.qualified("servicea") == "hello-world.servicea"
+    assert b.tests == HttpTests(("/",), 200, "world!$")
+    assert b.tests.to_test_spec().paths == ("/",)
+
+
+def test_defaults_and_list_forms() -> None:
+    spec = appspec.loads(textwrap.dedent("""\
+        name: jobs
+        services:
+          web:
+            image: web:1
+            scale: 2
+            environment: ["A=1", "B=x=y", "EMPTY="]
+            labels: ["bluegreen.route=/shop", "bluegreen.test.http=/ /shop/health"]
+          worker:
+            image: worker:1
+            environment: {N: 3, ON: true}
+        """))
+    web, worker = spec.services["web"], spec.services["worker"]
+    assert (web.port, web.scale, web.health_path, web.kind) == (8080, 2, "/", "routed")
+    assert web.environment == {"A": "1", "B": "x=y", "EMPTY": ""}
+    assert web.tests.paths == ("/", "/shop/health")
+    assert (worker.kind, worker.port, worker.scale) == ("worker", None, 1)
+    assert worker.environment == {"N": "3", "ON": "true"}
+
+
+def test_plain_scalars_read_as_compose_reads_them() -> None:
+    spec = appspec.loads(with_service("image: a\nenvironment: {ON: yes, T: 1:20, O: 010, "
+                                      "D: 2020-01-01, B: false, N: -7}\n"))
+    assert spec.services["web"].environment == {"ON": "yes", "T": "1:20", "O": "010",
+                                                "D": "2020-01-01", "B": "false", "N": "-7"}
+
+
+def test_spec_is_immutable() -> None:
+    spec = appspec.loads(GOOD)
+    with pytest.raises(AttributeError):
+        spec.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.services["x"] = spec.services["web"]  # type: ignore[index]
+
+
+def test_x_extensions_and_merge_keys_are_compose() -> None:
+    spec = appspec.loads(textwrap.dedent("""\
+        name: shop
+        x-common: &common
+          image: base:1
+          deploy: {replicas: 2}
+        services:
+          a:
+            <<: *common
+            x-note: anything
+          b:
+            <<: *common
+            image: other:2
+        """))
+    assert (spec.services["a"].image, spec.services["a"].scale) == ("base:1", 2)
+    assert spec.services["b"].image == "other:2"
+
+
+# -- bad values, one named line each ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("image: 'UPPER/x'\n", "services.web.image: invalid image reference 'UPPER/x'"),
+    ("labels: {}\n", "services.web.image: missing"),
+    ("image: a\nenvironment: {1BAD: x}\n", "services.web.environment.1BAD: invalid environment "
+     "variable name '1BAD'"),
+    ("image: a\nenvironment: [X]\n", "services.web.environment[0]: use KEY=VALUE"),
+    ("image: a\nenvironment: {K: }\n", "services.web.environment.K: no value"),
+    ("image: a\nenvironment: {K: 1.5}\n", "services.web.environment.K: use a string, not float"),
+    ("image: a\nenvironment: ['K=1', 'K=2']\n", "services.web.environment.K: given twice"),
+    ("image: a\nenvironment: {K: \"a\\0b\"}\n", "services.web.environment.K: NUL byte"),
+    ("image: a\nenvironment: x\n", "services.web.environment: use a mapping or a list"),
+    ("image: a\ndeploy: {replicas: 0}\n", "services.web.deploy.replicas: invalid scale 0"),
+    ("image: a\nscale: 65\n", "services.web.scale: invalid scale 65"),
+    ("image: a\nscale: '3'\n", "services.web.scale: invalid scale '3'"),
+    ("image: a\nscale: true\n", "services.web.scale: invalid scale True"),
+    ("image: a\nscale: 2\ndeploy: {replicas: 3}\n", "services.web.scale: 2 differs from "
+     "deploy.replicas 3"),
+    ("image: a\nlabels: {bluegreen.port: '0'}\n", "services.web.labels.bluegreen.port: invalid port"),
+    ("image: a\nlabels: {bluegreen.route: '/a b'}\n",
+     "services.web.labels.bluegreen.route: invalid location '/a b'"),
+    ("image: a\nlabels: {bluegreen.route: '/../etc'}\n",
+     "services.web.labels.bluegreen.route: invalid location"),
+    ("image: a\nlabels: {bluegreen.endpoint: 'A.Local'}\n",
+     "services.web.labels.bluegreen.endpoint: invalid endpoint 'A.Local'"),
+    ("image: a\nlabels: {bluegreen.endpoint: '10.0.0.1'}\n",
+     "services.web.labels.bluegreen.endpoint: invalid endpoint"),
+    ("image: a\nlabels: {bluegreen.endpoint: 'a;b'}\n",
+     "services.web.labels.bluegreen.endpoint: invalid endpoint"),
+    ("image: a\nlabels: {bluegreen.route: /, bluegreen.health-path: 'x y'}\n",
+     "services.web.labels.bluegreen.health-path: invalid HTTP path"),
+    ("image: a\nlabels: {bluegreen.route: /, bluegreen.test.http: '/ nope'}\n",
+     "services.web.labels.bluegreen.test.http: invalid HTTP path 'nope'"),
+    ("image: a\nlabels: {bluegreen.route: /, bluegreen.test.expect-status: '99'}\n",
+     "services.web.labels.bluegreen.test.expect-status: invalid expected status"),
+    ("image: a\nlabels: {bluegreen.route: /, bluegreen.test.expect-body: '(('}\n",
+     "services.web.labels.bluegreen.test.expect-body: invalid regular expression"),
+    ("image: a\nlabels: {bluegreen.test.http: /}\n",
+     "services.web.labels.bluegreen.test.http: a worker"),
+    ("image: a\nlabels: {bluegreen.health-path: /h}\n",
+     "services.web.labels.bluegreen.health-path: needs bluegreen.port"),
+    ("image: a\nlabels: [novalue]\n", "services.web.labels[0]: use KEY=VALUE"),
+    ("image: a\nlabels: {bluegreen.port: [1]}\n", "services.web.labels.bluegreen.port: use a string"),
+    ("image: a\nlabels: {bluegreen.depends-on: b.local}\n",
+     "services.web.labels.bluegreen.depends-on: no service declares endpoint 'b.local'"),
+    ("- a\n", "services.web: use a mapping"),
+])
+def test_bad_value_is_named(body: str, expected: str) -> None:
+    found = problems(with_service(body))
+    assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("services: {web: {image: a}}\n", "name: missing"),
+    ("name: Shop\nservices: {web: {image: a}}\n", "name: invalid application name 'Shop'"),
+    ("name: a.b\nservices: {web: {image: a}}\n", "name: invalid application name 'a.b'"),
+    ("name: shop\n", "services: missing or empty"),
+    ("name: shop\nservices: {}\n", "services: missing or empty"),
+    ("name: shop\nservices: {serviceA: {image: a}}\n",
+     "services.serviceA: invalid service name 'serviceA': use [a-z0-9][a-z0-9._-]*, at most 63 "
+     "characters (use 'servicea')"),
+    ("name: shop\nservices: {a..b: {image: a}}\n", "services.a..b: invalid service name"),
+    (f"name: {'s' * 40}\nservices: {{{'w' * 30}: {{image: a}}}}\n", "is longer than 63 characters"),
+    ("- 1\n", "the document must be a mapping"),
+    ("just text\n", "the document must be a mapping"),
+    ("", "empty file"),
+    ("name: [\n", "invalid YAML"),
+    ("name: a\n---\nname: b\n", "invalid YAML: expected a single document"),
+    ("name: a\nname: b\nservices: {web: {image: a}}\n", "name: duplicate key (line 2)"),
+    ("name: !!python/object:os.system x\n", "invalid YAML"),
+])
+def test_bad_document_is_named(text: str, expected: str) -> None:
+    found = problems(text)
+    assert any(p.startswith(expected) or expected in p for p in found), found
+
+
+@pytest.mark.parametrize(("where", "key", "hint"), [
+    ("", "version: '3'", "(obsolete in Compose too: remove it)"),
+    ("", "networks: {}", ""),
+    ("", "volumes: {}", ""),
+    ("services.web", "volumes: [/a:/b]", ""),
+    ("services.web", "ports: ['80:80']", "(the proxy publishes the service"),
+    ("services.web", "healthcheck: {}", "(use label bluegreen.health-path)"),
+    ("services.web", "external_links: [servicea.local]", "(not needed"),
+    ("services.web", "command: [x]", ""),
+    ("services.web", "build: .", "(build and push the image first"),
+    ("services.web.deploy", "resources: {}", ""),
+])
+def test_unsupported_key_is_refused_by_name(where: str, key: str, hint: str) -> None:
+    name = key.split(":")[0]
+    if where == "":
+        text = f"name: shop\n{key}\nservices: {{web: {{image: a}}}}\n"
+    elif where == "services.web":
+        text = with_service(f"image: a\n{key}\n")
+    else:
+        text = with_service(f"image: a\ndeploy:\n  replicas: 1\n  {key}\n")
+    line = f"{where + '.' if where else ''}{name}: not supported by bluegreen"
+    found = problems(text)
+    assert f"{line} {hint}".strip() in [p if hint else p.split(" (")[0] for p in found] or any(
+        p.startswith(line) and hint in p for p in found), found
+
+
+def test_unknown_and_foreign_labels_are_refused() -> None:
+    found = problems(with_service("image: a\nlabels: {bluegreen.colour: x, com.example.a: b}\n"))
+    assert found[0].startswith("services.web.labels.bluegreen.colour: unknown bluegreen label")
+    assert found[1].startswith("services.web.labels.com.example.a: not supported by bluegreen "
+                               "(only bluegreen.* labels")
+
+
+def test_duplicate_routes_and_endpoints_and_unknown_dependency() -> None:
+    found = problems("""\
+        name: shop
+        services:
+          a: {image: a, labels: {bluegreen.endpoint: a.local, bluegreen.route: /}}
+          b: {image: b, labels: {bluegreen.endpoint: a.local, bluegreen.route: /}}
+          c:
+            image: c
+            environment: {DEP: "http://nope.local:5000/x", OK: "https://example.com", A: "http://a.local"}
+        """)
+    assert found == [
+        "services.b.labels.bluegreen.endpoint: 'a.local' is already the endpoint of service a",
+        "services.b.labels.bluegreen.route: '/' is already the route of service a",
+        "services.c.environment.DEP: no service declares endpoint 'nope.local' (bluegreen.endpoint)",
+    ]
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
+    f = tmp_path / "compose.yaml"
+    f.write_text(textwrap.dedent("""\
+        version: "3"
+        name: shop
+        services:
+          serviceA:
+            image: "bad image"
+            volumes: [/a:/b]
+          web:
+            image: web:1
+            deploy: {replicas: 100}
+            labels: {bluegreen.port: "x", bluegreen.route: /}
+        """))
+    lines = appspec.check_file(f)
+    assert lines == [
+        f"{f}: version: not supported by bluegreen (obsolete in Compose too: remove it)",
+        f"{f}: services.serviceA: invalid service name 'serviceA': use [a-z0-9][a-z0-9._-]*, "
+        "at most 63 characters (use 'servicea')",
+        f"{f}: services.serviceA.volumes: not supported by bluegreen",
+        f"{f}: services.serviceA.image: invalid image reference 'bad image'",
+        f"{f}: services.web.deploy.replicas: invalid scale 100: use a number from 1 to 64",
+        f"{f}: services.web.labels.bluegreen.port: invalid port 'x': use a number from 1 to 65535",
+    ]
+
+
+# -- limits -----------------------------------------------------------------------------
+
+
+def test_billion_laughs_is_refused() -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        prev = f"*a{i - 1}"
+        levels.append(f"a{i}: &a{i} [{', '.join([prev] * 10)}]")
+    found = problems("\n".join(levels) + "\n")
+    assert found == [f"more than {appspec.MAX_NODES} YAML nodes once aliases are expanded"]
+
+
+def test_recursive_alias_and_deep_nesting_are_refused() -> None:
+    assert problems("a: &a [*a]\n")[0].endswith("nested more than 32 levels deep")
+    assert "levels deep" in problems("a: " + "[" * 200 + "]" * 200 + "\n")[0]
+
+
+def test_big_file_and_bad_bytes_and_missing_file(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * appspec.MAX_BYTES + "\n")
+    assert appspec.check_file(big) == [f"{big}: larger than 256 KiB"]
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"name: \xff\n")
+    assert appspec.check_file(binary) == [f"{binary}: not UTF-8 text (byte 6)"]
+    missing = tmp_path / "none.yaml"
+    assert appspec.check_file(missing)[0].startswith(f"{missing}: cannot read")
+
+
+# -- the release plan: the seed's three scenarios ---------------------------------------
+
+
+def _live(a_image: str = "bluegreen-servicea:v1", b_image: str = "bluegreen-serviceb:v1") -> dict:
+    spec = appspec.load(EXAMPLE)
+    a, b = spec.services["servicea"], spec.services["serviceb"]
+    return {"servicea": {**a.record("blue"), "image": a_image},
+            "serviceb": {**b.record("green"), "image": b_image}}
+
+
+def _spec(a_image: str, b_image: str) -> appspec.AppSpec:
+    text = EXAMPLE.read_text().replace("bluegreen-servicea:v1", a_image)
+    return appspec.loads(text.replace("bluegreen-serviceb:v1", b_image))
+
+
+def test_plan_nothing_changed() -> None:
+    plan = appspec.changed(appspec.load(EXAMPLE), _live())
+    assert plan.nothing
+    assert plan.kept == ("servicea", "serviceb")
+    assert [s.color for s in plan.services] == ["blue", "green"]
+
+
+def test_plan_frontend_release_keeps_servicea_shared() -> None:
+    plan = appspec.changed(_spec("bluegreen-servicea:v1", "bluegreen-serviceb:v2"), _live())
+    assert (plan.changed, plan.kept, plan.new, plan.removed) == (("serviceb",), ("servicea",), (), ())
+    b = plan.services[1]
+    assert (b.live_color, b.color, b.reasons) == (
+        "green", "blue", ("image bluegreen-serviceb:v1 -> bluegreen-serviceb:v2",))
+    assert not plan.nothing
+
+
+def test_plan_backend_release_keeps_serviceb_shared() -> None:
+    plan = appspec.changed(_spec("bluegreen-servicea:v2", "bluegreen-serviceb:v1"), _live())
+    assert (plan.changed, plan.kept) == (("servicea",), ("serviceb",))
+    assert (plan.services[0].live_color, plan.services[0].color) == ("blue", "green")
+
+
+def test_plan_both_change() -> None:
+    plan = appspec.changed(_spec("bluegreen-servicea:v2", "bluegreen-serviceb:v2"), _live())
+    assert (plan.changed, plan.kept) == (("servicea", "serviceb"), ())
+
+
+def test_plan_env_scale_new_and_removed() -> None:
+    live = _live()
+    live["serviceb"]["env"] = {"dep_endpoint": "http://old.local", "SECRET": "x"}
+    live["serviceb"]["scale"] = 4
+    live["gone"] = {"image": "g:1", "env": {}, "scale": 1, "color": "green"}
+    del live["servicea"]
+    plan = appspec.changed(appspec.load(EXAMPLE), live)
+    assert (plan.new, plan.changed, plan.removed) == (("servicea",), ("serviceb",), ("gone",))
+    by = {s.name: s for s in plan.services}
+    assert by["serviceb"].reasons == ("environment SECRET, dep_endpoint", "scale 4 -> 2")
+    assert by["servicea"].color == "blue"  # a new service starts blue, as a first deployment
+    assert by["gone"].color is None and by["gone"].live_color == "green"
+
+
+def test_plan_port_and_health_path_count_when_recorded() -> None:
+    live = _live()
+    live["servicea"]["port"] = 5005
+    del live["serviceb"]["health_path"]  # an older record without it: not compared
+    plan = appspec.changed(appspec.load(EXAMPLE), live)
+    assert plan.changed == ("servicea",)
+    assert plan.services[0].reasons == ("port 5005 -> 5000",)
+
+
+def test_service_record_round_trips() -> None:
+    s = ServiceSpec("w", "w:1", (("A", "1"),), 2, 8080, None, "/", "/h")
+    assert s.record("blue") == {"image": "w:1", "env": {"A": "1"}, "scale": 2, "port": 8080,
+                                "health_path": "/h", "color": "blue"}
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def _check(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from bluegreen import appspec; sys.exit(appspec.cmd_app_check(" \
+           "{'file': sys.argv[1], 'json': len(sys.argv) > 2}))"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+def test_cmd_app_check_exit_codes(tmp_path: Path) -> None:
+    ok = _check(str(EXAMPLE))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == (f"{EXAMPLE}: ok: application hello-world: servicea (routed), "
+                                 "serviceb (routed)")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nservices: {web: {image: a, ports: ['80'], scale: 0}}\n")
+    out = _check(str(bad))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"{bad}: services.web.ports: not supported by bluegreen (the proxy publishes the service: "
+        "use labels bluegreen.port and bluegreen.route)",
+        f"{bad}: services.web.scale: invalid scale 0: use a number from 1 to 64",
+    ]
+    assert out.stdout == ""
+    assert '"valid": false' in _check(str(bad), "json").stdout
