@@ -105,10 +105,19 @@ class ServiceSpec:
     def environment(self) -> dict[str, str]:
         return dict(self.env)
 
-    def record(self, color: str) -> dict[str, Any]:
-        """This service's entry of a release record (the ``live`` argument of ``changed``)."""
-        return {"image": self.image, "env": self.environment, "scale": self.scale,
-                "port": self.port, "health_path": self.health_path, "color": color}
+    def record(self, color: str, hashed: bool = True) -> dict[str, Any]:
+        """This service's entry of a release record (the ``live`` argument of ``changed``).
+        With ``hashed`` the environment values are ``sha256:<hex>`` (they may be secrets; the
+        KV record need not hold them, and ``changed`` compares either form)."""
+        env = {k: env_digest(v) for k, v in self.env} if hashed else self.environment
+        return {"image": self.image, "env": env, "scale": self.scale, "port": self.port,
+                "health_path": self.health_path, "color": color}
+
+
+def env_digest(value: str) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -644,7 +653,9 @@ def _differences(s: ServiceSpec, record: Mapping[str, Any]) -> Iterator[str]:
         yield "environment not recorded"
     else:
         keys = sorted(set(live_env) | set(s.environment))
-        diff = [k for k in keys if live_env.get(k) != s.environment.get(k)]
+        mine = s.environment
+        diff = [k for k in keys if k not in mine or k not in live_env
+                or live_env[k] not in (mine[k], env_digest(mine[k]))]
         if diff:
             yield "environment " + ", ".join(diff)  # names only: values may be secrets
     if record.get("scale") != s.scale:
@@ -652,6 +663,53 @@ def _differences(s: ServiceSpec, record: Mapping[str, Any]) -> Iterator[str]:
     for key in ("port", "health_path"):
         if key in record and record[key] != getattr(s, key):
             yield f"{key} {record[key]} -> {getattr(s, key)}"
+
+
+# -- version-consistent chains ---------------------------------------------------------
+
+
+def chain_routes(spec: AppSpec, plan: Plan, weight: int) -> dict[tuple[str, str], dict[str, dict]]:
+    """Where each caller's containers reach each internal endpoint at step ``weight`` (0-100).
+
+    Returns ``{(caller, caller_color): {endpoint: {callee_color: weight}}}``. The rule: a caller
+    color that belongs to the new release reaches the callee's new color, one of the old release
+    the callee's old color, and an unchanged (shared) caller both, by ``weight``; an unchanged
+    callee has one color for everybody. So a request never mixes releases along a chain."""
+    validate.weight(weight)
+    by = {p.name: p for p in plan.services}
+    table: dict[tuple[str, str], dict[str, dict]] = {}
+    for caller in spec.services.values():
+        cp = by[caller.name]
+        sides = {"keep": {cp.color: "shared"}, "new": {cp.color: "new"},
+                 "change": {cp.live_color: "old", cp.color: "new"}}[cp.action]
+        for color, side in sides.items():
+            routes = {}
+            for endpoint in caller.depends_on:
+                tp = by[spec.endpoints[endpoint]]
+                if tp.action == "keep" or tp.live_color is None or side == "new":
+                    routes[endpoint] = {tp.color: 100}
+                elif side == "old":
+                    routes[endpoint] = {tp.live_color: 100}
+                else:
+                    routes[endpoint] = {k: v for k, v in ((tp.live_color, 100 - weight),
+                                                          (tp.color, weight)) if v}
+            if routes and color:
+                table[(caller.name, color)] = routes
+    return table
+
+
+def per_color_conflicts(table: dict[tuple[str, str], dict[str, dict]]) -> list[str]:
+    """With one internal listener per caller color, callers of one color must agree on every
+    endpoint; the disagreements (empty: one listener per color is enough for this release)."""
+    seen: dict[tuple[str, str], tuple[str, dict]] = {}
+    conflicts = []
+    for (caller, color), routes in table.items():
+        for endpoint, target in routes.items():
+            first = seen.setdefault((color, endpoint), (caller, target))
+            if first[1] != target:
+                conflicts.append(f"{color} callers of {endpoint}: {first[0]} needs {first[1]}, "
+                                 f"{caller} needs {target}")
+    return conflicts
 
 
 # -- the command ------------------------------------------------------------------------

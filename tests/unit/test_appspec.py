@@ -363,10 +363,63 @@ def test_plan_port_and_health_path_count_when_recorded() -> None:
     assert plan.services[0].reasons == ("port 5005 -> 5000",)
 
 
-def test_service_record_round_trips() -> None:
+def test_service_record_hides_env_values_and_compares_either_form() -> None:
     s = ServiceSpec("w", "w:1", (("A", "1"),), 2, 8080, None, "/", "/h")
-    assert s.record("blue") == {"image": "w:1", "env": {"A": "1"}, "scale": 2, "port": 8080,
-                                "health_path": "/h", "color": "blue"}
+    assert s.record("blue", hashed=False) == {"image": "w:1", "env": {"A": "1"}, "scale": 2,
+                                              "port": 8080, "health_path": "/h", "color": "blue"}
+    hashed = s.record("blue")["env"]["A"]
+    assert hashed == appspec.env_digest("1") and hashed.startswith("sha256:") and hashed != "1"
+    spec = appspec.AppSpec("app", {"w": s})
+    assert appspec.changed(spec, {"w": s.record("blue")}).nothing
+    assert appspec.changed(spec, {"w": s.record("blue", hashed=False)}).nothing
+    other = ServiceSpec("w", "w:1", (("A", "2"),), 2, 8080, None, "/", "/h")
+    assert appspec.changed(spec, {"w": other.record("blue")}).services[0].reasons == ("environment A",)
+
+
+# -- version-consistent chains ----------------------------------------------------------
+
+A = "servicea.local"
+
+
+def test_chains_frontend_release_both_b_colors_reach_the_one_a() -> None:
+    spec = _spec("bluegreen-servicea:v1", "bluegreen-serviceb:v2")
+    table = appspec.chain_routes(spec, appspec.changed(spec, _live()), 50)
+    assert table == {("serviceb", "green"): {A: {"blue": 100}}, ("serviceb", "blue"): {A: {"blue": 100}}}
+    assert appspec.per_color_conflicts(table) == []
+
+
+def test_chains_backend_release_shared_b_follows_the_weight() -> None:
+    spec = _spec("bluegreen-servicea:v2", "bluegreen-serviceb:v1")
+    plan = appspec.changed(spec, _live())
+    assert appspec.chain_routes(spec, plan, 10) == {("serviceb", "green"): {A: {"blue": 90, "green": 10}}}
+    assert appspec.chain_routes(spec, plan, 0) == {("serviceb", "green"): {A: {"blue": 100}}}
+    assert appspec.chain_routes(spec, plan, 100) == {("serviceb", "green"): {A: {"green": 100}}}
+
+
+def test_chains_both_change_never_mix_at_any_step() -> None:
+    spec = _spec("bluegreen-servicea:v2", "bluegreen-serviceb:v2")
+    plan = appspec.changed(spec, _live())  # A blue -> green, B green -> blue
+    for weight in (0, 10, 50, 100):
+        assert appspec.chain_routes(spec, plan, weight) == {
+            ("serviceb", "green"): {A: {"blue": 100}},   # old B -> old A
+            ("serviceb", "blue"): {A: {"green": 100}},   # new B -> new A
+        }
+
+
+def test_one_listener_per_color_is_not_always_enough() -> None:
+    text = EXAMPLE.read_text() + (
+        "  servicec:\n    image: c:2\n    environment: {dep_endpoint: 'http://servicea.local'}\n")
+    spec = appspec.loads(text.replace("bluegreen-servicea:v1", "bluegreen-servicea:v2")
+                         .replace("bluegreen-serviceb:v1", "bluegreen-serviceb:v2"))
+    live = {**_live(), "servicec": {"image": "c:1", "env": {"dep_endpoint": "http://servicea.local"},
+                                    "scale": 1, "color": "blue"}}
+    table = appspec.chain_routes(spec, appspec.changed(spec, live), 50)
+    # serviceb's new color is blue, servicec's old color is blue: both call servicea.local
+    assert table[("serviceb", "blue")] == {A: {"green": 100}}
+    assert table[("servicec", "blue")] == {A: {"blue": 100}}
+    assert appspec.per_color_conflicts(table) == [
+        "blue callers of servicea.local: serviceb needs {'green': 100}, servicec needs {'blue': 100}",
+        "green callers of servicea.local: serviceb needs {'blue': 100}, servicec needs {'green': 100}"]
 
 
 # -- the command ------------------------------------------------------------------------
