@@ -20,7 +20,7 @@ import functools
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,19 +166,18 @@ class _Problems:
 
 def load(path: str | Path) -> AppSpec:
     """Read and validate an application file; ``AppSpecError`` lists every problem."""
-    source = str(path)
     problems = _Problems()
-    data = _read_yaml(Path(path), problems)
-    spec = _parse(data, problems, source) if data is not None or not problems.items else None
-    if problems.items or spec is None:
-        raise AppSpecError(source, problems.items or ["not a valid application file"])
-    return spec
+    return _finish(_read_yaml(Path(path), problems), problems, str(path))
 
 
 def loads(text: str, source: str = "<text>") -> AppSpec:
     """As ``load``, from a string."""
     problems = _Problems()
-    data = _parse_yaml(text, problems)
+    return _finish(_parse_yaml(text, problems), problems, source)
+
+
+def _finish(data: Any, problems: _Problems, source: str) -> AppSpec:
+    # data is None after an unreadable file, and for a document that is just ``null``
     spec = _parse(data, problems, source) if data is not None or not problems.items else None
     if problems.items or spec is None:
         raise AppSpecError(source, problems.items or ["not a valid application file"])
@@ -566,13 +565,7 @@ def _check_cross(services: dict[str, ServiceSpec], problems: _Problems) -> None:
         found[s.name] = tuple(sorted(set(calls)))
     for s in list(services.values()):
         if found[s.name] != s.depends_on:
-            services[s.name] = _replace(s, depends_on=found[s.name])
-
-
-def _replace(spec: ServiceSpec, **changes: Any) -> ServiceSpec:
-    import dataclasses
-
-    return dataclasses.replace(spec, **changes)
+            services[s.name] = replace(s, depends_on=found[s.name])
 
 
 # -- the plan of a release --------------------------------------------------------------
