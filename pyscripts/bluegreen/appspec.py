@@ -244,7 +244,9 @@ def _loader_class() -> Any:
 
     dropped = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:timestamp")
 
-    class Loader(yaml.SafeLoader):
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser when present: faster
+
+    class Loader(base):  # type: ignore[misc,valid-type]
         yaml_implicit_resolvers = {
             first: [(tag, rx) for tag, rx in resolvers if tag not in dropped]
             for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -267,7 +269,7 @@ def _check_nodes(root: Any, problems: _Problems) -> bool:
         nonlocal count
         count += 1
         if count > MAX_NODES:
-            problems.add("", f"more than {MAX_NODES} YAML nodes once aliases are expanded")
+            problems.add("", f"more than {MAX_NODES} YAML nodes (aliases expanded)")
             return False
         if depth > MAX_DEPTH:
             problems.add(where, f"nested more than {MAX_DEPTH} levels deep")
