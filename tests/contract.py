@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bluegreen.errors import LockHeld
+from bluegreen.errors import InvalidRecord, LockHeld
 from bluegreen.registry import Instance, Registry
 
 
@@ -51,13 +51,32 @@ class RegistryContract:
         registry.set_color("books-ms", None)
         assert registry.get_color("books-ms") is None
 
-    def test_color_record_ignores_garbage(self, registry: Registry):
-        registry.kv_put(registry.key("books-ms", "color"), "purple")
-        assert registry.get_color("books-ms") is None
+    @pytest.mark.parametrize("junk", ["purple", "green\n}", "x" * 10240, ""])
+    def test_invalid_color_record_is_an_error_not_an_absence(self, registry: Registry, junk):
+        registry.kv_put(registry.key("books-ms", "color"), junk)
+        with pytest.raises(InvalidRecord, match=r"invalid record \S*books-ms/color: .* is not blue"):
+            registry.get_color("books-ms")
+
+    @pytest.mark.parametrize(("name", "junk"), [
+        ("history", "{not json"), ("history", '{"a": 1}'), ("inflight", "[1]"),
+        ("inflight", '{"to": "purple"}'), ("release-blue", '{"image": 3, "verified": true}'),
+        ("scale-down", '{"color": "blue"}')])
+    def test_invalid_json_record_is_an_error(self, registry: Registry, name, junk):
+        registry.kv_put(registry.key("svc", name), junk)
+        with pytest.raises(InvalidRecord, match=rf"invalid record \S*svc/{name}: not "):
+            registry.get_json("svc", name)
+        if name == "history":  # nothing is appended over it: it would be lost
+            with pytest.raises(InvalidRecord):
+                registry.append_json("svc", "history", {"n": 1}, keep=5)
+            assert registry.kv_get(registry.key("svc", name)) == junk
+            aside = registry.set_aside("svc", name)
+            assert registry.kv_get(registry.key("svc", aside)) == junk
+            assert registry.get_json("svc", name) is None
 
     def test_json_records_and_append_keeps_last(self, registry: Registry):
-        registry.put_json("svc", "inflight", {"phase": "deploy"})
-        assert registry.get_json("svc", "inflight") == {"phase": "deploy"}
+        run = {"from": None, "to": "blue", "phase": "deploy"}
+        registry.put_json("svc", "inflight", run)
+        assert registry.get_json("svc", "inflight") == run
         registry.put_json("svc", "inflight", None)
         assert registry.get_json("svc", "inflight") is None
         for i in range(7):

@@ -6,6 +6,7 @@ A test command is split with ``shlex`` and executed without a shell; it receives
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -120,15 +121,46 @@ def _check_path(spec: TestSpec, url: str) -> TestResult:
 
 
 def _run_command(spec: TestSpec, domain: str) -> TestResult:
+    """Run the test command in a process group of its own: when the run is stopped (SIGTERM,
+    a timeout), the whole group goes, so no test outlives the run."""
     env = dict(os.environ, DOMAIN=domain)
+    limit = spec.timeout * spec.retries
     try:
-        proc = subprocess.run(list(spec.command), env=env, capture_output=True, text=True,
-                              timeout=spec.timeout * spec.retries, check=False)
+        proc = subprocess.Popen(list(spec.command), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     except FileNotFoundError:
         return TestResult(False, f"test command not found: {spec.command[0]}")
+    try:
+        out, err = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
-        return TestResult(False, f"test command timed out after {spec.timeout * spec.retries:g}s")
+        _end_group(proc)
+        return TestResult(False, f"test command timed out after {limit:g}s")
+    except BaseException:
+        _end_group(proc)
+        raise
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+        tail = (err or out).strip().splitlines()[-1:] or [""]
         return TestResult(False, f"test command exited {proc.returncode}: {tail[0][:200]}")
     return TestResult(True, "test command passed")
+
+
+def _end_group(proc: subprocess.Popen[str], grace: float = 3.0) -> None:
+    """SIGTERM the command's process group, SIGKILL what is left after ``grace`` seconds."""
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            continue
+        if signum == signal.SIGTERM:
+            # the leader is gone; its children may not be
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        break
+    with contextlib.suppress(Exception):
+        proc.communicate(timeout=1)

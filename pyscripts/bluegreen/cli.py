@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from bluegreen import __version__, config, validate
-from bluegreen.errors import BlueGreenError, ExitStatus, UsageError
+from bluegreen.errors import BlueGreenError, ExitStatus, UsageError, add_secret, redact
 
 # dest -> (default, kind); kind is str, int, float, flag or list. Every one of these may
 # also come from BLUEGREEN_<DEST> or the config file.
@@ -63,6 +63,8 @@ COMMAND_OPTIONS: dict[str, tuple[Any, str]] = {
     "lock_wait": (0.0, "float"),
     "stop": (False, "flag"),
     "outcome": (None, "str"),
+    "until": (None, "str"),
+    "resume": (False, "flag"),
 }
 
 
@@ -191,6 +193,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--proxy-url", help="the proxy's base URL for post-tests [http://127.0.0.1]")
     p.add_argument("--keep-old", help="seconds before stopping the old color [0]")
     p.add_argument("--lock-wait", help="seconds to wait for the deploy lock [0]")
+    p.add_argument("--until", choices=["deploy", "pre-test", "switch"],
+                   help="pause after this phase (a promotion gate); go on with --resume")
+    p.add_argument("--resume", action="store_const", const=True,
+                   help="go on with the paused run's next phase (--image not needed)")
+    p.add_argument("--outcome", choices=["passed", "failed"],
+                   help="with --resume: the result of the next test phase, run elsewhere")
     p = cmd("rollback", "route back to the previous color (starting it when stopped)")
     p.add_argument("--lock-wait", help="seconds to wait for the deploy lock [0]")
     p.add_argument("--stop", action="store_const", const=True,
@@ -266,11 +274,15 @@ def argv_from_env(args: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    from bluegreen import interrupts
+
+    interrupts.install()  # SIGTERM/SIGINT: stop at a safe point, undo, exit 143/130
     try:
         args = argv_from_env(args)
         debug = "--debug" in args
         ns = parse(args)
         opts = resolve_options(ns)
+        add_secret(opts.get("consul_token"))
         debug = bool(opts.get("debug"))
         from bluegreen import commands
 
@@ -280,19 +292,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(f"bluegreen: error: {exc}", file=sys.stderr)
+        print(f"bluegreen: error: {redact(str(exc))}", file=sys.stderr)
         return int(exc.status)
     except KeyboardInterrupt:
         print("bluegreen: interrupted", file=sys.stderr)
-        return 130
+        return int(ExitStatus.SIGINT)
 
 
 def emit(opts: dict[str, Any], value: Any, plain: str | None = None) -> None:
     """Print a result: JSON with --json, else a plain value."""
     if opts.get("json"):
-        print(json.dumps(value, indent=2, sort_keys=True, default=str))
+        print(redact(json.dumps(value, indent=2, sort_keys=True, default=str)))
     elif plain:
-        print(plain)
+        print(redact(plain))
 
 
 __all__ = ["ExitStatus", "build_parser", "emit", "main"]

@@ -65,9 +65,10 @@ def make_proxy(opts: dict[str, Any], runtime: Any) -> Any:
 
 
 def toolkit(opts: dict[str, Any], runtime: bool = False, proxy: bool = False,
-            lazy_runtime: bool = False) -> Toolkit:
+            lazy_runtime: bool = False, ping: bool = True) -> Toolkit:
     """Build and ping only what the command uses, before anything is changed. With
-    ``lazy_runtime`` Docker is reached only if needed (and then before any change)."""
+    ``lazy_runtime`` Docker is reached only if needed (and then before any change); without
+    ``ping`` nothing is reached yet (status reports each part on its own)."""
     from bluegreen.core import Toolkit
 
     reg = make_registry(opts)
@@ -75,11 +76,12 @@ def toolkit(opts: dict[str, Any], runtime: bool = False, proxy: bool = False,
     px = make_proxy(opts, rt) if proxy else None
     if not opts.get("check_interval", "1s").rstrip("sm").isdigit():
         raise UsageError(f"invalid --check-interval {opts['check_interval']!r}: use e.g. 1s")
-    reg.ping()
-    if rt and not lazy_runtime:
-        rt.ping()
-    if px:
-        px.controller.ping()
+    if ping:
+        reg.ping()
+        if rt and not lazy_runtime:
+            rt.ping()
+        if px:
+            px.controller.ping()
     return Toolkit(registry=reg, runtime=rt, proxy=px, dry_run=bool(opts["dry_run"]),
                    check_interval=opts["check_interval"], health_timeout=opts["health_timeout"],
                    drain_timeout=opts["drain_timeout"])
@@ -121,9 +123,18 @@ def cmd_color(opts: dict[str, Any]) -> int:
         emit(opts, {"service": service, "next": value}, value)
         return ExitStatus.OK
     current = make_registry(opts).get_color(service)  # the read itself says if Consul answers
+    if current is None:
+        current = _proxy_color(opts, service)  # a registry that lost the record: the proxy knows
     value = current if opts["which"] == "current" else validate.next_color(current)
     emit(opts, {"service": service, opts["which"]: value}, value or "")
     return ExitStatus.OK
+
+
+def _proxy_color(opts: dict[str, Any], service: str) -> str | None:
+    """The color the proxy's files route to (a file read: nginx itself is not asked)."""
+    from bluegreen.proxy import read_serving
+
+    return read_serving(validate.directory(opts["upstream_dir"], "--upstream-dir"), service).color
 
 
 def cmd_address(opts: dict[str, Any]) -> int:
@@ -169,12 +180,14 @@ def cmd_stop(opts: dict[str, Any]) -> int:
 
 
 def cmd_status(opts: dict[str, Any]) -> int:
+    """Everything that can be reached; exit 3 after the report when a part cannot."""
     service = validate.service(opts["service"])
-    kit = toolkit(opts, runtime=True, proxy=True)
+    kit = toolkit(opts, runtime=True, proxy=True, ping=False)
     report = kit.status(service)
+    done = ExitStatus.UNREACHABLE if report["unreachable"] else ExitStatus.OK
     if opts["json"]:
         emit(opts, report)
-        return ExitStatus.OK
+        return done
     proxy = report.get("proxy") or {}
     print(f"service: {service}")
     print(f"recorded color: {report['recorded_color'] or '(none)'}")
@@ -190,7 +203,9 @@ def cmd_status(opts: dict[str, Any]) -> int:
             print(f"{color}: no containers")
     for problem in report["problems"]:
         print(f"PROBLEM: {problem}")
-    return ExitStatus.OK
+    for line in report["unreachable"]:
+        print(f"UNREACHABLE: {line}")
+    return done
 
 
 def cmd_pre_test(opts: dict[str, Any]) -> int:
@@ -231,14 +246,23 @@ def cmd_post_test(opts: dict[str, Any]) -> int:
 
 def cmd_run(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
+    resume = bool(opts.get("resume"))
+    if opts.get("outcome") and not resume:
+        raise UsageError("--outcome goes with --resume (it is the result of the next test phase)")
     spec = _tests(opts)
     from bluegreen.pipeline import RunOptions
 
-    ropts = RunOptions(**_deploy_args(opts), pre=spec, post=spec, keep_old=opts["keep_old"],
-                       proxy_url=validate.base_url(opts["proxy_url"]), lock_wait=opts["lock_wait"])
-    summary = _pipeline(toolkit(opts, runtime=True, proxy=True)).run(service, ropts)
-    emit(opts, summary, f"{service}: {summary['to']} is live" if summary["result"] == "ok"
-         else f"{service}: dry run, nothing changed")
+    # resuming: the paused run's image (its deploy phase is behind it)
+    deploy = {"image": ""} if resume and not opts.get("image") else _deploy_args(opts)
+    ropts = RunOptions(**deploy, pre=spec, post=spec, keep_old=opts["keep_old"],
+                       proxy_url=validate.base_url(opts["proxy_url"]), lock_wait=opts["lock_wait"],
+                       outcome=None if not opts.get("outcome") else opts["outcome"] == "passed")
+    summary = _pipeline(toolkit(opts, runtime=True, proxy=True)).run(
+        service, ropts, until=opts.get("until"), resume=resume)
+    plain = {"ok": f"{service}: {summary['to']} is live",
+             "paused": f"{service}: {summary['to']} paused after {summary.get('paused_after')}",
+             }.get(summary["result"], f"{service}: dry run, nothing changed")
+    emit(opts, summary, plain)
     return ExitStatus.OK
 
 

@@ -8,15 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bluegreen import validate
-from bluegreen.errors import OperationFailed
+from bluegreen import interrupts, validate
+from bluegreen.errors import InvalidRecord, OperationFailed, Unreachable, redact
 from bluegreen.proxy import Proxy, weighted_servers
 from bluegreen.registry import Instance, Registry
 from bluegreen.runtime import Container, DockerRuntime
 
 
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    print(redact(line), file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -73,11 +73,13 @@ class Toolkit:
         try:
             started = self.runtime.start(service, color, image, port, env or {}, scale, network,
                                          health_path)
-            # Registered at once, critical until Consul's own check passes (nothing routes to
-            # it before): Consul's first-check delay overlaps the container's start-up.
-            self.register(started)
+            self.register(started)  # critical until checked: nothing routes to it yet
+            interrupts.hold("deploy:started")
             started = self.runtime.wait_healthy(started, self.health_timeout)
-            self.wait_passing(service, color, len(started))
+            # bluegreen has seen each one answer its health path: passing from now on, and
+            # Consul keeps checking (no wait for its first-check stagger).
+            self.register(started, passing=True)
+            self.wait_passing(service, color, started)
         except BaseException:
             self.say(f"deploy of {service}-{color} failed: removing its containers")
             self.discard(service, color)
@@ -93,22 +95,25 @@ class Toolkit:
             except Exception as exc:
                 self.say(f"cleanup of {service}-{color}: {exc}")
 
-    def set_release(self, service: str, color: str, image: str | None, verified: bool) -> None:
-        """What a color holds and whether it passed a deployment (``rollback`` needs it)."""
-        self.registry.put_json(service, f"release-{color}",
-                               {"image": image, "verified": verified, "at": time.time()})
+    def set_release(self, service: str, color: str, image: str | None, verified: bool,
+                    rebuilt: bool = False) -> None:
+        """What a color holds and whether it passed a deployment (``rollback`` needs it);
+        ``rebuilt``: from its containers, after the registry lost the record."""
+        record = {"image": image, "verified": verified, "at": time.time()}
+        self.registry.put_json(service, f"release-{color}", record | ({"rebuilt": True}
+                                                                      if rebuilt else {}))
 
     def verify_release(self, service: str, color: str) -> None:
         release = self.registry.get_json(service, f"release-{color}") or {}
         if not release.get("verified"):
             self.set_release(service, color, release.get("image"), verified=True)
 
-    def register(self, containers: list[Container]) -> list[Instance]:
+    def register(self, containers: list[Container], passing: bool = False) -> list[Instance]:
         """Register the containers that publish a port (one without has already exited)."""
         insts = [Instance(id=c.name, service=c.service, color=c.color, address=c.address,
                           port=c.port, check_url=c.health_url) for c in containers if c.port]
         for inst in insts:
-            self.registry.register(inst, interval=self.check_interval)
+            self.registry.register(inst, interval=self.check_interval, passing=passing)
         return insts
 
     def deregister(self, service: str, color: str) -> list[str]:
@@ -117,12 +122,19 @@ class Toolkit:
             self.registry.deregister(instance_id)
         return ids
 
-    def wait_passing(self, service: str, color: str, count: int) -> list[Instance]:
+    def wait_passing(self, service: str, color: str, containers: list[Container]
+                     ) -> list[Instance]:
+        """Wait until the registry passes every container; one it forgot (a registry that
+        restarted empty) is registered again."""
         deadline = time.monotonic() + self.health_timeout
+        count = len(containers)
         while True:
-            passing = self.registry.instances(service, color, passing=True)
+            found = self.registry.instances(service, color)
+            passing = [i for i in found if i.status == "passing"]
             if len(passing) >= count:
                 return passing
+            known = {i.id for i in found}
+            self.register([c for c in containers if c.name not in known])
             if time.monotonic() >= deadline:
                 raise OperationFailed(f"{service}-{color}: {len(passing)} of {count} instance(s) "
                                       f"passing in {self.registry.where} after "
@@ -146,7 +158,8 @@ class Toolkit:
         started = self.runtime.restart(service, color)
         self.register(started)
         started = self.runtime.wait_healthy(started, self.health_timeout)
-        return self.wait_passing(service, color, len(started))
+        self.register(started, passing=True)
+        return self.wait_passing(service, color, started)
 
     # -- proxy -----------------------------------------------------------------------
 
@@ -171,13 +184,22 @@ class Toolkit:
         if self.dry_run:
             diff = self.proxy.diff(plan)
             self.say(diff.rstrip("\n") if diff else "proxy files unchanged")
-            if weight == 100 and self.registry.get_color(service) != color:
+            if weight == 100 and self._recorded(service) != color:
                 self.say(f"would record {service} color {color}")
             return bool(diff)
-        changed = self.proxy.apply(plan)
-        if weight == 100 and self.registry.get_color(service) != color:
-            self.registry.set_color(service, color)
+        with interrupts.shielded():  # the proxy and the record change together
+            changed = self.proxy.apply(plan)
+            interrupts.hold("switch:proxy-applied")
+            if weight == 100 and self._recorded(service) != color:
+                self.registry.set_color(service, color)
         return changed
+
+    def _recorded(self, service: str) -> str | None:
+        """The recorded color, an unreadable record counting as none (it is overwritten)."""
+        try:
+            return self.registry.get_color(service)
+        except InvalidRecord:
+            return None
 
     def unroute(self, service: str) -> bool:
         """Remove the service's proxy files (no color serves) and the color record."""
@@ -187,14 +209,17 @@ class Toolkit:
             diff = self.proxy.diff(plan)
             self.say(diff.rstrip("\n") if diff else "proxy files unchanged")
             return bool(diff)
-        changed = self.proxy.apply(plan)
-        self.registry.set_color(service, None)
+        with interrupts.shielded():
+            changed = self.proxy.apply(plan)
+            self.registry.set_color(service, None)
         return changed
 
     # -- stop ------------------------------------------------------------------------
 
-    def stop(self, service: str, color: str, force: bool = False) -> list[str]:
-        """Deregister and stop a color's containers (kept for rollback)."""
+    def stop(self, service: str, color: str, force: bool = False, drain: bool = True
+             ) -> list[str]:
+        """Deregister and stop a color's containers (kept for rollback). ``drain``: first let
+        the proxy finish requests sent to it (not needed for a color never routed to)."""
         assert self.runtime
         validate.service(service)
         validate.color(color)
@@ -206,32 +231,140 @@ class Toolkit:
             self.say(f"would deregister and stop {', '.join(running) or 'nothing'}")
             return running
         self.deregister(service, color)
-        if self.proxy and running and not self.proxy.controller.drain(self.drain_timeout):
+        if drain and self.proxy and running and not self.proxy.controller.drain(self.drain_timeout):
             self.say(f"nginx still finishing old requests after {self.drain_timeout:g}s; stopping")
         return self.runtime.stop(service, color, self.stop_timeout)
+
+    # -- reality before records ---------------------------------------------------------
+
+    def reconcile(self, service: str) -> list[str]:
+        """Rebuild registry state that was lost or contradicts what runs and what the proxy
+        routes to (a registry restarted empty, a record someone broke). Returns what was done;
+        changes nothing on a dry run. Records that cannot be rebuilt are set aside, not lost."""
+        reg, actions = self.registry, []
+        serving = self.proxy.serving(service) if self.proxy else None
+        running: dict[str, list[Container]] = {}
+        if self.runtime:
+            for color in validate.COLORS:
+                running[color] = [c for c in self.runtime.containers(service, color)
+                                  if c.running and c.port]
+        for color, containers in running.items():
+            known = {i.id for i in reg.instances(service, color)}
+            missing = [c for c in containers if c.name not in known]
+            if missing:
+                actions.append(f"registered {len(missing)} running {service}-{color} instance(s)")
+                if not self.dry_run:
+                    healthy = [c for c in missing if _answers(c.health_url)]
+                    self.register(healthy, passing=True)
+                    self.register([c for c in missing if c not in healthy])
+        live = serving.color if serving else None
+        try:
+            inflight = reg.get_json(service, "inflight")
+        except InvalidRecord:
+            inflight = None
+            actions.append(self._set_aside(service, "inflight"))
+        try:
+            recorded = reg.get_color(service)
+        except InvalidRecord as exc:
+            recorded = None
+            actions.append(f"{exc.key} was invalid")
+            if not self.dry_run:
+                reg.set_color(service, None)
+        if live and recorded != live and not inflight and self._any_running(running, live):
+            actions.append(f"color record {recorded or '(none)'} set to {live}, which the proxy "
+                           f"routes to")
+            if not self.dry_run:
+                reg.set_color(service, live)
+        for color in validate.COLORS:
+            actions += self._rebuild_release(service, color, live, inflight)
+        for name in ("history", "scale-down"):
+            try:
+                reg.get_json(service, name)
+            except InvalidRecord:
+                actions.append(self._set_aside(service, name))
+        if actions:
+            self.say(f"{service}: the registry had lost or contradicted its state; rebuilt from "
+                     f"the proxy and the containers: {'; '.join(actions)}")
+        return actions
+
+    @staticmethod
+    def _any_running(running: dict[str, list[Container]], color: str) -> bool:
+        return bool(running.get(color)) or not running  # no runtime: trust the proxy
+
+    def _set_aside(self, service: str, name: str) -> str:
+        if self.dry_run:
+            return f"would set the invalid {name} record aside"
+        return f"invalid {name} record kept as {self.registry.set_aside(service, name)}"
+
+    def _rebuild_release(self, service: str, color: str, live: str | None,
+                         inflight: Any) -> list[str]:
+        """A color's release record, from its containers when missing or invalid. Only the
+        color the proxy routes to, with no run in flight, counts as verified."""
+        name = f"release-{color}"
+        try:
+            if self.registry.get_json(service, name) is not None:
+                return []
+            problem = "missing"
+        except InvalidRecord:
+            problem = "invalid"
+        images = {c.image for c in self.runtime.containers(service, color)} if self.runtime else set()
+        if len(images) != 1:
+            if problem == "invalid":
+                return [self._set_aside(service, name)]
+            return []
+        image = images.pop()
+        verified = color == live and not inflight
+        if not self.dry_run:
+            if problem == "invalid":
+                self.registry.set_aside(service, name)
+            self.set_release(service, color, image, verified=verified, rebuilt=True)
+        return [f"{name} ({problem}) rebuilt: {image}, {'verified' if verified else 'unverified'}"]
 
     # -- status ----------------------------------------------------------------------
 
     def status(self, service: str) -> dict[str, Any]:
+        """What each part says, and the problems; a part that cannot be reached is one line in
+        ``unreachable`` and the others are still reported."""
         validate.service(service)
-        recorded = self.registry.get_color(service)
-        report: dict[str, Any] = {"service": service, "recorded_color": recorded, "colors": {},
-                                  "problems": []}
-        serving = self.proxy.serving(service) if self.proxy else None
+        report: dict[str, Any] = {"service": service, "recorded_color": None, "colors": {},
+                                  "problems": [], "unreachable": []}
+        problems = report["problems"]
+
+        def part(fn: Callable[[], Any], default: Any) -> Any:
+            try:
+                return fn()
+            except Unreachable as exc:
+                if str(exc) not in report["unreachable"]:
+                    report["unreachable"].append(str(exc))
+            except InvalidRecord as exc:
+                problems.append(str(exc))
+            return default
+
+        recorded = part(lambda: self.registry.get_color(service), None)
+        report["recorded_color"] = recorded
+        serving = part(lambda: self.proxy.serving(service), None) if self.proxy else None
+        if self.proxy:
+            part(self.proxy.controller.ping, None)
         if serving:
             report["proxy"] = {"color": serving.color, "weight": serving.weight,
                                "servers": list(serving.servers)}
         for color in validate.COLORS:
-            containers = self.runtime.containers(service, color) if self.runtime else []
-            insts = self.registry.instances(service, color)
+            containers = part(lambda c=color: self.runtime.containers(service, c), []) \
+                if self.runtime else []
+            insts = part(lambda c=color: self.registry.instances(service, c), [])
+            foreign = part(lambda c=color: self.registry.instances(service, c, foreign=True), [])
+            for f in foreign:
+                problems.append(f"{f.id} ({f.hostport}) is registered as {service}-{color} but "
+                                f"not by bluegreen: never routed to")
             report["colors"][color] = {
                 "containers": [{"name": c.name, "state": c.state, "image": c.image,
                                 "port": c.port} for c in containers],
                 "instances": [{"id": i.id, "address": i.hostport, "status": i.status}
                               for i in insts],
             }
-        problems = report["problems"]
-        if serving is not None:
+            part(lambda c=color: self.registry.get_json(service, f"release-{c}"), None)
+        part(lambda: self.registry.get_json(service, "history"), None)
+        if serving is not None and not report["unreachable"]:
             if (serving.color or recorded) and serving.color != recorded:
                 problems.append(f"recorded color {recorded} but the proxy routes to "
                                 f"{serving.color}")
@@ -244,10 +377,22 @@ class Toolkit:
                 if serving.weight == 100 and set(serving.servers) - passing:
                     problems.append(f"the proxy routes to {', '.join(sorted(set(serving.servers) - passing))}"
                                     f" which is not a passing instance of {serving.color}")
-        inflight = self.registry.get_json(service, "inflight")
+        inflight = part(lambda: self.registry.get_json(service, "inflight"), None)
         if inflight:
             report["inflight"] = inflight
+            state = "paused" if inflight.get("paused_after") else "in progress or was interrupted"
             problems.append(f"a run ({inflight.get('from')} -> {inflight.get('to')}, phase "
-                            f"{inflight.get('phase')}) is in progress or was interrupted; the next "
-                            f"run, rollback or recover deals with it")
+                            f"{inflight.get('phase')}) is {state}; the next run, rollback or "
+                            f"recover deals with it")
         return report
+
+
+def _answers(url: str) -> bool:
+    """The health path answers below 400 (bluegreen's own probe)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - http URL we built
+            return bool(resp.status < 400)
+    except OSError:
+        return False

@@ -15,13 +15,17 @@ class ExitStatus(enum.IntEnum):
       become healthy, nginx rejected the configuration, the lock is held...).
     2 USAGE: bad usage or input; nothing was changed.
     3 UNREACHABLE: a dependency (Consul, Docker, nginx) cannot be reached;
-      nothing was changed.
+      nothing was changed (what a run had started is undone first).
+    130 / 143: stopped by SIGINT / SIGTERM (a Jenkins abort) at a safe point, after
+      routing users back to the old color and undoing the unverified one.
     """
 
     OK = 0
     FAILED = 1
     USAGE = 2
     UNREACHABLE = 3
+    SIGINT = 130
+    SIGTERM = 143
 
 
 class BlueGreenError(Exception):
@@ -44,6 +48,41 @@ class OperationFailed(BlueGreenError):
 
 class LockHeld(OperationFailed):
     """Another pipeline holds the service's deploy lock (exit 1)."""
+
+
+class InvalidRecord(OperationFailed):
+    """A registry record exists but cannot be read (exit 1): never taken for an absent one."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key, self.problem = key, problem
+        super().__init__(f"invalid record {key}: {problem} (bluegreen recover rebuilds it)")
+
+
+class Interrupted(BlueGreenError):
+    """SIGTERM or SIGINT arrived; raised at a safe point (exit 143 or 130)."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.status = ExitStatus.SIGTERM if signum == signal.SIGTERM else ExitStatus.SIGINT
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+# Secrets (the Consul token) are registered here once read, and every text bluegreen prints
+# or records passes through ``redact``: a server that echoes request headers cannot leak them.
+_SECRETS: set[str] = set()
+
+
+def add_secret(value: str | None) -> None:
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "<redacted>")
+    return text
 
 
 class Unreachable(BlueGreenError):

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bluegreen import checks, validate
+from bluegreen import checks, interrupts, validate
 from bluegreen.core import Toolkit
-from bluegreen.errors import OperationFailed
+from bluegreen.errors import Interrupted, OperationFailed, UsageError, redact
+from bluegreen.registry import Lease
 
 HISTORY_KEEP = 50
 PHASES = ("deploy", "pre-test", "switch", "post-test")
@@ -39,12 +40,14 @@ class RunOptions:
     proxy_url: str = "http://127.0.0.1"
     lock_wait: float = 0.0
     pull: bool = True
+    outcome: bool | None = None  # with resume: the result of the next test phase, run elsewhere
 
 
 @dataclass
 class Pipeline:
     kit: Toolkit
     phases: list[dict[str, Any]] = field(default_factory=list)
+    lease: Lease | None = None
 
     @property
     def say(self) -> Any:
@@ -73,8 +76,26 @@ class Pipeline:
         if self.kit.dry_run:
             yield
             return
-        with self.kit.registry.lock(service, wait, on_stale=self.say):
-            yield
+        with self.kit.registry.lock(service, wait, on_stale=self.say) as lease:
+            self.lease = lease
+            try:
+                yield
+            finally:
+                self.lease = None
+
+    def checkpoint(self, service: str, point: str, inflight: dict[str, Any] | None = None) -> None:
+        """Between two steps of a run: a fault test's hold point; the lock still ours (taken
+        again, with the run's records rewritten, when the registry restarted empty)."""
+        interrupts.hold(point)
+        if self.lease is None:
+            return
+        if self.lease.lost:
+            raise OperationFailed(f"{service}: lost the deploy lock ({self.lease.lost})")
+        if self.lease.verify():
+            self.say(f"{service}: the registry had lost the deploy lock; taken again")
+            self.kit.reconcile(service)
+            if inflight:
+                self.kit.registry.put_json(service, "inflight", inflight)
 
     def healthy(self, service: str, color: str | None) -> bool:
         """Every registered instance of the color passes its Consul HTTP check (so its
@@ -91,7 +112,10 @@ class Pipeline:
     def _history(self, service: str, entry: dict[str, Any]) -> None:
         entry.setdefault("by", os.environ.get("BUILD_URL") or os.environ.get("USER") or
                          socket.gethostname())
-        self.kit.registry.append_json(service, "history", entry, HISTORY_KEEP)
+        if entry.get("error"):
+            entry["error"] = redact(str(entry["error"]))
+        with interrupts.shielded():
+            self.kit.registry.append_json(service, "history", entry, HISTORY_KEEP)
 
     def history(self, service: str) -> list[dict[str, Any]]:
         items = self.kit.registry.get_json(validate.service(service), "history")
@@ -169,53 +193,96 @@ class Pipeline:
 
     # -- the whole deployment --------------------------------------------------------------
 
-    def run(self, service: str, opts: RunOptions) -> dict[str, Any]:
+    def run(self, service: str, opts: RunOptions, until: str | None = None,
+            resume: bool = False) -> dict[str, Any]:
+        """Deploy, pre-test, switch, post-test, then stop the old color. ``until``: pause after
+        that phase (a promotion gate); ``resume``: go on with a paused run's next phase."""
         validate.service(service)
         summary: dict[str, Any] = {"service": service, "image": opts.image, "result": "failed"}
-        started = time.time()
-        old: str | None = None
         with self.locked(service, opts.lock_wait):
-            actions = self.recover(service)
-            if actions:
-                summary["recovered"] = actions
-            current = self.kit.registry.get_color(service)
-            nxt = validate.next_color(current)
+            if resume:
+                inflight = self._paused(service)
+                current, nxt = inflight["from"], inflight["to"]
+                todo = PHASES[PHASES.index(inflight["paused_after"]) + 1:]
+                self._apply_outcome(opts, todo[0])
+                summary["image"] = opts.image = inflight.get("image") or opts.image
+                started = inflight.get("started") or time.time()
+            else:
+                actions = self.recover(service, undo_paused=False)
+                if actions:
+                    summary["recovered"] = actions
+                current = self.kit.live_color(service)
+                nxt, todo, started = validate.next_color(current), PHASES, time.time()
+                inflight = {"id": uuid.uuid4().hex[:12], "image": opts.image, "from": current,
+                            "to": nxt, "started": started, "host": socket.gethostname(),
+                            "pid": os.getpid()}
             old = current if current and self.healthy(service, current) else None
             summary.update({"from": current, "to": nxt})
-            self.say(f"{service}: current color {current or '(none)'}, deploying {opts.image} "
-                     f"as {nxt}")
+            self.say(f"{service}: current color {current or '(none)'}, "
+                     f"{'resuming' if resume else 'deploying'} {opts.image} as {nxt}")
             if self.kit.dry_run:
                 return self._plan(service, current, nxt, old, opts, summary)
-            inflight = {"id": uuid.uuid4().hex[:12], "image": opts.image, "from": current,
-                        "to": nxt, "phase": "deploy", "started": started,
-                        "host": socket.gethostname(), "pid": os.getpid()}
-            phase = "deploy"
+            phase = todo[0]
             try:
-                for phase in PHASES:
-                    self.kit.registry.put_json(service, "inflight", inflight | {"phase": phase})
+                for phase in todo:
+                    self.checkpoint(service, f"{phase}:before", inflight)
+                    inflight = inflight | {"phase": phase, "paused_after": None}
+                    with interrupts.shielded():
+                        self.kit.registry.put_json(service, "inflight", inflight)
                     self._phase(service, phase, current, nxt, opts)
+                    if phase == until and phase != PHASES[-1]:
+                        with interrupts.shielded():
+                            self.kit.registry.put_json(service, "inflight",
+                                                       inflight | {"paused_after": phase})
+                        self.say(f"{service}: paused after {phase}; go on with run --resume, "
+                                 f"or undo with recover")
+                        return summary | {"result": "paused", "paused_after": phase}
+                self.checkpoint(service, "verified:before", inflight)
             except BaseException as exc:
-                summary.update(failed_phase=phase, error=str(exc))
-                if phase in ("deploy", "switch"):
-                    self._undo_new(service, nxt, current)
-                self.kit.registry.put_json(service, "inflight", None)
-                self._history(service, self._entry(summary, started))
+                aborted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+                summary.update(result="aborted" if aborted else "failed", failed_phase=phase,
+                               error=str(exc))
+                self._undo(service, current, nxt)
+                with interrupts.shielded():
+                    self.kit.registry.put_json(service, "inflight", None)
+                    self._history(service, self._entry(summary, started))
                 raise
             summary["result"] = "ok"
-            self.kit.verify_release(service, nxt)
-            # Done under the lock: the record is cleared, so a later lock holder never takes
-            # this live run for an interrupted one; the old color's stop is a scale-down
-            # record that recovery completes if this process dies.
-            if old:
-                self.kit.registry.put_json(service, "scale-down",
-                                           {"color": old, "not_before": time.time() + opts.keep_old})
-            self.kit.registry.put_json(service, "inflight", None)
-            self._history(service, self._entry(summary, started))
+            with interrupts.shielded():
+                self.kit.verify_release(service, nxt)
+                # Done under the lock: the record is cleared, so a later lock holder never
+                # takes this live run for an interrupted one; the old color's stop is a
+                # scale-down record that recovery completes if this process dies.
+                if old:
+                    self.kit.registry.put_json(service, "scale-down", {
+                        "color": old, "not_before": time.time() + opts.keep_old})
+                self.kit.registry.put_json(service, "inflight", None)
+                self._history(service, self._entry(summary, started))
         # Outside the lock: a rollback may happen while the old color is kept.
         with self.phase("stop-old", f"stop {service}-{old}" if old else "nothing to stop"):
             self.stop_old(service, old, opts.keep_old)
         summary["phases"] = self.phases
         return summary
+
+    @staticmethod
+    def _apply_outcome(opts: RunOptions, phase: str) -> None:
+        if opts.outcome is None:
+            return
+        decided = checks.TestSpec.decided(opts.outcome)
+        if phase == "pre-test":
+            opts.pre = decided
+        elif phase == "post-test":
+            opts.post = decided
+        else:
+            raise UsageError(f"--outcome: the next phase, {phase}, runs no tests")
+
+    def _paused(self, service: str) -> dict[str, Any]:
+        inflight = self.kit.registry.get_json(service, "inflight")
+        if not inflight or not inflight.get("paused_after") or \
+                inflight["paused_after"] not in PHASES[:-1]:
+            raise OperationFailed(f"{service}: no paused run to resume")
+        self.kit.reconcile(service)
+        return dict(inflight)
 
     def _plan(self, service: str, current: str | None, nxt: str, old: str | None,
               opts: RunOptions, summary: dict[str, Any]) -> dict[str, Any]:
@@ -237,29 +304,41 @@ class Pipeline:
                                 opts.network, opts.health_path, opts.pull)
         elif phase == "pre-test":
             with self.phase("Run pre-integration tests", opts.pre.describe()):
-                if not opts.pre.empty and not self.kit.dry_run:
+                if not opts.pre.empty:
                     self.pre_test(service, nxt, opts.pre)
         elif phase == "switch":
             with self.phase("Update proxy", f"route {service} to {nxt}"):
                 self.kit.switch(service, nxt)
+                self.checkpoint(service, "switch:applied")
         elif phase == "post-test":
             with self.phase("Run post-integration tests", opts.post.describe()):
                 if not opts.post.empty:
                     self.post_test(service, current, nxt, opts.post, opts.proxy_url)
 
-    def _undo_new(self, service: str, nxt: str, current: str | None) -> None:
-        """After a failed deploy or switch: the proxy stays on (or returns to) ``current``.
-        A failure here is reported, and the original error is the one that surfaces."""
+    def _undo(self, service: str, current: str | None, nxt: str) -> None:
+        """After any failure before the new color was verified: users are on ``current``
+        (routed back there if this run had switched) and ``nxt`` is stopped. The color the
+        proxy routed to before the run is never stopped nor unrouted: ``nxt`` is the other
+        one. A failure here is reported; the original error is the one that surfaces."""
+        kit = self.kit
         try:
-            serving = self.kit.proxy.serving(service).color if self.kit.proxy else None
-            if serving == nxt:
-                if current and self.healthy(service, current):
-                    self.kit.switch(service, current)
+            routed = kit.proxy is not None and kit.proxy.serving(service).color == nxt
+            if routed:
+                if current and not self.healthy(service, current):
+                    kit.bring_up(service, current)
+                if current:
+                    kit.switch(service, current)
+                    self.say(f"proxy switched back to {service}-{current}")
                 else:
-                    self.kit.unroute(service)
-            self.kit.stop(service, nxt, force=True)
+                    kit.unroute(service)
+                    self.say(f"first deployment: {service} removed from the proxy")
+            if kit.runtime and any(c.running for c in kit.runtime.containers(service, nxt)):
+                kit.stop(service, nxt, force=True, drain=routed)
+                self.say(f"stopped the unverified {service}-{nxt}")
+            else:
+                kit.deregister(service, nxt)
         except Exception as exc:
-            self.say(f"cleanup after the failed phase: {exc}")
+            self.say(f"cleanup after the failed phase: {redact(str(exc))}")
 
     @staticmethod
     def _entry(summary: dict[str, Any], started: float) -> dict[str, Any]:
@@ -286,8 +365,11 @@ class Pipeline:
                 raise OperationFailed(f"no containers of {service}-{previous} to roll back to")
             release = self.kit.registry.get_json(service, f"release-{previous}") or {}
             if release and not release.get("verified"):
-                raise OperationFailed(f"{service}-{previous} holds {release.get('image')}, whose "
-                                      f"deployment did not pass; nothing verified to roll back to")
+                why = ("its release record was lost and rebuilt from its containers, so it "
+                       "counts as unverified" if release.get("rebuilt")
+                       else "whose deployment did not pass")
+                raise OperationFailed(f"{service}-{previous} holds {release.get('image')}, {why}; "
+                                      f"nothing verified to roll back to")
             summary = {"service": service, "from": current, "to": previous,
                        "proxy_only": proxy_only, "result": "failed"}
             try:
@@ -309,58 +391,71 @@ class Pipeline:
 
     # -- recovery ----------------------------------------------------------------------
 
-    def recover(self, service: str, apply: bool = True) -> list[str]:
-        """Find and undo what an interrupted run left; return what was (or would be) done."""
-        kit, reg = self.kit, self.kit.registry
-        actions: list[str] = []
-        inflight = reg.get_json(service, "inflight")
-        serving = kit.proxy.serving(service).color if kit.proxy else None
-        recorded = reg.get_color(service)
-        act = apply and not kit.dry_run
-
+    def recover(self, service: str, undo_paused: bool = True) -> list[str]:
+        """Rebuild lost records from reality, undo what an interrupted (or, with
+        ``undo_paused``, a paused) run left, finish a due scale-down. Returns what was (or on a
+        dry run would be) done."""
+        actions = self.kit.reconcile(service)
+        inflight = self.kit.registry.get_json(service, "inflight")
+        if inflight and inflight.get("paused_after") and not undo_paused:
+            raise OperationFailed(
+                f"{service}: a run ({inflight.get('from') or '(none)'} -> {inflight['to']}, "
+                f"{inflight.get('image')}) is paused after {inflight['paused_after']}; go on with "
+                f"run --resume, or undo it with recover")
         if inflight:
-            # Unverified until post-test passed: prefer the color that was live before.
-            order = [inflight.get("from"), serving, recorded]
-            target = next((c for c in order if c in validate.COLORS and self.healthy(service, c)),
-                          None)
-            actions.append(f"interrupted run found ({inflight.get('from')} -> "
-                           f"{inflight.get('to')}, phase {inflight.get('phase')})")
-            if act:
-                if target:
-                    kit.switch(service, target)
-                elif not inflight.get("from"):
-                    kit.unroute(service)
-            actions.append(f"proxy and record set to {target}" if target else
-                           "no healthy color: removed from the proxy" if not inflight.get("from")
-                           else "no healthy color to route to: proxy left as it is")
-            other = inflight.get("to") if target != inflight.get("to") else inflight.get("from")
-            if other in validate.COLORS and other != kit.live_color(service) and kit.runtime \
-                    and any(c.running for c in kit.runtime.containers(service, other)):
-                actions.append(f"stopped {service}-{other}")
-                if act:
-                    kit.stop(service, other)
-            if act:
-                reg.put_json(service, "inflight", None)
-                self._history(service, {"action": "recover", "from": inflight.get("from"),
-                                        "to": target, "result": "recovered",
-                                        "image": inflight.get("image"),
-                                        "failed_phase": inflight.get("phase"),
-                                        "start": inflight.get("started"), "end": time.time()})
-        elif serving and recorded != serving and self.healthy(service, serving):
-            actions.append(f"recorded color {recorded} set to {serving}, which the proxy routes to")
-            if act:
-                reg.set_color(service, serving)
-
-        pending = reg.get_json(service, "scale-down")
-        if pending and pending.get("not_before", 0) <= time.time():
-            color = pending.get("color")
-            if color in validate.COLORS and color != kit.live_color(service) and kit.runtime and any(
-                    c.running for c in kit.runtime.containers(service, color)):
-                actions.append(f"stopped {service}-{color} (its keep-old time had passed)")
-                if act:
-                    kit.stop(service, color)
-            if act:
-                reg.put_json(service, "scale-down", None)
+            actions += self._undo_interrupted(service, inflight)
+        actions += self._finish_scale_down(service)
         for line in actions:
             self.say(f"recover: {line}")
         return actions
+
+    def _undo_interrupted(self, service: str, inflight: dict[str, Any]) -> list[str]:
+        """The color live before the run serves again (it was verified; the new one was not)."""
+        kit, act = self.kit, not self.kit.dry_run
+        serving = kit.proxy.serving(service).color if kit.proxy else None
+        recorded = kit.registry.get_color(service)
+        before, new = inflight.get("from"), inflight["to"]
+        state = "paused" if inflight.get("paused_after") else "interrupted"
+        actions = [f"{state} run found ({before} -> {new}, phase {inflight.get('phase')})"]
+        target = next((c for c in (before, serving, recorded)
+                       if c in validate.COLORS and self.healthy(service, c)), None)
+        if target:
+            actions.append(f"proxy and record set to {target}")
+            if act:
+                kit.switch(service, target)
+        elif not before:
+            actions.append("no healthy color: removed from the proxy")
+            if act:
+                kit.unroute(service)
+        else:
+            actions.append("no healthy color to route to: proxy left as it is")
+        other = new if target != new else before
+        if other and other != kit.live_color(service) and self._running(service, other):
+            actions.append(f"stopped {service}-{other}")
+            if act:
+                kit.stop(service, other)
+        if act:
+            with interrupts.shielded():
+                kit.registry.put_json(service, "inflight", None)
+                self._history(service, {"action": "recover", "from": before, "to": target,
+                                        "result": "recovered", "image": inflight.get("image"),
+                                        "failed_phase": inflight.get("phase"),
+                                        "start": inflight.get("started"), "end": time.time()})
+        return actions
+
+    def _finish_scale_down(self, service: str) -> list[str]:
+        pending = self.kit.registry.get_json(service, "scale-down")
+        if not pending or pending["not_before"] > time.time():
+            return []
+        color, actions = pending["color"], []
+        if color != self.kit.live_color(service) and self._running(service, color):
+            actions.append(f"stopped {service}-{color} (its keep-old time had passed)")
+            if not self.kit.dry_run:
+                self.kit.stop(service, color)
+        if not self.kit.dry_run:
+            self.kit.registry.put_json(service, "scale-down", None)
+        return actions
+
+    def _running(self, service: str, color: str) -> bool:
+        runtime = self.kit.runtime
+        return runtime is not None and any(c.running for c in runtime.containers(service, color))

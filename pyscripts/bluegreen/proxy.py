@@ -122,11 +122,15 @@ class LocalNginx(NginxController):
         return [*argv, "-c", self.conf, *extra]
 
     def master_pid(self) -> int:
+        """The running master's pid. A master killed while its workers still serve can stay
+        behind as a zombie that answers kill(0): its process state says it is gone."""
         try:
             pid = int(Path(self.pid_file).read_text().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError) as exc:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError) as exc:
             raise Unreachable("nginx", self.where, "not running") from exc
+        if state in ("Z", "X"):
+            raise Unreachable("nginx", self.where, "its master process is gone")
         return pid
 
     def ping(self) -> None:
@@ -210,6 +214,18 @@ def weighted_servers(new: Sequence[Any], old: Sequence[Any], weight: int) -> lis
             + [Server(i.address, i.port, w_old // g) for i in old])
 
 
+def read_serving(upstream_dir: Path, service: str) -> Serving:
+    """What the service's upstream file routes to (a file read; nginx is not asked)."""
+    try:
+        text = (upstream_dir / f"{validate.service(service)}.conf").read_text()
+    except FileNotFoundError:
+        return Serving(None, 0, ())
+    m = HEADER_RE.search(text)
+    color = m.group("color") if m and m.group("color") in validate.COLORS else None
+    weight = int(m.group("weight")) if m and m.group("weight") else 100
+    return Serving(color, weight, tuple(s.group("hostport") for s in SERVER_RE.finditer(text)))
+
+
 class Proxy:
     """Per-service nginx files in ``upstream_dir`` and ``include_dir``."""
 
@@ -269,13 +285,7 @@ class Proxy:
         return "".join(out)
 
     def serving(self, service: str) -> Serving:
-        text = self._read(self.paths(service)[0])
-        if not text:
-            return Serving(None, 0, ())
-        m = HEADER_RE.search(text)
-        color = m.group("color") if m and m.group("color") in validate.COLORS else None
-        weight = int(m.group("weight")) if m and m.group("weight") else 100
-        return Serving(color, weight, tuple(s.group("hostport") for s in SERVER_RE.finditer(text)))
+        return read_serving(self.upstream_dir, service)
 
     def apply(self, plan: dict[Path, str | None], reload_timeout: float = 10.0) -> bool:
         """Write, test, reload; restore and re-reload on any failure. False if unchanged."""

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen import validate
-from bluegreen.errors import LockHeld, OperationFailed, Unreachable, reaching
+from bluegreen.errors import (
+    InvalidRecord,
+    LockHeld,
+    OperationFailed,
+    Unreachable,
+    add_secret,
+    reaching,
+    redact,
+)
 
 LOCK_TTL_SECONDS = 15
 
@@ -47,6 +55,46 @@ class Instance:
     @property
     def hostport(self) -> str:
         return f"{self.address}:{self.port}"
+
+
+def _is_color_or_none(value: Any) -> bool:
+    return value is None or value in validate.COLORS
+
+
+# The shape of each JSON record bluegreen writes: (test, what it must be).
+_RECORDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "history": (lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v),
+                "a list of entries"),
+    "inflight": (lambda v: isinstance(v, dict) and v.get("to") in validate.COLORS
+                 and _is_color_or_none(v.get("from")), "a run record with from and to colors"),
+    "release": (lambda v: isinstance(v, dict) and isinstance(v.get("verified"), bool)
+                and isinstance(v.get("image"), (str, type(None))),
+                "a release record with image and verified"),
+    "scale-down": (lambda v: isinstance(v, dict) and v.get("color") in validate.COLORS
+                   and isinstance(v.get("not_before"), (int, float)),
+                   "a scale-down record with color and not_before"),
+}
+
+
+def _check_record(name: str, value: Any) -> str | None:
+    """What is wrong with a decoded record, or None."""
+    test, what = _RECORDS.get(name.split("-")[0] if name.startswith("release-") else name,
+                              (lambda v: True, ""))
+    return None if test(value) else f"not {what}"
+
+
+@dataclass
+class Lease:
+    """A held deploy lock. ``lost`` says why it is no longer held (the registry lost it and
+    another holder took it); ``renewed`` counts re-acquisitions after the registry lost it."""
+
+    lost: str | None = None
+    renewed: int = 0
+
+    def verify(self) -> bool:
+        """Check the lock is still ours (re-acquire it if the registry forgot it); True when it
+        was re-acquired since the last call, so the holder rewrites what it keeps there."""
+        return False
 
 
 def holder_info() -> dict[str, Any]:
@@ -118,25 +166,37 @@ class Registry(ABC):
         """Atomically replace the value with ``fn(old)`` (``None`` deletes)."""
 
     @abstractmethod
-    def register(self, inst: Instance, interval: str = "1s") -> None: ...
+    def register(self, inst: Instance, interval: str = "1s", passing: bool = False) -> None:
+        """Register with an HTTP check; ``passing``: its first status (bluegreen saw it healthy
+        itself), so routing need not wait for the registry's first check."""
 
     @abstractmethod
     def deregister(self, instance_id: str) -> None: ...
 
     @abstractmethod
-    def instances(self, service: str, color: str, passing: bool = False) -> list[Instance]: ...
+    def instances(self, service: str, color: str, passing: bool = False,
+                  foreign: bool = False) -> list[Instance]:
+        """bluegreen's own instances of the color (``foreign``: only the others registered
+        under the same name, which are never routed to)."""
 
     @abstractmethod
-    def lock(self, service: str, wait: float = 0.0,
-             on_stale: Callable[[str], None] | None = None) -> contextlib.AbstractContextManager[None]:
+    def lock(self, service: str, wait: float = 0.0, on_stale: Callable[[str], None] | None = None
+             ) -> contextlib.AbstractContextManager[Lease]:
         """Hold the service's deploy lock; raise ``LockHeld`` naming the holder."""
 
     # -- records built on the KV primitives --------------------------------------------
 
     def get_color(self, service: str) -> str | None:
-        value = self.kv_get(self.key(service, "color"))
-        value = (value or "").strip()
-        return value if value in validate.COLORS else None
+        """The recorded color; ``None`` when there is no record, ``InvalidRecord`` when the
+        record is not a color (never taken for an absent one)."""
+        key = self.key(service, "color")
+        value = self.kv_get(key)
+        if value is None:
+            return None
+        if value.strip() not in validate.COLORS:
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise InvalidRecord(key, f"{shown!r} is not blue or green")
+        return value.strip()
 
     def set_color(self, service: str, color: str | None) -> None:
         if color is None:
@@ -145,13 +205,9 @@ class Registry(ABC):
             self.kv_put(self.key(service, "color"), validate.color(color))
 
     def get_json(self, service: str, name: str) -> Any:
-        raw = self.kv_get(self.key(service, name))
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return None
+        """A JSON record, ``None`` when absent, ``InvalidRecord`` when unreadable."""
+        key = self.key(service, name)
+        return _decode(key, name, self.kv_get(key))
 
     def put_json(self, service: str, name: str, value: Any) -> None:
         if value is None:
@@ -160,17 +216,37 @@ class Registry(ABC):
             self.kv_put(self.key(service, name), json.dumps(value, sort_keys=True))
 
     def append_json(self, service: str, name: str, item: Any, keep: int) -> None:
-        def add(old: str | None) -> str:
-            try:
-                items = json.loads(old) if old else []
-            except ValueError:
-                items = []
-            if not isinstance(items, list):
-                items = []
-            items.append(item)
-            return json.dumps(items[-keep:], sort_keys=True)
+        """Append to a JSON list atomically (CAS); an unreadable list is an error, not lost."""
+        key = self.key(service, name)
 
-        self.kv_update(self.key(service, name), add)
+        def add(old: str | None) -> str:
+            items = _decode(key, name, old) or []
+            return json.dumps([*items, item][-keep:], sort_keys=True)
+
+        self.kv_update(key, add)
+
+    def set_aside(self, service: str, name: str) -> str:
+        """Keep an unreadable record under ``<name>.invalid-<time>`` and delete it."""
+        key = self.key(service, name)
+        value = self.kv_get(key)
+        aside = f"{name}.invalid-{int(time.time())}"
+        if value is not None:
+            self.kv_put(self.key(service, aside), value)
+        self.kv_delete(key)
+        return aside
+
+
+def _decode(key: str, name: str, raw: str | None) -> Any:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidRecord(key, "not JSON") from None
+    problem = _check_record(name, value)
+    if problem:
+        raise InvalidRecord(key, problem)
+    return value
 
 
 # ---------------------------------------------------------------------------- Consul
@@ -201,6 +277,7 @@ class ConsulRegistry(Registry):
         self.scheme, self.host, self.port = parse_consul_addr(addr)
         self.where = f"{self.scheme}://{self.host}:{self.port}"
         self._token = token or None
+        add_secret(self._token)
         self._timeout = timeout
         self._client: Any = None
 
@@ -232,7 +309,7 @@ class ConsulRegistry(Registry):
         except consul.ACLPermissionDenied as exc:
             raise OperationFailed(f"Consul at {self.where} denied the request (ACL)") from exc
         except consul.ConsulException as exc:
-            raise OperationFailed(f"Consul at {self.where}: {str(exc)[:200]}") from exc
+            raise OperationFailed(f"Consul at {self.where}: {redact(str(exc))[:200]}") from exc
 
     # KV, health reads and the lock go over the standard library's http.client: they are on
     # the switch and rollback hot path, and importing requests (which py-consul needs) takes
@@ -265,8 +342,10 @@ class ConsulRegistry(Registry):
         if resp.status == 403:
             raise OperationFailed(f"Consul at {self.where} denied the request (ACL)")
         if resp.status >= 400 and resp.status != 404:
-            detail = data.decode(errors="replace").strip()[:200]
-            raise OperationFailed(f"Consul at {self.where}: HTTP {resp.status} {method} {path}: {detail}")
+            # The reply is the server's text: it may echo our headers, so the token goes.
+            detail = redact(data.decode(errors="replace").strip())[:200]
+            raise OperationFailed(f"Consul at {self.where}: HTTP {resp.status} {method} "
+                                  f"{path.split('?')[0]}: {detail}")
         return resp.status, data
 
     @staticmethod
@@ -317,11 +396,13 @@ class ConsulRegistry(Registry):
                 return
         raise OperationFailed(f"could not update {key}: too many concurrent writers")
 
-    def register(self, inst: Instance, interval: str = "1s") -> None:
+    def register(self, inst: Instance, interval: str = "1s", passing: bool = False) -> None:
         import consul
 
         check = consul.Check.http(inst.check_url, interval=interval, timeout="1s",
                                   deregister="10m") if inst.check_url else None
+        if check is not None and passing:
+            check["Status"] = "passing"  # Consul goes on checking it from here
         with self._call():
             self.client.agent.service.register(
                 self.color_service(inst.service, inst.color), service_id=inst.id,
@@ -334,13 +415,19 @@ class ConsulRegistry(Registry):
         with self._call():
             self.client.agent.service.deregister(instance_id)
 
-    def instances(self, service: str, color: str, passing: bool = False) -> list[Instance]:
+    def instances(self, service: str, color: str, passing: bool = False,
+                  foreign: bool = False) -> list[Instance]:
         name = self.color_service(service, color)
         path = f"/v1/health/service/{urllib.parse.quote(name)}" + ("?passing=1" if passing else "")
         _, data = self._http("GET", path)
         result = []
         for node in json.loads(data or b"[]"):
             svc = node["Service"]
+            meta = svc.get("Meta") or {}
+            ours = ("bluegreen" in (svc.get("Tags") or []) and meta.get("bluegreen_service") == service
+                    and meta.get("bluegreen_color") == color)
+            if ours == foreign:
+                continue
             checks = node.get("Checks", [])
             statuses = [c["Status"] for c in checks]
             status = ("critical" if "critical" in statuses else
@@ -352,22 +439,26 @@ class ConsulRegistry(Registry):
                                    port=int(svc.get("Port") or 0), check_url=url, status=status))
         return sorted(result, key=lambda i: i.id)
 
-    @contextlib.contextmanager
-    def lock(self, service: str, wait: float = 0.0,
-             on_stale: Callable[[str], None] | None = None) -> Iterator[None]:
-        """A session lock on ``<prefix><service>/lock`` (TTL, renewed, deleted on release)."""
-        path = self._kv_path(self.key(service, "lock"))
-        me = json.dumps(holder_info())
+    def _session(self, service: str) -> str:
         _, data = self._http("PUT", "/v1/session/create", json.dumps({
             "Name": f"bluegreen {service}", "TTL": f"{LOCK_TTL_SECONDS}s", "LockDelay": "0s",
             "Behavior": "delete"}))
-        sid = json.loads(data)["ID"]
+        return str(json.loads(data)["ID"])
+
+    @contextlib.contextmanager
+    def lock(self, service: str, wait: float = 0.0,
+             on_stale: Callable[[str], None] | None = None) -> Iterator[Lease]:
+        """A session lock on ``<prefix><service>/lock`` (TTL, renewed, deleted on release)."""
+        path = self._kv_path(self.key(service, "lock"))
+        me = json.dumps(holder_info())
+        lease = _ConsulLease(self, service, path, me)
+        sid = lease.sid = self._session(service)
         stop = threading.Event()
 
         def renew() -> None:
             while not stop.wait(LOCK_TTL_SECONDS / 3):
                 with contextlib.suppress(Exception):
-                    self._http("PUT", f"/v1/session/renew/{sid}")
+                    lease.renew()
 
         renewer = threading.Thread(target=renew, name="bluegreen-lock-renew", daemon=True)
         deadline = time.monotonic() + wait
@@ -389,11 +480,48 @@ class ConsulRegistry(Registry):
                     raise LockHeld(f"{service} is locked by {who}")
                 time.sleep(0.25)
             renewer.start()
-            yield
+            yield lease
         finally:
             stop.set()
             with contextlib.suppress(Exception):
-                self._http("PUT", f"/v1/session/destroy/{sid}")  # behavior=delete removes the key
+                # behavior=delete removes the key
+                self._http("PUT", f"/v1/session/destroy/{lease.sid or sid}")
+
+
+class _ConsulLease(Lease):
+    """The Consul session behind a held lock. A Consul that restarted empty (or lost the
+    session) forgot the lock: it is taken again with a new session when still free."""
+
+    def __init__(self, registry: ConsulRegistry, service: str, path: str, holder: str) -> None:
+        super().__init__()
+        self._reg, self._service, self._path, self._holder = registry, service, path, holder
+        self.sid = ""
+        self._seen = 0
+        self._mutex = threading.Lock()
+
+    def renew(self) -> None:
+        with self._mutex:
+            status, _ = self._reg._http("PUT", f"/v1/session/renew/{self.sid}")
+            if status == 404 and not self.lost:
+                self._reacquire()
+
+    def _reacquire(self) -> None:
+        sid = self._reg._session(self._service)
+        if self._reg._http("PUT", f"{self._path}?acquire={sid}", self._holder)[1].strip() == b"true":
+            self.sid = sid
+            self.renewed += 1
+        else:
+            self._reg._http("PUT", f"/v1/session/destroy/{sid}")
+            self.lost = "Consul lost the lock's session and another holder took the lock"
+
+    def verify(self) -> bool:
+        with self._mutex:
+            if not self.lost:
+                status, data = self._reg._http("GET", f"/v1/session/info/{self.sid}")
+                if status == 404 or not json.loads(data or b"null"):
+                    self._reacquire()
+            fresh, self._seen = self.renewed != self._seen, self.renewed
+            return fresh
 
 
 # ------------------------------------------------------------------------------- file
@@ -452,7 +580,7 @@ class FileRegistry(Registry):
             else:
                 st["kv"][key] = new
 
-    def register(self, inst: Instance, interval: str = "1s") -> None:
+    def register(self, inst: Instance, interval: str = "1s", passing: bool = False) -> None:
         with self._state(write=True) as st:
             st["services"][inst.id] = asdict(inst) | {"status": "unknown"}
 
@@ -460,8 +588,11 @@ class FileRegistry(Registry):
         with self._state(write=True) as st:
             st["services"].pop(instance_id, None)
 
-    def instances(self, service: str, color: str, passing: bool = False) -> list[Instance]:
+    def instances(self, service: str, color: str, passing: bool = False,
+                  foreign: bool = False) -> list[Instance]:
         self.color_service(service, color)
+        if foreign:
+            return []  # the file holds only what bluegreen registered
         with self._state() as st:
             found = [Instance(**d) for d in st["services"].values()
                      if d["service"] == service and d["color"] == color]
@@ -475,7 +606,7 @@ class FileRegistry(Registry):
 
     @contextlib.contextmanager
     def lock(self, service: str, wait: float = 0.0,
-             on_stale: Callable[[str], None] | None = None) -> Iterator[None]:
+             on_stale: Callable[[str], None] | None = None) -> Iterator[Lease]:
         path = Path(f"{self.path}.{validate.service(service)}.deploy-lock")
         path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait
@@ -498,7 +629,7 @@ class FileRegistry(Registry):
             fh.write(json.dumps(holder_info()))
             fh.flush()
             try:
-                yield
+                yield Lease()
             finally:
                 fh.truncate(0)
                 fcntl.flock(fh, fcntl.LOCK_UN)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bluegreen.sandbox import Nginx, Sandbox
+from bluegreen.sandbox import ConsulAgent, Nginx, Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 BLUEGREEN = [sys.executable, "-m", "bluegreen"]
@@ -46,10 +46,15 @@ class Env:
     sandbox: Sandbox
     service: str
     nginx: Nginx
+    consul: ConsulAgent | None = None  # the sandbox's agent unless the test brings its own
+
+    @property
+    def consul_addr(self) -> str:
+        return (self.consul or self.sandbox.consul).addr
 
     @property
     def env(self) -> dict[str, str]:
-        return self.sandbox.env(self.nginx)
+        return self.sandbox.env(self.nginx) | {"CONSUL_HTTP_ADDR": self.consul_addr}
 
     def bg(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
         p = subprocess.run([*BLUEGREEN, *args], env=env or self.env, capture_output=True,
@@ -68,16 +73,16 @@ class Env:
         return json.loads(r.text)[0]["version"] if r.status_code == 200 else None
 
     def kv(self, name: str) -> str | None:
-        r = requests.get(f"{self.sandbox.consul.addr}/v1/kv/{self.service}/{name}?raw", timeout=5)
+        r = requests.get(f"{self.consul_addr}/v1/kv/{self.service}/{name}?raw", timeout=5)
         return r.text if r.status_code == 200 else None
 
     def passing(self, color: str) -> list[dict]:
-        r = requests.get(f"{self.sandbox.consul.addr}/v1/health/service/"
+        r = requests.get(f"{self.consul_addr}/v1/health/service/"
                          f"{self.service}-{color}?passing=1", timeout=5)
         return r.json()
 
     def catalog_services(self) -> list[str]:
-        return list(requests.get(f"{self.sandbox.consul.addr}/v1/catalog/services",
+        return list(requests.get(f"{self.consul_addr}/v1/catalog/services",
                                  timeout=5).json())
 
     def containers(self) -> dict[str, str]:
@@ -94,7 +99,7 @@ class Env:
 
     def snapshot(self) -> dict:
         """Everything a command could change: nginx files, KV, catalog, containers."""
-        kv = requests.get(f"{self.sandbox.consul.addr}/v1/kv/{self.service}?recurse=1",
+        kv = requests.get(f"{self.consul_addr}/v1/kv/{self.service}?recurse=1",
                           timeout=5)
         return {"files": self.proxy_files(),
                 "kv": sorted((k["Key"], k["Value"]) for k in kv.json()) if kv.ok else [],
@@ -129,10 +134,10 @@ class Env:
         raise AssertionError(f"{marker!r} not seen; got {''.join(seen)}")
 
 
-def cleanup(sandbox: Sandbox, name: str, nginx: Nginx) -> None:
+def cleanup(sandbox: Sandbox, name: str, nginx: Nginx, consul: ConsulAgent | None = None) -> None:
     nginx.stop()
     sandbox.remove_containers(name)
-    agent = f"{sandbox.consul.addr}/v1/agent"
+    agent = f"{(consul or sandbox.consul).addr}/v1/agent"
     for sid, svc_def in requests.get(f"{agent}/services", timeout=5).json().items():
         if svc_def.get("Meta", {}).get("bluegreen_service") == name:
             requests.put(f"{agent}/service/deregister/{sid}", timeout=5)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -132,13 +131,24 @@ def test_consul_unreachable_before_start_changes_nothing(live_v1):
     svc.assert_safe()
 
 
-def _kill_at(svc, marker, image, *extra, delay=0.0):
+def _kill_at(svc, marker, image, *extra):
+    """SIGKILL the run once it printed ``marker`` (a phase that then waits on its tests)."""
     proc = svc.popen("run", svc.service, "--image", f"bluegreen-sample:{image}", *extra)
     svc.wait_for_line(proc, marker)
-    time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     return proc
+
+
+def _kill_held(svc, tmp_path, point, image, *extra):
+    """SIGKILL the run while it holds at ``point``: exactly that much is done."""
+    from tests.integration.test_reliability import Held
+
+    held = Held(svc, tmp_path, [point], "run", svc.service, "--image",
+                f"bluegreen-sample:{image}", *extra)
+    held.wait(point)
+    held.proc.send_signal(signal.SIGKILL)
+    held.proc.wait(10)
 
 
 def _rerun_recovers(svc, old_version):
@@ -153,20 +163,20 @@ def _rerun_recovers(svc, old_version):
     svc.assert_safe()
 
 
-def test_kill_during_deploy_then_run(live_v1):
+def test_kill_during_deploy_then_run(live_v1, tmp_path):
     svc = live_v1
-    _kill_at(svc, "==> Deploy", "unhealthy", "--health-timeout", "60", delay=1.0)
+    _kill_held(svc, tmp_path, "deploy:started", "v2", *HTTP)
     assert svc.version() == "v1"
     status = json.loads(svc.bg("status", svc.service, "--json").out)
     assert any("interrupted" in p for p in status["problems"])
     _rerun_recovers(svc, "v1")
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15])
-def test_kill_during_switch_then_run(live_v1, delay):
+@pytest.mark.parametrize("point", ["switch:before", "switch:proxy-applied", "post-test:before"])
+def test_kill_during_switch_then_run(live_v1, tmp_path, point):
     svc = live_v1
-    _kill_at(svc, "==> Update proxy", "v2", *HTTP, delay=delay)
-    assert svc.version() in ("v1", "v2")
+    _kill_held(svc, tmp_path, point, "v2", *HTTP)
+    assert svc.version() == ("v1" if point == "switch:before" else "v2")
     _rerun_recovers(svc, "v1")
 
 
