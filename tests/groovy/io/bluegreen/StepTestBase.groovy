@@ -1,9 +1,13 @@
 package io.bluegreen
 
 import com.lesfurets.jenkins.unit.BasePipelineTest
+import com.lesfurets.jenkins.unit.PipelineTestHelper
+import com.lesfurets.jenkins.unit.cps.BasePipelineTestCPS
 import com.lesfurets.jenkins.unit.global.lib.SourceRetriever
 import groovy.json.JsonSlurper
 import org.junit.Before
+import org.junit.runner.RunWith
+import org.junit.runners.Parameterized
 
 import static com.lesfurets.jenkins.unit.global.lib.LibraryConfiguration.library
 
@@ -28,8 +32,23 @@ class PipelineError extends RuntimeException {
  * Base of the step tests: mocks that behave as Jenkins does (error throws, withEnv and
  * withCredentials set environment variables for the duration of their closure) and records
  * every sh call with the environment it ran in and the CLI argv decoded from BLUEGREEN_ARGV.
+ *
+ * Every test runs twice: [plain] as BasePipelineTest, and [cps] with the helper of
+ * BasePipelineTestCPS, which compiles the library with groovy-cps's CpsTransformer, runs it in
+ * the CPS interpreter and serializes the program's state at each step of a step's body, as
+ * Jenkins does. Code that works only outside CPS (a CPS closure handed to .each or .collect,
+ * a Matcher or other unserializable local across a step) fails the [cps] run.
  */
+@RunWith(Parameterized)
 abstract class StepTestBase extends BasePipelineTest {
+    @Parameterized.Parameters(name = '{0}')
+    static List<Object[]> modes() {
+        return [['plain'] as Object[], ['cps'] as Object[]]
+    }
+
+    @Parameterized.Parameter
+    public String mode
+
     List<Map> calls = []
     List<String> nodes = []
     List<String> stages = []
@@ -40,7 +59,8 @@ abstract class StepTestBase extends BasePipelineTest {
     @Before
     @Override
     void setUp() throws Exception {
-        scriptRoots += 'src/test/jenkins'
+        helper = mode == 'cps' ? new BasePipelineTestCPS().helper : new PipelineTestHelper()
+        scriptRoots += 'tests/groovy/resources/jenkins'
         super.setUp()
         helper.registerSharedLibrary(library().name('bluegreen').defaultVersion('main')
                 .allowOverride(true).implicit(true).targetPath('unused')
@@ -70,13 +90,13 @@ abstract class StepTestBase extends BasePipelineTest {
         helper.registerAllowedMethod('error', [String], { String msg -> throw new PipelineError(msg) })
         helper.registerAllowedMethod('stage', [String, Closure], { String name, Closure body ->
             stages << name
-            body()
+            helper.callClosure(body)
         })
         helper.registerAllowedMethod('node', [String, Closure], { String name, Closure body ->
             nodes << name
-            body()
+            helper.callClosure(body)
         })
-        helper.registerAllowedMethod('lock', [Map, Closure], { Map m, Closure body -> body() })
+        helper.registerAllowedMethod('lock', [Map, Closure], { Map m, Closure body -> helper.callClosure(body) })
         helper.registerAllowedMethod('input', [Map], null)
         helper.registerAllowedMethod('libraryResource', [String], { String path ->
             new File(ProjectSource.repoDir(), "resources/${path}").text
@@ -88,7 +108,7 @@ abstract class StepTestBase extends BasePipelineTest {
         Map saved = new LinkedHashMap(env)
         env.putAll(vars)
         try {
-            return body()
+            return helper.callClosure(body)
         } finally {
             env.clear()
             env.putAll(saved)
