@@ -57,8 +57,7 @@ List firstCall(Map params) {
     if (params.image) argv += ['--image', params.image]
     if (params.port) argv += ['--port', params.port]
     if (params.scale) argv += ['--scale', params.scale]
-    for (kv in (params.containerEnv ?: [:]).entrySet()) argv += ['--env', "${kv.key}=${kv.value}"]
-    return argv
+    return argv + bluegreenCli.containerEnvArgs(params.containerEnv ?: [:])
 }
 
 /** Continue the paused run with its next phase; a non-zero exit fails the build with message. */

@@ -100,10 +100,16 @@ List strings(List argv) {
 List testArgs(Map params) {
     List argv = []
     if (params.testCommand) argv += ['--cmd', params.testCommand]
-    for (path in params.httpPaths ?: []) argv += ['--http', path]
+    for (path in (params.httpPaths ?: [])) argv += ['--http', path]
     if (params.expectStatus) argv += ['--expect-status', params.expectStatus]
     if (params.expectBody) argv += ['--expect-body', params.expectBody]
     return argv
+}
+
+/** --env K=V for each container variable (a loop over a Map's entries cannot be CPS: not serializable). */
+@NonCPS
+List containerEnvArgs(Map containerEnv) {
+    return containerEnv.collectMany { key, value -> ['--env', "${key}=${value}".toString()] }
 }
 
 /** Run the user's test closure with DOMAIN set; true when it passed. An abort is rethrown. */

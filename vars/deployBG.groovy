@@ -5,7 +5,7 @@ def call(Map params) {
         if (params.image) argv += ['--image', params.image]
         if (params.port) argv += ['--port', params.port]
         if (params.scale) argv += ['--scale', params.scale]
-        for (kv in (params.containerEnv ?: [:]).entrySet()) argv += ['--env', "${kv.key}=${kv.value}"]
+        argv += bluegreenCli.containerEnvArgs(params.containerEnv ?: [:])
         bluegreenCli(params, argv)
     }
 }

@@ -53,6 +53,9 @@ abstract class StepTestBase extends BasePipelineTest {
     List<String> nodes = []
     List<String> stages = []
     Map<String, String> env = [:]
+    /** Files of the agent's workspace that readFile/fileExists see, and what writeFile wrote. */
+    Map<String, String> workspace = [:]
+    Map<String, Map> written = [:]
     /** Answers an sh call: returns what sh returns (stdout, status or null). */
     Closure shHandler = { Map call -> call.returnStatus ? 0 : (call.returnStdout ? '' : null) }
 
@@ -101,8 +104,19 @@ abstract class StepTestBase extends BasePipelineTest {
         helper.registerAllowedMethod('libraryResource', [String], { String path ->
             new File(ProjectSource.repoDir(), "resources/${path}").text
         })
+        helper.registerAllowedMethod('libraryResource', [Map], { Map m ->
+            byte[] bytes = new File(ProjectSource.repoDir(), "resources/${m.resource}").bytes
+            m.encoding == 'Base64' ? bytes.encodeBase64().toString() : new String(bytes, 'UTF-8')
+        })
+        helper.registerAllowedMethod('writeFile', [Map], { Map m -> written[m.file] = m })
+        helper.registerAllowedMethod('fileExists', [String], { String path -> workspace.containsKey(path) })
+        helper.registerAllowedMethod('readFile', [String], { String path -> workspace[path] })
         loadScript('empty.jenkins')
+        fixtures = loadScript('fixtures.jenkins')
     }
+
+    /** Closures as a Jenkinsfile writes them (CPS-compiled and serializable in [cps] mode). */
+    Script fixtures
 
     Object withVars(Map vars, Closure body) {
         Map saved = new LinkedHashMap(env)
@@ -115,9 +129,13 @@ abstract class StepTestBase extends BasePipelineTest {
         }
     }
 
-    /** Call a vars/ step as a Jenkinsfile would. */
+    /** Call a vars/ step as a Jenkinsfile would, with a Map or the book's positional arguments. */
     Object step(String name, Map params) {
         return binding.getVariable(name).call(params)
+    }
+
+    Object step(String name, String... args) {
+        return binding.getVariable(name).call(*args)
     }
 
     /** The bluegreen CLI argv of each sh call, in order. */
