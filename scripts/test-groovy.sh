@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Groovy steps under JenkinsPipelineUnit 1.1 / Groovy 2.4 (Maven Central only).
 # The end-to-end test runs blueGreenDeploy's sh calls for real: it gets a sandbox
-# (dockerd, Consul agent, nginx) started here and the CLI from .venv.
+# (dockerd, Consul agent, nginx) started here and the CLI from .venv. Tests: tests/groovy/
+# (not src/: a shared library's src/ is the class path of every pipeline that loads it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 state=$(mktemp -d /tmp/bluegreen-groovy.XXXXXX)

@@ -1,38 +1,97 @@
-// The book's Jenkinsfile as one step: build and test closures, then the blue-green stages with
-// the book's failure semantics, an optional promotion gate, the deploy lock and history
-// (see blueGreenDeploy.txt). Returns the color now live.
+// The book's Jenkinsfile as one step. The blue-green stages drive the ONE Python pipeline,
+// `bluegreen run` (its deploy lock, inflight record, failure rules and history), one phase per
+// stage: `run --until deploy`, then `run --resume` for each next phase. Between stages the run
+// is paused, so tests run in Jenkins and an input gate can wait. Any error or abort after the
+// run started ends in `bluegreen recover`. Returns the color now live (see blueGreenDeploy.txt).
+
+import groovy.json.JsonSlurperClassic
+
 def call(Map params) {
     if (params.installCli) bluegreenInstall(params)
     if (params.build) stage('Build') { params.build() }
     if (params.test) stage('Test') { params.test() }
-    Closure flow = {
-        bluegreenCli(params, ['recover', params.serviceName])
-        String current = getCurrentColor(params)
-        String next = getNextColor(params + [currentColor: current])
-        Map p = params + [color: next, currentColor: current, nextColor: next]
-        List history = ['record', params.serviceName, '--image', params.image, '--from', current,
-                        '--to', next, '--start', "${System.currentTimeMillis() / 1000}"]
-        String phase = 'deploy'
-        try {
-            deployBG(p)
-            phase = 'pre-test'
-            runBGPreIntegrationTests(p + [tests: params.preTests ?: params.tests])
-            phase = 'gate'
-            if (params.promotionGate) {
-                stage('Promote') { input(message: "Switch ${params.serviceName} to ${next}?") }
-            }
-            phase = 'switch'
-            updateBGProxy(p)
-            phase = 'post-test'
-            runBGPostIntegrationTests(p + [tests: params.postTests ?: params.tests])
-        } catch (e) {
-            if (phase in ['gate', 'switch']) stopBG(p + [force: false])
-            bluegreenCli(params, history + ['--result', 'failed', '--failed-phase', phase])
-            throw e
-        }
-        bluegreenCli(params, history + ['--result', 'ok'])
-        return next
-    }
+    Closure flow = { blueGreenStages(params) }
     if (params.lockResource == false) return flow()
     return lock(resource: params.lockResource ?: "bluegreen-${params.serviceName}", flow)
+}
+
+/** Deploy, pre-tests, [Promote], switch, post-tests: each a phase of one paused-and-resumed run. */
+String blueGreenStages(Map params) {
+    String service = params.serviceName
+    if (params.lockResource != false) {
+        // Under the Jenkins lock no other build is between stages: a paused run is a dead build's.
+        onProxyNode(params) { bluegreenCli(params, ['recover', service]) }
+    }
+    Map run = null
+    try {
+        stage('Deploy') {
+            run = summary(bluegreenCli(params, firstCall(params), [returnStdout: true]))
+        }
+        stage('Run pre-integration tests') {
+            resume(params, ['--until', 'pre-test'] + preTests(params, run.to), 'Pre-integration tests failed')
+        }
+        if (params.promotionGate) {
+            stage('Promote') { input(message: "Switch ${service} to ${run.to}?") }
+        }
+        stage('Update proxy') {
+            onProxyNode(params) { resume(params, ['--until', 'switch'], 'Updating the proxy failed') }
+        }
+        stage('Run post-integration tests') {
+            Map p = params + [tests: params.postTests ?: params.tests]
+            List tests = bluegreenCli.tests(p, proxyUrl(params) ?: 'http://127.0.0.1')  // a closure runs here
+            onProxyNode(params) { resume(params, tests, 'Post-integration tests failed') }
+        }
+        return run.to
+    } catch (e) {
+        if (run != null || bluegreenCli.aborted(e)) {
+            echo "bluegreen: ${e.message ?: e.getClass().name}: recovering ${service}"
+            onProxyNode(params) { bluegreenCli(params, ['recover', service], [returnStatus: true]) }
+        }
+        throw e
+    }
+}
+
+/** `bluegreen run` up to the deploy phase, with the image and the container settings. */
+List firstCall(Map params) {
+    List argv = ['run', params.serviceName, '--until', 'deploy', '--json'] + runOptions(params)
+    if (params.image) argv += ['--image', params.image]
+    if (params.port) argv += ['--port', params.port]
+    if (params.scale) argv += ['--scale', params.scale]
+    return argv + bluegreenCli.containerEnvArgs(params.containerEnv ?: [:])
+}
+
+/** Continue the paused run with its next phase; a non-zero exit fails the build with message. */
+void resume(Map params, List args, String message) {
+    List argv = ['run', params.serviceName, '--resume'] + runOptions(params) + args
+    if (bluegreenCli(params, argv, [returnStatus: true]) != 0) error(message)
+}
+
+List runOptions(Map params) {
+    List argv = proxyUrl(params) ? ['--proxy-url', proxyUrl(params)] : []
+    if (params.keepOld != null) argv += ['--keep-old', params.keepOld]
+    return argv
+}
+
+/** Test arguments of the pre-tests; a closure runs here with DOMAIN=http://<new color>. */
+List preTests(Map params, String color) {
+    Map p = params + [tests: params.preTests ?: params.tests]
+    if (!(p.tests instanceof Closure)) return bluegreenCli.testArgs(p)
+    String address = bluegreenCli(params, ['address', params.serviceName, '--color', color],
+                                  [returnStdout: true]).trim().split('\n')[0]
+    return bluegreenCli.tests(p, "http://${address}")
+}
+
+String proxyUrl(Map params) {
+    return params.proxyUrl ?: (params.proxyIp ? "http://${params.proxyIp}" : null)
+}
+
+def onProxyNode(Map params, Closure body) {
+    return params.proxyNode ? node(params.proxyNode, body) : body()
+}
+
+/** The run's JSON summary after a paused phase: from ('' on a first deployment) and to. */
+@NonCPS
+Map summary(String json) {
+    Map parsed = new JsonSlurperClassic().parseText(json) as Map
+    return [from: (parsed.from ?: '').toString(), to: parsed.to.toString(), pausedAfter: parsed.paused_after]
 }

@@ -1,11 +1,12 @@
 // The one runner behind every bluegreen step (see bluegreenCli.txt).
 // User values never become shell text: the CLI's arguments travel as a JSON list in
 // $BLUEGREEN_ARGV, options as BLUEGREEN_* variables, secrets only through withCredentials.
+// CPS-safe: no closure is handed to a collection method; pure helpers are @NonCPS.
 
 import groovy.json.JsonOutput
 
 def call(Map params, List argv, Map how = [:]) {
-    List args = argv.collect { it == null ? '' : it.toString() }
+    List args = strings(argv)
     List envs = ["BLUEGREEN_ARGV=${JsonOutput.toJson(args)}".toString()] + environment(params)
     List creds = []
     if (params.consulTokenCredentialsId) {
@@ -24,32 +25,91 @@ def call(Map params, List argv, Map how = [:]) {
     return creds ? withCredentials(creds, run) : run()
 }
 
-/** The book's parameters and the options map, as environment variables for the CLI. */
+/**
+ * The book's parameters and the options map, as environment variables for the CLI.
+ * prodIp means Docker at tcp://<prodIp>:2375 and Consul at http://<prodIp>:8500, as in the
+ * book, unless dockerHost/consulAddr are given or the configuration already names them.
+ */
 List environment(Map params) {
+    Map options = params.options ?: [:]
+    String bad = badOptionName(options)
+    if (bad != null) {
+        error("bluegreen: invalid option name '${bad}'")
+    }
     List envs = []
-    String dockerHost = params.dockerHost ?: (params.prodIp ? "tcp://${params.prodIp}:2375" : null)
+    String dockerHost = params.dockerHost
+    String consul = params.consulAddr
+    if (params.prodIp && !(dockerHost && consul)) {
+        String toml = configText()
+        if (!dockerHost && !configured(toml, 'docker-host', ['BLUEGREEN_DOCKER_HOST', 'DOCKER_HOST'])) {
+            dockerHost = "tcp://${params.prodIp}:2375"
+        }
+        if (!consul && !configured(toml, 'consul-addr', ['BLUEGREEN_CONSUL_ADDR', 'CONSUL_HTTP_ADDR'])) {
+            consul = "http://${params.prodIp}:8500"
+        }
+    }
     if (dockerHost) envs << "DOCKER_HOST=${dockerHost}".toString()
-    String consul = params.consulAddr ?: (params.prodIp ? "http://${params.prodIp}:8500" : null)
     if (consul) envs << "CONSUL_HTTP_ADDR=${consul}".toString()
     if (params.dockerCertCredentialsId) envs << 'DOCKER_TLS_VERIFY=1'
-    (params.options ?: [:]).each { key, value ->
-        if (!(key ==~ /[a-z][A-Za-z0-9]*/)) {
-            error("bluegreen: invalid option name '${key}'")
-        }
-        String name = key.replaceAll(/([A-Z])/, '_$1').toUpperCase()
-        envs << "BLUEGREEN_${name}=${value}".toString()
+    return envs + optionVariables(options)
+}
+
+/** The CLI's configuration file as it will read it ($BLUEGREEN_CONFIG, else ./bluegreen.toml), or ''. */
+String configText() {
+    String path = env.BLUEGREEN_CONFIG ?: 'bluegreen.toml'
+    return fileExists(path) ? readFile(path) : ''
+}
+
+/** Whether the environment or the config file's top level already sets this option. */
+boolean configured(String toml, String key, List vars) {
+    for (String name : vars) {
+        if (env[name]) return true
     }
-    return envs
+    return topLevelKeys(toml).contains(key.replace('-', '_'))
+}
+
+@NonCPS
+Set topLevelKeys(String toml) {
+    Set keys = []
+    for (String line : toml.readLines()) {
+        String text = line.trim()
+        if (text.startsWith('[')) break
+        def m = text =~ /^"?([A-Za-z0-9_-]+)"?\s*=/
+        if (m.find()) keys << m.group(1).replace('-', '_')
+    }
+    return keys
+}
+
+@NonCPS
+String badOptionName(Map options) {
+    return options.keySet().find { !(it ==~ /[a-z][A-Za-z0-9]*/) }
+}
+
+@NonCPS
+List optionVariables(Map options) {
+    return options.collect { key, value -> "BLUEGREEN_${key.replaceAll(/([A-Z])/, '_$1').toUpperCase()}=${value}".toString() }
+}
+
+@NonCPS
+List strings(List argv) {
+    return argv.collect { it == null ? '' : it.toString() }
 }
 
 /** CLI test options from a step's parameters (testCommand, httpPaths, expectStatus, expectBody). */
+@NonCPS
 List testArgs(Map params) {
     List argv = []
     if (params.testCommand) argv += ['--cmd', params.testCommand]
-    (params.httpPaths ?: []).each { argv += ['--http', it] }
+    for (path in (params.httpPaths ?: [])) argv += ['--http', path]
     if (params.expectStatus) argv += ['--expect-status', params.expectStatus]
     if (params.expectBody) argv += ['--expect-body', params.expectBody]
     return argv
+}
+
+/** --env K=V for each container variable (a loop over a Map's entries cannot be CPS: not serializable). */
+@NonCPS
+List containerEnvArgs(Map containerEnv) {
+    return containerEnv.collectMany { key, value -> ['--env', "${key}=${value}".toString()] }
 }
 
 /** Run the user's test closure with DOMAIN set; true when it passed. An abort is rethrown. */
@@ -58,7 +118,7 @@ boolean closurePassed(Closure tests, String domain) {
         withEnv(["DOMAIN=${domain}".toString()]) { tests() }
         return true
     } catch (e) {
-        if (e.getClass().name.endsWith('FlowInterruptedException')) {
+        if (aborted(e)) {
             throw e
         }
         echo "bluegreen: tests failed: ${e.message}"
@@ -66,7 +126,13 @@ boolean closurePassed(Closure tests, String domain) {
     }
 }
 
-/** Test arguments for a step: a closure's outcome, else the CLI's own tests. */
+/** A Jenkins abort (the build's stop button, a timeout, a rejected input), not a failure. */
+@NonCPS
+boolean aborted(Throwable e) {
+    return e.getClass().name.endsWith('FlowInterruptedException')
+}
+
+/** Test arguments for a step: a closure's outcome, else the CLI's own tests (or the configuration's). */
 List tests(Map params, String domain) {
     if (params.tests instanceof Closure) {
         return ['--outcome', closurePassed(params.tests, domain) ? 'passed' : 'failed']

@@ -1,8 +1,13 @@
-// Install the bluegreen CLI into a workspace virtualenv when missing; sets BLUEGREEN_CLI
-// (see bluegreenInstall.txt).
+// Install the bluegreen CLI of this very library version into a workspace virtualenv, unless it is
+// there already; sets BLUEGREEN_CLI (see bluegreenInstall.txt).
 def call(Map params = [:]) {
     String venv = params.venv ?: "${env.WORKSPACE}/.bluegreen-venv"
-    String spec = params.pipSpec ?: env.BLUEGREEN_PIP_SPEC ?: 'bluegreen==0.1.0'
+    String spec = params.pipSpec ?: env.BLUEGREEN_PIP_SPEC
+    if (!spec) {  // the CLI's source archive shipped in this library's resources
+        spec = "${venv}.cli.tar.gz"
+        writeFile(file: spec, encoding: 'Base64',
+                  text: libraryResource(resource: 'bluegreen/bluegreen-cli.tar.gz', encoding: 'Base64'))
+    }
     withEnv(["BLUEGREEN_VENV=${venv}".toString(), "BLUEGREEN_PIP_SPEC=${spec}".toString()]) {
         sh(script: libraryResource('bluegreen/install-cli.sh'), label: 'install the bluegreen CLI')
     }

@@ -9,3 +9,8 @@ def call(Map params) {
         }
     }
 }
+
+/** The book's runBGPreIntegrationTests(serviceName, prodIp, color): tests from the configuration. */
+def call(String serviceName, String prodIp, String color) {
+    call([serviceName: serviceName, prodIp: prodIp, color: color])
+}

@@ -4,3 +4,8 @@ def call(Map params) {
     if (params.force) argv << '--force'
     bluegreenCli(params, argv)
 }
+
+/** The book's stopBG(serviceName, prodIp, color). */
+def call(String serviceName, String prodIp, String color) {
+    call([serviceName: serviceName, prodIp: prodIp, color: color])
+}

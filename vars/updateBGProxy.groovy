@@ -5,3 +5,8 @@ def call(Map params) {
         params.proxyNode ? node(params.proxyNode, update) : update()
     }
 }
+
+/** The book's updateBGProxy(serviceName, proxyNode, color): proxy settings from the configuration. */
+def call(String serviceName, String proxyNode, String color) {
+    call([serviceName: serviceName, proxyNode: proxyNode, color: color])
+}

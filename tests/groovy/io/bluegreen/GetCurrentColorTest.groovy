@@ -16,6 +16,14 @@ class GetCurrentColorTest extends StepTestBase {
     }
 
     @Test
+    void theBooksPositionalSignature() {
+        shHandler = { Map c -> 'blue\n' }
+        assert step('getCurrentColor', 'books-ms', '10.100.198.201') == 'blue'
+        assert argvs() == [['color', 'current', 'books-ms']]
+        assert calls[0].env.CONSUL_HTTP_ADDR == 'http://10.100.198.201:8500'
+    }
+
+    @Test
     void emptyBeforeTheFirstDeployment() {
         shHandler = { Map c -> '\n' }
         assert step('getCurrentColor', [serviceName: 'books-ms', consulAddr: 'http://consul:8500']) == ''

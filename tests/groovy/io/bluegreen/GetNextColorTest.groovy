@@ -11,10 +11,18 @@ class GetNextColorTest extends StepTestBase {
     }
 
     @Test
+    void theBooksPositionalSignatureAsksNoRegistry() {
+        shHandler = { Map c -> 'green\n' }
+        assert step('getNextColor', 'blue') == 'green'
+        assert argvs() == [['color', 'next', '--current', 'blue']]
+    }
+
+    @Test
     void firstDeploymentPassesAnEmptyCurrentColor() {
         shHandler = { Map c -> 'blue' }
         step('getNextColor', [serviceName: 'books-ms', currentColor: ''])
-        assert argvs() == [['color', 'next', 'books-ms', '--current', '']]
+        step('getNextColor', '')
+        assert argvs() == [['color', 'next', 'books-ms', '--current', ''], ['color', 'next', '--current', '']]
     }
 
     @Test

@@ -12,8 +12,7 @@ class RunBGPostIntegrationTestsTest extends StepTestBase {
         assert stages == ['Run post-integration tests']
         assert nodes == ['prod']
         assert argvs() == [['post-test', 'books-ms', '--current', 'blue', '--next', 'green',
-                            '--proxy-url', 'http://10.100.198.201', '--keep-old', '0',
-                            '--http', '/api/v1/books']]
+                            '--proxy-url', 'http://10.100.198.201', '--http', '/api/v1/books']]
         assert calls[0].returnStatus
     }
 
@@ -26,12 +25,29 @@ class RunBGPostIntegrationTestsTest extends StepTestBase {
         } catch (PipelineError e) {
             assert e.message == 'Post-integration tests failed'
         }
-        assert argvs()[0][9] == '60'
+        assert argvs()[0][8..9] == ['--keep-old', '60']
     }
 
     @Test
     void firstDeploymentHasNoCurrentColor() {
         step('runBGPostIntegrationTests', params + [currentColor: ''])
         assert argvs()[0][2..3] == ['--current', '']
+    }
+
+    @Test
+    void theBooksPositionalSignature() {
+        step('runBGPostIntegrationTests', 'books-ms', '10.100.198.201', '10.100.198.202', 'prod', '', 'blue')
+        assert nodes == ['prod']
+        assert argvs() == [['post-test', 'books-ms', '--current', '', '--next', 'blue',
+                            '--proxy-url', 'http://10.100.198.202']]
+    }
+
+    @Test
+    void aClosureRunsInTheWorkspaceAndItsOutcomeGoesToTheProxyNode() {
+        List seen = []
+        step('runBGPostIntegrationTests', params + [tests: fixtures.recordingDomain(seen)])
+        assert seen == ['http://10.100.198.201']
+        assert argvs()[0][-2..-1] == ['--outcome', 'passed']
+        assert calls[0].env.DOMAIN == null
     }
 }

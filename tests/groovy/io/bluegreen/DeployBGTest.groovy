@@ -17,6 +17,14 @@ class DeployBGTest extends StepTestBase {
     }
 
     @Test
+    void theBooksPositionalSignatureTakesTheImageFromTheConfiguration() {
+        step('deployBG', 'books-ms', '10.100.198.201', 'blue')
+        assert stages == ['Deploy']
+        assert argvs() == [['deploy', 'books-ms', '--color', 'blue']]
+        assert calls[0].env.DOCKER_HOST == 'tcp://10.100.198.201:2375'
+    }
+
+    @Test
     void dockerHostWinsOverProdIpAndTlsCertsComeFromCredentials() {
         step('deployBG', [serviceName: 'books-ms', prodIp: '10.0.0.1', dockerHost: 'tcp://prod:2376',
                           dockerCertCredentialsId: 'prod-docker', color: 'blue', image: 'books-ms:1'])

@@ -4,13 +4,14 @@ import groovy.json.JsonSlurper
 import org.junit.Test
 
 /**
- * blueGreenDeploy under JenkinsPipelineUnit with its sh calls really run: the Python CLI
- * against the real Docker engine, Consul agent and nginx of the sandbox that
- * scripts/test-groovy.sh started ($BLUEGREEN_SANDBOX_ENV). Two deployments: blue, then green.
+ * blueGreenDeploy under JenkinsPipelineUnit (plain and CPS) with its sh calls really run: the
+ * Python CLI (`bluegreen run --until/--resume`) against the real Docker engine, Consul agent and
+ * nginx of the sandbox that scripts/test-groovy.sh started ($BLUEGREEN_SANDBOX_ENV). Two
+ * deployments: blue, then green; the history is the one the CLI's run recorded.
  */
 class BlueGreenDeployEndToEndTest extends StepTestBase {
     Map sandbox = new JsonSlurper().parse(new File(requireEnv('BLUEGREEN_SANDBOX_ENV')))
-    String service = "groovy-e2e-${System.currentTimeMillis() % 100000}"
+    String service = "groovy-e2e-${System.nanoTime() % 1000000}"
 
     static String requireEnv(String name) {
         String value = System.getenv(name)

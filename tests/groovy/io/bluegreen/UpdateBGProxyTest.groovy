@@ -15,6 +15,14 @@ class UpdateBGProxyTest extends StepTestBase {
     }
 
     @Test
+    void theBooksPositionalSignature() {
+        step('updateBGProxy', 'books-ms', 'prod', 'blue')
+        assert stages == ['Update proxy']
+        assert nodes == ['prod']
+        assert argvs() == [['switch', 'books-ms', '--color', 'blue']]
+    }
+
+    @Test
     void withoutProxyNodeOnTheCurrentAgent() {
         step('updateBGProxy', [serviceName: 'books-ms', color: 'blue'])
         assert nodes == []

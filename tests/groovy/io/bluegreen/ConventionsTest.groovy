@@ -2,7 +2,11 @@ package io.bluegreen
 
 import org.junit.Test
 
-/** Walks vars/: every step has its help page, takes a Map, and only the runner runs sh. */
+/**
+ * Walks vars/: every step has its help page, takes a Map (the book's steps also their positional
+ * arguments), only the runner runs sh, and nothing hands a closure to a collection method
+ * outside @NonCPS (Jenkins's CPS interpreter would run such a closure once).
+ */
 class ConventionsTest {
     File vars = new File(ProjectSource.repoDir(), 'vars')
     List<File> steps = vars.listFiles().findAll { it.name.endsWith('.groovy') }.sort()
@@ -29,6 +33,36 @@ class ConventionsTest {
     void everyCallTakesAMap() {
         steps.each { File f ->
             assert f.text =~ /(?m)^def call\(Map params/: "${f.name}: call must take a Map"
+        }
+    }
+
+    @Test
+    void theBooksStepsTakeTheBooksPositionalArguments() {
+        Map book = [getCurrentColor          : 'String serviceName, String prodIp',
+                    getNextColor             : 'String currentColor',
+                    deployBG                 : 'String serviceName, String prodIp, String color',
+                    runBGPreIntegrationTests : 'String serviceName, String prodIp, String color',
+                    updateBGProxy            : 'String serviceName, String proxyNode, String color',
+                    runBGPostIntegrationTests: 'String serviceName, String prodIp, String proxyIp, ' +
+                            'String proxyNode, String currentColor, String nextColor',
+                    stopBG                   : 'String serviceName, String prodIp, String color']
+        book.each { name, signature ->
+            assert new File(vars, "${name}.groovy").text.contains("def call(${signature})"): name
+            assert new File(vars, "${name}.txt").text.contains("${name}(${signature.replace('String ', '')})"): name
+        }
+    }
+
+    @Test
+    void closuresReachCollectionMethodsOnlyInNonCpsCode() {
+        steps.each { File f ->
+            boolean nonCps = false
+            f.readLines().each { String line ->
+                if (line.trim() == '@NonCPS') nonCps = true
+                if (line =~ /\.(each|collect|collectEntries|find|findAll|any|every|sort|inject|eachWithIndex)\s*\{/) {
+                    assert nonCps: "${f.name}: '${line.trim()}' hands a closure to a collection method outside @NonCPS"
+                }
+                if (line.startsWith('}')) nonCps = false
+            }
         }
     }
 

@@ -1,9 +1,13 @@
 package io.bluegreen
 
 import com.lesfurets.jenkins.unit.BasePipelineTest
+import com.lesfurets.jenkins.unit.PipelineTestHelper
+import com.lesfurets.jenkins.unit.cps.BasePipelineTestCPS
 import com.lesfurets.jenkins.unit.global.lib.SourceRetriever
 import groovy.json.JsonSlurper
 import org.junit.Before
+import org.junit.runner.RunWith
+import org.junit.runners.Parameterized
 
 import static com.lesfurets.jenkins.unit.global.lib.LibraryConfiguration.library
 
@@ -28,19 +32,38 @@ class PipelineError extends RuntimeException {
  * Base of the step tests: mocks that behave as Jenkins does (error throws, withEnv and
  * withCredentials set environment variables for the duration of their closure) and records
  * every sh call with the environment it ran in and the CLI argv decoded from BLUEGREEN_ARGV.
+ *
+ * Every test runs twice: [plain] as BasePipelineTest, and [cps] with the helper of
+ * BasePipelineTestCPS, which compiles the library with groovy-cps's CpsTransformer, runs it in
+ * the CPS interpreter and serializes the program's state at each step of a step's body, as
+ * Jenkins does. Code that works only outside CPS (a CPS closure handed to .each or .collect,
+ * a Matcher or other unserializable local across a step) fails the [cps] run.
  */
+@RunWith(Parameterized)
 abstract class StepTestBase extends BasePipelineTest {
+    @Parameterized.Parameters(name = '{0}')
+    static List<Object[]> modes() {
+        return [['plain'] as Object[], ['cps'] as Object[]]
+    }
+
+    @Parameterized.Parameter
+    public String mode
+
     List<Map> calls = []
     List<String> nodes = []
     List<String> stages = []
     Map<String, String> env = [:]
+    /** Files of the agent's workspace that readFile/fileExists see, and what writeFile wrote. */
+    Map<String, String> workspace = [:]
+    Map<String, Map> written = [:]
     /** Answers an sh call: returns what sh returns (stdout, status or null). */
     Closure shHandler = { Map call -> call.returnStatus ? 0 : (call.returnStdout ? '' : null) }
 
     @Before
     @Override
     void setUp() throws Exception {
-        scriptRoots += 'src/test/jenkins'
+        helper = mode == 'cps' ? new BasePipelineTestCPS().helper : new PipelineTestHelper()
+        scriptRoots += 'tests/groovy/resources/jenkins'
         super.setUp()
         helper.registerSharedLibrary(library().name('bluegreen').defaultVersion('main')
                 .allowOverride(true).implicit(true).targetPath('unused')
@@ -70,34 +93,49 @@ abstract class StepTestBase extends BasePipelineTest {
         helper.registerAllowedMethod('error', [String], { String msg -> throw new PipelineError(msg) })
         helper.registerAllowedMethod('stage', [String, Closure], { String name, Closure body ->
             stages << name
-            body()
+            helper.callClosure(body)
         })
         helper.registerAllowedMethod('node', [String, Closure], { String name, Closure body ->
             nodes << name
-            body()
+            helper.callClosure(body)
         })
-        helper.registerAllowedMethod('lock', [Map, Closure], { Map m, Closure body -> body() })
+        helper.registerAllowedMethod('lock', [Map, Closure], { Map m, Closure body -> helper.callClosure(body) })
         helper.registerAllowedMethod('input', [Map], null)
         helper.registerAllowedMethod('libraryResource', [String], { String path ->
             new File(ProjectSource.repoDir(), "resources/${path}").text
         })
+        helper.registerAllowedMethod('libraryResource', [Map], { Map m ->
+            byte[] bytes = new File(ProjectSource.repoDir(), "resources/${m.resource}").bytes
+            m.encoding == 'Base64' ? bytes.encodeBase64().toString() : new String(bytes, 'UTF-8')
+        })
+        helper.registerAllowedMethod('writeFile', [Map], { Map m -> written[m.file] = m })
+        helper.registerAllowedMethod('fileExists', [String], { String path -> workspace.containsKey(path) })
+        helper.registerAllowedMethod('readFile', [String], { String path -> workspace[path] })
         loadScript('empty.jenkins')
+        fixtures = loadScript('fixtures.jenkins')
     }
+
+    /** Closures as a Jenkinsfile writes them (CPS-compiled and serializable in [cps] mode). */
+    Script fixtures
 
     Object withVars(Map vars, Closure body) {
         Map saved = new LinkedHashMap(env)
         env.putAll(vars)
         try {
-            return body()
+            return helper.callClosure(body)
         } finally {
             env.clear()
             env.putAll(saved)
         }
     }
 
-    /** Call a vars/ step as a Jenkinsfile would. */
+    /** Call a vars/ step as a Jenkinsfile would, with a Map or the book's positional arguments. */
     Object step(String name, Map params) {
         return binding.getVariable(name).call(params)
+    }
+
+    Object step(String name, String... args) {
+        return binding.getVariable(name).call(*args)
     }
 
     /** The bluegreen CLI argv of each sh call, in order. */
