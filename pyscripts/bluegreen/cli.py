@@ -158,7 +158,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     color = cmd("color", "the current or next color (get-color.sh)")
     color.add_argument("which", choices=["current", "next"])
-    color.add_argument("service", metavar="SERVICE")
+    color.add_argument("service", metavar="SERVICE", nargs="?",
+                       help="the service (not needed for next with --current)")
     color.add_argument("--current", help="with next: the color after this one ('' = none); "
                        "the registry is not asked")
 

@@ -117,11 +117,14 @@ def _deploy_args(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_color(opts: dict[str, Any]) -> int:
-    service = validate.service(opts["service"])
     if opts["which"] == "next" and opts.get("current") is not None:
+        # the book's getNextColor(currentColor): no service, no registry
         value = validate.next_color(validate.color(opts["current"]) if opts["current"] else None)
-        emit(opts, {"service": service, "next": value}, value)
+        emit(opts, {"service": opts.get("service"), "next": value}, value)
         return ExitStatus.OK
+    if not opts.get("service"):
+        raise UsageError("SERVICE is required (or, for next, --current COLOR)")
+    service = validate.service(opts["service"])
     current = make_registry(opts).get_color(service)  # the read itself says if Consul answers
     if current is None:
         current = _proxy_color(opts, service)  # a registry that lost the record: the proxy knows
