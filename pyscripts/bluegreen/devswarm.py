@@ -484,8 +484,9 @@ class SwarmLab:
             shutil.rmtree(node.run, ignore_errors=True)
             shutil.rmtree(node.root, ignore_errors=True)
         shutil.rmtree(self.root / "images", ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.nodes[0].run.parent.rmdir()
+        for d in (self.nodes[0].run.parent, self.root):
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 def _remove_network(client: Any, net_id: str) -> bool:
