@@ -22,7 +22,7 @@ from bluegreen.errors import OperationFailed
 from bluegreen.sandbox import consul_binary
 
 
-def _get(addr: str, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
+def http_get(addr: str, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
     import http.client
 
     host, port = addr.rsplit(":", 1)
@@ -94,7 +94,7 @@ class Agent:
         if not self.alive:
             return ""
         try:
-            status, data = _get(self.http, "/v1/status/leader")
+            status, data = http_get(self.http, "/v1/status/leader")
         except OSError:
             return ""
         return str(json.loads(data or b'""')) if status == 200 else ""
@@ -130,7 +130,7 @@ class ConsulCluster:
         return self
 
     def _members_alive(self) -> int:
-        _, data = _get(self.client.http, "/v1/agent/members")
+        _, data = http_get(self.client.http, "/v1/agent/members")
         return sum(1 for m in json.loads(data) if m.get("Status") == 1)
 
     @staticmethod

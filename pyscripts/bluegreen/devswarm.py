@@ -66,6 +66,9 @@ from bluegreen.errors import OperationFailed
 from bluegreen.sandbox import SAMPLE_IMAGE, SAMPLE_TAGS, wait_for
 
 ADDR_POOL = "10.214.0.0/16"
+TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
+         "dockerd": "docker.io", "containerd": "containerd", "runc": "runc",
+         "iptables": "iptables"}
 NAME_RE = re.compile(r"[a-z][a-z0-9]{0,7}")
 SUBNET_RE = re.compile(r"10\.(2[0-4][0-9]|25[0-5]|1[0-9][0-9]|[1-9][0-9]?)\.[0-9]{1,3}")
 CONTAINERD_TOML = """version = 2
@@ -352,6 +355,10 @@ class SwarmLab:
     def start(self, timeout: float = 120.0) -> SwarmLab:
         """Bring the lab up (idempotent): network, daemons, swarm, images."""
         t0 = time.monotonic()
+        missing = sorted({pkg for tool, pkg in TOOLS.items() if not shutil.which(tool)})
+        if missing or os.geteuid() != 0:
+            raise OperationFailed(f"the swarm lab needs root and the Debian packages "
+                                  f"{' '.join(missing or TOOLS.values())}")
         self._network()
         self.timings["network"] = time.monotonic() - t0
         for node in self.nodes:

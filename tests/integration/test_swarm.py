@@ -72,8 +72,8 @@ def test_single_node_lifecycle(swarm1: SwarmLab) -> None:
 def test_single_node_failing_task(swarm1: SwarmLab) -> None:
     rt = SwarmRuntime(swarm1.manager.url)
     try:
-        with pytest.raises(OperationFailed, match="non-zero exit"):
-            rt.start("sw-crash", "green", "bluegreen-sample:crash", 8080, {})
+        with pytest.raises(OperationFailed, match="non-zero exit"):  # from start or the wait
+            rt.wait_healthy(rt.start("sw-crash", "green", "bluegreen-sample:crash", 8080, {}), 30)
     finally:
         rt.remove("sw-crash", "green")
     assert rt.containers("sw-crash") == []
