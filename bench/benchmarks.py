@@ -27,10 +27,11 @@ from typing import Any
 
 import requests
 
-from bluegreen.core import Toolkit
-from bluegreen.proxy import LocalNginx, Proxy
-from bluegreen.registry import ConsulRegistry, Instance
-from bluegreen.sandbox import Nginx, Sandbox
+from bluegreen.flow.steps import Steps
+from bluegreen.model import Instance
+from bluegreen.proxy.nginx import LocalNginx, NginxProxy
+from bluegreen.registry.consul import ConsulRegistry
+from bluegreen_dev.sandbox import Nginx, Sandbox, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -301,15 +302,14 @@ class Bench:
             for color, inst in pool.items():
                 reg.register(Instance(f"svc{i}-{color}", f"svc{i}", color, inst.address, inst.port,
                                       inst.check_url), interval="5s")
-        proxy = Proxy(LocalNginx("nginx", str(nginx.conf), str(nginx.prefix), str(nginx.pid_file)),
-                      nginx.upstream_dir, nginx.include_dir)
+        controller = LocalNginx("nginx", str(nginx.conf), str(nginx.prefix), str(nginx.pid_file))
         for i in range(100):
-            kit = Toolkit(reg, proxy=Proxy(proxy.controller, nginx.upstream_dir, nginx.include_dir,
-                                           location=f"/svc{i}/"), health_timeout=60)
-            kit.wait_passing(f"svc{i}", "blue", 1)
-            kit.wait_passing(f"svc{i}", "green", 1)
+            steps = Steps(reg, proxy=NginxProxy(controller, nginx.upstream_dir, nginx.include_dir,
+                                                location=f"/svc{i}/"), health_timeout=60)
+            wait_for(lambda s=steps, i=i: s.healthy(f"svc{i}", "blue") and s.healthy(f"svc{i}", "green"),
+                     60, f"svc{i} passing")
             # only the upstream matters here; the proxied path is /svc<i>/
-            kit.switch(f"svc{i}", "blue")
+            steps.switch(f"svc{i}", "blue")
         times, rss = [], []
         for n in range(self.reps):
             color = "green" if n % 2 == 0 else "blue"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start everything bluegreen's demo, tests and benchmarks need. Idempotent:
 # what is already there is skipped. Debian packages need root (as on the CI machine).
-#   docker.io nginx busybox-static wrk hey (Debian) | .venv with bluegreen[test]
+#   docker.io nginx busybox-static wrk hey iproute2 libnginx-mod-http-lua lua-cjson (Debian) | .venv with bluegreen[test]
 #   the Consul agent (built from the Go module proxy, cached in ~/.cache/bluegreen) | dockerd
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # 1. Debian packages
-want=(docker.io nginx busybox-static wrk hey)
+want=(docker.io nginx busybox-static wrk hey iproute2 libnginx-mod-http-lua lua-cjson)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -41,7 +41,7 @@ say "consul: $consul_bin"
 
 # 4. dockerd when no engine answers, and 5. the sample images (built locally from static
 # busybox, no registry): the sandbox module does both, as it does for the tests.
-.venv/bin/python -c 'from bluegreen.sandbox import build_sample_images, ensure_dockerd
+.venv/bin/python -c 'from bluegreen_dev.sandbox import build_sample_images, ensure_dockerd
 ensure_dockerd()
 build_sample_images()' || { say "Docker is not usable; see ~/.cache/bluegreen/dockerd.log"; exit 3; }
 say "ready"

@@ -6,8 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 state=$(mktemp -d /tmp/bluegreen-groovy.XXXXXX)
-.venv/bin/python -m bluegreen.sandbox up "$state" >/dev/null || { echo "sandbox did not start" >&2; exit 3; }
-trap '.venv/bin/python -m bluegreen.sandbox down "$state"; rm -rf "$state"' EXIT
+.venv/bin/python -m bluegreen_dev.sandbox up "$state" >/dev/null || { echo "sandbox did not start" >&2; exit 3; }
+trap '.venv/bin/python -m bluegreen_dev.sandbox down "$state"; rm -rf "$state"' EXIT
 export BLUEGREEN_SANDBOX_ENV="$state/env.json" BLUEGREEN_CLI="$PWD/.venv/bin/bluegreen"
 start=$(date +%s)
 mvn -B --no-transfer-progress test "$@" | grep -v "^Loading shared library"

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from bluegreen.errors import InvalidRecord, LockHeld
-from bluegreen.registry import Instance, Registry
+from bluegreen.model import Instance
+from bluegreen.registry.base import Registry
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 from bluegreen.errors import UsageError
+from bluegreen.model import COLORS
 
-COLORS = ("blue", "green")
 SERVICE_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # Docker image reference: [registry[:port]/]path[:tag][@digest]
 _IMAGE_RE = re.compile(
@@ -43,15 +43,6 @@ def color(value: str) -> str:
     if value not in COLORS:
         raise UsageError(f"invalid color {value!r}: use blue or green")
     return value
-
-
-def next_color(current: str | None) -> str:
-    """The book's rule: green when the current color is blue, otherwise blue."""
-    return "green" if current == "blue" else "blue"
-
-
-def other_color(value: str) -> str:
-    return "green" if color(value) == "blue" else "blue"
 
 
 def image(value: str) -> str:

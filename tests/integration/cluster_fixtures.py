@@ -1,5 +1,5 @@
 """Session-scoped clusters on this machine: a 1-node and a 3-node Docker Swarm lab
-(``bluegreen.devswarm``) and a 3-server Consul cluster (``bluegreen.devconsul``).
+(``bluegreen_dev.swarm_lab``) and a 3-server Consul cluster (``bluegreen_dev.consul_cluster``).
 
 Imported by the test modules that use them; each starts once per session and is torn down at
 its end. A lab that cannot start is an error, never a skip. Start-up times go to stderr.
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bluegreen.devconsul import ConsulCluster
-from bluegreen.devswarm import SwarmLab
-from bluegreen.sandbox import build_sample_images, ensure_dockerd
+from bluegreen_dev.consul_cluster import ConsulCluster
+from bluegreen_dev.sandbox import build_sample_images, ensure_dockerd
+from bluegreen_dev.swarm_lab import SwarmLab
 
 
 def _lab(root: pytest.TempPathFactory, nodes: int, name: str, subnet: str) -> Iterator[SwarmLab]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bluegreen.sandbox import ConsulAgent, Nginx, Sandbox
+from bluegreen_dev.sandbox import ConsulAgent, Nginx, Sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 BLUEGREEN = [sys.executable, "-m", "bluegreen"]

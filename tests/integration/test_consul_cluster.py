@@ -1,4 +1,4 @@
-"""A 3-server Consul cluster on loopback (``bluegreen.devconsul``): forms, survives the loss of
+"""A 3-server Consul cluster on loopback (``bluegreen_dev.consul_cluster``): forms, survives the loss of
 its leader, and ConsulRegistry on its client agent keeps working across the election."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from bluegreen.devconsul import ConsulCluster, http_get
-from bluegreen.registry import ConsulRegistry, Instance
+from bluegreen.model import Instance
+from bluegreen.registry.consul import ConsulRegistry
+from bluegreen_dev.consul_cluster import ConsulCluster, http_get
 from tests.integration import cluster_fixtures
 
 pytestmark = pytest.mark.integration

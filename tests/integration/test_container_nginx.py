@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bluegreen.sandbox import ContainerizedNginx
+from bluegreen_dev.sandbox import ContainerizedNginx
 from tests.integration.conftest import Env, cleanup, service_name
 
 pytestmark = pytest.mark.integration

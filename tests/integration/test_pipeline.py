@@ -120,7 +120,7 @@ def test_nginx_validation_failure(live_v1, tmp_path):
 
 
 def test_consul_unreachable_before_start_changes_nothing(live_v1):
-    from bluegreen.sandbox import free_port
+    from bluegreen_dev.sandbox import free_port
 
     svc = live_v1
     before = svc.snapshot()
@@ -214,7 +214,7 @@ def test_two_concurrent_runs_on_one_service(live_v1):
 
 
 def test_concurrent_runs_on_two_services(svc, sandbox):
-    from bluegreen.sandbox import Nginx
+    from bluegreen_dev.sandbox import Nginx
     from tests.integration.conftest import Env, cleanup, service_name
 
     name = service_name("second")

@@ -7,7 +7,8 @@ import itertools
 import pytest
 import requests
 
-from bluegreen.registry import ConsulRegistry, holder_info
+from bluegreen.registry.base import holder_info
+from bluegreen.registry.consul import ConsulRegistry
 from tests.contract import RegistryContract, health_server  # noqa: F401
 
 pytestmark = pytest.mark.integration

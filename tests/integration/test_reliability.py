@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bluegreen.sandbox import ConsulAgent, Nginx, wait_for
+from bluegreen_dev.sandbox import ConsulAgent, Nginx, wait_for
 from tests.integration.conftest import Env, cleanup, service_name
 
 pytestmark = pytest.mark.integration

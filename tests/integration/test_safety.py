@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bluegreen.sandbox import free_port
+from bluegreen_dev.sandbox import free_port
 
 pytestmark = pytest.mark.integration
 

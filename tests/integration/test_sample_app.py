@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from bluegreen.sample_app import APP_IMAGES, build_sample_app_images, sample_app_refs
-from bluegreen.sandbox import ensure_dockerd, wait_for
+from bluegreen_dev.sample_app import APP_IMAGES, build_sample_app_images, sample_app_refs
+from bluegreen_dev.sandbox import ensure_dockerd, wait_for
 
 pytestmark = pytest.mark.integration
 _n = itertools.count()

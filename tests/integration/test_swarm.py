@@ -1,5 +1,5 @@
 """SwarmRuntime on real swarms: a single node, then three nodes in their own network namespaces
-(``bluegreen.devswarm``), with a worker's dockerd killed."""
+(``bluegreen_dev.swarm_lab``), with a worker's dockerd killed."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import requests
 
-from bluegreen.devswarm import SwarmLab
 from bluegreen.errors import OperationFailed
-from bluegreen.runtime import Container
-from bluegreen.swarm_runtime import SwarmRuntime
+from bluegreen.model import Container
+from bluegreen.runtime.swarm import SwarmRuntime
+from bluegreen_dev.swarm_lab import SwarmLab
 from tests.integration import cluster_fixtures
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen import appspec
-from bluegreen.appspec import AppSpecError, HttpTests, ServiceSpec
+from bluegreen.app import spec as appspec
+from bluegreen.app.spec import AppSpecError, HttpTests, ServiceSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hello-world" / "compose.yaml"
@@ -426,7 +426,7 @@ def test_one_listener_per_color_is_not_always_enough() -> None:
 
 
 def _check(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from bluegreen import appspec; sys.exit(appspec.cmd_app_check(" \
+    code = "import sys; from bluegreen.app import spec as appspec; sys.exit(appspec.cmd_app_check(" \
            "{'file': sys.argv[1], 'json': len(sys.argv) > 2}))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           check=False, timeout=60)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from bluegreen import cli, config
+from bluegreen.cli import options
 from bluegreen.errors import ExitStatus, UsageError
-from bluegreen.sandbox import free_port
+from bluegreen_dev.sandbox import free_port
 
 
 def run(*args, env=None):
@@ -47,37 +47,51 @@ def test_file_registry_colors(tmp_path):
     assert run("color", "current", "books-ms", "--json", env=env)[1].count('"current": null') == 1
 
 
-def test_precedence_flag_env_file_default(tmp_path, monkeypatch):
+def test_precedence_flag_env_file_default(tmp_path):
     conf = tmp_path / "c.toml"
     conf.write_text('location = "/from-file"\nweight = 30\ndrain-timeout = 7\n')
-    defaults = {k: v for k, (v, _) in {**cli.GLOBAL_OPTIONS, **cli.COMMAND_OPTIONS}.items()}
-    kinds = {k: kind for k, (_, kind) in {**cli.GLOBAL_OPTIONS, **cli.COMMAND_OPTIONS}.items()}
-    values = {"config": str(conf), "location": None, "weight": "40", "drain_timeout": None,
-              "consul_addr": None}
     env = {"BLUEGREEN_LOCATION": "/from-env", "CONSUL_HTTP_ADDR": "consul:8500"}
-    out = config.resolve(values, defaults, kinds, env)
+    ns = options.parse(["switch", "svc", "--config", str(conf), "--weight", "40"])
+    out = options.resolve(ns, env)
     assert out["location"] == "/from-env"  # env beats file
-    assert out["weight"] == "40"  # flag beats everything
+    assert out["weight"] == 40  # flag beats everything
     assert out["drain_timeout"] == 7  # file beats default
     assert out["consul_addr"] == "consul:8500"  # the ecosystem's variable
     assert out["health_timeout"] == 60.0  # default
-    out = config.resolve(dict(values, consul_addr=None), defaults, kinds,
-                         env | {"BLUEGREEN_CONSUL_ADDR": "bg:1"})
+    out = options.resolve(ns, env | {"BLUEGREEN_CONSUL_ADDR": "bg:1"})
     assert out["consul_addr"] == "bg:1"  # BLUEGREEN_* beats the ecosystem's
 
 
 def test_env_lists_and_flags():
-    assert config._from_env('["A=1", "B=2 3"]', "list", "V") == ["A=1", "B=2 3"]
-    assert config._from_env("A=1\nB=2", "list", "V") == ["A=1", "B=2"]
-    assert config._from_env("yes", "flag", "V") is True
+    http = next(o for o in options.OPTIONS if o.name == "http")
+    pull = next(o for o in options.OPTIONS if o.name == "pull")
+    assert options._from_text('["A=1", "B=2 3"]', http, "V") == ["A=1", "B=2 3"]
+    assert options._from_text("A=1\nB=2", http, "V") == ["A=1", "B=2"]
+    assert options._from_text("yes", pull, "V") is True
     with pytest.raises(UsageError):
-        config._from_env("maybe", "flag", "V")
+        options._from_text("maybe", pull, "V")
     with pytest.raises(UsageError):
-        config.load_file("/nonexistent.toml", {})
+        options.load_file("/nonexistent.toml", {})
+
+
+def test_config_file_refuses_unknown_keys_by_name(tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text('location = "/x"\nlocaton = "/typo"\n')
+    with pytest.raises(UsageError, match="unsupported key 'locaton'"):
+        options.load_file(str(conf), {})
+
+
+def test_each_option_is_declared_once():
+    names = [o.name for o in options.OPTIONS]
+    assert len(names) == len(set(names))
+    flags = [o.cli or f"--{o.name}" for o in options.OPTIONS]
+    assert len(flags) == len(set(flags))
+    for opt in options.OPTIONS:  # every option's commands exist
+        assert set(opt.commands) <= set(options.COMMANDS), opt.name
 
 
 def test_quick_commands_do_not_import_heavy_libraries(tmp_path):
-    code = ("import sys; from bluegreen import cli; cli.main(['color','next','x','--registry','file',"
+    code = ("import sys; from bluegreen.cli import main; main(['color','next','x','--registry','file',"
             f"'--state-file','{tmp_path}/s.json']); "
             "print(sorted(m for m in ('docker','consul','jenkins','jinja2') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -87,5 +101,5 @@ def test_quick_commands_do_not_import_heavy_libraries(tmp_path):
 def test_help_lists_every_command():
     _, out, _ = run("--help")
     for name in ("color", "deploy", "address", "switch", "stop", "status", "pre-test",
-                 "post-test", "run", "rollback", "history", "recover", "jenkins"):
+                 "post-test", "run", "rollback", "history", "recover", "jenkins", "app"):
         assert name in out

@@ -47,7 +47,7 @@ def test_the_archive_holds_the_package_and_its_templates():
     with tarfile.open(ARCHIVE) as tar:
         names = tar.getnames()
         assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in tar.getmembers())
-    for rel in ("pyproject.toml", "README.md", "pyscripts/bluegreen/cli.py",
+    for rel in ("pyproject.toml", "README.md", "pyscripts/bluegreen/cli/main.py",
                 "resources/nginx/upstream.conf.j2", "resources/sample/start.sh"):
         assert f"bluegreen-cli/{rel}" in names, rel
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)

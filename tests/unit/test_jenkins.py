@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from bluegreen.errors import UsageError
-from bluegreen.jenkins_cli import render_config
+from bluegreen.jenkins.jobs import render_config
 
 CRUMB = {"crumb": "c0ffee", "crumbRequestField": "Jenkins-Crumb"}
 
@@ -174,7 +174,7 @@ def test_failed_build_exits_1(jenkins_server):
 
 
 def test_jenkins_unreachable_exit_3():
-    from bluegreen.sandbox import free_port
+    from bluegreen_dev.sandbox import free_port
 
     code, _, err = bg(f"http://127.0.0.1:{free_port()}", "index", "j")
     assert code == 3 and "Jenkins unreachable" in err

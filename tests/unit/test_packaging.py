@@ -20,7 +20,7 @@ def test_wheel_carries_the_templates(tmp_path):
     for rel in ("nginx/upstream.conf.j2", "nginx/include.conf.j2", "nginx/nginx.conf.j2",
                 "jenkins/multibranch-config.xml.j2", "sample/Dockerfile", "sample/start.sh"):
         assert any(n.endswith(f".data/data/share/bluegreen/resources/{rel}") for n in names), rel
-    assert "bluegreen/cli.py" in names
+    assert "bluegreen/cli/main.py" in names and "bluegreen/settings.py" in names
 
 
 def test_resources_are_found_under_the_install_prefix(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Rendering, weights, diff, and the write/test/reload/restore protocol with a controller double."""
+"""nginx reload mode: rendering, weights, diff, and the write/test/reload/restore protocol of ONE
+change for one or more services, with a controller double."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from bluegreen.errors import OperationFailed, UsageError
-from bluegreen.proxy import NginxController, Proxy, Server, weighted_servers
+from bluegreen.model import Route, Server
+from bluegreen.proxy.base import weighted_route
+from bluegreen.proxy.nginx import NginxController, NginxProxy
 
 
 class Controller(NginxController):
@@ -42,11 +45,23 @@ class Controller(NginxController):
 @pytest.fixture
 def proxy(tmp_path):
     up, inc = tmp_path / "up", tmp_path / "inc"
-    return Proxy(Controller([up, inc]), up, inc, location="/api/v1/books")
+    return NginxProxy(Controller([up, inc]), up, inc, location="/api/v1/books")
+
+
+def route(color, *servers, service="books-ms", weight=100):
+    return [Route(service, color, tuple(Server(*s) for s in servers), weight)]
+
+
+def broken_twin(proxy, tmp_path):
+    """The same nginx files, but every service's include is one nginx -t refuses."""
+    bad = tmp_path / "broken.conf"
+    bad.write_text("BROKEN {\n")
+    return NginxProxy(proxy.controller, proxy.upstream_dir, proxy.include_dir,
+                      include_file=str(bad))
 
 
 def test_render_upstream_and_include(proxy):
-    plan = proxy.render("books-ms", "blue", [Server("10.0.0.1", 32768), Server("10.0.0.1", 32769)])
+    plan = proxy.plan(route("blue", ("10.0.0.1", 32768), ("10.0.0.1", 32769)))
     up, inc = proxy.paths("books-ms")
     assert plan[up] == ("# Managed by bluegreen: service=books-ms color=blue weight=100\n"
                         "upstream books-ms {\n    server 10.0.0.1:32768;\n"
@@ -54,88 +69,97 @@ def test_render_upstream_and_include(proxy):
     assert "location /api/v1/books {\n    proxy_pass http://books-ms;" in plan[inc]
 
 
-def test_render_refuses_unsafe_servers_and_empty(proxy):
+def test_render_refuses_unsafe_servers(proxy):
     with pytest.raises(UsageError):
-        proxy.render("books-ms", "blue", [Server("1.2.3.4;}", 80)])
-    with pytest.raises(OperationFailed):
-        proxy.render("books-ms", "blue", [])
+        proxy.plan(route("blue", ("1.2.3.4;}", 80)))
+    with pytest.raises(UsageError):
+        proxy.plan(route("blue", ("1.2.3.4", 0)))
 
 
 def test_user_include_file(tmp_path):
     own = tmp_path / "nginx-includes.conf"
     own.write_text("location /api/v1/books { proxy_pass http://books-ms/api/v1/books; }\n")
-    p = Proxy(Controller([]), tmp_path / "u", tmp_path / "i", include_file=str(own))
-    plan = p.render("books-ms", "green", [Server("h", 1)])
+    p = NginxProxy(Controller([]), tmp_path / "u", tmp_path / "i", include_file=str(own))
+    plan = p.plan(route("green", ("h", 1)))
     assert plan[p.paths("books-ms")[1]] == own.read_text()
 
 
-def test_weighted_servers():
-    new = [SimpleNamespace(address="n", port=1)]
-    old = [SimpleNamespace(address="o", port=1), SimpleNamespace(address="o", port=2)]
-    assert weighted_servers(new, old, 100) == [Server("n", 1)]
-    assert weighted_servers(new, old, 0) == [Server("o", 1), Server("o", 2)]
+def test_weighted_route():
+    new = [SimpleNamespace(address="n", port=1, color="green")]
+    old = [SimpleNamespace(address="o", port=1, color="blue"),
+           SimpleNamespace(address="o", port=2, color="blue")]
+    assert weighted_route("s", "green", new, old, 100).servers == (Server("n", 1),)
+    zero = weighted_route("s", "green", new, old, 0)
+    assert (zero.color, zero.servers) == ("blue", (Server("o", 1), Server("o", 2)))
     # 50% on 1 new instance vs 50% on 2 old ones: the new one weighs as much as both.
-    assert weighted_servers(new, old, 50) == [Server("n", 1, 2), Server("o", 1, 1), Server("o", 2, 1)]
-    assert weighted_servers(new, old, 20) == [Server("n", 1, 1), Server("o", 1, 2), Server("o", 2, 2)]
+    assert weighted_route("s", "green", new, old, 50).servers == (
+        Server("n", 1, 2), Server("o", 1, 1), Server("o", 2, 1))
+    twenty = weighted_route("s", "green", new, old, 20)
+    assert (twenty.weight, twenty.servers) == (20, (Server("n", 1, 1), Server("o", 1, 2),
+                                                    Server("o", 2, 2)))
 
 
 def test_apply_writes_tests_reloads_and_serving(proxy):
-    plan = proxy.render("books-ms", "blue", [Server("127.0.0.1", 5000)])
-    assert proxy.apply(plan) is True
+    routes = route("blue", ("127.0.0.1", 5000))
+    assert proxy.apply(routes) is True
     assert proxy.controller.calls == ["ping", "test", "reload"]
     serving = proxy.serving("books-ms")
     assert (serving.color, serving.weight, serving.servers) == ("blue", 100, ("127.0.0.1:5000",))
     proxy.controller.calls.clear()
-    assert proxy.apply(plan) is False  # unchanged: no reload
+    assert proxy.apply(routes) is False  # unchanged: no reload
     assert proxy.controller.calls == []
 
 
-def test_failed_validation_restores_previous_files(proxy):
-    good = proxy.render("books-ms", "blue", [Server("127.0.0.1", 5000)])
-    proxy.apply(good)
-    before = {p: p.read_text() for p in good}
-    bad = proxy.render("books-ms", "green", [Server("127.0.0.1", 6000)])
-    inc = proxy.paths("books-ms")[1]
-    bad[inc] = "BROKEN {"
+def test_several_services_are_one_change(proxy):
+    routes = route("blue", ("127.0.0.1", 5000)) + route("green", ("127.0.0.1", 6000), service="web")
+    assert proxy.apply(routes) is True
+    assert proxy.controller.calls == ["ping", "test", "reload"]  # one test, one reload
+    assert proxy.serving("web").color == "green" and proxy.serving("books-ms").color == "blue"
+
+
+def test_failed_validation_restores_every_service(proxy, tmp_path):
+    proxy.apply(route("blue", ("127.0.0.1", 5000)))
+    before = {p: p.read_text() for d in (proxy.upstream_dir, proxy.include_dir)
+              for p in d.glob("*.conf")}
     proxy.controller.calls.clear()
+    bad = broken_twin(proxy, tmp_path)
     with pytest.raises(OperationFailed, match="nginx rejected the configuration"):
-        proxy.apply(bad)
-    assert {p: p.read_text() for p in good} == before
+        bad.apply(route("green", ("127.0.0.1", 6000)) + route("blue", ("127.0.0.1", 7), service="web"))
+    after = {p: p.read_text() for d in (proxy.upstream_dir, proxy.include_dir)
+             for p in d.glob("*.conf")}
+    assert after == before  # all or nothing: web's new files are gone too
     assert proxy.controller.calls == ["ping", "test"]  # never reloaded
     assert proxy.serving("books-ms").color == "blue"
 
 
 def test_failed_reload_restores_previous_files(proxy):
-    good = proxy.render("books-ms", "blue", [Server("127.0.0.1", 5000)])
-    proxy.apply(good)
+    proxy.apply(route("blue", ("127.0.0.1", 5000)))
     proxy.controller.reload_fails = True
     with pytest.raises(OperationFailed, match="did not load"):
-        proxy.apply(proxy.render("books-ms", "green", [Server("127.0.0.1", 6000)]))
+        proxy.apply(route("green", ("127.0.0.1", 6000)))
     assert proxy.serving("books-ms").color == "blue"
 
 
-def test_first_failure_removes_new_files(proxy):
-    plan = proxy.render("books-ms", "blue", [Server("127.0.0.1", 5000)])
-    plan[proxy.paths("books-ms")[1]] = "BROKEN"
+def test_first_failure_removes_new_files(proxy, tmp_path):
     with pytest.raises(OperationFailed):
-        proxy.apply(plan)
-    assert not any(p.exists() for p in plan)
+        broken_twin(proxy, tmp_path).apply(route("blue", ("127.0.0.1", 5000)))
+    assert not any(p.exists() for p in proxy.paths("books-ms"))
 
 
 def test_diff_and_removal(proxy):
-    plan = proxy.render("books-ms", "blue", [Server("127.0.0.1", 5000)])
-    diff = proxy.diff(plan)
+    routes = route("blue", ("127.0.0.1", 5000))
+    diff = proxy.diff(routes)
     assert diff.startswith("--- /dev/null\n+++ b")
-    proxy.apply(plan)
-    assert proxy.diff(plan) == ""
-    removal = proxy.render_removal("books-ms")
+    proxy.apply(routes)
+    assert proxy.diff(routes) == ""
+    removal = [Route("books-ms", None)]
     assert "+++ /dev/null" in proxy.diff(removal)
     proxy.apply(removal)
     assert proxy.serving("books-ms").color is None
 
 
 def test_temp_files_never_match_the_include_glob(proxy, monkeypatch):
-    import bluegreen.proxy as mod
+    import bluegreen.proxy.nginx as mod
 
     seen = []
     real = mod.os.replace
@@ -145,5 +169,5 @@ def test_temp_files_never_match_the_include_glob(proxy, monkeypatch):
         return real(src, dst)
 
     monkeypatch.setattr(mod.os, "replace", spy)
-    proxy.apply(proxy.render("books-ms", "blue", [Server("127.0.0.1", 5000)]))
+    proxy.apply(route("blue", ("127.0.0.1", 5000)))
     assert seen and not any(s.endswith(".conf") for s in seen)

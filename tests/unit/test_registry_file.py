@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bluegreen.registry import FileRegistry
+from bluegreen.registry.file import FileRegistry
 from tests.contract import RegistryContract, health_server  # noqa: F401
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bluegreen import validate
+from bluegreen import model, validate
 from bluegreen.errors import UsageError
 
 
@@ -20,8 +20,8 @@ def test_bad_service_names(name):
 
 def test_colors():
     assert validate.color("blue") == "blue"
-    assert validate.other_color("blue") == "green"
-    assert validate.other_color("green") == "blue"
+    assert model.other_color("blue") == "green"
+    assert model.other_color("green") == "blue"
     for bad in ("", "red", "Blue", "blue "):
         with pytest.raises(UsageError):
             validate.color(bad)
@@ -90,6 +90,6 @@ def test_hosts():
 
 def test_next_color_is_the_books_rule():
     # get-color.sh: blue -> green; green or nothing (first deployment) -> blue
-    assert validate.next_color("blue") == "green"
-    assert validate.next_color("green") == "blue"
-    assert validate.next_color(None) == "blue"
+    assert model.next_color("blue") == "green"
+    assert model.next_color("green") == "blue"
+    assert model.next_color(None) == "blue"

@@ -1,18 +1,22 @@
-"""The book's single steps on plain arguments: colors, deploy, address, switch, stop, status."""
+"""The steps layer: the book's single steps (deploy, address, switch, stop, status), the
+records the pipeline keeps, and the rebuilding of lost records. The only code that calls the
+registry, the runtime and the proxy."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bluegreen import interrupts, validate
+from bluegreen import interrupts, model, validate
 from bluegreen.errors import InvalidRecord, OperationFailed, Unreachable, redact
-from bluegreen.proxy import Proxy, weighted_servers
-from bluegreen.registry import Instance, Registry
-from bluegreen.runtime import Container, DockerRuntime
+from bluegreen.model import Container, DeploySpec, Instance, Route
+from bluegreen.proxy.base import Proxy, weighted_route
+from bluegreen.registry.base import Lease, Registry
+from bluegreen.runtime.base import Runtime
 
 
 def _stderr(line: str) -> None:
@@ -20,11 +24,12 @@ def _stderr(line: str) -> None:
 
 
 @dataclass
-class Toolkit:
-    """The registry, the runtime and the proxy, and how to report."""
+class Steps:
+    """The registry, the runtime and the proxy (built by ``bluegreen.settings``), and how to
+    report."""
 
     registry: Registry
-    runtime: DockerRuntime | None = None
+    runtime: Runtime | None = None
     proxy: Proxy | None = None
     say: Callable[[str], None] = _stderr
     dry_run: bool = False
@@ -48,14 +53,13 @@ class Toolkit:
             return serving.color
         return self.registry.get_color(service)
 
-    def deploy(self, service: str, color: str, image: str, port: int = 8080,
-               env: dict[str, str] | None = None, scale: int = 1, network: str | None = None,
-               health_path: str = "/", pull: bool = True) -> list[Container]:
-        """Start ``scale`` containers of ``image`` as ``color``, healthy and registered."""
+    def deploy(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Start ``spec.scale`` instances of ``spec.image`` as ``color``, healthy and
+        registered."""
         assert self.runtime
         validate.service(service)
         validate.color(color)
-        validate.image(image)
+        image = validate.image(spec.image)
         if self.live_color(service) == color and any(
                 c.running for c in self.runtime.containers(service, color)):
             raise OperationFailed(f"{service}-{color} is live (the proxy routes to it); "
@@ -64,15 +68,14 @@ class Toolkit:
             old = [c.name for c in self.runtime.containers(service, color)]
             if old:
                 self.say(f"would remove {', '.join(old)}")
-            self.say(f"would start {scale} container(s) {service}-{color} of {image} "
-                     f"(port {port}, health {health_path}) and register them as {service}-{color}")
+            self.say(f"would start {spec.scale} instance(s) {service}-{color} of {image} "
+                     f"(port {spec.port}, health {spec.health_path}) and register them")
             return []
-        self.runtime.ensure_image(image, pull)  # before anything is changed
+        self.runtime.ensure_image(image, spec.pull)  # before anything is changed
         self.set_release(service, color, image, verified=False)
         self.deregister(service, color)
         try:
-            started = self.runtime.start(service, color, image, port, env or {}, scale, network,
-                                         health_path)
+            started = self.runtime.start(service, color, spec)
             self.register(started)  # critical until checked: nothing routes to it yet
             interrupts.hold("deploy:started")
             started = self.runtime.wait_healthy(started, self.health_timeout)
@@ -165,7 +168,29 @@ class Toolkit:
 
     def switch(self, service: str, color: str, weight: int = 100) -> bool:
         """Route the service to ``color`` (``weight`` percent of it); record it at 100."""
+        return self.route([(service, color, weight)])
+
+    def route(self, moves: list[tuple[str, str, int]]) -> bool:
+        """Route each (service, color, weight) in ONE proxy change, all or nothing; record the
+        color of each service moved to 100. False when the proxy already routed so."""
         assert self.proxy
+        routes = [self._route(*move) for move in moves]
+        records = [(service, color) for service, color, weight in moves
+                   if weight == 100 and self._recorded(service) != color]
+        if self.dry_run:
+            diff = self.proxy.diff(routes)
+            self.say(diff.rstrip("\n") if diff else "proxy unchanged")
+            for service, color in records:
+                self.say(f"would record {service} color {color}")
+            return bool(diff)
+        with interrupts.shielded():  # the proxy and the records change together
+            changed = self.proxy.apply(routes)
+            interrupts.hold("switch:proxy-applied")
+            for service, color in records:
+                self.registry.set_color(service, color)
+        return changed
+
+    def _route(self, service: str, color: str, weight: int) -> Route:
         validate.service(service)
         validate.color(color)
         weight = validate.weight(weight)
@@ -174,25 +199,12 @@ class Toolkit:
             raise OperationFailed(f"no passing instance of {service}-{color}; proxy left as it is")
         old: list[Instance] = []
         if weight < 100:
-            old = self.registry.instances(service, validate.other_color(color), passing=True)
+            other = model.other_color(color)
+            old = self.registry.instances(service, other, passing=True)
             if not old:
-                raise OperationFailed(f"no passing instance of {service}-"
-                                      f"{validate.other_color(color)} to keep {100 - weight}% on")
-        servers = weighted_servers(new, old, weight)
-        plan = self.proxy.render(service, color if weight else validate.other_color(color),
-                                 servers, weight if weight else 100)
-        if self.dry_run:
-            diff = self.proxy.diff(plan)
-            self.say(diff.rstrip("\n") if diff else "proxy files unchanged")
-            if weight == 100 and self._recorded(service) != color:
-                self.say(f"would record {service} color {color}")
-            return bool(diff)
-        with interrupts.shielded():  # the proxy and the record change together
-            changed = self.proxy.apply(plan)
-            interrupts.hold("switch:proxy-applied")
-            if weight == 100 and self._recorded(service) != color:
-                self.registry.set_color(service, color)
-        return changed
+                raise OperationFailed(f"no passing instance of {service}-{other} to keep "
+                                      f"{100 - weight}% on")
+        return weighted_route(service, color, new, old, weight)
 
     def _recorded(self, service: str) -> str | None:
         """The recorded color, an unreadable record counting as none (it is overwritten)."""
@@ -202,15 +214,15 @@ class Toolkit:
             return None
 
     def unroute(self, service: str) -> bool:
-        """Remove the service's proxy files (no color serves) and the color record."""
+        """Remove the service from the proxy (no color serves) and its color record."""
         assert self.proxy
-        plan = self.proxy.render_removal(service)
+        routes = [Route(service, None)]
         if self.dry_run:
-            diff = self.proxy.diff(plan)
-            self.say(diff.rstrip("\n") if diff else "proxy files unchanged")
+            diff = self.proxy.diff(routes)
+            self.say(diff.rstrip("\n") if diff else "proxy unchanged")
             return bool(diff)
         with interrupts.shielded():
-            changed = self.proxy.apply(plan)
+            changed = self.proxy.apply(routes)
             self.registry.set_color(service, None)
         return changed
 
@@ -231,9 +243,57 @@ class Toolkit:
             self.say(f"would deregister and stop {', '.join(running) or 'nothing'}")
             return running
         self.deregister(service, color)
-        if drain and self.proxy and running and not self.proxy.controller.drain(self.drain_timeout):
+        if drain and self.proxy and running and not self.proxy.drain(self.drain_timeout):
             self.say(f"nginx still finishing old requests after {self.drain_timeout:g}s; stopping")
         return self.runtime.stop(service, color, self.stop_timeout)
+
+    # -- what the pipeline keeps in the registry ----------------------------------------
+
+    def lock(self, target: str, wait: float, on_stale: Callable[[str], None]
+             ) -> contextlib.AbstractContextManager[Lease]:
+        return self.registry.lock(target, wait, on_stale=on_stale)
+
+    def record(self, target: str, name: str) -> Any:
+        """A JSON record of the target (``inflight``, ``history``, ``scale-down``, ...)."""
+        return self.registry.get_json(target, name)
+
+    def set_record(self, target: str, name: str, value: Any) -> None:
+        """Write (``None``: delete) a record; a signal waits until it is written."""
+        with interrupts.shielded():
+            self.registry.put_json(target, name, value)
+
+    def append_history(self, target: str, entry: dict[str, Any], keep: int) -> None:
+        with interrupts.shielded():
+            self.registry.append_json(target, "history", entry, keep)
+
+    def recorded_color(self, service: str) -> str | None:
+        return self.registry.get_color(service)
+
+    def serving_color(self, service: str) -> str | None:
+        return self.proxy.serving(service).color if self.proxy else None
+
+    def healthy(self, service: str, color: str | None) -> bool:
+        """Every registered instance of the color passes its check (so it runs and answers).
+        Instances are deregistered before they are stopped."""
+        if not color:
+            return False
+        registered = self.registry.instances(service, color)
+        return bool(registered) and all(i.status == "passing" for i in registered)
+
+    def running(self, service: str, color: str) -> bool:
+        return self.runtime is not None and any(c.running for c in
+                                                self.runtime.containers(service, color))
+
+    def has_instances(self, service: str, color: str) -> bool:
+        """The color has instances to start (no runtime to ask: assume so)."""
+        return self.runtime is None or bool(self.runtime.containers(service, color))
+
+    def test_domain(self, service: str, color: str) -> str:
+        """``http://host:port`` of a passing instance, for tests of the color itself."""
+        passing = self.registry.instances(service, color, passing=True)
+        if not passing:
+            raise OperationFailed(f"no passing instance of {service}-{color} to test")
+        return f"http://{passing[0].hostport}"
 
     # -- reality before records ---------------------------------------------------------
 
@@ -245,7 +305,7 @@ class Toolkit:
         serving = self.proxy.serving(service) if self.proxy else None
         running: dict[str, list[Container]] = {}
         if self.runtime:
-            for color in validate.COLORS:
+            for color in model.COLORS:
                 running[color] = [c for c in self.runtime.containers(service, color)
                                   if c.running and c.port]
         for color, containers in running.items():
@@ -275,7 +335,7 @@ class Toolkit:
                            f"routes to")
             if not self.dry_run:
                 reg.set_color(service, live)
-        for color in validate.COLORS:
+        for color in model.COLORS:
             actions += self._rebuild_release(service, color, live, inflight)
         for name in ("history", "scale-down"):
             try:
@@ -344,11 +404,11 @@ class Toolkit:
         report["recorded_color"] = recorded
         serving = part(lambda: self.proxy.serving(service), None) if self.proxy else None
         if self.proxy:
-            part(self.proxy.controller.ping, None)
+            part(self.proxy.ping, None)
         if serving:
             report["proxy"] = {"color": serving.color, "weight": serving.weight,
                                "servers": list(serving.servers)}
-        for color in validate.COLORS:
+        for color in model.COLORS:
             containers = part(lambda c=color: self.runtime.containers(service, c), []) \
                 if self.runtime else []
             insts = part(lambda c=color: self.registry.instances(service, c), [])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bluegreen.errors import OperationFailed
-from bluegreen.sandbox import consul_binary
+from bluegreen_dev.sandbox import consul_binary
 
 
 def http_get(addr: str, path: str, timeout: float = 1.0) -> tuple[int, bytes]:

@@ -40,12 +40,12 @@ from typing import Any
 
 from bluegreen import validate
 from bluegreen.errors import OperationFailed
-from bluegreen.runtime import (
+from bluegreen.model import Container, DeploySpec, color_name
+from bluegreen.runtime.docker import (
     LABEL_COLOR,
     LABEL_HEALTH,
     LABEL_PORT,
     LABEL_SERVICE,
-    Container,
     DockerRuntime,
 )
 
@@ -66,7 +66,7 @@ class SwarmRuntime(DockerRuntime):
         self.settle_timeout = settle_timeout
 
     def ping(self) -> None:
-        with self._call():
+        with self.call():
             swarm = self.client.info().get("Swarm") or {}
         if not swarm.get("ControlAvailable"):
             raise OperationFailed(f"Docker at {self.where} is not a swarm manager "
@@ -78,12 +78,12 @@ class SwarmRuntime(DockerRuntime):
         filters = [f"{LABEL_SERVICE}={validate.service(service)}"]
         if color:
             filters.append(f"{LABEL_COLOR}={validate.color(color)}")
-        with self._call():
+        with self.call():
             return list(self.client.services.list(filters={"label": filters}))
 
     def _nodes(self) -> dict[str, tuple[str, bool]]:
         """Node id -> (address, ready)."""
-        with self._call():
+        with self.call():
             nodes = self.client.nodes.list()
         result = {}
         for n in nodes:
@@ -95,7 +95,7 @@ class SwarmRuntime(DockerRuntime):
         return result
 
     def _tasks(self, svc: Any, desired: str | None = "running") -> list[dict[str, Any]]:
-        with self._call():
+        with self.call():
             return list(svc.tasks(filters={"desired-state": desired} if desired else None))
 
     def _task_info(self, svc: Any, task: dict[str, Any], nodes: dict[str, tuple[str, bool]]) -> Container:
@@ -138,18 +138,19 @@ class SwarmRuntime(DockerRuntime):
 
     # -- changing --------------------------------------------------------------------
 
-    def start(self, service: str, color: str, image: str, port: int, env: dict[str, str],
-              scale: int = 1, network: str | None = None, health_path: str = "/") -> list[Container]:
-        """Replace the color's service by one of ``scale`` replicas of ``image``; return its
-        tasks once each runs and has published its port."""
+    def start(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Replace the color's service by one of ``spec.scale`` replicas; return its tasks once
+        each runs and has published its port."""
         import docker
 
+        image, port, env, scale = spec.image, spec.port, spec.env, spec.scale
+        network, health_path = spec.network, spec.health_path
         self.remove(service, color)
-        name = f"{validate.service(service)}-{validate.color(color)}"
+        name = color_name(validate.service(service), validate.color(color))
         environment = {**env, "SERVICE_NAME": name}
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
                   LABEL_HEALTH: health_path, LABEL_SCALE: str(scale), "SERVICE_IGNORE": "true"}
-        with self._call():
+        with self.call():
             svc = self.client.services.create(
                 image, name=name, env=[f"{k}={v}" for k, v in environment.items()],
                 labels=labels, container_labels=labels, init=True,
@@ -164,7 +165,7 @@ class SwarmRuntime(DockerRuntime):
         """Wait until ``replicas`` tasks run with a published port on ready nodes."""
         deadline = time.monotonic() + self.settle_timeout
         while True:
-            with self._call():
+            with self.call():
                 svc = self.client.services.get(service_id)
             self._raise_failed(svc)
             nodes = self._nodes()
@@ -195,7 +196,7 @@ class SwarmRuntime(DockerRuntime):
         for svc in self._services(service, color):
             scale = int((svc.attrs["Spec"].get("Labels") or {}).get(LABEL_SCALE, "1") or 1)
             if _replicas(svc) != scale:
-                with self._call():
+                with self.call():
                     svc.scale(scale)
             result += self._settle(svc.id, scale)
         return sorted(result, key=lambda c: c.name)
@@ -241,7 +242,7 @@ class SwarmRuntime(DockerRuntime):
         for svc in self._services(service, color):
             stopped += [c.name for c in self._service_containers(svc, self._nodes()) if c.running]
             if _replicas(svc):
-                with self._call():
+                with self.call():
                     svc.scale(0)
             deadline = time.monotonic() + timeout + 30
             while any(c.state in ("running", "starting") for c in self._all_tasks(svc)):
@@ -263,7 +264,7 @@ class SwarmRuntime(DockerRuntime):
         removed = []
         for svc in self._services(service, color):
             removed += [c.name for c in self._service_containers(svc, self._nodes())]
-            with self._call(), contextlib.suppress(docker.errors.NotFound):
+            with self.call(), contextlib.suppress(docker.errors.NotFound):
                 svc.remove()
         return sorted(removed)
 

@@ -4,7 +4,7 @@ Starts a private sandbox (dockerd if needed, a Consul dev agent, nginx on a loop
 then runs the ``bluegreen`` commands a user would type, printing each one, and what the
 proxy serves after it. Everything it started is removed at the end.
 
-    python -m bluegreen.demo [--keep]
+    python -m bluegreen_dev.demo [--keep]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from bluegreen.sandbox import Sandbox
+from bluegreen_dev.sandbox import Sandbox
 
 SERVICE = "books-ms"
 HTTP = ["--http", "/api/v1/books"]

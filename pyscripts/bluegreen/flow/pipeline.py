@@ -14,13 +14,15 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bluegreen import checks, interrupts, validate
-from bluegreen.core import Toolkit
+from bluegreen import interrupts, model, validate
 from bluegreen.errors import Interrupted, OperationFailed, UsageError, redact
-from bluegreen.registry import Lease
+from bluegreen.flow import checks
+from bluegreen.flow.steps import Steps
+from bluegreen.model import DeploySpec
+from bluegreen.registry.base import Lease
 
 HISTORY_KEEP = 50
 PHASES = ("deploy", "pre-test", "switch", "post-test")
@@ -28,30 +30,25 @@ PHASES = ("deploy", "pre-test", "switch", "post-test")
 
 @dataclass
 class RunOptions:
-    image: str
-    port: int = 8080
-    env: dict[str, str] = field(default_factory=dict)
-    scale: int = 1
-    network: str | None = None
-    health_path: str = "/"
+    spec: DeploySpec
     pre: checks.TestSpec = field(default_factory=checks.TestSpec)
     post: checks.TestSpec = field(default_factory=checks.TestSpec)
     keep_old: float = 0.0
     proxy_url: str = "http://127.0.0.1"
     lock_wait: float = 0.0
-    pull: bool = True
+    outcome: bool | None = None  # with resume: the result of the next test phase, run elsewhere
     outcome: bool | None = None  # with resume: the result of the next test phase, run elsewhere
 
 
 @dataclass
 class Pipeline:
-    kit: Toolkit
+    steps: Steps
     phases: list[dict[str, Any]] = field(default_factory=list)
     lease: Lease | None = None
 
     @property
     def say(self) -> Any:
-        return self.kit.say
+        return self.steps.say
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -73,10 +70,10 @@ class Pipeline:
 
     @contextlib.contextmanager
     def locked(self, service: str, wait: float) -> Iterator[None]:
-        if self.kit.dry_run:
+        if self.steps.dry_run:
             yield
             return
-        with self.kit.registry.lock(service, wait, on_stale=self.say) as lease:
+        with self.steps.lock(service, wait, on_stale=self.say) as lease:
             self.lease = lease
             try:
                 yield
@@ -93,17 +90,9 @@ class Pipeline:
             raise OperationFailed(f"{service}: lost the deploy lock ({self.lease.lost})")
         if self.lease.verify():
             self.say(f"{service}: the registry had lost the deploy lock; taken again")
-            self.kit.reconcile(service)
+            self.steps.reconcile(service)
             if inflight:
-                self.kit.registry.put_json(service, "inflight", inflight)
-
-    def healthy(self, service: str, color: str | None) -> bool:
-        """Every registered instance of the color passes its Consul HTTP check (so its
-        container runs and answers). Instances are deregistered before they are stopped."""
-        if not color:
-            return False
-        registered = self.kit.registry.instances(service, color)
-        return bool(registered) and all(i.status == "passing" for i in registered)
+                self.steps.set_record(service, "inflight", inflight)
 
     def record(self, service: str, entry: dict[str, Any]) -> None:
         """Append a history entry under the service's KV prefix (the last 50 are kept)."""
@@ -115,23 +104,17 @@ class Pipeline:
         if entry.get("error"):
             entry["error"] = redact(str(entry["error"]))
         with interrupts.shielded():
-            self.kit.registry.append_json(service, "history", entry, HISTORY_KEEP)
+            self.steps.append_history(service, entry, HISTORY_KEEP)
 
     def history(self, service: str) -> list[dict[str, Any]]:
-        items = self.kit.registry.get_json(validate.service(service), "history")
+        items = self.steps.record(validate.service(service), "history")
         return items if isinstance(items, list) else []
-
-    def _domain(self, service: str, color: str) -> str:
-        passing = self.kit.registry.instances(service, color, passing=True)
-        if not passing:
-            raise OperationFailed(f"no passing instance of {service}-{color} to test")
-        return f"http://{passing[0].hostport}"
 
     # -- pre- and post-integration tests -------------------------------------------------
 
     def _run_tests(self, kind: str, spec: checks.TestSpec, domain: str) -> checks.TestResult | None:
         """Run and report; ``None`` on a dry run."""
-        if self.kit.dry_run:
+        if self.steps.dry_run:
             self.say(f"would run {spec.describe()} with DOMAIN={domain}")
             return None
         result = checks.run(spec, domain)
@@ -143,10 +126,10 @@ class Pipeline:
         """Test the new color directly; on failure stop it and leave the proxy as it is."""
         validate.service(service)
         validate.color(color)
-        result = self._run_tests("pre", spec, self._domain(service, color))
+        result = self._run_tests("pre", spec, self.steps.test_domain(service, color))
         if result is None or result.ok:
             return
-        self.kit.stop(service, color)
+        self.steps.stop(service, color)
         raise OperationFailed(f"Pre-integration tests failed: {result.detail}")
 
     def post_test(self, service: str, current: str | None, nxt: str, spec: checks.TestSpec,
@@ -161,35 +144,35 @@ class Pipeline:
         result = self._run_tests("post", spec, proxy_url)
         if result is None or result.ok:
             return
-        if current and self.healthy(service, current):
-            self.kit.switch(service, current)
+        if current and self.steps.healthy(service, current):
+            self.steps.switch(service, current)
             self.say(f"proxy switched back to {service}-{current}")
         elif current:
-            self.kit.bring_up(service, current)
-            self.kit.switch(service, current)
+            self.steps.bring_up(service, current)
+            self.steps.switch(service, current)
             self.say(f"restarted and switched back to {service}-{current}")
         else:
-            self.kit.unroute(service)
+            self.steps.unroute(service)
             self.say(f"first deployment: {service} removed from the proxy")
-        self.kit.stop(service, nxt, force=True)
+        self.steps.stop(service, nxt, force=True)
         raise OperationFailed(f"Post-integration tests failed: {result.detail}")
 
     def stop_old(self, service: str, old: str | None, keep_old: float) -> None:
         """Stop the old color, after ``keep_old`` seconds, unless it became live again."""
-        if not old or self.kit.runtime is None:
+        if not old:
             return
         if keep_old > 0:
-            self.kit.registry.put_json(service, "scale-down",
+            self.steps.set_record(service, "scale-down",
                                        {"color": old, "not_before": time.time() + keep_old})
             self.say(f"keeping {service}-{old} for {keep_old:g}s (rollback is proxy-only)")
             time.sleep(keep_old)
         with self.locked(service, wait=600):
-            self.kit.registry.put_json(service, "scale-down", None)
-            if self.kit.live_color(service) == old:
+            self.steps.set_record(service, "scale-down", None)
+            if self.steps.live_color(service) == old:
                 self.say(f"{service}-{old} is live again (rolled back); not stopping it")
                 return
-            if any(c.running for c in self.kit.runtime.containers(service, old)):
-                self.kit.stop(service, old)
+            if self.steps.running(service, old):
+                self.steps.stop(service, old)
 
     # -- the whole deployment --------------------------------------------------------------
 
@@ -198,29 +181,30 @@ class Pipeline:
         """Deploy, pre-test, switch, post-test, then stop the old color. ``until``: pause after
         that phase (a promotion gate); ``resume``: go on with a paused run's next phase."""
         validate.service(service)
-        summary: dict[str, Any] = {"service": service, "image": opts.image, "result": "failed"}
+        summary: dict[str, Any] = {"service": service, "image": opts.spec.image, "result": "failed"}
         with self.locked(service, opts.lock_wait):
             if resume:
                 inflight = self._paused(service)
                 current, nxt = inflight["from"], inflight["to"]
                 todo = PHASES[PHASES.index(inflight["paused_after"]) + 1:]
                 self._apply_outcome(opts, todo[0])
-                summary["image"] = opts.image = inflight.get("image") or opts.image
+                opts.spec = replace(opts.spec, image=inflight.get("image") or opts.spec.image)
+                summary["image"] = opts.spec.image
                 started = inflight.get("started") or time.time()
             else:
                 actions = self.recover(service, undo_paused=False)
                 if actions:
                     summary["recovered"] = actions
-                current = self.kit.live_color(service)
-                nxt, todo, started = validate.next_color(current), PHASES, time.time()
-                inflight = {"id": uuid.uuid4().hex[:12], "image": opts.image, "from": current,
+                current = self.steps.live_color(service)
+                nxt, todo, started = model.next_color(current), PHASES, time.time()
+                inflight = {"id": uuid.uuid4().hex[:12], "image": opts.spec.image, "from": current,
                             "to": nxt, "started": started, "host": socket.gethostname(),
                             "pid": os.getpid()}
-            old = current if current and self.healthy(service, current) else None
+            old = current if current and self.steps.healthy(service, current) else None
             summary.update({"from": current, "to": nxt})
             self.say(f"{service}: current color {current or '(none)'}, "
-                     f"{'resuming' if resume else 'deploying'} {opts.image} as {nxt}")
-            if self.kit.dry_run:
+                     f"{'resuming' if resume else 'deploying'} {opts.spec.image} as {nxt}")
+            if self.steps.dry_run:
                 return self._plan(service, current, nxt, old, opts, summary)
             phase = todo[0]
             try:
@@ -228,11 +212,11 @@ class Pipeline:
                     self.checkpoint(service, f"{phase}:before", inflight)
                     inflight = inflight | {"phase": phase, "paused_after": None}
                     with interrupts.shielded():
-                        self.kit.registry.put_json(service, "inflight", inflight)
+                        self.steps.set_record(service, "inflight", inflight)
                     self._phase(service, phase, current, nxt, opts)
                     if phase == until and phase != PHASES[-1]:
                         with interrupts.shielded():
-                            self.kit.registry.put_json(service, "inflight",
+                            self.steps.set_record(service, "inflight",
                                                        inflight | {"paused_after": phase})
                         self.say(f"{service}: paused after {phase}; go on with run --resume, "
                                  f"or undo with recover")
@@ -244,19 +228,19 @@ class Pipeline:
                                error=str(exc))
                 self._undo(service, current, nxt)
                 with interrupts.shielded():
-                    self.kit.registry.put_json(service, "inflight", None)
+                    self.steps.set_record(service, "inflight", None)
                     self._history(service, self._entry(summary, started))
                 raise
             summary["result"] = "ok"
             with interrupts.shielded():
-                self.kit.verify_release(service, nxt)
+                self.steps.verify_release(service, nxt)
                 # Done under the lock: the record is cleared, so a later lock holder never
                 # takes this live run for an interrupted one; the old color's stop is a
                 # scale-down record that recovery completes if this process dies.
                 if old:
-                    self.kit.registry.put_json(service, "scale-down", {
+                    self.steps.set_record(service, "scale-down", {
                         "color": old, "not_before": time.time() + opts.keep_old})
-                self.kit.registry.put_json(service, "inflight", None)
+                self.steps.set_record(service, "inflight", None)
                 self._history(service, self._entry(summary, started))
         # Outside the lock: a rollback may happen while the old color is kept.
         with self.phase("stop-old", f"stop {service}-{old}" if old else "nothing to stop"):
@@ -277,18 +261,17 @@ class Pipeline:
             raise UsageError(f"--outcome: the next phase, {phase}, runs no tests")
 
     def _paused(self, service: str) -> dict[str, Any]:
-        inflight = self.kit.registry.get_json(service, "inflight")
+        inflight = self.steps.record(service, "inflight")
         if not inflight or not inflight.get("paused_after") or \
                 inflight["paused_after"] not in PHASES[:-1]:
             raise OperationFailed(f"{service}: no paused run to resume")
-        self.kit.reconcile(service)
+        self.steps.reconcile(service)
         return dict(inflight)
 
     def _plan(self, service: str, current: str | None, nxt: str, old: str | None,
               opts: RunOptions, summary: dict[str, Any]) -> dict[str, Any]:
         """``run --dry-run``: say what each phase would do; change nothing."""
-        self.kit.deploy(service, nxt, opts.image, opts.port, opts.env, opts.scale, opts.network,
-                        opts.health_path, opts.pull)
+        self.steps.deploy(service, nxt, opts.spec)
         self.say(f"would run pre-integration tests: {opts.pre.describe()}")
         self.say(f"would route {service} to {nxt} and record {nxt}")
         self.say(f"would run post-integration tests: {opts.post.describe()} on {opts.proxy_url}")
@@ -299,16 +282,15 @@ class Pipeline:
     def _phase(self, service: str, phase: str, current: str | None, nxt: str,
                opts: RunOptions) -> None:
         if phase == "deploy":
-            with self.phase("Deploy", f"{service}-{nxt} from {opts.image}"):
-                self.kit.deploy(service, nxt, opts.image, opts.port, opts.env, opts.scale,
-                                opts.network, opts.health_path, opts.pull)
+            with self.phase("Deploy", f"{service}-{nxt} from {opts.spec.image}"):
+                self.steps.deploy(service, nxt, opts.spec)
         elif phase == "pre-test":
             with self.phase("Run pre-integration tests", opts.pre.describe()):
                 if not opts.pre.empty:
                     self.pre_test(service, nxt, opts.pre)
         elif phase == "switch":
             with self.phase("Update proxy", f"route {service} to {nxt}"):
-                self.kit.switch(service, nxt)
+                self.steps.switch(service, nxt)
                 self.checkpoint(service, "switch:applied")
         elif phase == "post-test":
             with self.phase("Run post-integration tests", opts.post.describe()):
@@ -320,23 +302,23 @@ class Pipeline:
         (routed back there if this run had switched) and ``nxt`` is stopped. The color the
         proxy routed to before the run is never stopped nor unrouted: ``nxt`` is the other
         one. A failure here is reported; the original error is the one that surfaces."""
-        kit = self.kit
+        steps = self.steps
         try:
-            routed = kit.proxy is not None and kit.proxy.serving(service).color == nxt
+            routed = steps.serving_color(service) == nxt
             if routed:
-                if current and not self.healthy(service, current):
-                    kit.bring_up(service, current)
+                if current and not self.steps.healthy(service, current):
+                    steps.bring_up(service, current)
                 if current:
-                    kit.switch(service, current)
+                    steps.switch(service, current)
                     self.say(f"proxy switched back to {service}-{current}")
                 else:
-                    kit.unroute(service)
+                    steps.unroute(service)
                     self.say(f"first deployment: {service} removed from the proxy")
-            if kit.runtime and any(c.running for c in kit.runtime.containers(service, nxt)):
-                kit.stop(service, nxt, force=True, drain=routed)
+            if steps.running(service, nxt):
+                steps.stop(service, nxt, force=True, drain=routed)
                 self.say(f"stopped the unverified {service}-{nxt}")
             else:
-                kit.deregister(service, nxt)
+                steps.deregister(service, nxt)
         except Exception as exc:
             self.say(f"cleanup after the failed phase: {redact(str(exc))}")
 
@@ -356,14 +338,14 @@ class Pipeline:
         started = time.time()
         with self.locked(service, lock_wait):
             self.recover(service)
-            current = self.kit.live_color(service)
+            current = self.steps.live_color(service)
             if not current:
                 raise OperationFailed(f"{service} has no live color to roll back from")
-            previous = validate.other_color(current)
-            proxy_only = self.healthy(service, previous)
-            if not proxy_only and self.kit.runtime and not self.kit.runtime.containers(service, previous):
+            previous = model.other_color(current)
+            proxy_only = self.steps.healthy(service, previous)
+            if not proxy_only and not self.steps.has_instances(service, previous):
                 raise OperationFailed(f"no containers of {service}-{previous} to roll back to")
-            release = self.kit.registry.get_json(service, f"release-{previous}") or {}
+            release = self.steps.record(service, f"release-{previous}") or {}
             if release and not release.get("verified"):
                 why = ("its release record was lost and rebuilt from its containers, so it "
                        "counts as unverified" if release.get("rebuilt")
@@ -376,16 +358,16 @@ class Pipeline:
                 with self.phase("Rollback", f"{service} {current} -> {previous}"
                                 + (" (proxy only)" if proxy_only else " (starting it first)")):
                     if not proxy_only:
-                        self.kit.bring_up(service, previous)
-                    self.kit.switch(service, previous)
+                        self.steps.bring_up(service, previous)
+                    self.steps.switch(service, previous)
                 summary["result"] = "ok"
             finally:
-                if not self.kit.dry_run:
+                if not self.steps.dry_run:
                     self._history(service, {"action": "rollback", "from": current,
                                             "to": previous, "result": summary["result"],
                                             "start": started, "end": time.time()})
-            if stop_current and not self.kit.dry_run:
-                self.kit.stop(service, current)
+            if stop_current and not self.steps.dry_run:
+                self.steps.stop(service, current)
         summary["phases"] = self.phases
         return summary
 
@@ -395,8 +377,8 @@ class Pipeline:
         """Rebuild lost records from reality, undo what an interrupted (or, with
         ``undo_paused``, a paused) run left, finish a due scale-down. Returns what was (or on a
         dry run would be) done."""
-        actions = self.kit.reconcile(service)
-        inflight = self.kit.registry.get_json(service, "inflight")
+        actions = self.steps.reconcile(service)
+        inflight = self.steps.record(service, "inflight")
         if inflight and inflight.get("paused_after") and not undo_paused:
             raise OperationFailed(
                 f"{service}: a run ({inflight.get('from') or '(none)'} -> {inflight['to']}, "
@@ -411,32 +393,32 @@ class Pipeline:
 
     def _undo_interrupted(self, service: str, inflight: dict[str, Any]) -> list[str]:
         """The color live before the run serves again (it was verified; the new one was not)."""
-        kit, act = self.kit, not self.kit.dry_run
-        serving = kit.proxy.serving(service).color if kit.proxy else None
-        recorded = kit.registry.get_color(service)
+        steps, act = self.steps, not self.steps.dry_run
+        serving = steps.serving_color(service)
+        recorded = steps.recorded_color(service)
         before, new = inflight.get("from"), inflight["to"]
         state = "paused" if inflight.get("paused_after") else "interrupted"
         actions = [f"{state} run found ({before} -> {new}, phase {inflight.get('phase')})"]
         target = next((c for c in (before, serving, recorded)
-                       if c in validate.COLORS and self.healthy(service, c)), None)
+                       if c in model.COLORS and self.steps.healthy(service, c)), None)
         if target:
             actions.append(f"proxy and record set to {target}")
             if act:
-                kit.switch(service, target)
+                steps.switch(service, target)
         elif not before:
             actions.append("no healthy color: removed from the proxy")
             if act:
-                kit.unroute(service)
+                steps.unroute(service)
         else:
             actions.append("no healthy color to route to: proxy left as it is")
         other = new if target != new else before
-        if other and other != kit.live_color(service) and self._running(service, other):
+        if other and other != steps.live_color(service) and self.steps.running(service, other):
             actions.append(f"stopped {service}-{other}")
             if act:
-                kit.stop(service, other)
+                steps.stop(service, other)
         if act:
             with interrupts.shielded():
-                kit.registry.put_json(service, "inflight", None)
+                steps.set_record(service, "inflight", None)
                 self._history(service, {"action": "recover", "from": before, "to": target,
                                         "result": "recovered", "image": inflight.get("image"),
                                         "failed_phase": inflight.get("phase"),
@@ -444,18 +426,14 @@ class Pipeline:
         return actions
 
     def _finish_scale_down(self, service: str) -> list[str]:
-        pending = self.kit.registry.get_json(service, "scale-down")
+        pending = self.steps.record(service, "scale-down")
         if not pending or pending["not_before"] > time.time():
             return []
         color, actions = pending["color"], []
-        if color != self.kit.live_color(service) and self._running(service, color):
+        if color != self.steps.live_color(service) and self.steps.running(service, color):
             actions.append(f"stopped {service}-{color} (its keep-old time had passed)")
-            if not self.kit.dry_run:
-                self.kit.stop(service, color)
-        if not self.kit.dry_run:
-            self.kit.registry.put_json(service, "scale-down", None)
+            if not self.steps.dry_run:
+                self.steps.stop(service, color)
+        if not self.steps.dry_run:
+            self.steps.set_record(service, "scale-down", None)
         return actions
-
-    def _running(self, service: str, color: str) -> bool:
-        runtime = self.kit.runtime
-        return runtime is not None and any(c.running for c in runtime.containers(service, color))

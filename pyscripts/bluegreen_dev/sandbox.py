@@ -377,7 +377,7 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 3 or sys.argv[1] not in ("up", "down"):
-        sys.exit("usage: python -m bluegreen.sandbox up|down STATE_DIR")
+        sys.exit("usage: python -m bluegreen_dev.sandbox up|down STATE_DIR")
     if sys.argv[1] == "up":
         print(json.dumps(up(Path(sys.argv[2])), indent=1))
     else:

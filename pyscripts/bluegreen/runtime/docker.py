@@ -1,4 +1,4 @@
-"""Container runtime: start, wait for, stop, remove and list a color's containers (Docker SDK).
+"""The Docker runtime: a color's instances are containers on one engine (Docker SDK).
 
 Containers are named ``<service>-<color>`` (``-1`` .. ``-N`` with ``--scale N``), carry
 labels ``bluegreen.service`` / ``bluegreen.color``, get ``SERVICE_NAME=<service>-<color>``
@@ -13,11 +13,12 @@ import os
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from bluegreen import validate
 from bluegreen.errors import OperationFailed, Unreachable, reaching
+from bluegreen.model import Container, DeploySpec, color_name
+from bluegreen.runtime.base import Runtime
 
 LABEL_SERVICE = "bluegreen.service"
 LABEL_COLOR = "bluegreen.color"
@@ -25,50 +26,27 @@ LABEL_PORT = "bluegreen.port"
 LABEL_HEALTH = "bluegreen.health-path"
 
 
-@dataclass(frozen=True)
-class Container:
-    name: str
-    id: str
-    service: str
-    color: str
-    image: str
-    state: str  # running | exited | created | ...
-    address: str
-    port: int | None  # published host port, when running
-    container_port: int
-    health_path: str
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    @property
-    def health_url(self) -> str:
-        return f"http://{self.address}:{self.port}{self.health_path}"
-
-
 def container_names(service: str, color: str, scale: int) -> list[str]:
-    base = f"{validate.service(service)}-{validate.color(color)}"
+    base = color_name(validate.service(service), validate.color(color))
     return [base] if scale == 1 else [f"{base}-{n}" for n in range(1, scale + 1)]
 
 
-class DockerRuntime:
-    """A Docker engine, reached like the docker CLI does (``DOCKER_HOST``, TLS env vars)."""
+class DockerEngine:
+    """A Docker engine, reached like the docker CLI does (``DOCKER_HOST``, TLS env vars): the
+    client and the mapping of its errors, shared by the Docker runtimes and containerized
+    nginx."""
 
-    def __init__(self, docker_host: str | None = None, publish_ip: str = "0.0.0.0",  # noqa: S104 - as docker run -p
-                 advertise_addr: str | None = None) -> None:
+    def __init__(self, docker_host: str | None = None) -> None:
         self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or ""
         self.where = self.docker_host or "unix:///var/run/docker.sock"
-        self.publish_ip = publish_ip
-        self.advertise_addr = advertise_addr or self._default_advertise()
         self._client: Any = None
 
-    def _default_advertise(self) -> str:
+    def _default_advertise(self, publish_ip: str = "") -> str:
         parts = urllib.parse.urlsplit(self.docker_host)
         if parts.scheme in ("tcp", "http", "https") and parts.hostname:
             return parts.hostname
-        if self.publish_ip not in ("", "0.0.0.0", "::"):  # noqa: S104
-            return self.publish_ip
+        if publish_ip not in ("", "0.0.0.0", "::"):  # noqa: S104
+            return publish_ip
         return "127.0.0.1"
 
     @property
@@ -86,7 +64,8 @@ class DockerRuntime:
         return self._client
 
     @contextlib.contextmanager
-    def _call(self) -> Iterator[None]:
+    def call(self) -> Iterator[None]:
+        """Map the SDK's errors: unreachable (exit 3) or failed (exit 1)."""
         import docker
 
         try:
@@ -98,8 +77,19 @@ class DockerRuntime:
             raise OperationFailed(f"Docker: {exc}") from exc
 
     def ping(self) -> None:
-        with self._call():
+        with self.call():
             self.client.ping()
+
+
+class DockerRuntime(DockerEngine, Runtime):
+    """Each instance of a color is a container ``<service>-<color>[-N]`` on one engine, its
+    port published on a free host port of ``publish_ip``."""
+
+    def __init__(self, docker_host: str | None = None, publish_ip: str = "0.0.0.0",  # noqa: S104 - as docker run -p
+                 advertise_addr: str | None = None) -> None:
+        super().__init__(docker_host)
+        self.publish_ip = publish_ip
+        self.advertise_addr = advertise_addr or self._default_advertise(publish_ip)
 
     def _info(self, c: Any) -> Container:
         labels = c.labels
@@ -118,14 +108,14 @@ class DockerRuntime:
         filters = [f"{LABEL_SERVICE}={validate.service(service)}"]
         if color:
             filters.append(f"{LABEL_COLOR}={validate.color(color)}")
-        with self._call():
+        with self.call():
             found = self.client.containers.list(all=True, filters={"label": filters})
         return sorted((self._info(c) for c in found), key=lambda c: c.name)
 
     def image_exists(self, image: str) -> bool:
         import docker
 
-        with self._call():
+        with self.call():
             try:
                 self.client.images.get(image)
                 return True
@@ -136,21 +126,21 @@ class DockerRuntime:
         if not self.image_exists(image):
             if not pull:
                 raise OperationFailed(f"image {image} is not present on {self.where}")
-            with self._call():
+            with self.call():
                 self.client.images.pull(image)
 
-    def start(self, service: str, color: str, image: str, port: int, env: dict[str, str],
-              scale: int = 1, network: str | None = None, health_path: str = "/") -> list[Container]:
-        """Replace the color's containers by ``scale`` new ones of ``image`` (present: see
-        ``ensure_image``)."""
+    def start(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Replace the color's containers by ``spec.scale`` new ones (the image is present:
+        see ``ensure_image``)."""
         self.remove(service, color)
-        environment = dict(env)
-        environment["SERVICE_NAME"] = f"{service}-{color}"
+        image, port, network, health_path = spec.image, spec.port, spec.network, spec.health_path
+        environment = dict(spec.env)
+        environment["SERVICE_NAME"] = color_name(service, color)
         # SERVICE_IGNORE: Registrator, where it runs too, leaves these containers to us.
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
                   LABEL_HEALTH: health_path, "SERVICE_IGNORE": "true"}
         def run(name: str) -> Container:
-            with self._call():
+            with self.call():
                 c = self.client.containers.run(
                     image, detach=True, name=name, environment=environment, labels=labels,
                     ports={f"{port}/tcp": (self.publish_ip, None)}, network=network, init=True,
@@ -158,7 +148,7 @@ class DockerRuntime:
                 c.reload()
             return self._info(c)
 
-        return self._each(run, container_names(service, color, scale))
+        return self._each(run, container_names(service, color, spec.scale))
 
     def _each(self, fn: Any, items: list[Any]) -> list[Any]:
         """``fn`` over ``items``, concurrently when there are several (scaled colors)."""
@@ -173,7 +163,7 @@ class DockerRuntime:
         """Start a color's stopped containers again (a rollback to a stopped color)."""
         def start(c: Container) -> None:
             if not c.running:
-                with self._call():
+                with self.call():
                     self.client.containers.get(c.id).start()
 
         self._each(start, self.containers(service, color))
@@ -188,11 +178,11 @@ class DockerRuntime:
         current = {c.name: c for c in containers}
         while pending:
             for name in sorted(pending):
-                with self._call():
+                with self.call():
                     c = self._info(self.client.containers.get(current[name].id))
                 current[name] = c
                 if c.state in ("exited", "dead"):
-                    with self._call():
+                    with self.call():
                         raw = self.client.containers.get(c.id)
                         code = raw.attrs.get("State", {}).get("ExitCode")
                         logs = raw.logs(tail=1).decode(errors="replace").strip()
@@ -214,7 +204,7 @@ class DockerRuntime:
 
     def stop(self, service: str, color: str, timeout: int = 10) -> list[str]:
         def stop(c: Container) -> str:
-            with self._call():
+            with self.call():
                 self.client.containers.get(c.id).stop(timeout=timeout)
             return c.name
 
@@ -222,7 +212,7 @@ class DockerRuntime:
 
     def remove(self, service: str, color: str) -> list[str]:
         def remove(c: Container) -> str:
-            with self._call():
+            with self.call():
                 self.client.containers.get(c.id).remove(force=True)
             return c.name
 

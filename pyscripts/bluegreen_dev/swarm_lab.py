@@ -45,7 +45,7 @@ Needs root and Debian's ``iproute2``, ``iptables``, ``util-linux`` (nsenter), ``
 (dockerd, containerd, runc, docker-proxy, docker-init). The main dockerd is only read from:
 ``docker save`` of the sample images, which are loaded into every node.
 
-CLI: ``python -m bluegreen.devswarm up|down ROOT [--nodes N] [--name NAME] [--subnet A.B.C]``.
+CLI: ``python -m bluegreen_dev.swarm_lab up|down ROOT [--nodes N] [--name NAME] [--subnet A.B.C]``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.errors import OperationFailed
-from bluegreen.sandbox import SAMPLE_IMAGE, SAMPLE_TAGS, wait_for
+from bluegreen_dev.sandbox import SAMPLE_IMAGE, SAMPLE_TAGS, wait_for
 
 ADDR_POOL = "10.214.0.0/16"
 TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
@@ -510,7 +510,7 @@ if __name__ == "__main__":
     import argparse
     import json
 
-    ap = argparse.ArgumentParser(prog="python -m bluegreen.devswarm")
+    ap = argparse.ArgumentParser(prog="python -m bluegreen_dev.swarm_lab")
     ap.add_argument("action", choices=["up", "down"])
     ap.add_argument("root", type=Path)
     ap.add_argument("--nodes", type=int, default=3)

@@ -1,4 +1,4 @@
-"""The proxy: nginx upstream and include files per service, validated and reloaded safely.
+"""nginx reloaded: upstream and include files per service, validated and reloaded safely.
 
 Files are written atomically, checked with ``nginx -t`` before every reload, and the
 previous files are restored when the check or the reload fails. A reload returns only
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import math
 import os
 import re
 import signal
@@ -18,33 +17,21 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bluegreen import templates, validate
 from bluegreen.errors import OperationFailed, Unreachable
+from bluegreen.model import COLORS, Route, Serving
+from bluegreen.proxy.base import Proxy
+
+if TYPE_CHECKING:
+    from bluegreen.runtime.docker import DockerEngine
 
 HEADER_RE = re.compile(
     r"^# Managed by bluegreen: service=(?P<service>\S+) color=(?P<color>blue|green|none)"
     r"(?: weight=(?P<weight>\d+))?$", re.M)
 SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;]+)", re.M)
-
-
-@dataclass(frozen=True)
-class Server:
-    address: str
-    port: int
-    weight: int | None = None
-
-
-@dataclass(frozen=True)
-class Serving:
-    """What the proxy's files say a service is routed to."""
-
-    color: str | None
-    weight: int
-    servers: tuple[str, ...]
 
 
 class NginxController(ABC):
@@ -160,18 +147,18 @@ class LocalNginx(NginxController):
 class ContainerNginx(NginxController):
     """nginx in a container: ``docker exec nginx -t``, reload by HUP (``docker kill -s HUP``)."""
 
-    def __init__(self, runtime: Any, container: str = "nginx",
+    def __init__(self, engine: DockerEngine, container: str = "nginx",
                  conf: str = "/etc/nginx/nginx.conf", prefix: str | None = None) -> None:
-        self.runtime, self.container = runtime, validate.network(container)
+        self.engine, self.container = engine, validate.network(container)
         self.conf, self.prefix = conf, prefix  # paths inside the container
-        self.where = f"container {container} on {runtime.where}"
+        self.where = f"container {container} on {engine.where}"
 
     def _get(self) -> Any:
         import docker
 
-        with self.runtime._call():
+        with self.engine.call():
             try:
-                return self.runtime.client.containers.get(self.container)
+                return self.engine.client.containers.get(self.container)
             except docker.errors.NotFound as exc:
                 raise Unreachable("nginx", self.where, "no such container") from exc
 
@@ -180,13 +167,13 @@ class ContainerNginx(NginxController):
             raise Unreachable("nginx", self.where, "not running")
 
     def test(self) -> tuple[bool, str]:
-        with self.runtime._call():
+        with self.engine.call():
             argv = ["nginx", *(["-p", self.prefix] if self.prefix else []), "-c", self.conf, "-t", "-q"]
             code, out = self._get().exec_run(argv)
         return code == 0, out.decode(errors="replace").strip()
 
     def workers(self) -> dict[int, bool]:
-        with self.runtime._call():
+        with self.engine.call():
             top = self._get().top(ps_args="-eo pid,args")
         titles = top.get("Titles", [])
         pid_i = titles.index("PID") if "PID" in titles else 0
@@ -198,20 +185,8 @@ class ContainerNginx(NginxController):
         return result
 
     def signal_reload(self) -> None:
-        with self.runtime._call():
+        with self.engine.call():
             self._get().kill(signal="HUP")
-
-
-def weighted_servers(new: Sequence[Any], old: Sequence[Any], weight: int) -> list[Server]:
-    """Servers for ``weight`` percent of the traffic on ``new`` and the rest on ``old``."""
-    if weight == 100 or not old:
-        return [Server(i.address, i.port) for i in new]
-    if weight == 0:
-        return [Server(i.address, i.port) for i in old]
-    w_new, w_old = weight * len(old), (100 - weight) * len(new)
-    g = math.gcd(w_new, w_old)
-    return ([Server(i.address, i.port, w_new // g) for i in new]
-            + [Server(i.address, i.port, w_old // g) for i in old])
 
 
 def read_serving(upstream_dir: Path, service: str) -> Serving:
@@ -221,49 +196,63 @@ def read_serving(upstream_dir: Path, service: str) -> Serving:
     except FileNotFoundError:
         return Serving(None, 0, ())
     m = HEADER_RE.search(text)
-    color = m.group("color") if m and m.group("color") in validate.COLORS else None
+    color = m.group("color") if m and m.group("color") in COLORS else None
     weight = int(m.group("weight")) if m and m.group("weight") else 100
     return Serving(color, weight, tuple(s.group("hostport") for s in SERVER_RE.finditer(text)))
 
 
-class Proxy:
-    """Per-service nginx files in ``upstream_dir`` and ``include_dir``."""
+class NginxProxy(Proxy):
+    """Per-service files in ``upstream_dir`` and ``include_dir`` of one nginx, reached by its
+    controller (local or in a container)."""
 
     def __init__(self, controller: NginxController, upstream_dir: str | os.PathLike[str],
                  include_dir: str | os.PathLike[str], location: str = "/",
                  include_file: str | None = None) -> None:
         self.controller = controller
+        self.where = controller.where
         self.upstream_dir, self.include_dir = Path(upstream_dir), Path(include_dir)
         self.location = validate.location(location)
         self.include_file = Path(include_file) if include_file else None
+
+    def ping(self) -> None:
+        self.controller.ping()
+
+    def drain(self, timeout: float) -> bool:
+        return self.controller.drain(timeout)
+
+    def serving(self, service: str) -> Serving:
+        return read_serving(self.upstream_dir, service)
 
     def paths(self, service: str) -> tuple[Path, Path]:
         name = f"{validate.service(service)}.conf"
         return self.upstream_dir / name, self.include_dir / name
 
-    def render(self, service: str, color: str, servers: Sequence[Server],
-               weight: int = 100) -> dict[Path, str | None]:
-        if not servers:
-            raise OperationFailed(f"no instance of {service}-{color} to route to")
-        for s in servers:
-            validate.host(s.address)
-            validate.port(s.port)
-        up, inc = self.paths(service)
-        upstream = templates.render("nginx/upstream.conf.j2", service=service, color=color,
-                                    weight=validate.weight(weight), servers=servers)
-        if self.include_file:
-            try:
-                include = self.include_file.read_text()
-            except OSError as exc:
-                raise validate.UsageError(f"cannot read include file {self.include_file}: "
-                                          f"{exc.strerror}") from exc
-        else:
-            include = templates.render("nginx/include.conf.j2", service=service,
-                                       location=self.location)
-        return {up: upstream, inc: include}
+    def plan(self, routes: Sequence[Route]) -> dict[Path, str | None]:
+        """The files of every route (``None``: remove the file)."""
+        plan: dict[Path, str | None] = {}
+        for route in routes:
+            up, inc = self.paths(route.service)
+            if route.removed:
+                plan |= {up: None, inc: None}
+                continue
+            for s in route.servers:
+                validate.host(s.address)
+                validate.port(s.port)
+            plan[up] = templates.render("nginx/upstream.conf.j2", service=route.service,
+                                        color=route.color, weight=validate.weight(route.weight),
+                                        servers=route.servers)
+            plan[inc] = self._include(route.service)
+        return plan
 
-    def render_removal(self, service: str) -> dict[Path, str | None]:
-        return dict.fromkeys(self.paths(service))
+    def _include(self, service: str) -> str:
+        if not self.include_file:
+            return templates.render("nginx/include.conf.j2", service=service,
+                                    location=self.location)
+        try:
+            return self.include_file.read_text()
+        except OSError as exc:
+            raise validate.UsageError(f"cannot read include file {self.include_file}: "
+                                      f"{exc.strerror}") from exc
 
     @staticmethod
     def _read(path: Path) -> str | None:
@@ -272,24 +261,21 @@ class Proxy:
         except FileNotFoundError:
             return None
 
-    def changes(self, plan: dict[Path, str | None]) -> dict[Path, str | None]:
+    def _changes(self, plan: dict[Path, str | None]) -> dict[Path, str | None]:
         return {p: text for p, text in plan.items() if self._read(p) != text}
 
-    def diff(self, plan: dict[Path, str | None]) -> str:
+    def diff(self, routes: Sequence[Route]) -> str:
         out = []
-        for path, text in self.changes(plan).items():
+        for path, text in self._changes(self.plan(routes)).items():
             old = self._read(path)
             out += difflib.unified_diff((old or "").splitlines(True), (text or "").splitlines(True),
                                         f"a{path}" if old is not None else "/dev/null",
                                         f"b{path}" if text is not None else "/dev/null")
         return "".join(out)
 
-    def serving(self, service: str) -> Serving:
-        return read_serving(self.upstream_dir, service)
-
-    def apply(self, plan: dict[Path, str | None], reload_timeout: float = 10.0) -> bool:
-        """Write, test, reload; restore and re-reload on any failure. False if unchanged."""
-        changes = self.changes(plan)
+    def apply(self, routes: Sequence[Route], reload_timeout: float = 10.0) -> bool:
+        """Write every file, one ``nginx -t``, one reload; restore and re-reload on any failure."""
+        changes = self._changes(self.plan(routes))
         if not changes:
             return False
         self.controller.ping()

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bluegreen import validate
+from bluegreen import model, validate
 from bluegreen.errors import UsageError
 
 if TYPE_CHECKING:
-    from bluegreen import checks
+    from bluegreen.flow import checks
 
 MAX_BYTES = 256 * 1024
 MAX_NODES = 20_000  # YAML nodes after alias expansion (a billion laughs stops here)
@@ -75,7 +75,7 @@ class HttpTests:
     expect_body: str | None = None
 
     def to_test_spec(self) -> checks.TestSpec:
-        from bluegreen import checks
+        from bluegreen.flow import checks
 
         return checks.TestSpec.build(http=list(self.paths), expect_status=self.expect_status,
                                      body_regex=self.expect_body)
@@ -623,13 +623,13 @@ def changed(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> Plan:
         record = live.get(s.name)
         if record is None:
             plans.append(ServicePlan(s.name, "new", ("not in the live release",), None,
-                                     validate.next_color(None)))
+                                     model.next_color(None)))
             continue
         live_color = record.get("color")
         reasons = tuple(_differences(s, record))
         if reasons:
             plans.append(ServicePlan(s.name, "change", reasons, live_color,
-                                     validate.next_color(live_color)))
+                                     model.next_color(live_color)))
         else:
             plans.append(ServicePlan(s.name, "keep", (), live_color, live_color))
     for name, record in live.items():
@@ -639,7 +639,7 @@ def changed(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> Plan:
 
 
 def _differences(s: ServiceSpec, record: Mapping[str, Any]) -> Iterator[str]:
-    if record.get("color") not in validate.COLORS:
+    if record.get("color") not in model.COLORS:
         yield f"live color {record.get('color')!r} unknown"
     if record.get("image") != s.image:
         yield f"image {record.get('image')} -> {s.image}"

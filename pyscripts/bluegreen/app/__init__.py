@@ -1,0 +1,1 @@
+"""Application releases: the application file (a Compose file) and its release plan."""

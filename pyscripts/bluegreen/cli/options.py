@@ -1,0 +1,372 @@
+"""Every command and option, each declared once: its default, environment variable and help.
+
+An option ``--foo-bar`` is read from the command line, else ``BLUEGREEN_FOO_BAR``, else the
+ecosystem's own variable where it has one (``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``,
+``DOCKER_HOST``), else key ``foo-bar`` (or ``foo_bar``) of the TOML config file (``--config``,
+``$BLUEGREEN_CONFIG``, or ``./bluegreen.toml`` when it exists), else its default. The parser,
+the help, the resolution and the README's tables all come from the tables below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from bluegreen import __version__, validate
+from bluegreen.errors import UsageError
+
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off", "")
+PHASES = ("deploy", "pre-test", "switch")  # where run --until may pause
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option. ``commands``: where it applies (none: every command). ``flag``: False for
+    a secret, read from the environment or the config file only (``ps`` shows flags)."""
+
+    name: str
+    default: Any
+    help: str
+    kind: str = "str"  # str | int | float | flag | list
+    commands: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    env: str | None = None
+    flag: bool = True
+    cli: str | None = None  # the flag when it is not --<name> (--no-pull, --from)
+    metavar: str | None = None
+    group: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def variable(self) -> str:
+        return "BLUEGREEN_" + self.dest.upper()
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    positionals: tuple[tuple[str, dict[str, Any]], ...] = (("service", {"metavar": "SERVICE"}),)
+
+
+SERVICE = (("service", {"metavar": "SERVICE"}),)
+JOB = (("job", {"metavar": "JOB"}),)
+COMMANDS: dict[str, Command] = {
+    "color": Command("the current or next color (get-color.sh)", (
+        ("which", {"choices": ["current", "next"]}),
+        ("service", {"metavar": "SERVICE", "nargs": "?",
+                     "help": "the service (not needed for next with --current)"}))),
+    "deploy": Command("start a color's instances, healthy and registered (deployBG)"),
+    "address": Command("host:port of a color's instances (get-port.sh)"),
+    "switch": Command("route the proxy to a color and record it (updateBGProxy)"),
+    "stop": Command("deregister and stop a color's instances (stopBG)"),
+    "status": Command("recorded color, instances, health, proxy; flags disagreements"),
+    "pre-test": Command("test the new color directly; stop it on failure"),
+    "post-test": Command("test through the proxy; roll back on failure, else stop the old color"),
+    "run": Command("the whole blue-green deployment of an image"),
+    "rollback": Command("route back to the previous color (starting it when stopped)"),
+    "history": Command("the last deployments and rollbacks"),
+    "record": Command("append a history record (for flows run step by step)"),
+    "recover": Command("undo what an interrupted or paused run left; rebuild lost records"),
+    "app check": Command("validate an application file (contacts nothing)", ()),
+    "jenkins job": Command("create or update the multibranch job", JOB),
+    "jenkins index": Command("trigger branch indexing", JOB),
+    "jenkins build": Command("build one branch, stream its console, exit with its result", JOB),
+}
+FAMILIES = {
+    "app": "application releases: several services in one Compose file",
+    "jenkins": "manage the multibranch job with python-jenkins "
+               "($JENKINS_URL, $JENKINS_USER, $JENKINS_API_TOKEN)",
+}
+
+DEPLOY = ("deploy", "run")
+TESTS = ("pre-test", "post-test", "run")
+LOCKING = ("run", "rollback", "recover", "post-test")
+OPTIONS: tuple[Option, ...] = (
+    # -- common: where things are --------------------------------------------------------
+    Option("config", None, "TOML config file (default ./bluegreen.toml if present)"),
+    Option("registry", "consul", "registry backend", choices=("consul", "file")),
+    Option("runtime", "docker", "runtime backend", choices=("docker", "swarm")),
+    Option("consul-addr", "http://127.0.0.1:8500", "Consul HTTP address", env="CONSUL_HTTP_ADDR"),
+    Option("consul-token", None, "Consul ACL token", env="CONSUL_HTTP_TOKEN", flag=False),
+    Option("kv-prefix", "", "prefix of the KV keys ('' gives books-ms/color)"),
+    Option("state-file", ".bluegreen/state.json", "the file registry's state"),
+    Option("docker-host", None, "Docker engine (a Swarm manager with --runtime swarm)",
+           env="DOCKER_HOST"),
+    Option("publish-ip", "0.0.0.0", "host IP that container ports are published on"),  # noqa: S104
+    Option("advertise-addr", None, "address registered for the instances [the DOCKER_HOST "
+           "host, else 127.0.0.1]"),
+    Option("nginx-mode", "local", "how nginx is reached", choices=("local", "container")),
+    Option("nginx-bin", "nginx", "local nginx binary"),
+    Option("nginx-conf", "/etc/nginx/nginx.conf", "nginx main config (in the container in "
+           "container mode)"),
+    Option("nginx-prefix", None, "nginx prefix (-p)"),
+    Option("nginx-pid-file", "/run/nginx.pid", "local nginx pid file"),
+    Option("nginx-container", "nginx", "nginx container name"),
+    Option("upstream-dir", "/data/nginx/upstreams", "upstream files"),
+    Option("include-dir", "/data/nginx/includes", "include files"),
+    Option("location", "/", "location proxied to the service"),
+    Option("include-file", None, "your own include file instead of the generated one"),
+    Option("check-interval", "1s", "Consul HTTP check interval"),
+    Option("health-timeout", 60.0, "seconds to wait for health", kind="float"),
+    Option("drain-timeout", 30.0, "seconds to let the proxy finish old requests", kind="float"),
+    Option("json", False, "JSON output", kind="flag"),
+    Option("dry-run", False, "print what would change; change nothing", kind="flag"),
+    Option("debug", False, "traceback on errors", kind="flag"),
+    # -- what a color runs -------------------------------------------------------------------
+    Option("color", None, "the color", commands=("deploy", "address", "switch", "stop",
+                                                   "pre-test")),
+    Option("image", None, "image reference", commands=(*DEPLOY, "record")),
+    Option("port", 8080, "container port", kind="int", commands=DEPLOY),
+    Option("env", [], "container env (repeat)", kind="list", commands=DEPLOY, metavar="K=V"),
+    Option("scale", 1, "instances", kind="int", commands=DEPLOY),
+    Option("network", None, "Docker network", commands=DEPLOY),
+    Option("health-path", "/", "HTTP path of the health check", commands=DEPLOY),
+    Option("pull", True, "fail instead of pulling a missing image", kind="flag", commands=DEPLOY,
+           cli="--no-pull"),
+    # -- switch, stop, rollback ---------------------------------------------------------------
+    Option("weight", 100, "percent of traffic to the color, 0-100", kind="int",
+           commands=("switch",)),
+    Option("force", False, "even if it is live", kind="flag", commands=("stop",)),
+    Option("stop", False, "stop the rolled-back color afterwards", kind="flag",
+           commands=("rollback",)),
+    # -- tests ------------------------------------------------------------------------------
+    Option("cmd", None, "test command (no shell), run with DOMAIN=http://host:port",
+           commands=TESTS, group="tests"),
+    Option("http", [], "HTTP check of PATH (repeat)", kind="list", commands=TESTS,
+           metavar="PATH", group="tests"),
+    Option("expect-status", 200, "expected HTTP status", kind="int", commands=TESTS,
+           group="tests"),
+    Option("expect-body", None, "regex the body must match", commands=TESTS, metavar="REGEX",
+           group="tests"),
+    Option("test-timeout", 5.0, "seconds per request or for the command", kind="float",
+           commands=TESTS, group="tests"),
+    Option("retries", 3, "attempts per check", kind="int", commands=TESTS, group="tests"),
+    Option("outcome", None, "the result of tests run elsewhere (a Jenkins closure); with run, "
+           "of the next test phase of a resumed run", choices=("passed", "failed"),
+           commands=TESTS),
+    # -- the pipeline -----------------------------------------------------------------------
+    Option("current", None, "the old color ('' for a first deployment); with color next: the "
+           "color after this one, the registry is not asked", commands=("color", "post-test")),
+    Option("next", None, "the new color", commands=("post-test",)),
+    Option("proxy-url", "http://127.0.0.1", "the proxy's base URL for post-tests",
+           commands=("post-test", "run")),
+    Option("keep-old", 0.0, "seconds before stopping the old color", kind="float",
+           commands=("post-test", "run")),
+    Option("lock-wait", 0.0, "seconds to wait for the deploy lock", kind="float",
+           commands=LOCKING),
+    Option("until", None, "pause after this phase (a promotion gate); go on with --resume",
+           choices=PHASES, commands=("run",)),
+    Option("resume", False, "go on with the paused run's next phase (--image not needed)",
+           kind="flag", commands=("run",)),
+    # -- record -----------------------------------------------------------------------------
+    Option("action", "run", "what is recorded", choices=("run", "rollback"), commands=("record",)),
+    Option("from-color", "", "the color before", cli="--from", commands=("record",)),
+    Option("to-color", "", "the color after", cli="--to", commands=("record",)),
+    Option("result", None, "the result", choices=("ok", "failed"), commands=("record",)),
+    Option("failed-phase", "", "the phase that failed", commands=("record",)),
+    Option("start", None, "start time, seconds since the epoch", kind="float",
+           commands=("record",)),
+    # -- app --------------------------------------------------------------------------------
+    Option("file", None, "the application's Compose file", commands=("app check",),
+           metavar="FILE"),
+    # -- jenkins ----------------------------------------------------------------------------
+    Option("git-url", None, "the repository of the job", commands=("jenkins job",)),
+    Option("include", "*blue-green*", "branch filter", commands=("jenkins job",)),
+    Option("exclude", "", "branches left out", commands=("jenkins job",)),
+    Option("script-path", "Jenkinsfile", "the pipeline script", commands=("jenkins job",)),
+    Option("credentials-id", "", "Jenkins credentials of the repository",
+           commands=("jenkins job",)),
+    Option("print-only", False, "print the config.xml; contact nobody", kind="flag",
+           cli="--print", commands=("jenkins job",)),
+    Option("branch", None, "the branch to build", commands=("jenkins build",)),
+    Option("timeout", 3600.0, "seconds to wait for the build", kind="float",
+           commands=("jenkins build",)),
+    Option("wait", True, "return once the build is queued", kind="flag", cli="--no-wait",
+           commands=("jenkins build",)),
+)
+REQUIRED = {"record": ("result",), "jenkins job": ("git_url",), "jenkins build": ("branch",),
+            "app check": ("file",)}
+
+
+class Parser(argparse.ArgumentParser):
+    """One-line errors (exit 2 via UsageError); no abbreviated options."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
+    default = opt.default if opt.default not in (None, "", []) else None
+    help_ = opt.help + (f" [{default}]" if default is not None and opt.kind != "flag" else "")
+    kwargs: dict[str, Any] = {"dest": opt.dest, "help": help_, "default": None}
+    if opt.kind == "flag":
+        kwargs |= {"action": "store_const", "const": not opt.default}
+    elif opt.kind == "list":
+        kwargs |= {"action": "append", "metavar": opt.metavar}
+    else:
+        kwargs["metavar"] = opt.metavar
+        if opt.choices:
+            kwargs["choices"] = list(opt.choices)
+    parser.add_argument(opt.cli or f"--{opt.name}", **kwargs)
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    g = p.add_argument_group("common options (each also BLUEGREEN_<NAME> or the config file)")
+    for opt in OPTIONS:
+        if not opt.commands and opt.flag:
+            _add(g, opt)
+    return p
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only`` (a command), the others are stubs: quick commands start fast."""
+    common = _common()
+    parser = Parser(prog="bluegreen", description="Zero-downtime blue-green deployments "
+                    "with Docker, Consul and nginx.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"bluegreen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    families: dict[str, Any] = {}
+    for path, command in COMMANDS.items():
+        family, _, action = path.partition(" ")
+        if only and family != only:
+            if family not in families:
+                families[family] = sub.add_parser(family, help=FAMILIES.get(family, command.help))
+            continue
+        if action:
+            if family not in families:
+                fam = sub.add_parser(family, help=FAMILIES[family], parents=[common])
+                families[family] = fam.add_subparsers(dest=f"{family}_command", metavar="ACTION",
+                                                      parser_class=Parser, required=True)
+            p = families[family].add_parser(action, help=command.help,
+                                            description=command.help, parents=[common])
+        else:
+            families[family] = p = sub.add_parser(path, help=command.help,
+                                                  description=command.help, parents=[common])
+        for name, kwargs in command.positionals:
+            p.add_argument(name, **kwargs)
+        groups: dict[str, Any] = {}
+        for opt in OPTIONS:
+            if path in opt.commands:
+                target = groups.setdefault(opt.group, p.add_argument_group(opt.group)) \
+                    if opt.group else p
+                _add(target, opt)
+    return parser
+
+
+def parse(args: list[str]) -> argparse.Namespace:
+    families = {path.split()[0] for path in COMMANDS}
+    only = next((a for a in args if a in families), None)
+    if only is None or "-h" in args or "--help" in args:
+        return build_parser().parse_args(args)
+    try:
+        return build_parser(only).parse_args(args)
+    except UsageError:
+        return build_parser().parse_args(args)  # the guess was wrong: the full parser decides
+
+
+def command_path(ns: argparse.Namespace) -> str:
+    family = ns.command
+    action = getattr(ns, f"{family}_command", None)
+    return f"{family} {action}" if action else family
+
+
+def resolve(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every option's value: flag, else environment, else config file, else default; typed
+    and range-checked (exit 2 on nonsense)."""
+    env = os.environ if env is None else env
+    values = vars(ns).copy()
+    values["command_path"] = path = command_path(ns)
+    file_values = load_file(values.get("config"), env)
+    for opt in OPTIONS:
+        if values.get(opt.dest) is None:
+            values[opt.dest] = _from_outside(opt, env, file_values)
+        values[opt.dest] = _typed(opt, values[opt.dest])
+    for dest in REQUIRED.get(path, ()):
+        if values.get(dest) in (None, ""):
+            raise UsageError(f"--{dest.replace('_', '-')} is required")
+    return values
+
+
+def _from_outside(opt: Option, env: Mapping[str, str], file_values: dict[str, Any]) -> Any:
+    for var in (opt.variable, opt.env):
+        if var and env.get(var) is not None:
+            return _from_text(env[var], opt, var)
+    if opt.dest in file_values:
+        return file_values[opt.dest]
+    return opt.default
+
+
+def _typed(opt: Option, value: Any) -> Any:
+    if value is None:
+        return None
+    what = opt.cli or f"--{opt.name}"
+    if opt.kind == "int":
+        return validate.bounded_int(value, what, 0, 10**6)
+    if opt.kind == "float":
+        return validate.seconds(value, what, 10**10 if opt.name == "start" else 86400.0)
+    if opt.kind == "flag" and not isinstance(value, bool):
+        return _from_text(str(value), opt, what)
+    if opt.choices and value not in opt.choices:
+        raise UsageError(f"invalid {what} {value!r}: use {' or '.join(opt.choices)}")
+    return value
+
+
+def _from_text(text: str, opt: Option, where: str) -> Any:
+    if opt.kind == "flag":
+        low = text.strip().lower()
+        if low in TRUE:
+            return True
+        if low in FALSE:
+            return False
+        raise UsageError(f"invalid {where}={text!r}: use true or false")
+    if opt.kind == "list":
+        if text.lstrip().startswith("["):
+            try:
+                items = json.loads(text)
+            except ValueError:
+                raise UsageError(f"invalid {where}: not a JSON list") from None
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise UsageError(f"invalid {where}: use a JSON list of strings")
+            return items
+        return [line for line in text.splitlines() if line]
+    return text
+
+
+def load_file(path: str | None, env: Mapping[str, str]) -> dict[str, Any]:
+    """The TOML config file's keys (``foo-bar`` or ``foo_bar``); unknown keys are refused."""
+    explicit = path or env.get("BLUEGREEN_CONFIG")
+    candidate = Path(explicit) if explicit else Path("bluegreen.toml")
+    if not candidate.exists():
+        if explicit:
+            raise UsageError(f"config file {candidate} not found")
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(candidate.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read config file {candidate}: {exc}") from None
+    values = {k.replace("-", "_"): v for k, v in data.items()}
+    known = {opt.dest for opt in OPTIONS}
+    unknown = sorted(k for k in values if k not in known)
+    if unknown:
+        raise UsageError(f"config file {candidate}: unsupported key {unknown[0]!r}")
+    return values

@@ -1,0 +1,1 @@
+"""``bluegreen jenkins``: the multibranch job through python-jenkins."""

@@ -1,0 +1,131 @@
+"""The domain: colors and their rules, and the values that pass between the layers.
+
+Nothing here reaches a backend; every other module may import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+COLORS = ("blue", "green")
+
+
+def next_color(current: str | None) -> str:
+    """The book's rule: green when the current color is blue, otherwise blue."""
+    return "green" if current == "blue" else "blue"
+
+
+def other_color(color: str) -> str:
+    """The color that is not ``color`` (which must be one of ``COLORS``)."""
+    if color not in COLORS:
+        raise ValueError(color)
+    return "green" if color == "blue" else "blue"
+
+
+def color_name(service: str, color: str) -> str:
+    """``<service>-<color>``: the registry's service, the containers' base name, the book's
+    ``SERVICE_NAME``. Built here only."""
+    return f"{service}-{color}"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One registered instance of a color."""
+
+    id: str
+    service: str
+    color: str
+    address: str
+    port: int
+    check_url: str = ""
+    status: str = "unknown"  # passing | warning | critical | unknown
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Container:
+    """One instance of a color as the runtime sees it (a container or a Swarm task)."""
+
+    name: str
+    id: str
+    service: str
+    color: str
+    image: str
+    state: str  # running | exited | created | ...
+    address: str
+    port: int | None  # published host port, when running
+    container_port: int
+    health_path: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{self.address}:{self.port}{self.health_path}"
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """What a color runs: validated at the edge before it gets here."""
+
+    image: str
+    port: int = 8080
+    env: dict[str, str] = field(default_factory=dict)
+    scale: int = 1
+    network: str | None = None
+    health_path: str = "/"
+    pull: bool = True
+
+
+@dataclass(frozen=True)
+class Server:
+    address: str
+    port: int
+    weight: int | None = None
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """The desired route of one service: ``weight`` percent to ``color``'s servers, the rest
+    to the other color's (their weights are in ``servers``). No servers: the service is
+    removed from the proxy."""
+
+    service: str
+    color: str | None
+    servers: tuple[Server, ...] = ()
+    weight: int = 100
+
+    @property
+    def removed(self) -> bool:
+        return not self.servers
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What the proxy routes a service to."""
+
+    color: str | None
+    weight: int
+    servers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one lock, one run record and one proxy change cover: a service, or the services of
+    an application. Records and the lock live under ``name`` (a single service's own name)."""
+
+    name: str
+    services: tuple[str, ...]
+
+    @classmethod
+    def single(cls, service: str) -> Target:
+        return cls(service, (service,))

@@ -1,0 +1,1 @@
+"""Proxies behind one interface (``base.Proxy``): nginx reloaded (``nginx``)."""

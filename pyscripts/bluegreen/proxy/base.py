@@ -1,0 +1,50 @@
+"""The proxy interface: apply the desired routes of one or more services as ONE change, say
+what a service is routed to, and let requests sent to an old route finish."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from bluegreen.model import Instance, Route, Server, Serving
+
+
+class Proxy(ABC):
+    where: str
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise ``Unreachable`` when the proxy cannot be reached."""
+
+    @abstractmethod
+    def serving(self, service: str) -> Serving:
+        """What the proxy routes the service to now."""
+
+    @abstractmethod
+    def diff(self, routes: Sequence[Route]) -> str:
+        """What ``apply`` would change, as text ('' when nothing): for ``--dry-run``."""
+
+    @abstractmethod
+    def apply(self, routes: Sequence[Route]) -> bool:
+        """Route every service as given, in one validated change, all or nothing: on any
+        failure the proxy keeps what it had. False when nothing had to change."""
+
+    @abstractmethod
+    def drain(self, timeout: float) -> bool:
+        """Wait until requests sent to replaced routes have finished; False on timeout."""
+
+
+def weighted_route(service: str, color: str, new: Sequence[Instance], old: Sequence[Instance],
+                   weight: int) -> Route:
+    """``weight`` percent of the service's traffic on ``color``'s instances ``new``, the rest
+    on the other color's ``old``; weights are the smallest integers with that ratio."""
+    if weight == 100 or not old:
+        return Route(service, color, tuple(Server(i.address, i.port) for i in new))
+    if weight == 0:
+        return Route(service, old[0].color, tuple(Server(i.address, i.port) for i in old))
+    w_new, w_old = weight * len(old), (100 - weight) * len(new)
+    g = math.gcd(w_new, w_old)
+    servers = ([Server(i.address, i.port, w_new // g) for i in new]
+               + [Server(i.address, i.port, w_old // g) for i in old])
+    return Route(service, color, tuple(servers), weight)

@@ -1,0 +1,1 @@
+"""Service registries behind one interface (``base.Registry``): ``consul`` and ``file``."""

@@ -1,0 +1,1 @@
+"""Runtimes behind one interface (``base.Runtime``): ``docker`` and ``swarm``."""

@@ -1,0 +1,121 @@
+"""The composition root: which backend each name means, built from the resolved options.
+
+A backend is one module behind its interface (``registry.base.Registry``,
+``runtime.base.Runtime``, ``proxy.base.Proxy``); adding one is that module plus one row in a
+table here. Nothing else names a backend class. Imports are lazy: a command builds only what
+it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bluegreen import validate
+from bluegreen.errors import UsageError
+
+if TYPE_CHECKING:
+    from bluegreen.flow.steps import Steps
+    from bluegreen.proxy.base import Proxy
+    from bluegreen.registry.base import Registry
+    from bluegreen.runtime.base import Runtime
+
+Opts = dict[str, Any]
+
+
+def _consul(opts: Opts) -> Registry:
+    from bluegreen.registry.consul import ConsulRegistry
+
+    return ConsulRegistry(opts["consul_addr"], token=opts.get("consul_token"),
+                          prefix=opts["kv_prefix"])
+
+
+def _file(opts: Opts) -> Registry:
+    from bluegreen.registry.file import FileRegistry
+
+    return FileRegistry(validate.directory(opts["state_file"], "--state-file"),
+                        prefix=opts["kv_prefix"])
+
+
+def _docker(opts: Opts) -> Runtime:
+    from bluegreen.runtime.docker import DockerRuntime
+
+    return DockerRuntime(opts.get("docker_host"), opts["publish_ip"], opts.get("advertise_addr"))
+
+
+def _swarm(opts: Opts) -> Runtime:
+    from bluegreen.runtime.swarm import SwarmRuntime
+
+    return SwarmRuntime(opts.get("docker_host"), opts.get("advertise_addr"))
+
+
+def _local_nginx(opts: Opts) -> Any:
+    from bluegreen.proxy.nginx import LocalNginx
+
+    return LocalNginx(opts["nginx_bin"], opts["nginx_conf"], opts.get("nginx_prefix"),
+                      opts["nginx_pid_file"])
+
+
+def _container_nginx(opts: Opts) -> Any:
+    from bluegreen.proxy.nginx import ContainerNginx
+    from bluegreen.runtime.docker import DockerEngine
+
+    return ContainerNginx(DockerEngine(opts.get("docker_host")), opts["nginx_container"],
+                          opts["nginx_conf"], opts.get("nginx_prefix"))
+
+
+REGISTRIES: dict[str, Callable[[Opts], Registry]] = {"consul": _consul, "file": _file}
+RUNTIMES: dict[str, Callable[[Opts], Runtime]] = {"docker": _docker, "swarm": _swarm}
+NGINX_MODES: dict[str, Callable[[Opts], Any]] = {"local": _local_nginx,
+                                                  "container": _container_nginx}
+
+
+def _pick(table: dict[str, Any], name: str, option: str) -> Any:
+    if name not in table:
+        raise UsageError(f"invalid {option} {name!r}: use {' or '.join(table)}")
+    return table[name]
+
+
+def registry(opts: Opts) -> Registry:
+    return _pick(REGISTRIES, opts["registry"], "--registry")(opts)
+
+
+def runtime(opts: Opts) -> Runtime:
+    validate.host(opts["publish_ip"])
+    if opts.get("advertise_addr"):
+        validate.host(opts["advertise_addr"])
+    return _pick(RUNTIMES, opts["runtime"], "--runtime")(opts)
+
+
+def proxy(opts: Opts) -> Proxy:
+    from bluegreen.proxy.nginx import NginxProxy
+
+    controller = _pick(NGINX_MODES, opts["nginx_mode"], "--nginx-mode")(opts)
+    include_file = opts.get("include_file")
+    if include_file:
+        validate.readable_file(include_file, "--include-file")
+    return NginxProxy(controller, validate.directory(opts["upstream_dir"], "--upstream-dir"),
+                      validate.directory(opts["include_dir"], "--include-dir"),
+                      location=opts["location"], include_file=include_file)
+
+
+def steps(opts: Opts, runtime_: bool = False, proxy_: bool = False, lazy_runtime: bool = False,
+          ping: bool = True) -> Steps:
+    """The steps layer with what the command uses, each backend pinged before anything is
+    changed (``lazy_runtime``: the runtime only when needed; ``ping`` False: nothing yet)."""
+    from bluegreen.flow.steps import Steps
+
+    if not str(opts.get("check_interval", "1s")).rstrip("sm").isdigit():
+        raise UsageError(f"invalid --check-interval {opts['check_interval']!r}: use e.g. 1s")
+    reg = registry(opts)
+    rt = runtime(opts) if runtime_ else None
+    px = proxy(opts) if proxy_ else None
+    if ping:
+        reg.ping()
+        if rt and not lazy_runtime:
+            rt.ping()
+        if px:
+            px.ping()
+    return Steps(registry=reg, runtime=rt, proxy=px, dry_run=bool(opts["dry_run"]),
+                 check_interval=opts["check_interval"], health_timeout=opts["health_timeout"],
+                 drain_timeout=opts["drain_timeout"])

@@ -1,0 +1,90 @@
+"""The package's shape, as docs/architecture.md states it, checked from its imports (lazy
+imports inside functions included)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "pyscripts"
+BACKENDS = {"bluegreen.registry.consul", "bluegreen.registry.file", "bluegreen.runtime.docker",
+            "bluegreen.runtime.swarm", "bluegreen.proxy.nginx"}
+SHARED = {"bluegreen", "bluegreen.model", "bluegreen.errors", "bluegreen.validate",
+          "bluegreen.templates", "bluegreen.interrupts"}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(PKG).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every bluegreen module ``path`` imports (``from a import b`` counts a.b when a.b is a
+    module, else a)."""
+    modules = {_module(p) for p in PKG.rglob("*.py")}
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                found.add(full if full in modules else node.module)
+    return {m for m in found if m.split(".")[0] in ("bluegreen", "bluegreen_dev")}
+
+
+def graph() -> dict[str, set[str]]:
+    return {_module(p): _imports(p) - {_module(p)} for p in PKG.rglob("*.py")}
+
+
+def test_no_import_cycle_in_the_package():
+    g = graph()
+    # a module of a package imports the package itself only as its parent: not an edge
+    g = {m: {d for d in deps if d in g and not m.startswith(d + ".")} for m, deps in g.items()}
+    seen: set[str] = set()
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(m: str) -> None:
+        if m in stack:
+            cycles.append([*stack[stack.index(m):], m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        stack.append(m)
+        for d in sorted(g.get(m, ())):
+            visit(d)
+        stack.pop()
+
+    for m in sorted(g):
+        visit(m)
+    assert cycles == []
+
+
+def test_only_the_composition_root_names_a_backend():
+    for module, deps in graph().items():
+        if module in BACKENDS or module == "bluegreen.settings" or not module.startswith("bluegreen."):
+            continue
+        assert not deps & BACKENDS, (module, deps & BACKENDS)
+
+
+def test_backends_import_only_their_interface_and_shared_modules():
+    for module in BACKENDS:
+        family = module.rsplit(".", 1)[0]
+        allowed = SHARED | {f"{family}.base"} | BACKENDS & {f"{family}.docker"}
+        if module == "bluegreen.proxy.nginx":  # container mode: nginx in a Docker container
+            allowed |= {"bluegreen.runtime.docker"}
+        assert graph()[module] <= allowed, (module, graph()[module] - allowed)
+
+
+def test_the_pipeline_speaks_to_the_steps_only():
+    deps = graph()["bluegreen.flow.pipeline"]
+    assert not deps & {m for m in graph() if m.startswith(("bluegreen.registry.consul",
+                                                           "bluegreen.runtime.", "bluegreen.proxy."))}
+
+
+def test_the_product_never_imports_development_code():
+    for module, deps in graph().items():
+        if module.startswith("bluegreen."):
+            assert not any(d.startswith("bluegreen_dev") for d in deps), module
