@@ -50,6 +50,14 @@ class DynamicNginx(Nginx):
             nginx_dynamic.write_atomic(self.include_path, nginx_dynamic.render_http(
                 [], self.control, self.state_file))
 
+    def start(self) -> DynamicNginx:
+        """Start, and return once all workers run (a reload right after sees them as old)."""
+        super().start()
+        ctl = self.controller()
+        wait_for(lambda: list(ctl.workers().values()) == [False] * self.workers, 10, "nginx workers",
+                 0.005)
+        return self
+
     def controller(self) -> LocalNginx:
         return LocalNginx("nginx", str(self.conf), str(self.prefix), str(self.pid_file))
 
@@ -82,6 +90,8 @@ class H(http.server.BaseHTTPRequestHandler):
 class S(http.server.ThreadingHTTPServer):
     request_queue_size = 1024
     daemon_threads = True
+    def handle_error(self, request, client_address):
+        pass  # a client gone mid-answer (nginx aborting at the end of a load run)
 S(("127.0.0.1", port), H).serve_forever()
 """
 

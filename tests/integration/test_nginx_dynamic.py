@@ -101,8 +101,18 @@ def test_a_dead_peer_is_retried_on_another(nginx, backends):
     dead = Backend("dead").start()
     dead.stop()  # its port now refuses connections
     proxy = nginx.proxy()
+    dead2 = Backend("dead2").start()
+    dead2.stop()
     proxy.apply({SVC: [Server("127.0.0.1", dead.port, 50), Server("127.0.0.1", backends["blue"].port, 50)]})
     assert [get(nginx.port) for _ in range(20)] == [(200, "blue")] * 20
+    proxy.apply({SVC: [Server("127.0.0.1", dead.port), Server("127.0.0.1", dead2.port),
+                       Server("127.0.0.1", backends["green"].port)]})
+    assert [get(nginx.port) for _ in range(20)] == [(200, "green")] * 20
+    proxy.apply({SVC: [Server("127.0.0.1", dead.port), Server("127.0.0.1", dead2.port)]})
+    log = nginx.prefix / "logs" / "error.log"
+    before = len(log.read_text())
+    assert [get(nginx.port)[0] for _ in range(4)] == [502] * 4
+    assert log.read_text()[before:].count("connect() failed") == 4 * 2  # each peer once, then 502
 
 
 BAD_SERVICES = [
@@ -267,3 +277,19 @@ def test_keepalive_clients_see_zero_errors_across_switches(nginx, backends):
     assert all(c.seen["blue"] and c.seen["green"] for c in clients)
     assert stats["requests"] > 0, out
     assert (stats["socket_errors"], stats["non_2xx"]) == (0, 0), out
+
+
+def test_a_service_without_servers_answers_502(nginx, backends):
+    dead = Backend("dead").start()
+    dead.stop()
+    proxy = nginx.proxy()
+    proxy.apply({SVC: [Server("127.0.0.1", dead.port)]})
+    assert get(nginx.port)[0] == 502  # the only peer refuses: no placeholder, no hang
+    # an upstream the state file does not name (a hand-made include): 502, never a placeholder
+    nginx_dynamic.write_atomic(nginx.include_path, nginx_dynamic.render_http(
+        [SVC, "ghost"], nginx.control, nginx.state_file))
+    (nginx.include_dir / "ghost.conf").write_text("location /ghost { proxy_pass http://ghost; }\n")
+    nginx.controller().reload()
+    assert proxy.read()["known"] == ["books-ms", "ghost"]
+    assert get(nginx.port, "/ghost")[0] == 502
+    assert "ghost" not in proxy.read()["services"]

@@ -17,7 +17,7 @@ def test_render_has_one_balanced_upstream_per_service_and_a_loopback_control_ser
     assert nd.configured_services(text) == {"books-ms", "web"}
     assert text.count("upstream ") == 2
     for name in ("books-ms", "web"):
-        assert f'upstream {name} {{\n    server 0.0.0.1:1;' in text
+        assert f'upstream {name} {{\n    server 0.0.0.1:1 down;' in text
         assert f'balance("{name}")' in text
     assert 'services = {"books-ms", "web", },' in text
     assert f'state_file = "{tmp_path}/routes.json"' in text

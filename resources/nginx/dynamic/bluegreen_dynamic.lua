@@ -236,28 +236,29 @@ local function pick(peers, tried)
     return best
 end
 
--- balancer_by_lua of the upstream named `name`.
+-- balancer_by_lua of the upstream named `name`. Without a peer set here, nginx falls back to
+-- the upstream's only server, marked down: 502 "no live upstreams".
 function M.balance(name)
     sync()
     local route = routes[name]
     if not route or #route.peers == 0 then
         ngx.log(ngx.ERR, "bluegreen: no servers for ", name)
-        return ngx.exit(502)
+        return
     end
     local ctx = ngx.ctx
     local tried = ctx.bluegreen_tried
     if tried == nil then
         tried = {}
         ctx.bluegreen_tried = tried
-        if #route.peers > 1 then balancer.set_more_tries(#route.peers - 1) end
+        -- one try per peer: the placeholder server is down, so nginx counts none for it
+        balancer.set_more_tries(#route.peers)
     end
     local peer = pick(route.peers, tried)
-    if peer == nil then return ngx.exit(502) end
+    if peer == nil then return end  -- every peer tried
     tried[peer.key] = true
     local ok, err = balancer.set_current_peer(peer.address, peer.port)
     if not ok then
         ngx.log(ngx.ERR, "bluegreen: cannot use ", peer.key, " for ", name, ": ", err)
-        return ngx.exit(502)
     end
 end
 
