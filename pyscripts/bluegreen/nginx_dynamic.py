@@ -47,7 +47,7 @@ INCLUDE_NAME = "_bluegreen-dynamic.conf"  # a service name cannot start with '_'
 MODULES_DIR = "/usr/lib/nginx/modules"
 MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so")  # Debian's, in this order
 DEFAULT_WEIGHT = 100  # a Server without a weight
-_PATH_RE = re.compile(r"/[A-Za-z0-9._/-]*")
+_PATH_RE = re.compile(r"/[A-Za-z0-9._/@+-]*")
 _SIZE_RE = re.compile(r"[1-9][0-9]{0,5}[km]")
 _HEADER_RE = re.compile(r"^# Managed by bluegreen \(dynamic mode\): services=(?P<names>\S*)$", re.M)
 
@@ -56,10 +56,10 @@ _HEADER_RE = re.compile(r"^# Managed by bluegreen \(dynamic mode\): services=(?P
 
 
 def safe_path(value: str | os.PathLike[str], what: str) -> str:
-    """An absolute path of ``[A-Za-z0-9._/-]`` without ``..``: safe inside an nginx/Lua string."""
+    """An absolute path of ``[A-Za-z0-9._/@+-]`` without ``..``: safe in an nginx/Lua string."""
     text = str(value)
     if not _PATH_RE.fullmatch(text) or "/../" in text + "/":
-        raise UsageError(f"invalid {what} {text!r}: use an absolute path of [A-Za-z0-9._/-]")
+        raise UsageError(f"invalid {what} {text!r}: use an absolute path of [A-Za-z0-9._/@+-]")
     return text
 
 
@@ -85,19 +85,22 @@ def load_module_lines(modules_dir: str = MODULES_DIR) -> str:
 
 
 def lua_dir() -> Path:
+    """Where ``bluegreen_dynamic.lua`` is in this installation."""
     return templates.resource_dir() / "nginx" / "dynamic"
 
 
 def render_http(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
-                dict_size: str = "1m") -> str:
-    """The http-level include: Lua settings, one upstream per service, the control server."""
+                dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None) -> str:
+    """The http-level include: Lua settings, one upstream per service, the control server.
+    ``lua_path``: the directory of ``bluegreen_dynamic.lua`` as nginx sees it (default
+    :func:`lua_dir`; another for an nginx in a container or on another host)."""
     names = sorted({validate.service(s) for s in services})
     if not _SIZE_RE.fullmatch(dict_size):
         raise UsageError(f"invalid shared dict size {dict_size!r}: use e.g. 1m or 512k")
     return templates.render(
         "nginx/dynamic/http.conf.j2", services=names, control_listen=control_address(control),
         control_path=CONTROL_PATH, state_file=safe_path(state_file, "state file"),
-        lua_dir=safe_path(lua_dir(), "Lua directory"), dict_size=dict_size)
+        lua_dir=safe_path(lua_path or lua_dir(), "Lua directory"), dict_size=dict_size)
 
 
 def configured_services(text: str | None) -> set[str]:
@@ -300,12 +303,13 @@ class DynamicProxy:
     def __init__(self, controller: NginxController, include_path: str | os.PathLike[str],
                  include_dir: str | os.PathLike[str], control: str,
                  state_file: str | os.PathLike[str], location: str = "/",
-                 include_file: str | None = None, dict_size: str = "1m") -> None:
+                 include_file: str | None = None, dict_size: str = "1m",
+                 lua_path: str | None = None) -> None:
         self.controller = controller
         self.include_path, self.include_dir = Path(include_path), Path(include_dir)
         self.location = validate.location(location)
         self.include_file = Path(include_file) if include_file else None
-        self.dict_size = dict_size
+        self.dict_size, self.lua_path = dict_size, lua_path
         self.client = DynamicControl(control, safe_path(state_file, "state file"))
         self.state_file = Path(state_file)
 
@@ -346,7 +350,8 @@ class DynamicProxy:
         return True
 
     def _render(self, services: Iterable[str]) -> str:
-        return render_http(services, self.client.control, self.state_file, self.dict_size)
+        return render_http(services, self.client.control, self.state_file, self.dict_size,
+                           self.lua_path)
 
     def _location(self, service: str) -> str:
         if self.include_file:

@@ -28,6 +28,12 @@ def test_render_has_one_balanced_upstream_per_service_and_a_loopback_control_ser
     assert "deny all;" in text
 
 
+def test_render_with_the_lua_module_elsewhere(tmp_path):
+    text = nd.render_http(["web"], "127.0.0.1:9000", "/var/lib/bluegreen/routes.json",
+                          lua_path="/etc/nginx/lua@2+x")
+    assert 'lua_package_path "/etc/nginx/lua@2+x/?.lua;;";' in text
+
+
 def test_render_without_services_keeps_the_control_server(tmp_path):
     text = nd.render_http([], "unix:/run/bluegreen/control.sock", tmp_path / "s.json")
     assert nd.configured_services(text) == set()
@@ -53,7 +59,8 @@ def test_other_control_addresses_are_refused(value):
 @pytest.mark.parametrize("kwargs", [
     {"services": ["Bad"]}, {"services": ["a;b"]}, {"services": ["_x"]},
     {"state_file": "relative.json"}, {"state_file": '/tmp/x".json'}, {"state_file": "/tmp/a\nb"},
-    {"dict_size": "1g"}, {"dict_size": "10"}, {"dict_size": "1m;"},
+    {"dict_size": "1g"}, {"dict_size": "10"}, {"dict_size": "1m;"}, {"lua_path": "/opt/lua;"},
+    {"lua_path": '/opt/"lua'}, {"lua_path": "/opt/../lua"},
 ])
 def test_render_refuses_unsafe_values(kwargs):
     args = {"services": ["web"], "control": "127.0.0.1:9000", "state_file": "/tmp/s.json"} | kwargs
