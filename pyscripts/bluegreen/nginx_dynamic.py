@@ -34,7 +34,7 @@ import json
 import os
 import re
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +261,11 @@ class DynamicControl:
         """:meth:`apply` for a payload from :func:`check_routes`: record it in the state file,
         POST it; on any failure the state file is restored and nothing was applied (except
         when the answer was lost, which the error says)."""
+        with state_lock(self.state_file):
+            return self._post(services)
+
+    def _post(self, services: Mapping[str, list[dict[str, Any]]]) -> int:
+        """:meth:`apply_checked` under the state file's lock."""
         previous = self.record(services)
         try:
             status, doc = self._request("POST", json.dumps({"services": services}).encode())
@@ -280,6 +285,20 @@ class DynamicControl:
         previous = _read_text(self.state_file)
         write_atomic(self.state_file, merged_state(self.state_file, services))
         return previous
+
+
+@contextlib.contextmanager
+def state_lock(state_file: Path | None) -> Iterator[None]:
+    """Serialize the processes that change one state file (``flock`` of ``<file>.lock``)."""
+    if state_file is None:
+        yield
+        return
+    import fcntl
+
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(state_file.with_name(f"{state_file.name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def merged_state(path: str | os.PathLike[str], services: Mapping[str, list[dict[str, Any]]],
@@ -328,10 +347,14 @@ class DynamicProxy:
         """Route each named service to exactly its servers, as one change; the generation.
         A POST, or a checked reload when a service is new to this nginx."""
         services = check_routes(routes)
+        with state_lock(self.state_file):
+            return self._apply(services, reload_timeout)
+
+    def _apply(self, services: Mapping[str, list[dict[str, Any]]], reload_timeout: float) -> int:
         current = self.services()
         new = set(services) - current
         if not new:
-            return self.client.apply_checked(services)
+            return self.client._post(services)
         plan = {self.include_path: self._render(current | new),
                  self.state_file: merged_state(self.state_file, services)}
         plan.update({self.include_dir / f"{s}.conf": self._location(s) for s in new})
@@ -340,13 +363,16 @@ class DynamicProxy:
 
     def remove(self, services: Iterable[str], reload_timeout: float = 10.0) -> bool:
         """Take services out of nginx (a checked reload); False if none was there."""
-        gone = {validate.service(s) for s in services} & self.services()
-        if not gone:
-            return False
-        plan: dict[Path, str | None] = {self.include_path: self._render(self.services() - gone),
-                                        self.state_file: merged_state(self.state_file, {}, gone)}
-        plan.update(dict.fromkeys((self.include_dir / f"{s}.conf" for s in gone), None))
-        self._reload(plan, reload_timeout)
+        names = {validate.service(s) for s in services}
+        with state_lock(self.state_file):
+            gone = names & self.services()
+            if not gone:
+                return False
+            plan: dict[Path, str | None] = {
+                self.include_path: self._render(self.services() - gone),
+                self.state_file: merged_state(self.state_file, {}, gone)}
+            plan.update(dict.fromkeys((self.include_dir / f"{s}.conf" for s in gone), None))
+            self._reload(plan, reload_timeout)
         return True
 
     def _render(self, services: Iterable[str]) -> str:

@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -293,3 +294,30 @@ def test_a_service_without_servers_answers_502(nginx, backends):
     assert proxy.read()["known"] == ["books-ms", "ghost"]
     assert get(nginx.port, "/ghost")[0] == 502
     assert "ghost" not in proxy.read()["services"]
+
+
+def test_concurrent_writers_keep_the_state_file_whole(nginx, backends):
+    proxy = nginx.proxy()
+    proxy.apply({SVC: [Server("127.0.0.1", backends["blue"].port)]})
+    nginx_dynamic.DynamicProxy(nginx.controller(), nginx.include_path, nginx.include_dir, nginx.control,
+                               nginx.state_file, location="/other").apply(
+        {"other": [Server("127.0.0.1", backends["blue"].port)]})
+    errors: list[BaseException] = []
+
+    def flip(service: str) -> None:
+        client = nginx_dynamic.DynamicControl(nginx.control, nginx.state_file)  # as another process
+        try:
+            for i in range(30):
+                client.apply({service: [Server("127.0.0.1", backends[("green", "blue")[i % 2]].port)]})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=flip, args=(s,)) for s in (SVC, "other")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    served = proxy.read()["services"]
+    assert nginx_dynamic.read_state(nginx.state_file) == served
+    assert {s[0]["port"] for s in served.values()} == {backends["blue"].port}
