@@ -5,7 +5,9 @@ Two private nginx on loopback, one per mode, in front of the same two tiny backe
 keep-alive connection): requests, failed requests, p50/p99 during alternating switches. Then
 the switch latency to the first response of the new color: dynamic, reload (bluegreen's: write
 the upstream file, ``nginx -t``, HUP, wait for the new workers), and a bare ``nginx -s reload``.
-Prints the figures (and JSON with ``--json FILE``). All traffic goes to 127.0.0.1.
+Prints the figures (and JSON with ``--json FILE``). All traffic goes to 127.0.0.1. The
+backends (Python, one process each) bound the throughput: compare requests per second, and
+note that during a reload the old workers still use the old color, so both backends serve.
 
     PYTHONPATH=pyscripts .venv/bin/python bench/dynamic_vs_reload.py [--switches 20]
 """
@@ -136,19 +138,21 @@ class Bench:
         wrk = subprocess.Popen(["wrk", "-t", "2", "-c", "20", "-d", "600s", "--latency",
                                 f"http://127.0.0.1:{self.ports[mode]}/"],
                                stdout=subprocess.PIPE, text=True)
+        t0 = time.perf_counter()
         time.sleep(1)
         took = self.switch_series(mode)
         time.sleep(1)
         wrk.send_signal(signal.SIGINT)
         out = wrk.communicate(timeout=60)[0]
         stats = parse_wrk(out)
-        return {"requests": stats["requests"], "errors": stats["socket_errors"] + stats["non_2xx"],
+        return {"duration_s": time.perf_counter() - t0, "requests": stats["requests"], "errors": stats["socket_errors"] + stats["non_2xx"],
                 "socket_errors": stats["socket_error_kinds"], "non_2xx": stats["non_2xx"],
                 "p50_ms": stats["p50_ms"], "p99_ms": stats["p99_ms"],
                 "switch_median_ms": statistics.median(took) * 1000}
 
     def load_python(self, mode: str, clients: int = 4) -> dict[str, Any]:
         running = [KeepAliveClient(self.ports[mode]) for _ in range(clients)]
+        t0 = time.perf_counter()
         for c in running:
             c.start()
         time.sleep(1)
@@ -156,12 +160,13 @@ class Bench:
         time.sleep(1)
         for c in running:
             c.stop()
+        duration = time.perf_counter() - t0
         latencies = [x for c in running for x in c.latencies]
         kinds: dict[str, int] = {}
         for c in running:
             for kind, n in c.error_kinds.items():
                 kinds[kind] = kinds.get(kind, 0) + n
-        return {"requests": sum(c.requests for c in running),
+        return {"duration_s": duration, "requests": sum(c.requests for c in running),
                 "errors": sum(c.errors for c in running), "error_kinds": kinds,
                 "p50_ms": pct(latencies, 0.50) * 1000, "p99_ms": pct(latencies, 0.99) * 1000,
                 "switch_median_ms": statistics.median(took) * 1000}
@@ -171,7 +176,8 @@ class Bench:
             for mode in ("reload", "dynamic"):
                 r = run(mode)
                 self.results[f"load_{tool}_{mode}"] = r
-                print(f"load {tool:6} {mode:7}: {r['requests']} requests, {r['errors']} failed "
+                print(f"load {tool:6} {mode:7}: {r['requests']} requests in {r['duration_s']:.1f} s, "
+                      f"{r['errors']} failed "
                       f"{r.get('socket_errors') or r.get('error_kinds') or ''}, p50 "
                       f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, switch median "
                       f"{r['switch_median_ms']:.1f} ms", flush=True)
@@ -205,13 +211,14 @@ class Bench:
 
 
 def table(r: dict[str, Any]) -> str:
-    lines = ["| client | mode | requests | failed | p50 | p99 | switch (under load) |",
+    lines = ["| client | mode | requests (per s) | failed | p50 | p99 | switch (under load) |",
              "|---|---|---|---|---|---|---|"]
     for tool in ("wrk", "python"):
         for mode in ("reload", "dynamic"):
             x = r[f"load_{tool}_{mode}"]
             detail = x.get("socket_errors") if tool == "wrk" else x.get("error_kinds")
-            lines.append(f"| {tool} | {mode} | {x['requests']} | {x['errors']} {detail or ''} | "
+            rate = x["requests"] / x["duration_s"]
+            lines.append(f"| {tool} | {mode} | {x['requests']} ({rate:.0f}) | {x['errors']} {detail or ''} | "
                          f"{x['p50_ms']:.1f} ms | {x['p99_ms']:.1f} ms | {x['switch_median_ms']:.1f} ms |")
     lines += ["", "| switch to the first response of the new color | median | p95 |", "|---|---|---|"]
     for name, label in (("dynamic", "dynamic: POST"), ("reload", "reload: file, nginx -t, HUP, new workers"),
