@@ -21,8 +21,9 @@ Control protocol (``CONTROL_PATH`` on the control listener):
   ``{"error": ...}`` for any invalid payload (unknown service or key, bad value, malformed
   JSON), and nothing changes; 503 when the change lock stays held 5 s.
 - ``GET``: 200 ``{"generation": G, "services": {...}, "known": [NAME...],
-  "workers": [{"id", "pid", "generation"}...]}``: each worker's generation is the one it
-  routes with (a worker checks the generation on every request and every second).
+  "workers": [{"id", "pid", "generation"}...], "active": {"ADDRESS:PORT": N}}``: each
+  worker's generation is the one it routes with (a worker checks the generation on every
+  request and every second); ``active`` counts the requests in flight per peer (draining).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import os
 import re
 import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -251,7 +253,19 @@ class DynamicControl:
         if status != 200:
             raise OperationFailed(f"nginx control endpoint {self.where}: {status} {doc.get('error')}")
         doc["known"] = list(doc.get("known") or [])  # Lua's cjson writes an empty list as {}
+        doc["active"] = dict(doc.get("active") or {})
         return doc
+
+    def drain(self, servers: Iterable[Server], timeout: float) -> bool:
+        """Wait until no request is in flight to any of ``servers`` (once routed away from
+        them); False if some still are after ``timeout`` seconds."""
+        keys = {f"{_ipv4(s.address, s.port)}:{validate.port(s.port)}" for s in servers}
+        deadline = time.monotonic() + timeout
+        while keys & set(self.read()["active"]):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def apply(self, routes: Mapping[str, Sequence[Server]]) -> int:
         """Route each named service to exactly its servers, in one change; the generation."""

@@ -73,11 +73,13 @@ class DynamicNginx(Nginx):
 
 
 _BACKEND = """
-import http.server, sys
-name, port = sys.argv[1].encode(), int(sys.argv[2])
+import http.server, os, sys, time
+name, port, gate = sys.argv[1].encode(), int(sys.argv[2]), sys.argv[3]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        while self.path == "/hold" and not os.path.exists(gate):
+            time.sleep(0.005)
         self.send_response(200)
         self.send_header("Content-Length", str(len(name)))
         self.end_headers()
@@ -98,15 +100,18 @@ S(("127.0.0.1", port), H).serve_forever()
 
 @dataclass
 class Backend:
-    """A tiny HTTP server on 127.0.0.1 (its own process) answering every GET and POST with its name."""
+    """A tiny HTTP server on 127.0.0.1 (its own process) answering every GET and POST with its
+    name; ``GET /hold`` answers only once the file ``gate`` exists."""
 
     name: str
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    gate: str = "/nonexistent"
 
     def start(self) -> Backend:
         self.port = self.port or free_port()
-        self.proc = subprocess.Popen([sys.executable, "-c", _BACKEND, self.name, str(self.port)])
+        self.proc = subprocess.Popen([sys.executable, "-c", _BACKEND, self.name, str(self.port),
+                                      self.gate])
 
         def up() -> bool:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1):

@@ -321,3 +321,26 @@ def test_concurrent_writers_keep_the_state_file_whole(nginx, backends):
     served = proxy.read()["services"]
     assert nginx_dynamic.read_state(nginx.state_file) == served
     assert {s[0]["port"] for s in served.values()} == {backends["blue"].port}
+
+
+def test_drain_waits_for_the_requests_in_flight_to_the_old_color(nginx, backends, tmp_path):
+    gate = tmp_path / "gate"
+    slow = Backend("slow", gate=str(gate)).start()
+    try:
+        proxy = nginx.proxy()
+        old = [Server("127.0.0.1", slow.port)]
+        proxy.apply({SVC: old})
+        held: list[tuple[int, str]] = []
+        request = threading.Thread(target=lambda: held.append(get(nginx.port, "/hold")))
+        request.start()
+        wait_for(lambda: proxy.read()["active"] == {f"127.0.0.1:{slow.port}": 1}, 10, "in flight")
+        proxy.apply(route(backends, green=100))
+        assert get(nginx.port) == (200, "green")
+        assert not proxy.client.drain(old, timeout=0)  # still held by the old color
+        gate.touch()
+        assert proxy.client.drain(old, timeout=30)
+        request.join(10)
+        assert held == [(200, "slow")]  # finished on the old color, untouched by the switch
+        assert proxy.read()["active"] == {}
+    finally:
+        slow.stop()

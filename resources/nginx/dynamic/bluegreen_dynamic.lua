@@ -3,7 +3,8 @@
 --
 -- Shared dict keys: "state" = JSON {"generation": G, "services": {name: [server, ...]}},
 -- "generation" = G (read on every request to notice a change), "lock" (writers),
--- "worker:<id>" = JSON {"pid", "generation"} (what each worker really uses).
+-- "worker:<id>" = JSON {"pid", "generation"} (what each worker really uses),
+-- "active:<address>:<port>" = requests in flight to that peer (for draining).
 -- A server is {"address": IPv4, "port": 1-65535, "weight": 0-100}.
 
 local cjson = require "cjson.safe"
@@ -259,6 +260,20 @@ function M.balance(name)
     local ok, err = balancer.set_current_peer(peer.address, peer.port)
     if not ok then
         ngx.log(ngx.ERR, "bluegreen: cannot use ", peer.key, " for ", name, ": ", err)
+        return
+    end
+    local dict = ngx.shared[DICT]
+    if ctx.bluegreen_peer then dict:incr("active:" .. ctx.bluegreen_peer, -1, 0) end
+    dict:incr("active:" .. peer.key, 1, 0)
+    ctx.bluegreen_peer = peer.key
+end
+
+-- log_by_lua (http level): the request no longer uses its peer.
+function M.log()
+    local key = ngx.ctx.bluegreen_peer
+    if key then
+        ngx.shared[DICT]:incr("active:" .. key, -1, 0)
+        ngx.ctx.bluegreen_peer = nil
     end
 end
 
@@ -284,7 +299,15 @@ local function snapshot()
     local names = {}
     for name in pairs(known) do names[#names + 1] = name end
     table.sort(names)
-    return { generation = st.generation, services = st.services, known = names, workers = workers }
+    local active = {}
+    for _, key in ipairs(dict:get_keys(0)) do
+        if key:sub(1, 7) == "active:" then
+            local n = dict:get(key)
+            if n and n > 0 then active[key:sub(8)] = n end
+        end
+    end
+    return { generation = st.generation, services = st.services, known = names, workers = workers,
+             active = active }
 end
 
 local function post()
