@@ -158,6 +158,8 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
         return {}
     except (OSError, ValueError) as exc:
         raise OperationFailed(f"cannot read the state file {path}: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("services", {}), dict):
+        raise OperationFailed(f"cannot read the state file {path}: not a bluegreen state file")
     return dict(doc.get("services") or {})
 
 

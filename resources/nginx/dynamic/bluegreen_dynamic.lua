@@ -212,7 +212,6 @@ function M.init(opts)
     end
     local ok, serr = store(dict, { generation = (prev.generation or 0) + 1, services = services })
     if not ok then error("bluegreen: " .. serr) end
-    dict:delete("lock")
 end
 
 function M.init_worker()
