@@ -1,0 +1,434 @@
+"""nginx without reloads: each service's servers live in a Lua shared dict, set by a POST.
+
+nginx (Debian's, with ``libnginx-mod-http-lua`` and ``lua-cjson``) includes one generated file
+in ``http {}`` (:func:`render_http`): per service an ``upstream`` whose ``balancer_by_lua``
+picks a peer per request (smooth weighted round robin, retrying another peer on a connection
+failure), and a control server on loopback or a unix socket (``resources/nginx/dynamic/``).
+
+The public surface:
+
+- :class:`DynamicControl` posts the full routes of one or more services in one request, all
+  applied or none, and reads what nginx serves. It records the routes in a JSON state file
+  first (atomically), from which nginx restores them when it (re)starts.
+- :class:`DynamicProxy` adds that a service new to nginx (or removed from it) is a config
+  change: render, ``nginx -t``, reload, restore on failure. Everything else is a POST.
+
+Control protocol (``CONTROL_PATH`` on the control listener):
+
+- ``POST {"services": {NAME: [{"address": IPv4, "port": 1-65535, "weight": 0-100}, ...]}}``:
+  every named service gets exactly these servers (at least one with weight > 0); services
+  not named keep theirs. 200 ``{"generation": G, "services": <applied>}``; 400
+  ``{"error": ...}`` for any invalid payload (unknown service or key, bad value, malformed
+  JSON), and nothing changes; 503 when the change lock stays held 5 s.
+- ``GET``: 200 ``{"generation": G, "services": {...}, "known": [NAME...],
+  "workers": [{"id", "pid", "generation"}...], "active": {"ADDRESS:PORT": N}}``: each
+  worker's generation is the one it routes with (a worker checks the generation on every
+  request and every second); ``active`` counts the requests in flight per peer (draining).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bluegreen import templates, validate
+from bluegreen.errors import OperationFailed, Unreachable, UsageError
+from bluegreen.proxy import NginxController, Server
+
+CONTROL_PATH = "/bluegreen/routes"
+INCLUDE_NAME = "_bluegreen-dynamic.conf"  # a service name cannot start with '_'
+MODULES_DIR = "/usr/lib/nginx/modules"
+MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so")  # Debian's, in this order
+DEFAULT_WEIGHT = 100  # a Server without a weight
+_PATH_RE = re.compile(r"/[A-Za-z0-9._/@+-]*")
+_SIZE_RE = re.compile(r"[1-9][0-9]{0,5}[km]")
+_HEADER_RE = re.compile(r"^# Managed by bluegreen \(dynamic mode\): services=(?P<names>\S*)$", re.M)
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def safe_path(value: str | os.PathLike[str], what: str) -> str:
+    """An absolute path of ``[A-Za-z0-9._/@+-]`` without ``..``: safe in an nginx/Lua string."""
+    text = str(value)
+    if not _PATH_RE.fullmatch(text) or "/../" in text + "/":
+        raise UsageError(f"invalid {what} {text!r}: use an absolute path of [A-Za-z0-9._/@+-]")
+    return text
+
+
+def control_address(value: str) -> str:
+    """``127.x.y.z:PORT`` or ``unix:/absolute/path``: the only places a control server listens."""
+    if value.startswith("unix:"):
+        return "unix:" + safe_path(value[5:], "control socket")
+    host, _, port = value.rpartition(":")
+    try:
+        loopback = ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise UsageError(f"invalid control address {value!r}: use 127.0.0.1:PORT or unix:/path")
+    return f"{host}:{validate.port(port, 'control port')}"
+
+
+def load_module_lines(modules_dir: str = MODULES_DIR) -> str:
+    """The main-context directives that load the Lua module (Debian's ``/etc/nginx/nginx.conf``
+    does it through ``modules-enabled``; a private ``nginx.conf`` needs these)."""
+    base = safe_path(modules_dir, "modules directory")
+    return "".join(f"load_module {base}/{name};\n" for name in MODULES)
+
+
+def lua_dir() -> Path:
+    """Where ``bluegreen_dynamic.lua`` is in this installation."""
+    return templates.resource_dir() / "nginx" / "dynamic"
+
+
+def render_http(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
+                dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None) -> str:
+    """The http-level include: Lua settings, one upstream per service, the control server.
+    ``lua_path``: the directory of ``bluegreen_dynamic.lua`` as nginx sees it (default
+    :func:`lua_dir`; another for an nginx in a container or on another host)."""
+    names = sorted({validate.service(s) for s in services})
+    if not _SIZE_RE.fullmatch(dict_size):
+        raise UsageError(f"invalid shared dict size {dict_size!r}: use e.g. 1m or 512k")
+    return templates.render(
+        "nginx/dynamic/http.conf.j2", services=names, control_listen=control_address(control),
+        control_path=CONTROL_PATH, state_file=safe_path(state_file, "state file"),
+        lua_dir=safe_path(lua_path or lua_dir(), "Lua directory"), dict_size=dict_size)
+
+
+def configured_services(text: str | None) -> set[str]:
+    """The services of a rendered include (its header line)."""
+    m = _HEADER_RE.search(text or "")
+    return {n for n in m.group("names").split(",") if n} if m else set()
+
+
+# -- routes and the state file -------------------------------------------------------------
+
+
+def _ipv4(address: str, port: int) -> str:
+    validate.host(address)
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.IPv4Address(address))
+    if address.startswith("["):
+        raise UsageError(f"invalid address {address!r}: the dynamic mode routes to IPv4 only")
+    try:
+        infos = socket.getaddrinfo(address, port, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise OperationFailed(f"cannot resolve {address}: {exc}") from exc
+    return str(infos[0][4][0])
+
+
+def check_routes(routes: Mapping[str, Sequence[Server]]) -> dict[str, list[dict[str, Any]]]:
+    """The POST payload's ``services``: validated, host names resolved to IPv4 (nginx's
+    balancer takes addresses only). A server without a weight gets ``DEFAULT_WEIGHT``."""
+    if not routes:
+        raise UsageError("no service to route")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for service, servers in routes.items():
+        validate.service(service)
+        entries, seen = [], set()
+        for s in servers:
+            port = validate.port(s.port)
+            weight = DEFAULT_WEIGHT if s.weight is None else validate.weight(s.weight)
+            address = _ipv4(s.address, port)
+            if (address, port) in seen:
+                raise UsageError(f"{service}: server {address}:{port} listed twice")
+            seen.add((address, port))
+            entries.append({"address": address, "port": port, "weight": weight})
+        if not any(e["weight"] > 0 for e in entries):
+            raise UsageError(f"{service}: no server with a weight above 0")
+        out[service] = entries
+    return out
+
+
+def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """The routes recorded in a state file (empty when there is none)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise OperationFailed(f"cannot read the state file {path}: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("services", {}), dict):
+        raise OperationFailed(f"cannot read the state file {path}: not a bluegreen state file")
+    return dict(doc.get("services") or {})
+
+
+def write_atomic(path: str | os.PathLike[str], text: str | None) -> None:
+    """Write (or, with None, remove) a file by temp file + fsync + rename."""
+    path = Path(path)
+    if text is None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _state_text(services: Mapping[str, list[dict[str, Any]]]) -> str:
+    return json.dumps({"services": dict(sorted(services.items()))}, indent=1) + "\n"
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+# -- the control client ---------------------------------------------------------------------
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class DynamicControl:
+    """Client of one nginx's control endpoint (``127.0.0.1:PORT`` or ``unix:/path``)."""
+
+    def __init__(self, control: str, state_file: str | os.PathLike[str] | None = None,
+                 timeout: float = 5.0) -> None:
+        self.control = control_address(control)
+        self.state_file = Path(state_file) if state_file else None
+        self.timeout = timeout
+        self.where = f"{self.control}{CONTROL_PATH}"
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.control.startswith("unix:"):
+            return _UnixConnection(self.control[5:], self.timeout)
+        host, _, port = self.control.rpartition(":")
+        return http.client.HTTPConnection(host, int(port), timeout=self.timeout)
+
+    def _request(self, method: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
+        conn = self._connection()
+        try:
+            try:
+                conn.connect()
+            except OSError as exc:
+                raise Unreachable("nginx control endpoint", self.where,
+                                  exc.strerror or type(exc).__name__) from exc
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            conn.request(method, CONTROL_PATH, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise OperationFailed(f"nginx control endpoint {self.where}: {type(exc).__name__} "
+                                  f"{exc} (the change may have been applied)") from exc
+        finally:
+            conn.close()
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            raise OperationFailed(f"nginx control endpoint {self.where} answered "
+                                  f"{resp.status} without JSON") from None
+        return resp.status, doc
+
+    def read(self) -> dict[str, Any]:
+        """What nginx serves: ``generation``, ``services``, ``known``, ``workers``."""
+        status, doc = self._request("GET")
+        if status != 200:
+            raise OperationFailed(f"nginx control endpoint {self.where}: {status} {doc.get('error')}")
+        doc["known"] = list(doc.get("known") or [])  # Lua's cjson writes an empty list as {}
+        doc["active"] = dict(doc.get("active") or {})
+        return doc
+
+    def drain(self, servers: Iterable[Server], timeout: float) -> bool:
+        """Wait until no request is in flight to any of ``servers`` (once routed away from
+        them); False if some still are after ``timeout`` seconds."""
+        keys = {f"{_ipv4(s.address, s.port)}:{validate.port(s.port)}" for s in servers}
+        deadline = time.monotonic() + timeout
+        while keys & set(self.read()["active"]):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def apply(self, routes: Mapping[str, Sequence[Server]]) -> int:
+        """Route each named service to exactly its servers, in one change; the generation."""
+        return self.apply_checked(check_routes(routes))
+
+    def apply_checked(self, services: Mapping[str, list[dict[str, Any]]]) -> int:
+        """:meth:`apply` for a payload from :func:`check_routes`: record it in the state file,
+        POST it; on any failure the state file is restored and nothing was applied (except
+        when the answer was lost, which the error says)."""
+        with state_lock(self.state_file):
+            return self._post(services)
+
+    def _post(self, services: Mapping[str, list[dict[str, Any]]]) -> int:
+        """:meth:`apply_checked` under the state file's lock."""
+        previous = self.record(services)
+        try:
+            status, doc = self._request("POST", json.dumps({"services": services}).encode())
+            if status != 200:
+                raise OperationFailed(f"nginx at {self.where} refused the routes ({status}): "
+                                      f"{str(doc.get('error'))[:300]}")
+            return int(doc["generation"])
+        except BaseException:
+            if self.state_file:
+                write_atomic(self.state_file, previous)
+            raise
+
+    def record(self, services: Mapping[str, list[dict[str, Any]]]) -> str | None:
+        """Merge ``services`` into the state file; its previous text."""
+        if not self.state_file:
+            return None
+        previous = _read_text(self.state_file)
+        write_atomic(self.state_file, merged_state(self.state_file, services))
+        return previous
+
+
+@contextlib.contextmanager
+def state_lock(state_file: Path | None) -> Iterator[None]:
+    """Serialize the processes that change one state file (``flock`` of ``<file>.lock``)."""
+    if state_file is None:
+        yield
+        return
+    import fcntl
+
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(state_file.with_name(f"{state_file.name}.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def merged_state(path: str | os.PathLike[str], services: Mapping[str, list[dict[str, Any]]],
+                 drop: Iterable[str] = ()) -> str:
+    """The text of state file ``path`` with ``services`` set and ``drop`` removed."""
+    state = read_state(path)
+    state.update(services)
+    for name in drop:
+        state.pop(name, None)
+    return _state_text(state)
+
+
+# -- the proxy: POST, or reload when the set of services changes ------------------------------
+
+
+class DynamicProxy:
+    """An nginx in dynamic mode: ``include_path`` (in ``http {}``) holds the upstreams and the
+    control server; ``include_dir/<service>.conf`` (in ``server {}``) the locations, as in the
+    reload mode."""
+
+    def __init__(self, controller: NginxController, include_path: str | os.PathLike[str],
+                 include_dir: str | os.PathLike[str], control: str,
+                 state_file: str | os.PathLike[str], location: str = "/",
+                 include_file: str | None = None, dict_size: str = "1m",
+                 lua_path: str | None = None) -> None:
+        self.controller = controller
+        self.include_path, self.include_dir = Path(include_path), Path(include_dir)
+        self.location = validate.location(location)
+        self.include_file = Path(include_file) if include_file else None
+        self.dict_size, self.lua_path = dict_size, lua_path
+        self.client = DynamicControl(control, safe_path(state_file, "state file"))
+        self.state_file = Path(state_file)
+
+    def services(self) -> set[str]:
+        """The services nginx's configuration has an upstream for."""
+        return configured_services(_read_text(self.include_path))
+
+    def read(self) -> dict[str, Any]:
+        return self.client.read()
+
+    def serving(self, service: str) -> list[dict[str, Any]]:
+        """The servers nginx routes ``service`` to now (empty when none)."""
+        return list(self.read()["services"].get(validate.service(service)) or [])
+
+    def apply(self, routes: Mapping[str, Sequence[Server]], reload_timeout: float = 10.0) -> int:
+        """Route each named service to exactly its servers, as one change; the generation.
+        A POST, or a checked reload when a service is new to this nginx."""
+        services = check_routes(routes)
+        with state_lock(self.state_file):
+            return self._apply(services, reload_timeout)
+
+    def _apply(self, services: Mapping[str, list[dict[str, Any]]], reload_timeout: float) -> int:
+        current = self.services()
+        new = set(services) - current
+        if not new:
+            return self.client._post(services)
+        plan = {self.include_path: self._render(current | new),
+                 self.state_file: merged_state(self.state_file, services)}
+        plan.update({self.include_dir / f"{s}.conf": self._location(s) for s in new})
+        self._reload(plan, reload_timeout)  # nginx loads the state file as it starts workers
+        return int(self.read()["generation"])
+
+    def remove(self, services: Iterable[str], reload_timeout: float = 10.0) -> bool:
+        """Take services out of nginx (a checked reload); False if none was there."""
+        names = {validate.service(s) for s in services}
+        with state_lock(self.state_file):
+            gone = names & self.services()
+            if not gone:
+                return False
+            plan: dict[Path, str | None] = {
+                self.include_path: self._render(self.services() - gone),
+                self.state_file: merged_state(self.state_file, {}, gone)}
+            plan.update(dict.fromkeys((self.include_dir / f"{s}.conf" for s in gone), None))
+            self._reload(plan, reload_timeout)
+        return True
+
+    def _render(self, services: Iterable[str]) -> str:
+        return render_http(services, self.client.control, self.state_file, self.dict_size,
+                           self.lua_path)
+
+    def _location(self, service: str) -> str:
+        if self.include_file:
+            try:
+                return self.include_file.read_text()
+            except OSError as exc:
+                raise UsageError(f"cannot read include file {self.include_file}: "
+                                 f"{exc.strerror}") from exc
+        return templates.render("nginx/include.conf.j2", service=service, location=self.location)
+
+    def _reload(self, plan: Mapping[Path, str | None], timeout: float) -> None:
+        """Write, ``nginx -t``, reload; restore the files (and reload again) on any failure."""
+        self.controller.ping()
+        backup = {p: _read_text(p) for p in plan}
+        reloading = False
+        try:
+            for path, text in plan.items():
+                write_atomic(path, text)
+            ok, output = self.controller.test()
+            if not ok:
+                raise OperationFailed(f"nginx rejected the configuration: {_first_error(output)}")
+            reloading = True
+            self.controller.reload(timeout)
+        except BaseException:
+            for path, text in backup.items():
+                write_atomic(path, text)
+            if reloading:
+                with contextlib.suppress(Exception):
+                    if self.controller.test()[0]:
+                        self.controller.reload(timeout)
+            raise
+
+
+def _first_error(output: str) -> str:
+    for line in output.splitlines():
+        if "[emerg]" in line or "[error]" in line or "failed" in line:
+            return line.strip()[:300]
+    return (output.strip().splitlines() or ["nginx -t failed"])[0][:300]

@@ -1,0 +1,188 @@
+"""A private nginx in dynamic mode on loopback, for the tests and the benchmark."""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bluegreen import nginx_dynamic
+from bluegreen.proxy import LocalNginx
+from bluegreen.sandbox import Nginx, free_port, wait_for
+
+
+@dataclass
+class DynamicNginx(Nginx):
+    """:class:`bluegreen.sandbox.Nginx` that loads the Lua module and has a control port."""
+
+    control_port: int = 0
+    control_unix: bool = False  # the control server on ``<prefix>/control.sock`` instead
+
+    @property
+    def control(self) -> str:
+        if self.control_unix:
+            return f"unix:{self.prefix / 'control.sock'}"
+        return f"127.0.0.1:{self.control_port}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.prefix / "state" / "routes.json"
+
+    @property
+    def include_path(self) -> Path:
+        return self.upstream_dir / nginx_dynamic.INCLUDE_NAME
+
+    def write_conf(self, daemon: bool) -> None:
+        super().write_conf(daemon)
+        self.control_port = self.control_port or free_port()
+        self.conf.write_text(nginx_dynamic.load_module_lines() + self.conf.read_text())
+        if not self.include_path.exists():  # the control server, before any service
+            nginx_dynamic.write_atomic(self.include_path, nginx_dynamic.render_http(
+                [], self.control, self.state_file))
+
+    def start(self) -> DynamicNginx:
+        """Start, and return once all workers run (a reload right after sees them as old)."""
+        super().start()
+        ctl = self.controller()
+        wait_for(lambda: list(ctl.workers().values()) == [False] * self.workers, 10, "nginx workers",
+                 0.005)
+        return self
+
+    def controller(self) -> LocalNginx:
+        return LocalNginx("nginx", str(self.conf), str(self.prefix), str(self.pid_file))
+
+    def proxy(self, location: str = "/") -> nginx_dynamic.DynamicProxy:
+        return nginx_dynamic.DynamicProxy(self.controller(), self.include_path, self.include_dir,
+                                          self.control, self.state_file, location)
+
+    def kill(self) -> None:
+        """Stop nginx at once (SIGTERM: fast shutdown), and wait until it is gone."""
+        pid = int(self.pid_file.read_text())
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "nginx exit", 0.01)
+
+
+_BACKEND = """
+import http.server, os, sys, time
+name, port, gate = sys.argv[1].encode(), int(sys.argv[2]), sys.argv[3]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        while self.path == "/hold" and not os.path.exists(gate):
+            time.sleep(0.005)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(name)))
+        self.end_headers()
+        self.wfile.write(name)
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.do_GET()
+    def log_message(self, *args):
+        pass
+class S(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+    daemon_threads = True
+    def handle_error(self, request, client_address):
+        pass  # a client gone mid-answer (nginx aborting at the end of a load run)
+S(("127.0.0.1", port), H).serve_forever()
+"""
+
+
+@dataclass
+class Backend:
+    """A tiny HTTP server on 127.0.0.1 (its own process) answering every GET and POST with its
+    name; ``GET /hold`` answers only once the file ``gate`` exists."""
+
+    name: str
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    gate: str = "/nonexistent"
+
+    def start(self) -> Backend:
+        self.port = self.port or free_port()
+        self.proc = subprocess.Popen([sys.executable, "-c", _BACKEND, self.name, str(self.port),
+                                      self.gate])
+
+        def up() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+
+        wait_for(up, 10, f"backend {self.name}", 0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class KeepAliveClient(threading.Thread):
+    """GETs in a loop on ONE persistent connection, never retrying: every failed request is
+    counted (and the connection reopened). ``seen`` counts responses by body."""
+
+    def __init__(self, port: int, path: str = "/") -> None:
+        super().__init__(daemon=True)
+        self.port, self.path = port, path
+        self.requests = self.errors = 0
+        self.seen: collections.Counter[str] = collections.Counter()
+        self.latencies: list[float] = []
+        self.error_kinds: collections.Counter[str] = collections.Counter()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        while not self._halt.is_set():
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", self.path)
+                resp = conn.getresponse()
+                body = resp.read().decode(errors="replace")
+                if resp.status != 200:
+                    raise http.client.HTTPException(f"status {resp.status}")
+                self.seen[body] += 1
+            except (OSError, http.client.HTTPException) as exc:
+                self.errors += 1
+                self.error_kinds[type(exc).__name__] += 1
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.latencies.append(time.perf_counter() - t0)
+            self.requests += 1
+        conn.close()
+
+    def wait_requests(self, n: int, timeout: float = 30.0) -> None:
+        """Wait until this client has made ``n`` more requests."""
+        target = self.requests + n
+        wait_for(lambda: self.requests >= target, timeout, f"{n} client requests", 0.001)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(15)
+
+
+_WRK_ERRORS_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    """Requests, socket errors (by kind), non-2xx/3xx and latency percentiles of ``wrk --latency``."""
+    m = _WRK_ERRORS_RE.search(out)
+    counts = [int(g) for g in m.groups()] if m else [0, 0, 0, 0]
+    kinds = dict(zip(("connect", "read", "write", "timeout"), counts, strict=True))
+    requests = re.search(r"(\d+) requests in", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    pct = {}
+    for p, value, unit in re.findall(r"^\s+(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)$", out, re.M):
+        pct[p] = float(value) * _UNIT_MS[unit]
+    return {"requests": int(requests.group(1)) if requests else 0, "socket_errors": sum(counts),
+            "socket_error_kinds": kinds, "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+            "p50_ms": pct.get("50"), "p99_ms": pct.get("99")}

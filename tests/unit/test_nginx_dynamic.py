@@ -1,0 +1,127 @@
+"""Rendering and validation of the dynamic nginx mode (no nginx needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bluegreen import nginx_dynamic as nd
+from bluegreen.errors import Unreachable, UsageError
+from bluegreen.proxy import Server
+from bluegreen.sandbox import free_port
+
+
+def test_render_has_one_balanced_upstream_per_service_and_a_loopback_control_server(tmp_path):
+    text = nd.render_http(["web", "books-ms", "web"], "127.0.0.1:9000", tmp_path / "routes.json")
+    assert nd.configured_services(text) == {"books-ms", "web"}
+    assert text.count("upstream ") == 2
+    for name in ("books-ms", "web"):
+        assert f'upstream {name} {{\n    server 0.0.0.1:1 down;' in text
+        assert f'balance("{name}")' in text
+    assert 'services = {"books-ms", "web", },' in text
+    assert f'state_file = "{tmp_path}/routes.json"' in text
+    assert f'lua_package_path "{nd.lua_dir()}/?.lua;;";' in text
+    assert "lua_shared_dict bluegreen 1m;" in text
+    assert text.count("listen ") == 1 and "listen 127.0.0.1:9000;" in text
+    assert f"location = {nd.CONTROL_PATH} {{" in text
+    assert "deny all;" in text
+
+
+def test_render_with_the_lua_module_elsewhere(tmp_path):
+    text = nd.render_http(["web"], "127.0.0.1:9000", "/var/lib/bluegreen/routes.json",
+                          lua_path="/etc/nginx/lua@2+x")
+    assert 'lua_package_path "/etc/nginx/lua@2+x/?.lua;;";' in text
+
+
+def test_render_without_services_keeps_the_control_server(tmp_path):
+    text = nd.render_http([], "unix:/run/bluegreen/control.sock", tmp_path / "s.json")
+    assert nd.configured_services(text) == set()
+    assert "upstream" not in text and "listen unix:/run/bluegreen/control.sock;" in text
+    assert nd.configured_services(None) == set()
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:8081", "127.9.9.9:1", "unix:/tmp/bg.sock"])
+def test_control_addresses_on_loopback_or_a_socket(value):
+    assert nd.control_address(value) == value
+
+
+@pytest.mark.parametrize("value", [
+    "0.0.0.0:8081", "10.0.0.1:8081", "localhost:8081", "[::1]:8081", "127.0.0.1:0",
+    "127.0.0.1:65536", "127.0.0.1", "127.0.0.1:80;", "unix:relative.sock", "unix:/tmp/a b",
+    "unix:/tmp/../etc/x", 'unix:/tmp/x";', "",
+])
+def test_other_control_addresses_are_refused(value):
+    with pytest.raises(UsageError):
+        nd.control_address(value)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"services": ["Bad"]}, {"services": ["a;b"]}, {"services": ["_x"]},
+    {"state_file": "relative.json"}, {"state_file": '/tmp/x".json'}, {"state_file": "/tmp/a\nb"},
+    {"dict_size": "1g"}, {"dict_size": "10"}, {"dict_size": "1m;"}, {"lua_path": "/opt/lua;"},
+    {"lua_path": '/opt/"lua'}, {"lua_path": "/opt/../lua"},
+])
+def test_render_refuses_unsafe_values(kwargs):
+    args = {"services": ["web"], "control": "127.0.0.1:9000", "state_file": "/tmp/s.json"} | kwargs
+    with pytest.raises(UsageError):
+        nd.render_http(**args)
+
+
+def test_load_module_lines_use_absolute_paths():
+    assert nd.load_module_lines() == ("load_module /usr/lib/nginx/modules/ndk_http_module.so;\n"
+                                      "load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;\n")
+
+
+def test_check_routes_gives_the_payload():
+    routes = {"web": [Server("127.0.0.1", 8080, 30), Server("localhost", 8081, 70)],
+              "api": [Server("10.0.0.5", 80)]}
+    assert nd.check_routes(routes) == {
+        "web": [{"address": "127.0.0.1", "port": 8080, "weight": 30},
+                {"address": "127.0.0.1", "port": 8081, "weight": 70}],  # resolved: IPv4 only
+        "api": [{"address": "10.0.0.5", "port": 80, "weight": nd.DEFAULT_WEIGHT}],
+    }
+    # a weight of 0 is allowed beside a live server (stepped weights)
+    assert nd.check_routes({"web": [Server("127.0.0.1", 1, 0), Server("127.0.0.1", 2, 100)]})
+
+
+@pytest.mark.parametrize("routes", [
+    {}, {"web": []}, {"Web": [Server("127.0.0.1", 80)]}, {"../x": [Server("127.0.0.1", 80)]},
+    {"web": [Server("127.0.0.1;", 80)]}, {"web": [Server("127.0.0.1}", 80)]},
+    {"web": [Server("127.0.0.1 backup", 80)]}, {"web": [Server("[::1]", 80)]},
+    {"web": [Server("127.0.0.1", 0)]}, {"web": [Server("127.0.0.1", 65536)]},
+    {"web": [Server("127.0.0.1", 80, 101)]}, {"web": [Server("127.0.0.1", 80, -1)]},
+    {"web": [Server("127.0.0.1", 80, 0)]}, {"web": [Server("127.0.0.1", 80)] * 2},
+])
+def test_check_routes_refuses(routes):
+    with pytest.raises(UsageError):
+        nd.check_routes(routes)
+
+
+def test_state_file_merges_and_is_written_atomically(tmp_path):
+    path = tmp_path / "state" / "routes.json"
+    assert nd.read_state(path) == {}
+    web = nd.check_routes({"web": [Server("127.0.0.1", 8080)]})
+    nd.write_atomic(path, nd.merged_state(path, web))
+    api = nd.check_routes({"api": [Server("127.0.0.1", 9090, 5)]})
+    nd.write_atomic(path, nd.merged_state(path, api))
+    assert nd.read_state(path) == web | api
+    assert json.loads(path.read_text()) == {"services": api | web}
+    nd.write_atomic(path, nd.merged_state(path, {}, drop=["web"]))
+    assert nd.read_state(path) == api
+    assert [p.name for p in path.parent.iterdir()] == ["routes.json"]  # no temp file left
+    nd.write_atomic(path, None)
+    assert not path.exists()
+
+
+def test_a_refused_or_unreachable_apply_leaves_the_state_file(tmp_path):
+    path = tmp_path / "routes.json"
+    path.write_text('{"services": {}}\n')
+    client = nd.DynamicControl(f"127.0.0.1:{free_port()}", path, timeout=2)  # nothing listens
+    with pytest.raises(UsageError):
+        client.apply({"web": [Server("127.0.0.1", 0)]})
+    with pytest.raises(Unreachable, match="nginx control endpoint"):
+        client.apply({"web": [Server("127.0.0.1", 8080)]})
+    assert path.read_text() == '{"services": {}}\n'
+    with pytest.raises(Unreachable):
+        client.read()
