@@ -29,9 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bluegreen.proxy import LocalNginx, Proxy, Server
-from bluegreen.sandbox import Nginx
-from bluegreen.sandbox_dynamic import Backend, DynamicNginx, KeepAliveClient, parse_wrk
+from bluegreen.model import Route, Server
+from bluegreen.proxy.nginx import LocalNginx, NginxProxy
+from bluegreen_dev.dynamic_nginx import Backend, DynamicNginx, KeepAliveClient, parse_wrk
+from bluegreen_dev.sandbox import Nginx
 
 SVC = "books-ms"
 COLORS = ("blue", "green")
@@ -89,10 +90,10 @@ class Bench:
         self.switches, self.interval = switches, interval
         self.backends = {c: Backend(c).start() for c in COLORS}
         self.reload_nginx = Nginx(root / "reload").start()
-        self.reload_proxy = Proxy(LocalNginx("nginx", str(self.reload_nginx.conf),
+        self.reload_proxy = NginxProxy(LocalNginx("nginx", str(self.reload_nginx.conf),
                                              str(self.reload_nginx.prefix),
                                              str(self.reload_nginx.pid_file)),
-                                  self.reload_nginx.upstream_dir, self.reload_nginx.include_dir)
+                                       self.reload_nginx.upstream_dir, self.reload_nginx.include_dir)
         self.dyn_nginx = DynamicNginx(root / "dynamic").start()
         self.dyn_proxy = self.dyn_nginx.proxy()
         self.ports = {"reload": self.reload_nginx.port, "dynamic": self.dyn_nginx.port}
@@ -105,15 +106,18 @@ class Bench:
     def server(self, color: str) -> list[Server]:
         return [Server("127.0.0.1", self.backends[color].port)]
 
+    def route(self, color: str) -> list[Route]:
+        return [Route(SVC, color, tuple(self.server(color)))]
+
     def reload_switch(self, color: str) -> None:
-        self.reload_proxy.apply(self.reload_proxy.render(SVC, color, self.server(color)))
+        self.reload_proxy.apply(self.route(color))
 
     def dynamic_switch(self, color: str) -> None:
         self.dyn_proxy.apply({SVC: self.server(color)})
 
     def bare_reload(self, color: str) -> None:
         """Write the upstream file and run ``nginx -s reload`` (returns once signalled)."""
-        plan = self.reload_proxy.render(SVC, color, self.server(color))
+        plan = self.reload_proxy.plan(self.route(color))
         upstream = next(p for p in plan if p.parent == self.reload_nginx.upstream_dir)
         upstream.write_text(plan[upstream] or "")
         n = self.reload_nginx

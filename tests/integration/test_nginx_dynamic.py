@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from bluegreen import nginx_dynamic
 from bluegreen.errors import OperationFailed, UsageError
-from bluegreen.nginx_dynamic import CONTROL_PATH, DynamicControl
-from bluegreen.proxy import Server
-from bluegreen.sandbox import wait_for
-from bluegreen.sandbox_dynamic import Backend, DynamicNginx, KeepAliveClient, parse_wrk
+from bluegreen.model import Server
+from bluegreen.proxy import dynamic as nginx_dynamic
+from bluegreen.proxy.dynamic import CONTROL_PATH, DynamicControl
+from bluegreen_dev.dynamic_nginx import Backend, DynamicNginx, KeepAliveClient, parse_wrk
+from bluegreen_dev.sandbox import wait_for
 
 pytestmark = pytest.mark.integration
 SVC = "books-ms"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "pyscripts"
 BACKENDS = {"bluegreen.registry.consul", "bluegreen.registry.file", "bluegreen.runtime.docker",
-            "bluegreen.runtime.swarm", "bluegreen.proxy.nginx"}
+            "bluegreen.runtime.swarm", "bluegreen.proxy.nginx", "bluegreen.proxy.dynamic"}
 SHARED = {"bluegreen", "bluegreen.model", "bluegreen.errors", "bluegreen.validate",
           "bluegreen.templates", "bluegreen.interrupts"}
 
@@ -75,6 +75,8 @@ def test_backends_import_only_their_interface_and_shared_modules():
         allowed = SHARED | {f"{family}.base"} | BACKENDS & {f"{family}.docker"}
         if module == "bluegreen.proxy.nginx":  # container mode: nginx in a Docker container
             allowed |= {"bluegreen.runtime.docker"}
+        if module == "bluegreen.proxy.dynamic":  # the same nginx, validated and reloaded alike
+            allowed |= {"bluegreen.proxy.nginx"}
         assert graph()[module] <= allowed, (module, graph()[module] - allowed)
 
 

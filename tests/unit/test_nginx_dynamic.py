@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from bluegreen import nginx_dynamic as nd
 from bluegreen.errors import Unreachable, UsageError
-from bluegreen.proxy import Server
-from bluegreen.sandbox import free_port
+from bluegreen.model import Server
+from bluegreen.proxy import dynamic as nd
+from bluegreen_dev.sandbox import free_port
 
 
 def test_render_has_one_balanced_upstream_per_service_and_a_loopback_control_server(tmp_path):

@@ -1,6 +1,7 @@
 package io.bluegreen
 
 import groovy.json.JsonSlurper
+import org.junit.After
 import org.junit.Test
 
 /**
@@ -22,6 +23,21 @@ class BlueGreenDeployEndToEndTest extends StepTestBase {
     String proxyGet() {
         HttpURLConnection c = new URL("${sandbox.BLUEGREEN_PROXY_URL}/api/v1/books").openConnection()
         return c.responseCode == 200 ? c.inputStream.text : "HTTP ${c.responseCode}"
+    }
+
+    /** Both modes share the sandbox's nginx: take this run's service out of it again. */
+    @After
+    void removeRoute() {
+        ['BLUEGREEN_UPSTREAM_DIR', 'BLUEGREEN_INCLUDE_DIR'].each { dir ->
+            new File("${sandbox[dir]}/${service}.conf").delete()
+        }
+        long pid = new File(sandbox.BLUEGREEN_NGINX_PID_FILE as String).text.trim() as long
+        ['kill', '-HUP', "${pid}"].execute().waitFor()
+        long deadline = System.currentTimeMillis() + 30000
+        while (proxyGet() != 'HTTP 404') {
+            assert System.currentTimeMillis() < deadline: 'nginx still routes to the removed service'
+            Thread.sleep(50)
+        }
     }
 
     @Test

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bluegreen import nginx_dynamic
-from bluegreen.proxy import LocalNginx
-from bluegreen.sandbox import Nginx, free_port, wait_for
+from bluegreen.proxy import dynamic as nginx_dynamic
+from bluegreen.proxy.nginx import LocalNginx
+from bluegreen_dev.sandbox import Nginx, free_port, wait_for
 
 
 @dataclass

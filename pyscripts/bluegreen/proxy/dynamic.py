@@ -42,7 +42,8 @@ from typing import Any
 
 from bluegreen import templates, validate
 from bluegreen.errors import OperationFailed, Unreachable, UsageError
-from bluegreen.proxy import NginxController, Server
+from bluegreen.model import Server
+from bluegreen.proxy.nginx import NginxController
 
 CONTROL_PATH = "/bluegreen/routes"
 INCLUDE_NAME = "_bluegreen-dynamic.conf"  # a service name cannot start with '_'
