@@ -64,10 +64,38 @@ def _container_nginx(opts: Opts) -> Any:
                           opts["nginx_conf"], opts.get("nginx_prefix"))
 
 
+def _include_file(opts: Opts) -> str | None:
+    include_file = opts.get("include_file")
+    if include_file:
+        validate.readable_file(include_file, "--include-file")
+    return include_file
+
+
+def _nginx_files(opts: Opts, controller: Any) -> Proxy:
+    from bluegreen.proxy.nginx import NginxProxy
+
+    return NginxProxy(controller, validate.directory(opts["upstream_dir"], "--upstream-dir"),
+                      validate.directory(opts["include_dir"], "--include-dir"),
+                      location=opts["location"], include_file=_include_file(opts))
+
+
+def _nginx_dynamic(opts: Opts) -> Proxy:
+    from bluegreen.proxy import dynamic
+
+    upstream_dir = validate.directory(opts["upstream_dir"], "--upstream-dir")
+    return dynamic.NginxDynamicProxy(dynamic.DynamicProxy(
+        _local_nginx(opts), upstream_dir / dynamic.INCLUDE_NAME,
+        validate.directory(opts["include_dir"], "--include-dir"), opts["nginx_control"],
+        opts["nginx_state_file"], location=opts["location"], include_file=_include_file(opts)))
+
+
 REGISTRIES: dict[str, Callable[[Opts], Registry]] = {"consul": _consul, "file": _file}
 RUNTIMES: dict[str, Callable[[Opts], Runtime]] = {"docker": _docker, "swarm": _swarm}
-NGINX_MODES: dict[str, Callable[[Opts], Any]] = {"local": _local_nginx,
-                                                  "container": _container_nginx}
+PROXIES: dict[str, Callable[[Opts], Proxy]] = {
+    "local": lambda opts: _nginx_files(opts, _local_nginx(opts)),
+    "container": lambda opts: _nginx_files(opts, _container_nginx(opts)),
+    "dynamic": _nginx_dynamic,
+}
 
 
 def _pick(table: dict[str, Any], name: str, option: str) -> Any:
@@ -88,15 +116,7 @@ def runtime(opts: Opts) -> Runtime:
 
 
 def proxy(opts: Opts) -> Proxy:
-    from bluegreen.proxy.nginx import NginxProxy
-
-    controller = _pick(NGINX_MODES, opts["nginx_mode"], "--nginx-mode")(opts)
-    include_file = opts.get("include_file")
-    if include_file:
-        validate.readable_file(include_file, "--include-file")
-    return NginxProxy(controller, validate.directory(opts["upstream_dir"], "--upstream-dir"),
-                      validate.directory(opts["include_dir"], "--include-dir"),
-                      location=opts["location"], include_file=include_file)
+    return _pick(PROXIES, opts["nginx_mode"], "--nginx-mode")(opts)
 
 
 def steps(opts: Opts, runtime_: bool = False, proxy_: bool = False, lazy_runtime: bool = False,

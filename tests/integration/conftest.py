@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -47,6 +47,7 @@ class Env:
     service: str
     nginx: Nginx
     consul: ConsulAgent | None = None  # the sandbox's agent unless the test brings its own
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the dynamic nginx mode
 
     @property
     def consul_addr(self) -> str:
@@ -54,7 +55,7 @@ class Env:
 
     @property
     def env(self) -> dict[str, str]:
-        return self.sandbox.env(self.nginx) | {"CONSUL_HTTP_ADDR": self.consul_addr}
+        return self.sandbox.env(self.nginx) | {"CONSUL_HTTP_ADDR": self.consul_addr} | self.extra_env
 
     def bg(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
         p = subprocess.run([*BLUEGREEN, *args], env=env or self.env, capture_output=True,

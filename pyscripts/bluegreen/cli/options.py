@@ -105,7 +105,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("publish-ip", "0.0.0.0", "host IP that container ports are published on"),  # noqa: S104
     Option("advertise-addr", None, "address registered for the instances [the DOCKER_HOST "
            "host, else 127.0.0.1]"),
-    Option("nginx-mode", "local", "how nginx is reached", choices=("local", "container")),
+    Option("nginx-mode", "local", "how nginx is reached and changed: local and container reload "
+           "it (the book's way); dynamic changes a local nginx's upstreams in process (Lua), "
+           "reloading only when a service is added or removed",
+           choices=("local", "container", "dynamic")),
+    Option("nginx-control", "127.0.0.1:8079", "dynamic mode: nginx's control endpoint "
+           "(127.x.y.z:PORT or unix:/path; never public)"),
+    Option("nginx-state-file", "/var/lib/bluegreen/nginx-routes.json", "dynamic mode: the routes "
+           "nginx restores when it starts (written before each change)"),
     Option("nginx-bin", "nginx", "local nginx binary"),
     Option("nginx-conf", "/etc/nginx/nginx.conf", "nginx main config (in the container in "
            "container mode)"),

@@ -42,8 +42,9 @@ from typing import Any
 
 from bluegreen import templates, validate
 from bluegreen.errors import OperationFailed, Unreachable, UsageError
-from bluegreen.model import Server
-from bluegreen.proxy.nginx import NginxController
+from bluegreen.model import COLORS, Route, Server, Serving
+from bluegreen.proxy.base import Proxy
+from bluegreen.proxy.nginx import NginxController, apply_files, write_atomic
 
 CONTROL_PATH = "/bluegreen/routes"
 INCLUDE_NAME = "_bluegreen-dynamic.conf"  # a service name cannot start with '_'
@@ -162,22 +163,6 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
     if not isinstance(doc, dict) or not isinstance(doc.get("services", {}), dict):
         raise OperationFailed(f"cannot read the state file {path}: not a bluegreen state file")
     return dict(doc.get("services") or {})
-
-
-def write_atomic(path: str | os.PathLike[str], text: str | None) -> None:
-    """Write (or, with None, remove) a file by temp file + fsync + rename."""
-    path = Path(path)
-    if text is None:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _state_text(services: Mapping[str, list[dict[str, Any]]]) -> str:
@@ -406,30 +391,116 @@ class DynamicProxy:
         return templates.render("nginx/include.conf.j2", service=service, location=self.location)
 
     def _reload(self, plan: Mapping[Path, str | None], timeout: float) -> None:
-        """Write, ``nginx -t``, reload; restore the files (and reload again) on any failure."""
-        self.controller.ping()
-        backup = {p: _read_text(p) for p in plan}
-        reloading = False
+        apply_files(self.controller, plan, timeout)
+
+
+# -- behind the proxy interface ---------------------------------------------------------------
+
+
+def _scaled(servers: Sequence[Server]) -> list[Server]:
+    """Weights within 0-100 with (nearly) the same ratios: the balancer's range."""
+    top = max((s.weight or DEFAULT_WEIGHT) for s in servers) if servers else 0
+    if top <= 100:
+        return list(servers)
+    return [Server(s.address, s.port, max(1, round((s.weight or DEFAULT_WEIGHT) * 100 / top)))
+            for s in servers]
+
+
+class NginxDynamicProxy(Proxy):
+    """``--nginx-mode dynamic``: switches, weight steps and rollbacks are one POST to nginx's
+    control endpoint (no reload, no new workers, client connections untouched); adding or
+    removing a service is a checked reload. Which color each service is routed to, and at what
+    weight, is kept beside the state file (``<state>.colors.json``), written before the POST."""
+
+    def __init__(self, engine: DynamicProxy) -> None:
+        self.engine = engine
+        self.where = f"{engine.controller.where}, control {engine.client.where}"
+        self.colors_file = engine.state_file.with_name(engine.state_file.stem + ".colors.json")
+
+    def ping(self) -> None:
+        self.engine.controller.ping()
+        self.engine.read()
+
+    def _colors(self) -> dict[str, dict[str, Any]]:
         try:
-            for path, text in plan.items():
-                write_atomic(path, text)
-            ok, output = self.controller.test()
-            if not ok:
-                raise OperationFailed(f"nginx rejected the configuration: {_first_error(output)}")
-            reloading = True
-            self.controller.reload(timeout)
-        except BaseException:
-            for path, text in backup.items():
-                write_atomic(path, text)
-            if reloading:
+            doc = json.loads(self.colors_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise OperationFailed(f"cannot read {self.colors_file}: {exc}") from exc
+        return doc if isinstance(doc, dict) else {}
+
+    def _servers(self, service: str) -> list[dict[str, Any]]:
+        """What nginx routes to now; what bluegreen recorded when nginx cannot be asked (nginx
+        restores exactly that when it starts)."""
+        try:
+            return self.engine.serving(service)
+        except Unreachable:
+            return list(read_state(self.engine.state_file).get(service) or [])
+
+    def serving(self, service: str) -> Serving:
+        route = self._colors().get(validate.service(service)) or {}
+        servers = tuple(f"{s['address']}:{s['port']}" for s in self._servers(service)
+                        if s.get("weight", DEFAULT_WEIGHT) > 0)
+        color = route.get("color") if servers else None
+        return Serving(color if color in COLORS else None, int(route.get("weight", 100)), servers)
+
+    def diff(self, routes: Sequence[Route]) -> str:
+        lines = []
+        for r in routes:
+            now = self.serving(r.service)
+            want = "(removed)" if r.removed else (
+                f"{r.color} {r.weight}% " + " ".join(f"{s.hostport}*{s.weight or DEFAULT_WEIGHT}"
+                                                     for s in _scaled(r.servers)))
+            have = f"{now.color} {now.weight}% " + " ".join(now.servers) if now.servers else "(none)"
+            if want.split(" ")[:2] != have.split(" ")[:2] or r.removed != (not now.servers):
+                lines.append(f"{r.service}: {have} -> {want}\n")
+        return "".join(lines)
+
+    def apply(self, routes: Sequence[Route]) -> bool:
+        """One POST for every routed service (or a checked reload when one is new), then one
+        reload for the removed ones; the color record beside the state file goes back on any
+        failure, and so do the services already posted."""
+        if not self.diff(routes):
+            return False
+        before = self._colors()
+        after = dict(before)
+        for r in routes:
+            if r.removed:
+                after.pop(r.service, None)
+            else:
+                after[r.service] = {"color": r.color, "weight": r.weight}
+        sets = {r.service: _scaled(r.servers) for r in routes if not r.removed}
+        gone = [r.service for r in routes if r.removed]
+        previous = {s: self._servers(s) for s in sets}
+        write_atomic(self.colors_file, json.dumps(after, indent=1, sort_keys=True))
+        try:
+            if sets:
+                self.engine.apply(sets)
+            try:
+                if gone:
+                    self.engine.remove(gone)
+            except BaseException:
+                back = {s: [Server(e["address"], e["port"], e["weight"]) for e in v]
+                        for s, v in previous.items() if v}
                 with contextlib.suppress(Exception):
-                    if self.controller.test()[0]:
-                        self.controller.reload(timeout)
+                    if back:
+                        self.engine.apply(back)
+                raise
+        except BaseException:
+            write_atomic(self.colors_file, json.dumps(before, indent=1, sort_keys=True))
             raise
+        return True
 
-
-def _first_error(output: str) -> str:
-    for line in output.splitlines():
-        if "[emerg]" in line or "[error]" in line or "failed" in line:
-            return line.strip()[:300]
-    return (output.strip().splitlines() or ["nginx -t failed"])[0][:300]
+    def drain(self, timeout: float) -> bool:
+        """Wait until no request is in flight to a peer that is no longer routed to."""
+        deadline = time.monotonic() + timeout
+        while True:
+            doc = self.engine.read()
+            routed = {f"{e['address']}:{e['port']}" for servers in doc["services"].values()
+                      for e in servers or [] if e.get("weight", DEFAULT_WEIGHT) > 0}
+            if not set(k for k, n in doc["active"].items() if n) - routed:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)

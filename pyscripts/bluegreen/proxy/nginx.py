@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -254,20 +254,13 @@ class NginxProxy(Proxy):
             raise validate.UsageError(f"cannot read include file {self.include_file}: "
                                       f"{exc.strerror}") from exc
 
-    @staticmethod
-    def _read(path: Path) -> str | None:
-        try:
-            return path.read_text()
-        except FileNotFoundError:
-            return None
-
     def _changes(self, plan: dict[Path, str | None]) -> dict[Path, str | None]:
-        return {p: text for p, text in plan.items() if self._read(p) != text}
+        return {p: text for p, text in plan.items() if _read(p) != text}
 
     def diff(self, routes: Sequence[Route]) -> str:
         out = []
         for path, text in self._changes(self.plan(routes)).items():
-            old = self._read(path)
+            old = _read(path)
             out += difflib.unified_diff((old or "").splitlines(True), (text or "").splitlines(True),
                                         f"a{path}" if old is not None else "/dev/null",
                                         f"b{path}" if text is not None else "/dev/null")
@@ -278,26 +271,40 @@ class NginxProxy(Proxy):
         changes = self._changes(self.plan(routes))
         if not changes:
             return False
-        self.controller.ping()
-        backup = {p: self._read(p) for p in changes}
-        reloading = False
-        try:
-            for path, text in changes.items():
-                _write_atomic(path, text)
-            ok, output = self.controller.test()
-            if not ok:
-                raise OperationFailed(f"nginx rejected the configuration: {_first_error(output)}")
-            reloading = True
-            self.controller.reload(reload_timeout)
-        except BaseException:
-            for path, text in backup.items():
-                _write_atomic(path, text)
-            if reloading:  # nginx may have seen the new files: make it load the old ones
-                with contextlib.suppress(Exception):
-                    if self.controller.test()[0]:
-                        self.controller.reload(reload_timeout)
-            raise
+        apply_files(self.controller, changes, reload_timeout)
         return True
+
+
+def apply_files(controller: NginxController, changes: Mapping[Path, str | None],
+                timeout: float = 10.0) -> None:
+    """Write the files (``None``: remove), ``nginx -t``, reload and wait for the new workers;
+    on any failure put every file back as it was and make nginx load that again."""
+    controller.ping()
+    backup = {p: _read(p) for p in changes}
+    reloading = False
+    try:
+        for path, text in changes.items():
+            write_atomic(path, text)
+        ok, output = controller.test()
+        if not ok:
+            raise OperationFailed(f"nginx rejected the configuration: {_first_error(output)}")
+        reloading = True
+        controller.reload(timeout)
+    except BaseException:
+        for path, text in backup.items():
+            write_atomic(path, text)
+        if reloading:  # nginx may have seen the new files: make it load the old ones
+            with contextlib.suppress(Exception):
+                if controller.test()[0]:
+                    controller.reload(timeout)
+        raise
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _first_error(output: str) -> str:
@@ -307,7 +314,9 @@ def _first_error(output: str) -> str:
     return (output.strip().splitlines() or ["nginx -t failed"])[0][:300]
 
 
-def _write_atomic(path: Path, text: str | None) -> None:
+def write_atomic(path: Path, text: str | None) -> None:
+    """Write (``None``: remove) a file by temp file + fsync + rename (the temp name never
+    matches ``*.conf``)."""
     if text is None:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
