@@ -8,13 +8,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
-from pathlib import Path
-
 from bluegreen import templates
 from bluegreen.errors import OperationFailed
+from bluegreen_dev.sandbox import build_busybox_image
 
 # image -> (SERVICE build arg, container port)
 APP_IMAGES = {"bluegreen-servicea": ("servicea", 5000), "bluegreen-serviceb": ("serviceb", 5001)}
@@ -31,26 +27,16 @@ def build_sample_app_images(refs: list[str] | None = None) -> list[str]:
     import docker
 
     client = docker.from_env(timeout=120)
-    busybox = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if Path(p).exists()), None)
     src = templates.resource_dir() / "sample-app"
     built = []
     for ref in refs or sample_app_refs():
         image, _, tag = ref.partition(":")
         if image not in APP_IMAGES or tag not in APP_TAGS:
             raise OperationFailed(f"unknown sample application image {ref!r}")
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            client.images.get(ref)
-            continue
-        if busybox is None:
-            raise OperationFailed("static busybox not found (apt-get install busybox-static)")
         service, port = APP_IMAGES[image]
-        with tempfile.TemporaryDirectory() as ctx:
-            shutil.copy(busybox, Path(ctx) / "busybox")
-            for name in ("Dockerfile", "start.sh", f"{service}.cgi"):
-                shutil.copy(src / name, ctx)
-            client.images.build(path=ctx, tag=ref, rm=True, pull=False,
-                                buildargs={"SERVICE": service, "VERSION": tag, "PORT": str(port)})
-        built.append(ref)
+        if build_busybox_image(client, ref, src, ["Dockerfile", "start.sh", f"{service}.cgi"],
+                               {"SERVICE": service, "VERSION": tag, "PORT": str(port)}):
+            built.append(ref)
     return built
 
 

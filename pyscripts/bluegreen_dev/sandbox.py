@@ -82,29 +82,39 @@ def ensure_dockerd(timeout: float = 60.0) -> None:
     wait_for(docker_ok, timeout, "dockerd", 0.5)
 
 
+def build_busybox_image(client: Any, ref: str, src: Path, files: list[str],
+                        buildargs: dict[str, str]) -> bool:
+    """Build ``ref`` from static busybox and ``files`` of ``src`` (no registry); False when it
+    exists already."""
+    import docker
+
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.get(ref)
+        return False
+    busybox = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if Path(p).exists()), None)
+    if busybox is None:
+        raise OperationFailed("static busybox not found (apt-get install busybox-static)")
+    with tempfile.TemporaryDirectory() as ctx:
+        shutil.copy(busybox, Path(ctx) / "busybox")
+        for name in files:
+            shutil.copy(src / name, ctx)
+        client.images.build(path=ctx, tag=ref, buildargs=buildargs, rm=True, pull=False)
+    return True
+
+
 def build_sample_images(tags: list[str] | None = None) -> list[str]:
     """Build ``bluegreen-sample:<tag>`` from static busybox; skip the tags that exist."""
     import docker
 
     client = docker.from_env(timeout=120)
-    busybox = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if Path(p).exists()), None)
-    built = []
     src = templates.resource_dir() / "sample"
+    built = []
     for tag in tags or list(SAMPLE_TAGS):
-        ref = f"{SAMPLE_IMAGE}:{tag}"
-        with contextlib.suppress(docker.errors.ImageNotFound):
-            client.images.get(ref)
-            continue
-        if busybox is None:
-            raise OperationFailed("static busybox not found (apt-get install busybox-static)")
         version, mode = SAMPLE_TAGS[tag]
-        with tempfile.TemporaryDirectory() as ctx:
-            shutil.copy(busybox, Path(ctx) / "busybox")
-            shutil.copy(src / "Dockerfile", ctx)
-            shutil.copy(src / "start.sh", ctx)
-            client.images.build(path=ctx, tag=ref, buildargs={"VERSION": version, "MODE": mode},
-                                rm=True, pull=False)
-        built.append(ref)
+        ref = f"{SAMPLE_IMAGE}:{tag}"
+        if build_busybox_image(client, ref, src, ["Dockerfile", "start.sh"],
+                               {"VERSION": version, "MODE": mode}):
+            built.append(ref)
     return built
 
 
