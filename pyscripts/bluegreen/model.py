@@ -80,6 +80,7 @@ class DeploySpec:
     network: str | None = None
     health_path: str = "/"
     pull: bool = True
+    hosts: tuple[tuple[str, str], ...] = ()  # extra /etc/hosts entries (internal endpoints)
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,24 @@ class Route:
     color: str | None
     servers: tuple[Server, ...] = ()
     weight: int = 100
+    location: str | None = None  # the public location; None: the proxy's default, "": none
+    endpoint: str | None = None  # an internal name (servicea.local) other services call
 
     @property
     def removed(self) -> bool:
         return not self.servers
+
+
+@dataclass(frozen=True)
+class Move:
+    """Route ``service`` to ``color`` at ``weight`` percent (the rest stays on the other
+    color), exposed at ``location`` and/or as the internal ``endpoint``."""
+
+    service: str
+    color: str
+    weight: int = 100
+    location: str | None = None
+    endpoint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,16 @@ def _nginx_files(opts: Opts, controller: Any) -> Proxy:
 
     return NginxProxy(controller, validate.directory(opts["upstream_dir"], "--upstream-dir"),
                       validate.directory(opts["include_dir"], "--include-dir"),
-                      location=opts["location"], include_file=_include_file(opts))
+                      location=opts["location"], include_file=_include_file(opts),
+                      internal_listen=internal_listen(opts))
+
+
+def internal_listen(opts: Opts) -> str:
+    """``HOST:PORT`` where nginx serves the internal endpoints (containers reach HOST)."""
+    host, sep, port = str(opts["internal_listen"]).rpartition(":")
+    if not sep:
+        raise UsageError(f"invalid --internal-listen {opts['internal_listen']!r}: use HOST:PORT")
+    return f"{validate.host(host)}:{validate.port(port, '--internal-listen port')}"
 
 
 def _nginx_dynamic(opts: Opts) -> Proxy:

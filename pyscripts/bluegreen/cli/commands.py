@@ -105,6 +105,7 @@ def cmd_switch(opts: dict[str, Any]) -> int:
     color = validate.color(_need(opts, "color"))
     weight = validate.weight(opts["weight"])
     steps = _steps(opts, runtime=opts["nginx_mode"] == "container", proxy=True)
+    steps.refuse_if_in_release(service)
     changed = steps.switch(service, color, weight)
     if weight == 100 and not opts["dry_run"]:
         steps.verify_release(service, color)  # the operator routed users to it
@@ -275,6 +276,98 @@ def cmd_app_check(opts: dict[str, Any]) -> int:
     return spec.cmd_app_check(opts)
 
 
+def _app(opts: dict[str, Any]) -> Any:
+    from bluegreen.app.release import AppOptions, AppRelease
+
+    listen = settings.internal_listen(opts)
+    aopts = AppOptions(steps=_weights(opts["steps"]), step_wait=opts["step_wait"],
+                       confirm=bool(opts["confirm"]), keep_old=opts["keep_old"],
+                       proxy_url=validate.base_url(opts["proxy_url"]),
+                       internal_addr=listen.rpartition(":")[0], lock_wait=opts["lock_wait"])
+    return AppRelease(_steps(opts, runtime=True, proxy=True), aopts)
+
+
+def _weights(text: str) -> tuple[int, ...]:
+    """``--steps``: increasing weights from 1 to 100, ending at 100."""
+    import itertools
+
+    try:
+        weights = tuple(validate.weight(w) for w in str(text).split(","))
+    except UsageError:
+        raise UsageError(f"invalid --steps {text!r}: use weights like 10,50,100") from None
+    if weights[-1] != 100 or any(b <= a for a, b in itertools.pairwise(weights)) \
+            or weights[0] == 0:
+        raise UsageError(f"invalid --steps {text!r}: increasing weights ending at 100")
+    return weights
+
+
+def cmd_app_deploy(opts: dict[str, Any]) -> int:
+    from bluegreen.app import spec
+
+    app_spec = spec.load(opts["file"])
+    summary = _app(opts).deploy(app_spec)
+    plain = {"ok": f"{app_spec.name}: release {summary['release']} is live",
+             "paused": f"{app_spec.name}: release {summary['release']} paused at "
+                       f"{summary.get('weight')}%",
+             "unchanged": f"{app_spec.name}: nothing changed"}.get(
+                 summary["result"], f"{app_spec.name}: dry run, nothing changed")
+    emit(opts, summary, plain)
+    return ExitStatus.OK
+
+
+def _app_name(opts: dict[str, Any]) -> str:
+    from bluegreen.app import spec
+
+    return validate.matching(spec._APP_RE, opts["app"], "application name")
+
+
+def cmd_app_promote(opts: dict[str, Any]) -> int:
+    summary = _app(opts).promote(_app_name(opts))
+    emit(opts, summary, f"{summary['app']}: release {summary['release']} is live")
+    return ExitStatus.OK
+
+
+def cmd_app_abort(opts: dict[str, Any]) -> int:
+    summary = _app(opts).abort(_app_name(opts))
+    emit(opts, summary, f"{summary['app']}: release {summary['release']} undone")
+    return ExitStatus.OK
+
+
+def cmd_app_status(opts: dict[str, Any]) -> int:
+    report = _app(opts).status(_app_name(opts))
+    if opts["json"]:
+        emit(opts, report)
+        return ExitStatus.OK
+    print(f"application: {report['app']}, live release {report['live_release']}")
+    if report["inflight"]:
+        i = report["inflight"]
+        print(f"unfinished release {i['release']}: {i['state']} at {i['weight']}%")
+    for name, e in report["services"].items():
+        moving = f" moving {e['moving']['from'] or '-'} -> {e['moving']['to']}" \
+            if e.get("moving") else ""
+        print(f"{name}: live {e['live_color'] or '-'}, proxy {e['proxy_color'] or '-'}"
+              f" {e['proxy_weight']}%{moving}, healthy "
+              f"{','.join(c for c, ok in e['healthy'].items() if ok) or 'none'}")
+    for problem in report["problems"]:
+        print(f"PROBLEM: {problem}")
+    return ExitStatus.OK
+
+
+def cmd_app_history(opts: dict[str, Any]) -> int:
+    import time
+
+    items = _app(opts).history(_app_name(opts))
+    if opts["json"]:
+        emit(opts, items)
+        return ExitStatus.OK
+    for e in items:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.get("start") or 0))
+        moved = ", ".join(f"{n} {c}" for n, c in (e.get("changed") or {}).items())
+        print(f"{when} release {e.get('release')} {e.get('result')} at {e.get('weight')}%: "
+              f"{moved}" + (f" ({e['error']})" if e.get("error") else ""))
+    return ExitStatus.OK
+
+
 def cmd_jenkins(opts: dict[str, Any]) -> int:
     from bluegreen.jenkins import jobs
 
@@ -286,7 +379,9 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "stop": cmd_stop, "status": cmd_status, "pre-test": cmd_pre_test,
     "post-test": cmd_post_test, "run": cmd_run, "rollback": cmd_rollback,
     "history": cmd_history, "recover": cmd_recover, "record": cmd_record,
-    "app check": cmd_app_check, "jenkins job": cmd_jenkins, "jenkins index": cmd_jenkins,
+    "app check": cmd_app_check, "app deploy": cmd_app_deploy, "app promote": cmd_app_promote,
+    "app abort": cmd_app_abort, "app status": cmd_app_status, "app history": cmd_app_history,
+    "jenkins job": cmd_jenkins, "jenkins index": cmd_jenkins,
     "jenkins build": cmd_jenkins,
 }
 

@@ -60,6 +60,7 @@ class Command:
 
 SERVICE = (("service", {"metavar": "SERVICE"}),)
 JOB = (("job", {"metavar": "JOB"}),)
+APP = (("app", {"metavar": "APP"}),)
 COMMANDS: dict[str, Command] = {
     "color": Command("the current or next color (get-color.sh)", (
         ("which", {"choices": ["current", "next"]}),
@@ -78,6 +79,12 @@ COMMANDS: dict[str, Command] = {
     "record": Command("append a history record (for flows run step by step)"),
     "recover": Command("undo what an interrupted or paused run left; rebuild lost records"),
     "app check": Command("validate an application file (contacts nothing)", ()),
+    "app deploy": Command("release the changed services of an application file as one", ()),
+    "app promote": Command("finish a paused application release (100%, old colors stopped)",
+                           APP),
+    "app abort": Command("return an unfinished application release to the old one", APP),
+    "app status": Command("each service's colors, weights and health; disagreements", APP),
+    "app history": Command("the last application releases", APP),
     "jenkins job": Command("create or update the multibranch job", JOB),
     "jenkins index": Command("trigger branch indexing", JOB),
     "jenkins build": Command("build one branch, stream its console, exit with its result", JOB),
@@ -122,6 +129,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("upstream-dir", "/data/nginx/upstreams", "upstream files"),
     Option("include-dir", "/data/nginx/includes", "include files"),
     Option("location", "/", "location proxied to the service"),
+    Option("internal-listen", "172.17.0.1:80", "where nginx serves internal endpoints "
+           "(servicea.local), an address the containers reach: Docker's bridge gateway"),
     Option("include-file", None, "your own include file instead of the generated one"),
     Option("check-interval", "1s", "Consul HTTP check interval"),
     Option("health-timeout", 60.0, "seconds to wait for health", kind="float"),
@@ -166,11 +175,11 @@ OPTIONS: tuple[Option, ...] = (
            "color after this one, the registry is not asked", commands=("color", "post-test")),
     Option("next", None, "the new color", commands=("post-test",)),
     Option("proxy-url", "http://127.0.0.1", "the proxy's base URL for post-tests",
-           commands=("post-test", "run")),
+           commands=("post-test", "run", "app deploy", "app promote")),
     Option("keep-old", 0.0, "seconds before stopping the old color", kind="float",
-           commands=("post-test", "run")),
+           commands=("post-test", "run", "app deploy", "app promote")),
     Option("lock-wait", 0.0, "seconds to wait for the deploy lock", kind="float",
-           commands=LOCKING),
+           commands=(*LOCKING, "app deploy", "app promote", "app abort")),
     Option("until", None, "pause after this phase (a promotion gate); go on with --resume",
            choices=PHASES, commands=("run",)),
     Option("resume", False, "go on with the paused run's next phase (--image not needed)",
@@ -184,8 +193,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("start", None, "start time, seconds since the epoch", kind="float",
            commands=("record",)),
     # -- app --------------------------------------------------------------------------------
-    Option("file", None, "the application's Compose file", commands=("app check",),
+    Option("file", None, "the application's Compose file", commands=("app check", "app deploy"),
            metavar="FILE"),
+    Option("steps", "100", "weights of the new release, in order (e.g. 10,50,100)",
+           commands=("app deploy",)),
+    Option("step-wait", 0.0, "seconds to wait at each step after its tests passed", kind="float",
+           commands=("app deploy",)),
+    Option("confirm", False, "stop before 100%: app promote or app abort decides", kind="flag",
+           commands=("app deploy",)),
     # -- jenkins ----------------------------------------------------------------------------
     Option("git-url", None, "the repository of the job", commands=("jenkins job",)),
     Option("include", "*blue-green*", "branch filter", commands=("jenkins job",)),
@@ -202,7 +217,7 @@ OPTIONS: tuple[Option, ...] = (
            commands=("jenkins build",)),
 )
 REQUIRED = {"record": ("result",), "jenkins job": ("git_url",), "jenkins build": ("branch",),
-            "app check": ("file",)}
+            "app check": ("file",), "app deploy": ("file",)}
 
 
 class Parser(argparse.ArgumentParser):
@@ -219,7 +234,7 @@ class Parser(argparse.ArgumentParser):
 def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
     default = opt.default if opt.default not in (None, "", []) else None
     help_ = opt.help + (f" [{default}]" if default is not None and opt.kind != "flag" else "")
-    kwargs: dict[str, Any] = {"dest": opt.dest, "help": help_, "default": None}
+    kwargs: dict[str, Any] = {"dest": opt.dest, "help": help_.replace("%", "%%"), "default": None}
     if opt.kind == "flag":
         kwargs |= {"action": "store_const", "const": not opt.default}
     elif opt.kind == "list":

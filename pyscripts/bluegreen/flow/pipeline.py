@@ -182,6 +182,7 @@ class Pipeline:
         that phase (a promotion gate); ``resume``: go on with a paused run's next phase."""
         validate.service(service)
         summary: dict[str, Any] = {"service": service, "image": opts.spec.image, "result": "failed"}
+        self.steps.refuse_if_in_release(service)
         with self.locked(service, opts.lock_wait):
             if resume:
                 inflight = self._paused(service)
@@ -336,6 +337,7 @@ class Pipeline:
         """Route back to the other color; start it first if it was stopped."""
         validate.service(service)
         started = time.time()
+        self.steps.refuse_if_in_release(service)
         with self.locked(service, lock_wait):
             self.recover(service)
             current = self.steps.live_color(service)

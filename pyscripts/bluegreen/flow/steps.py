@@ -13,7 +13,7 @@ from typing import Any
 
 from bluegreen import interrupts, model, validate
 from bluegreen.errors import InvalidRecord, OperationFailed, Unreachable, redact
-from bluegreen.model import Container, DeploySpec, Instance, Route
+from bluegreen.model import Container, DeploySpec, Instance, Move, Route
 from bluegreen.proxy.base import Proxy, weighted_route
 from bluegreen.registry.base import Lease, Registry
 from bluegreen.runtime.base import Runtime
@@ -21,6 +21,9 @@ from bluegreen.runtime.base import Runtime
 
 def _stderr(line: str) -> None:
     print(redact(line), file=sys.stderr, flush=True)
+
+
+APP_INFLIGHT = "app-inflight"  # an application's unfinished release (bluegreen.app.release)
 
 
 @dataclass
@@ -168,15 +171,15 @@ class Steps:
 
     def switch(self, service: str, color: str, weight: int = 100) -> bool:
         """Route the service to ``color`` (``weight`` percent of it); record it at 100."""
-        return self.route([(service, color, weight)])
+        return self.route([Move(service, color, weight)])
 
-    def route(self, moves: list[tuple[str, str, int]]) -> bool:
-        """Route each (service, color, weight) in ONE proxy change, all or nothing; record the
-        color of each service moved to 100. False when the proxy already routed so."""
+    def route(self, moves: list[Move]) -> bool:
+        """Apply every move in ONE proxy change, all or nothing; record the color of each
+        service moved to 100. False when the proxy already routed so."""
         assert self.proxy
-        routes = [self._route(*move) for move in moves]
-        records = [(service, color) for service, color, weight in moves
-                   if weight == 100 and self._recorded(service) != color]
+        routes = [self._route(move) for move in moves]
+        records = [(m.service, m.color) for m in moves
+                   if m.weight == 100 and self._recorded(m.service) != m.color]
         if self.dry_run:
             diff = self.proxy.diff(routes)
             self.say(diff.rstrip("\n") if diff else "proxy unchanged")
@@ -190,10 +193,9 @@ class Steps:
                 self.registry.set_color(service, color)
         return changed
 
-    def _route(self, service: str, color: str, weight: int) -> Route:
-        validate.service(service)
-        validate.color(color)
-        weight = validate.weight(weight)
+    def _route(self, move: Move) -> Route:
+        service, color = validate.service(move.service), validate.color(move.color)
+        weight = validate.weight(move.weight)
         new = self.registry.instances(service, color, passing=True)
         if not new and weight > 0:
             raise OperationFailed(f"no passing instance of {service}-{color}; proxy left as it is")
@@ -204,7 +206,8 @@ class Steps:
             if not old:
                 raise OperationFailed(f"no passing instance of {service}-{other} to keep "
                                       f"{100 - weight}% on")
-        return weighted_route(service, color, new, old, weight)
+        return weighted_route(service, color, new, old, weight, location=move.location,
+                              endpoint=move.endpoint)
 
     def _recorded(self, service: str) -> str | None:
         """The recorded color, an unreadable record counting as none (it is overwritten)."""
@@ -265,6 +268,19 @@ class Steps:
     def append_history(self, target: str, entry: dict[str, Any], keep: int) -> None:
         with interrupts.shielded():
             self.registry.append_json(target, "history", entry, keep)
+
+    def refuse_if_in_release(self, service: str) -> None:
+        """A service of an unfinished application release (``<app>.<name>``) is moved by that
+        release only: single-service commands are refused, naming it."""
+        app, dot, name = service.partition(".")
+        if not dot:
+            return
+        inflight = self.registry.get_json(f"{app}._app", APP_INFLIGHT)
+        if inflight and name in (inflight.get("moving") or {}):
+            raise OperationFailed(
+                f"{service} is part of the unfinished application release {app} "
+                f"#{inflight.get('release')} ({inflight.get('state')} at "
+                f"{inflight.get('weight')}%): use bluegreen app promote|abort {app}")
 
     def recorded_color(self, service: str) -> str | None:
         return self.registry.get_color(service)

@@ -36,15 +36,16 @@ class Proxy(ABC):
 
 
 def weighted_route(service: str, color: str, new: Sequence[Instance], old: Sequence[Instance],
-                   weight: int) -> Route:
+                   weight: int, **exposure: str | None) -> Route:
     """``weight`` percent of the service's traffic on ``color``'s instances ``new``, the rest
     on the other color's ``old``; weights are the smallest integers with that ratio."""
     if weight == 100 or not old:
-        return Route(service, color, tuple(Server(i.address, i.port) for i in new))
+        return Route(service, color, tuple(Server(i.address, i.port) for i in new), **exposure)
     if weight == 0:
-        return Route(service, old[0].color, tuple(Server(i.address, i.port) for i in old))
+        return Route(service, old[0].color, tuple(Server(i.address, i.port) for i in old),
+                     **exposure)
     w_new, w_old = weight * len(old), (100 - weight) * len(new)
     g = math.gcd(w_new, w_old)
     servers = ([Server(i.address, i.port, w_new // g) for i in new]
                + [Server(i.address, i.port, w_old // g) for i in old])
-    return Route(service, color, tuple(servers), weight)
+    return Route(service, color, tuple(servers), weight, **exposure)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 HEADER_RE = re.compile(
     r"^# Managed by bluegreen: service=(?P<service>\S+) color=(?P<color>blue|green|none)"
     r"(?: weight=(?P<weight>\d+))?$", re.M)
-SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;]+)", re.M)
+SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;{]+:\d+)", re.M)
 
 
 class NginxController(ABC):
@@ -207,8 +207,9 @@ class NginxProxy(Proxy):
 
     def __init__(self, controller: NginxController, upstream_dir: str | os.PathLike[str],
                  include_dir: str | os.PathLike[str], location: str = "/",
-                 include_file: str | None = None) -> None:
+                 include_file: str | None = None, internal_listen: str = "172.17.0.1:80") -> None:
         self.controller = controller
+        self.internal_listen = internal_listen  # where internal endpoints are served
         self.where = controller.where
         self.upstream_dir, self.include_dir = Path(upstream_dir), Path(include_dir)
         self.location = validate.location(location)
@@ -228,7 +229,8 @@ class NginxProxy(Proxy):
         return self.upstream_dir / name, self.include_dir / name
 
     def plan(self, routes: Sequence[Route]) -> dict[Path, str | None]:
-        """The files of every route (``None``: remove the file)."""
+        """The files of every route (``None``: remove the file): the upstream (and the internal
+        endpoint's server, at http level) and the public location (in ``server {}``)."""
         plan: dict[Path, str | None] = {}
         for route in routes:
             up, inc = self.paths(route.service)
@@ -238,21 +240,28 @@ class NginxProxy(Proxy):
             for s in route.servers:
                 validate.host(s.address)
                 validate.port(s.port)
-            plan[up] = templates.render("nginx/upstream.conf.j2", service=route.service,
-                                        color=route.color, weight=validate.weight(route.weight),
-                                        servers=route.servers)
-            plan[inc] = self._include(route.service)
+            text = templates.render("nginx/upstream.conf.j2", service=route.service,
+                                    color=route.color, weight=validate.weight(route.weight),
+                                    servers=route.servers)
+            if route.endpoint:
+                text += templates.render("nginx/endpoint.conf.j2", service=route.service,
+                                         endpoint=validate.host(route.endpoint),
+                                         listen=self.internal_listen)
+            plan[up] = text
+            plan[inc] = self._include(route.service, route.location)
         return plan
 
-    def _include(self, service: str) -> str:
-        if not self.include_file:
-            return templates.render("nginx/include.conf.j2", service=service,
-                                    location=self.location)
-        try:
-            return self.include_file.read_text()
-        except OSError as exc:
-            raise validate.UsageError(f"cannot read include file {self.include_file}: "
-                                      f"{exc.strerror}") from exc
+    def _include(self, service: str, location: str | None) -> str | None:
+        if location == "":
+            return None  # an internal endpoint only: no public location
+        if self.include_file and location is None:
+            try:
+                return self.include_file.read_text()
+            except OSError as exc:
+                raise validate.UsageError(f"cannot read include file {self.include_file}: "
+                                          f"{exc.strerror}") from exc
+        return templates.render("nginx/include.conf.j2", service=service,
+                                location=validate.location(location or self.location))
 
     def _changes(self, plan: dict[Path, str | None]) -> dict[Path, str | None]:
         return {p: text for p, text in plan.items() if _read(p) != text}

@@ -144,6 +144,7 @@ class DockerRuntime(DockerEngine, Runtime):
                 c = self.client.containers.run(
                     image, detach=True, name=name, environment=environment, labels=labels,
                     ports={f"{port}/tcp": (self.publish_ip, None)}, network=network, init=True,
+                    extra_hosts=dict(spec.hosts) or None,
                 )
                 c.reload()
             return self._info(c)

@@ -1,0 +1,330 @@
+"""Application releases: the services of one Compose file released as one.
+
+The deploy unit is a container, the release unit is the application. ``deploy`` compares the
+file with the live release; each changed (or new) service gets a new color beside its live
+one, started, healthy and tested directly; then the traffic of ALL changed services moves
+together, one proxy change per weight step (``--steps 10,50,100``), with the tests run through
+the proxy at each step; a failing test returns all of them to the old release. ``--confirm``
+stops before 100: ``promote`` finishes, ``abort`` goes back. Unchanged services keep serving
+old and new releases alike. Internal endpoints (``servicea.local``) are served by the proxy on
+``--internal-listen``; every container of the application resolves them there.
+
+Records (under ``<app>._app/``, beside no service's): ``app-live`` (release N: each service's
+color and what it runs), ``app-previous``, ``app-inflight`` (an unfinished release, which
+blocks single-service commands on its services), ``history``. One application lock.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bluegreen import interrupts
+from bluegreen.app.spec import AppSpec, ServiceSpec, changed
+from bluegreen.errors import Interrupted, OperationFailed, UsageError, redact
+from bluegreen.flow import checks
+from bluegreen.flow.steps import APP_INFLIGHT, Steps
+from bluegreen.model import DeploySpec, Move
+
+LIVE, PREVIOUS, INFLIGHT = "app-live", "app-previous", APP_INFLIGHT
+HISTORY_KEEP = 50
+
+
+def target(app: str) -> str:
+    """Where an application's lock and records live (never a service's name)."""
+    return f"{app}._app"
+
+
+@dataclass
+class AppOptions:
+    steps: tuple[int, ...] = (100,)
+    step_wait: float = 0.0
+    confirm: bool = False
+    keep_old: float = 0.0
+    proxy_url: str = "http://127.0.0.1"
+    internal_addr: str = "172.17.0.1"
+    lock_wait: float = 0.0
+
+
+@dataclass
+class AppRelease:
+    steps: Steps
+    opts: AppOptions
+
+    def say(self, line: str) -> None:
+        self.steps.say(line)
+
+    # -- deploy ------------------------------------------------------------------------------
+
+    def deploy(self, spec: AppSpec) -> dict[str, Any]:
+        workers = [s.name for s in spec.services.values() if s.kind == "worker"]
+        if workers:
+            raise UsageError(f"{spec.name}: services without a route or endpoint (workers) are "
+                             f"not released by app deploy yet: {', '.join(workers)}")
+        app = spec.name
+        with self.steps.lock(target(app), self.opts.lock_wait, on_stale=self.say):
+            self._recover(app, undo_paused=False)
+            live = self.steps.record(target(app), LIVE) or {"release": 0, "services": {}}
+            plan = changed(spec, live["services"])
+            for p in plan.services:
+                self.say(f"{app}: {p.name} {p.action}"
+                         + (f" ({'; '.join(p.reasons)})" if p.reasons else "")
+                         + (f" {p.live_color or '-'} -> {p.color}" if p.action != "keep" else ""))
+            if plan.removed:
+                raise UsageError(f"{app}: removing services ({', '.join(plan.removed)}) is not "
+                                 f"supported yet; keep them in the file")
+            summary: dict[str, Any] = {"app": app, "release": live["release"] + 1,
+                                       "changed": [*plan.new, *plan.changed],
+                                       "kept": list(plan.kept)}
+            if plan.nothing:
+                self.say(f"{app}: nothing changed (release {live['release']} is live)")
+                return summary | {"release": live["release"], "result": "unchanged"}
+            if self.steps.dry_run:
+                return summary | {"result": "dry-run"}
+            inflight = {"release": summary["release"], "state": "deploying", "weight": 0,
+                        "started": time.time(),
+                        "moving": {p.name: {"from": p.live_color, "to": p.color}
+                                   for p in plan.services if p.action in ("new", "change")},
+                        "services": {name: _record(spec, s, plan_color(plan, name))
+                                     for name, s in spec.services.items()}}
+            self.steps.set_record(target(app), INFLIGHT, inflight)
+            try:
+                self._start_new(app, spec, inflight)
+                last = self.opts.steps[-1]
+                for weight in self.opts.steps:
+                    if self.opts.confirm and weight == last == 100:
+                        break
+                    inflight = self._shift(app, inflight, weight)
+                if self.opts.confirm:
+                    inflight = inflight | {"state": "paused"}
+                    self.steps.set_record(target(app), INFLIGHT, inflight)
+                    self.say(f"{app}: release {inflight['release']} paused at "
+                             f"{inflight['weight']}%: bluegreen app promote {app} | "
+                             f"bluegreen app abort {app}")
+                    return summary | {"result": "paused", "weight": inflight["weight"]}
+                old = self._promote(app, inflight)
+            except BaseException as exc:
+                self._abort(app, inflight, exc)
+                raise
+        self._stop_old(app, old)
+        return summary | {"result": "ok"}
+
+    def _start_new(self, app: str, spec: AppSpec, inflight: dict[str, Any]) -> None:
+        """Each moving service's new color, healthy, registered and tested directly;
+        services with an internal endpoint first (their callers need them)."""
+        hosts = tuple((s.endpoint, self.opts.internal_addr) for s in spec.services.values()
+                      if s.endpoint)
+        order = sorted(inflight["moving"], key=lambda n: spec.services[n].endpoint is None)
+        for name in order:
+            s, color = spec.services[name], inflight["moving"][name]["to"]
+            self.say(f"==> Deploy {app}.{name}-{color} from {s.image}")
+            self.steps.deploy(f"{app}.{name}", color, DeploySpec(
+                s.image, port=s.port or 8080, env=s.environment, scale=s.scale,
+                health_path=s.health_path, hosts=hosts))
+        # A new service's internal endpoint has no old release to protect: served at once, so
+        # that its callers' new colors can be tested.
+        fresh = [Move(f"{app}.{n}", inflight["moving"][n]["to"], 100, location="",
+                      endpoint=spec.services[n].endpoint) for n in order
+                 if inflight["moving"][n]["from"] is None and spec.services[n].endpoint]
+        if fresh:
+            self.steps.route(fresh)
+        for name in order:
+            tests = _tests(inflight["services"][name])
+            if tests.empty:
+                continue
+            color = inflight["moving"][name]["to"]
+            domain = self.steps.test_domain(f"{app}.{name}", color)
+            result = checks.run(tests, domain)
+            self.say(f"pre-integration tests of {app}.{name}-{color}: {result.detail}")
+            if not result.ok:
+                raise OperationFailed(f"Pre-integration tests of {app}.{name} failed: "
+                                      f"{result.detail}")
+
+    def _moves(self, app: str, inflight: dict[str, Any], weight: int, back: bool = False
+               ) -> list[Move]:
+        moves = []
+        for name, move in inflight["moving"].items():
+            record = inflight["services"][name]
+            color = move["from"] if back else move["to"]
+            if color is None:
+                continue  # a new service has nothing to go back to (it is unrouted)
+            w = 100 if back or move["from"] is None else weight
+            moves.append(Move(f"{app}.{name}", color, w, location=record.get("route") or "",
+                              endpoint=record.get("endpoint")))
+        return moves
+
+    def _shift(self, app: str, inflight: dict[str, Any], weight: int) -> dict[str, Any]:
+        """ONE proxy change for every moving service, then the tests through the proxy."""
+        self.say(f"==> {app}: {weight}% to the new release")
+        self.steps.route(self._moves(app, inflight, weight))
+        inflight = inflight | {"weight": weight}
+        self.steps.set_record(target(app), INFLIGHT, inflight)
+        for name, record in inflight["services"].items():
+            tests = _tests(record)
+            if tests.empty or not record.get("route"):
+                continue
+            result = checks.run(tests, self.opts.proxy_url)
+            self.say(f"tests of {app}.{name} through the proxy at {weight}%: {result.detail}")
+            if not result.ok:
+                raise OperationFailed(f"{app}.{name} failed its tests at {weight}%: "
+                                      f"{result.detail}")
+        if self.opts.step_wait and weight != 100:
+            time.sleep(self.opts.step_wait)
+        return inflight
+
+    def _promote(self, app: str, inflight: dict[str, Any]) -> dict[str, str]:
+        """All moving services at 100; the release is live. Returns the old colors to stop."""
+        if inflight["weight"] != 100:
+            inflight = self._shift(app, inflight, 100)
+        for name, move in inflight["moving"].items():
+            self.steps.verify_release(f"{app}.{name}", move["to"])
+        with interrupts.shielded():
+            live = self.steps.record(target(app), LIVE)
+            if live:
+                self.steps.set_record(target(app), PREVIOUS, live)
+            self.steps.set_record(target(app), LIVE, {"release": inflight["release"],
+                                                      "services": inflight["services"]})
+            self.steps.set_record(target(app), INFLIGHT, None)
+            self._history(app, inflight, "ok")
+        self.say(f"{app}: release {inflight['release']} is live")
+        return {name: m["from"] for name, m in inflight["moving"].items() if m["from"]}
+
+    def _stop_old(self, app: str, old: dict[str, str]) -> None:
+        if not old:
+            return
+        if self.opts.keep_old:
+            self.say(f"keeping the old colors for {self.opts.keep_old:g}s (abort is proxy-only)")
+            time.sleep(self.opts.keep_old)
+        with self.steps.lock(target(app), 600, on_stale=self.say):
+            live = self.steps.record(target(app), LIVE) or {"services": {}}
+            for name, color in old.items():
+                if live["services"].get(name, {}).get("color") != color and \
+                        self.steps.running(f"{app}.{name}", color):
+                    self.steps.stop(f"{app}.{name}", color)
+
+    # -- abort, promote, recover ---------------------------------------------------------------
+
+    def _abort(self, app: str, inflight: dict[str, Any], why: BaseException | None = None) -> None:
+        """Every moving service back on its old color in ONE proxy change; new services out
+        of the proxy; the new colors stopped. Best effort: the original error surfaces."""
+        try:
+            moves = self._moves(app, inflight, 100, back=True)
+            if moves:
+                self.steps.route(moves)
+            for name, move in inflight["moving"].items():
+                service = f"{app}.{name}"
+                if move["from"] is None and self.steps.serving_color(service):
+                    self.steps.unroute(service)
+                if self.steps.running(service, move["to"]):
+                    self.steps.stop(service, move["to"], force=True)
+            with interrupts.shielded():
+                self.steps.set_record(target(app), INFLIGHT, None)
+                result = "aborted" if why is None or isinstance(why, Interrupted) else "failed"
+                self._history(app, inflight, result, why)
+            self.say(f"{app}: release {inflight['release']} undone; the old release serves")
+        except Exception as exc:
+            self.say(f"{app}: undoing release {inflight['release']}: {redact(str(exc))}")
+            if why is None:
+                raise
+
+    def promote(self, app: str) -> dict[str, Any]:
+        with self.steps.lock(target(app), self.opts.lock_wait, on_stale=self.say):
+            inflight = self._paused(app)
+            try:
+                old = self._promote(app, inflight)
+            except BaseException as exc:
+                self._abort(app, inflight, exc)
+                raise
+        self._stop_old(app, old)
+        return {"app": app, "release": inflight["release"], "result": "ok"}
+
+    def abort(self, app: str) -> dict[str, Any]:
+        with self.steps.lock(target(app), self.opts.lock_wait, on_stale=self.say):
+            inflight = self.steps.record(target(app), INFLIGHT)
+            if not inflight:
+                raise OperationFailed(f"{app}: no unfinished release to abort")
+            self._abort(app, inflight)
+        return {"app": app, "release": inflight["release"], "result": "aborted"}
+
+    def _paused(self, app: str) -> dict[str, Any]:
+        inflight = self.steps.record(target(app), INFLIGHT)
+        if not inflight or inflight.get("state") != "paused":
+            raise OperationFailed(f"{app}: no paused release to promote")
+        return dict(inflight)
+
+    def _recover(self, app: str, undo_paused: bool) -> None:
+        """A release whose command died (kill -9) is undone; a paused one blocks a new one."""
+        inflight = self.steps.record(target(app), INFLIGHT)
+        if not inflight:
+            return
+        if inflight.get("state") == "paused" and not undo_paused:
+            raise OperationFailed(f"{app}: release {inflight['release']} is paused at "
+                                  f"{inflight['weight']}%: bluegreen app promote {app} | "
+                                  f"bluegreen app abort {app}")
+        self.say(f"{app}: release {inflight['release']} was interrupted at "
+                 f"{inflight['weight']}%; undoing it")
+        self._abort(app, inflight)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def status(self, app: str) -> dict[str, Any]:
+        live = self.steps.record(target(app), LIVE) or {"release": 0, "services": {}}
+        inflight = self.steps.record(target(app), INFLIGHT)
+        report: dict[str, Any] = {"app": app, "live_release": live["release"],
+                                  "inflight": inflight, "services": {}, "problems": []}
+        names = set(live["services"]) | set((inflight or {}).get("services", {}))
+        for name in sorted(names):
+            service = f"{app}.{name}"
+            serving = self.steps.proxy.serving(service) if self.steps.proxy else None
+            entry = {"live_color": live["services"].get(name, {}).get("color"),
+                     "proxy_color": serving.color if serving else None,
+                     "proxy_weight": serving.weight if serving else None,
+                     "healthy": {c: self.steps.healthy(service, c) for c in ("blue", "green")}}
+            if inflight and name in inflight["moving"]:
+                entry["moving"] = inflight["moving"][name]
+            report["services"][name] = entry
+            if not inflight and entry["live_color"] and entry["proxy_color"] != entry["live_color"]:
+                report["problems"].append(f"{name}: release {live['release']} says "
+                                          f"{entry['live_color']}, the proxy routes to "
+                                          f"{entry['proxy_color']}")
+            color = entry["proxy_color"]
+            if color and not entry["healthy"][color]:
+                report["problems"].append(f"{name}: the proxy routes to {color}, which is not "
+                                          f"healthy")
+        return report
+
+    def history(self, app: str) -> list[dict[str, Any]]:
+        return self.steps.record(target(app), "history") or []
+
+    def _history(self, app: str, inflight: dict[str, Any], result: str,
+                 why: BaseException | None = None) -> None:
+        entry = {"action": "app deploy", "release": inflight["release"], "result": result,
+                 "weight": inflight["weight"], "start": inflight["started"], "end": time.time(),
+                 "changed": {n: f"{m['from'] or '-'} -> {m['to']}"
+                             for n, m in inflight["moving"].items()},
+                 "images": {n: r["image"] for n, r in inflight["services"].items()}}
+        if why is not None:
+            entry["error"] = redact(str(why))
+        self.steps.append_history(target(app), entry, HISTORY_KEEP)
+
+
+def plan_color(plan: Any, name: str) -> str | None:
+    return next(p.color for p in plan.services if p.name == name)
+
+
+def _record(spec: AppSpec, s: ServiceSpec, color: str | None) -> dict[str, Any]:
+    """A service's entry of a release: what ``changed`` compares, plus how it is exposed and
+    tested."""
+    assert color
+    return s.record(color) | {"route": s.route, "endpoint": s.endpoint,
+                              "tests": {"paths": list(s.tests.paths),
+                                        "expect_status": s.tests.expect_status,
+                                        "expect_body": s.tests.expect_body}}
+
+
+def _tests(record: dict[str, Any]) -> checks.TestSpec:
+    t = record.get("tests") or {}
+    return checks.TestSpec.build(http=list(t.get("paths") or []),
+                                 expect_status=int(t.get("expect_status") or 200),
+                                 body_regex=t.get("expect_body"), retries=3)

@@ -1,0 +1,183 @@
+"""The seed's application releases on real Docker, Consul and nginx: serviceB (public route)
+calls serviceA through the internal endpoint ``servicea.local``, which nginx serves on Docker's
+bridge gateway. Only changed services get a new color; the traffic of every changed service
+moves in one proxy change per step; a paused release blocks single-service commands and is
+promoted or aborted; a killed release is undone by the next command.
+
+The tests of this module run in order on one application (each starts from what the previous
+one left).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from bluegreen_dev.sample_app import build_sample_app_images
+from bluegreen_dev.sandbox import Nginx
+from tests.integration.conftest import Env, cleanup
+from tests.integration.test_reliability import Held
+
+pytestmark = pytest.mark.integration
+APP = "hello-world"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-world" / "compose.yaml"
+
+
+@pytest.fixture(scope="module")
+def app(sandbox, tmp_path_factory) -> Iterator[Env]:
+    build_sample_app_images()
+    nginx = Nginx(sandbox.root / "nginx-app").start()
+    env = Env(sandbox, APP, nginx)
+    yield env
+    for name in ("servicea", "serviceb"):
+        cleanup(sandbox, f"{APP}.{name}", nginx)
+    requests.delete(f"{sandbox.consul.addr}/v1/kv/{APP}._app?recurse=1", timeout=5)
+
+
+def compose(tmp_path: Path, a: str = "v1", b: str = "v1", b_body: str = "world!$") -> str:
+    text = EXAMPLE.read_text().replace("bluegreen-servicea:v1", f"bluegreen-servicea:{a}")
+    text = text.replace("bluegreen-serviceb:v1", f"bluegreen-serviceb:{b}")
+    text = text.replace('bluegreen.test.expect-body: "world!$"', f'bluegreen.test.expect-body: "{b_body}"')
+    path = tmp_path / f"compose-{a}-{b}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def body(env: Env) -> str:
+    r = requests.get(env.nginx.url + "/", timeout=10)
+    return r.text if r.status_code == 200 else f"HTTP {r.status_code}"
+
+
+def ids(env: Env, service: str) -> set[str]:
+    import docker
+
+    found = docker.from_env().containers.list(filters={"label": f"bluegreen.service={service}"})
+    return {c.id for c in found}
+
+
+class Load:
+    """Users through the proxy during a release: every answer must be 200 and allowed."""
+
+    def __init__(self, env: Env) -> None:
+        self.env, self.bodies, self.failed = env, {}, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        session = requests.Session()
+        while not self._stop.is_set():
+            try:
+                r = session.get(self.env.nginx.url + "/", timeout=10)
+            except requests.RequestException as exc:
+                self.failed.append(type(exc).__name__)
+                continue
+            if r.status_code != 200:
+                self.failed.append(r.status_code)
+            self.bodies[r.text] = self.bodies.get(r.text, 0) + 1
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def status(env: Env) -> dict:
+    r = env.bg("app", "status", APP, "--json")
+    assert r.code == 0, r.err
+    return json.loads(r.out)
+
+
+def test_first_release_serves_the_seeds_answer(app, tmp_path):
+    r = app.bg("app", "deploy", "--file", compose(tmp_path))
+    assert r.code == 0, r.err
+    assert "release 1 is live" in r.out
+    assert body(app) == "Hello world!"
+    s = status(app)
+    assert s["live_release"] == 1 and not s["problems"]
+    assert {n: e["proxy_color"] for n, e in s["services"].items()} == {
+        "servicea": "blue", "serviceb": "blue"}
+
+
+def test_nothing_changed_changes_nothing(app, tmp_path):
+    before = app.proxy_files()
+    r = app.bg("app", "deploy", "--file", compose(tmp_path))
+    assert r.code == 0 and "nothing changed" in r.out
+    assert app.proxy_files() == before
+
+
+def test_frontend_release_keeps_the_backend_shared(app, tmp_path):
+    backend = ids(app, f"{APP}.servicea")
+    with Load(app) as load:
+        r = app.bg("app", "deploy", "--file", compose(tmp_path, b="v2"), "--steps", "50,100")
+    assert r.code == 0, r.err
+    assert "servicea keep" in r.err and "serviceb change" in r.err
+    assert load.failed == [] and sum(load.bodies.values()) > 0
+    assert set(load.bodies) <= {"Hello world!", "Welcome to the world!"}
+    assert body(app) == "Welcome to the world!"
+    assert ids(app, f"{APP}.servicea") == backend  # unchanged: not redeployed
+
+
+def test_backend_release_paused_then_promoted(app, tmp_path):
+    with Load(app) as load:
+        r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v2", b="v2"), "--steps",
+                   "50,100", "--confirm")
+    assert r.code == 0, r.err
+    assert "paused at 50%" in r.out
+    assert load.failed == [] and sum(load.bodies.values()) > 0
+    # shared serviceB: half of its calls reach the new serviceA (no version chains yet)
+    assert set(load.bodies) <= {"Welcome to the world!", "Welcome to the new world!"}
+    s = status(app)
+    assert s["inflight"]["state"] == "paused" and s["services"]["servicea"]["proxy_weight"] == 50
+    # the services of an unfinished release move with it only
+    r = app.bg("switch", f"{APP}.servicea", "--color", "blue")
+    assert r.code == 1 and f"unfinished application release {APP} #3" in r.err
+    r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v3", b="v2"))
+    assert r.code == 1 and "is paused at 50%" in r.err
+    r = app.bg("app", "promote", APP)
+    assert r.code == 0, r.err
+    assert body(app) == "Welcome to the new world!"
+    assert status(app)["live_release"] == 3
+
+
+def test_abort_returns_every_changed_service(app, tmp_path):
+    r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v1", b="v1"), "--steps", "50,100",
+               "--confirm")
+    assert r.code == 0, r.err
+    r = app.bg("app", "abort", APP)
+    assert r.code == 0, r.err
+    assert body(app) == "Welcome to the new world!"
+    s = status(app)
+    assert s["inflight"] is None and s["live_release"] == 3 and not s["problems"]
+    hist = json.loads(app.bg("app", "history", APP, "--json").out)
+    assert [h["result"] for h in hist] == ["ok", "ok", "ok", "aborted"]
+
+
+def test_failing_tests_return_to_the_old_release(app, tmp_path):
+    r = app.bg("app", "deploy", "--file", compose(tmp_path, b="v1", b_body="never-answered"),
+               "--steps", "50,100")
+    assert r.code == 1 and "Pre-integration tests of hello-world.serviceb failed" in r.err
+    assert body(app) == "Welcome to the new world!"
+    assert status(app)["inflight"] is None
+
+
+def test_killed_release_is_undone_by_the_next_command(app, tmp_path):
+    held = Held(app, tmp_path, ["switch:proxy-applied"], "app", "deploy", "--file",
+                compose(tmp_path, a="v1", b="v2"), "--steps", "50,100")
+    held.wait("switch:proxy-applied")
+    held.proc.send_signal(signal.SIGKILL)
+    held.proc.wait(10)
+    assert status(app)["inflight"]["state"] == "deploying"
+    r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v2", b="v2"))
+    assert r.code == 0, r.err
+    assert "was interrupted at" in r.err and "nothing changed" in r.out
+    assert body(app) == "Welcome to the new world!"
+    assert not status(app)["problems"]
