@@ -139,3 +139,9 @@ List tests(Map params, String domain) {
     }
     return testArgs(params)
 }
+
+/** ['--flag', value] for each parameter that is set, in the order of ``flags``. */
+@NonCPS
+List flagArgs(Map params, Map flags) {
+    return flags.findAll { key, flag -> params[key] != null }.collectMany { key, flag -> [flag, params[key].toString()] }
+}

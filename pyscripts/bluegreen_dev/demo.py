@@ -20,9 +20,11 @@ from pathlib import Path
 
 import requests
 
-from bluegreen_dev.sandbox import Sandbox
+from bluegreen_dev.sample_app import build_sample_app_images
+from bluegreen_dev.sandbox import Nginx, Sandbox
 
 SERVICE = "books-ms"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-world" / "compose.yaml"
 HTTP = ["--http", "/api/v1/books"]
 
 
@@ -80,11 +82,43 @@ def main(argv: list[str] | None = None) -> int:
         bg("switch", SERVICE, "--color", "blue", "--dry-run")
         bg("status", SERVICE)
         bg("history", SERVICE)
+
+        print("\n## 6. An application release (the seed's hello-world): serviceB calls serviceA")
+        print("##    at servicea.local, served by nginx; only changed services are redeployed")
+        app_nginx = Nginx(root / "nginx-app").start()
+        env = sb.env(app_nginx)
+        build_sample_app_images()
+
+        def app(a: str, b: str) -> str:
+            text = EXAMPLE.read_text().replace("servicea:v1", f"servicea:{a}")
+            path = root / f"compose-{a}-{b}.yaml"
+            path.write_text(text.replace("serviceb:v1", f"serviceb:{b}"))
+            return str(path)
+
+        def hello() -> None:
+            r = requests.get(f"{app_nginx.url}/", timeout=10)
+            print(f"$ curl {app_nginx.url}/  ->  {r.status_code} {r.text.strip()}")
+
+        bg("app", "check", "--file", str(EXAMPLE))
+        bg("app", "deploy", "--file", app("v1", "v1"))
+        hello()
+        print("\n## 6a. The frontend release: serviceB v2, serviceA shared, 50% then 100%")
+        bg("app", "deploy", "--file", app("v1", "v2"), "--steps", "50,100")
+        hello()
+        print("\n## 6b. The backend release, stopped at 50% for people to verify, then confirmed")
+        bg("app", "deploy", "--file", app("v2", "v2"), "--steps", "50,100", "--confirm")
+        hello()
+        bg("app", "status", "hello-world")
+        bg("app", "promote", "hello-world")
+        hello()
+        bg("app", "history", "hello-world")
     finally:
         if args.keep:
             print(f"\n# left running; env: CONSUL_HTTP_ADDR={sb.consul.addr} nginx {sb.nginx.url}")
         else:
-            sb.remove_containers(SERVICE)
+            for service in (SERVICE, "hello-world.servicea", "hello-world.serviceb"):
+                sb.remove_containers(service)
+            Nginx(root / "nginx-app").stop()
             sb.close()
             print("\n# sandbox removed")
     print("demo: " + ("OK" if not failures else f"{failures} step(s) did not do what was expected"))

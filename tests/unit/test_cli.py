@@ -103,3 +103,13 @@ def test_help_lists_every_command():
     for name in ("color", "deploy", "address", "switch", "stop", "status", "pre-test",
                  "post-test", "run", "rollback", "history", "recover", "jenkins", "app"):
         assert name in out
+
+
+@pytest.mark.parametrize("steps", ["0,100", "50", "50,30,100", "10,x,100", "101", ""])
+def test_app_deploy_refuses_bad_steps(steps, tmp_path):
+    compose = tmp_path / "c.yaml"
+    compose.write_text("name: a\nservices:\n  s:\n    image: x:1\n    labels:\n"
+                       "      bluegreen.route: /\n")
+    code, out, err = run("app", "deploy", "--file", str(compose), "--steps", steps,
+                         env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}"})
+    assert code == 2 and "invalid --steps" in err and out == ""

@@ -14,7 +14,7 @@ class ConventionsTest {
     @Test
     void theStepsAreThere() {
         assert steps*.name*.replace('.groovy', '') as Set == [
-                'blueGreenDeploy', 'bluegreenCli', 'bluegreenInstall', 'deployBG', 'getCurrentColor',
+                'blueGreenDeploy', 'blueGreenDeployApp', 'bluegreenCli', 'bluegreenInstall', 'deployBG', 'getCurrentColor',
                 'getNextColor', 'rollbackBG', 'runBGPostIntegrationTests', 'runBGPreIntegrationTests',
                 'stopBG', 'updateBGProxy'] as Set
     }
