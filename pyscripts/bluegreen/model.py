@@ -59,6 +59,7 @@ class Container:
     port: int | None  # published host port, when running
     container_port: int
     health_path: str
+    private_address: str | None = None  # its address on its Docker network (as a caller)
 
     @property
     def running(self) -> bool:
@@ -95,6 +96,17 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Chain:
+    """Callers kept on one release: requests from ``callers`` (container addresses) to a
+    service's internal endpoint reach ``servers`` (its ``color``) only. ``side``: new | old."""
+
+    side: str
+    color: str
+    callers: tuple[str, ...]
+    servers: tuple[Server, ...] = ()
+
+
+@dataclass(frozen=True)
 class Route:
     """The desired route of one service: ``weight`` percent to ``color``'s servers, the rest
     to the other color's (their weights are in ``servers``). No servers: the service is
@@ -106,6 +118,7 @@ class Route:
     weight: int = 100
     location: str | None = None  # the public location; None: the proxy's default, "": none
     endpoint: str | None = None  # an internal name (servicea.local) other services call
+    chains: tuple[Chain, ...] = ()  # callers of the endpoint kept on their own release
 
     @property
     def removed(self) -> bool:
@@ -122,6 +135,7 @@ class Move:
     weight: int = 100
     location: str | None = None
     endpoint: str | None = None
+    chains: tuple[Chain, ...] = ()  # servers are filled in from the registry
 
 
 @dataclass(frozen=True)

@@ -181,3 +181,20 @@ def test_killed_release_is_undone_by_the_next_command(app, tmp_path):
     assert "was interrupted at" in r.err and "nothing changed" in r.out
     assert body(app) == "Welcome to the new world!"
     assert not status(app)["problems"]
+
+
+def test_both_change_every_request_stays_on_one_release(app, tmp_path):
+    """Frontend and backend both change: at 50% a request that enters the new serviceB is
+    answered by the new serviceA, one that enters the old serviceB by the old serviceA."""
+    old_chain, new_chain = "Welcome to the new world!", "Hello world!"
+    assert body(app) == old_chain
+    with Load(app) as load:
+        r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v1", b="v1"),
+                   "--steps", "50,100", "--confirm")
+    assert r.code == 0, r.err
+    assert load.failed == [] and set(load.bodies) <= {old_chain, new_chain}
+    seen = {body(app) for _ in range(40)}
+    assert seen == {old_chain, new_chain}  # both releases serve, never a mix
+    r = app.bg("app", "promote", APP)
+    assert r.code == 0, r.err
+    assert body(app) == new_chain

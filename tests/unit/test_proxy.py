@@ -171,3 +171,23 @@ def test_temp_files_never_match_the_include_glob(proxy, monkeypatch):
     monkeypatch.setattr(mod.os, "replace", spy)
     proxy.apply(route("blue", ("127.0.0.1", 5000)))
     assert seen and not any(s.endswith(".conf") for s in seen)
+
+
+def test_internal_endpoint_with_chains(proxy):
+    from bluegreen.model import Chain
+
+    chains = (Chain("new", "green", ("172.17.0.9",), (Server("127.0.0.1", 7002),)),
+              Chain("old", "blue", ("172.17.0.8", "172.17.0.7"), (Server("127.0.0.1", 7001),)))
+    route = Route("app.a", "green", (Server("127.0.0.1", 7001, 1), Server("127.0.0.1", 7002, 1)),
+                  50, location="", endpoint="servicea.local", chains=chains)
+    plan = proxy.plan([route])
+    up, inc = proxy.paths("app.a")
+    text = plan[up]
+    assert plan[inc] is None  # an internal endpoint only: no public location
+    assert "upstream app.a--new {\n    server 127.0.0.1:7002;\n}" in text
+    assert "    172.17.0.8 old;\n    172.17.0.7 old;" in text and "    172.17.0.9 new;" in text
+    assert "server_name servicea.local;" in text and "listen 172.17.0.1:80;" in text
+    assert proxy.serving("app.a").servers == ()  # nothing applied yet
+    with pytest.raises(UsageError):  # caller addresses are validated like servers
+        proxy.plan([Route("app.a", "green", route.servers, 50, endpoint="servicea.local",
+                          chains=(Chain("new", "green", ("1.2.3.4; }",), chains[0].servers),))])

@@ -25,7 +25,7 @@ from bluegreen.app.spec import AppSpec, ServiceSpec, changed
 from bluegreen.errors import Interrupted, OperationFailed, UsageError, redact
 from bluegreen.flow import checks
 from bluegreen.flow.steps import APP_INFLIGHT, Steps
-from bluegreen.model import DeploySpec, Move
+from bluegreen.model import Chain, DeploySpec, Move
 
 LIVE, PREVIOUS, INFLIGHT = "app-live", "app-previous", APP_INFLIGHT
 HISTORY_KEEP = 50
@@ -122,13 +122,9 @@ class AppRelease:
             self.steps.deploy(f"{app}.{name}", color, DeploySpec(
                 s.image, port=s.port or 8080, env=s.environment, scale=s.scale,
                 health_path=s.health_path, hosts=hosts))
-        # A new service's internal endpoint has no old release to protect: served at once, so
-        # that its callers' new colors can be tested.
-        fresh = [Move(f"{app}.{n}", inflight["moving"][n]["to"], 100, location="",
-                      endpoint=spec.services[n].endpoint) for n in order
-                 if inflight["moving"][n]["from"] is None and spec.services[n].endpoint]
-        if fresh:
-            self.steps.route(fresh)
+        # Before any test: new services' endpoints served (no old release to protect), and
+        # the new colors of callers kept on the new colors of their callees (chains).
+        self.steps.route(self._moves(app, inflight, 0))
         for name in order:
             tests = _tests(inflight["services"][name])
             if tests.empty:
@@ -143,16 +139,34 @@ class AppRelease:
 
     def _moves(self, app: str, inflight: dict[str, Any], weight: int, back: bool = False
                ) -> list[Move]:
+        """Every moving service at ``weight`` (new services at 100), or all back on their old
+        colors; below 100, each moving endpoint keeps the callers of each release on its own
+        release (version-consistent chains), the unchanged callers get the weights."""
         moves = []
+        callers = {} if back or weight == 100 else self._callers(app, inflight)
         for name, move in inflight["moving"].items():
             record = inflight["services"][name]
             color = move["from"] if back else move["to"]
             if color is None:
                 continue  # a new service has nothing to go back to (it is unrouted)
             w = 100 if back or move["from"] is None else weight
+            chains = ()
+            if record.get("endpoint") and move["from"] and callers:
+                chains = tuple(Chain(side, move[end], tuple(callers[side]))
+                               for side, end in (("new", "to"), ("old", "from"))
+                               if callers[side])
             moves.append(Move(f"{app}.{name}", color, w, location=record.get("route") or "",
-                              endpoint=record.get("endpoint")))
+                              endpoint=record.get("endpoint"), chains=chains))
         return moves
+
+    def _callers(self, app: str, inflight: dict[str, Any]) -> dict[str, list[str]]:
+        """The addresses of the moving services' containers, by release side."""
+        sides: dict[str, list[str]] = {"new": [], "old": []}
+        for name, move in inflight["moving"].items():
+            for side, end in (("new", "to"), ("old", "from")):
+                if move[end]:
+                    sides[side] += self.steps.addresses(f"{app}.{name}", move[end])
+        return sides
 
     def _shift(self, app: str, inflight: dict[str, Any], weight: int) -> dict[str, Any]:
         """ONE proxy change for every moving service, then the tests through the proxy."""

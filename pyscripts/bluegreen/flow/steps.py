@@ -8,12 +8,12 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bluegreen import interrupts, model, validate
 from bluegreen.errors import InvalidRecord, OperationFailed, Unreachable, redact
-from bluegreen.model import Container, DeploySpec, Instance, Move, Route
+from bluegreen.model import Container, DeploySpec, Instance, Move, Route, Server
 from bluegreen.proxy.base import Proxy, weighted_route
 from bluegreen.registry.base import Lease, Registry
 from bluegreen.runtime.base import Runtime
@@ -206,8 +206,17 @@ class Steps:
             if not old:
                 raise OperationFailed(f"no passing instance of {service}-{other} to keep "
                                       f"{100 - weight}% on")
+        chains = tuple(replace(c, servers=tuple(
+            Server(i.address, i.port) for i in self._passing(service, c.color)))
+            for c in move.chains)
         return weighted_route(service, color, new, old, weight, location=move.location,
-                              endpoint=move.endpoint)
+                              endpoint=move.endpoint, chains=chains)
+
+    def _passing(self, service: str, color: str) -> list[Instance]:
+        found = self.registry.instances(service, color, passing=True)
+        if not found:
+            raise OperationFailed(f"no passing instance of {service}-{color}; proxy left as it is")
+        return found
 
     def _recorded(self, service: str) -> str | None:
         """The recorded color, an unreadable record counting as none (it is overwritten)."""
@@ -299,6 +308,13 @@ class Steps:
     def running(self, service: str, color: str) -> bool:
         return self.runtime is not None and any(c.running for c in
                                                 self.runtime.containers(service, color))
+
+    def addresses(self, service: str, color: str) -> list[str]:
+        """The private addresses of the color's running instances (as callers of others)."""
+        if self.runtime is None:
+            return []
+        return [c.private_address for c in self.runtime.containers(service, color)
+                if c.running and c.private_address]
 
     def has_instances(self, service: str, color: str) -> bool:
         """The color has instances to start (no runtime to ask: assume so)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 from bluegreen.model import Instance, Route, Server, Serving
 
@@ -36,7 +37,7 @@ class Proxy(ABC):
 
 
 def weighted_route(service: str, color: str, new: Sequence[Instance], old: Sequence[Instance],
-                   weight: int, **exposure: str | None) -> Route:
+                   weight: int, **exposure: Any) -> Route:
     """``weight`` percent of the service's traffic on ``color``'s instances ``new``, the rest
     on the other color's ``old``; weights are the smallest integers with that ratio."""
     if weight == 100 or not old:

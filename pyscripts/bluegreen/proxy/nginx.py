@@ -198,7 +198,8 @@ def read_serving(upstream_dir: Path, service: str) -> Serving:
     m = HEADER_RE.search(text)
     color = m.group("color") if m and m.group("color") in COLORS else None
     weight = int(m.group("weight")) if m and m.group("weight") else 100
-    return Serving(color, weight, tuple(s.group("hostport") for s in SERVER_RE.finditer(text)))
+    upstream = text.split("\n}", 1)[0]  # the service's own upstream, the file's first block
+    return Serving(color, weight, tuple(s.group("hostport") for s in SERVER_RE.finditer(upstream)))
 
 
 class NginxProxy(Proxy):
@@ -244,12 +245,28 @@ class NginxProxy(Proxy):
                                     color=route.color, weight=validate.weight(route.weight),
                                     servers=route.servers)
             if route.endpoint:
-                text += templates.render("nginx/endpoint.conf.j2", service=route.service,
-                                         endpoint=validate.host(route.endpoint),
-                                         listen=self.internal_listen)
+                text += self._endpoint(route)
             plan[up] = text
             plan[inc] = self._include(route.service, route.location)
         return plan
+
+    def _endpoint(self, route: Route) -> str:
+        """The internal endpoint's server; with chains, callers of each release are kept on
+        the callee's matching color (by their address) and the others get the weights."""
+        import hashlib
+
+        for chain in route.chains:
+            if chain.side not in ("new", "old") or not chain.servers:
+                raise OperationFailed(f"invalid chain of {route.service}: {chain.side}")
+            for address in chain.callers:
+                validate.host(address)
+            for s in chain.servers:
+                validate.host(s.address)
+                validate.port(s.port)
+        var = "$bg_" + hashlib.sha1(route.service.encode(), usedforsecurity=False).hexdigest()[:12]
+        return templates.render("nginx/endpoint.conf.j2", service=route.service,
+                                endpoint=validate.host(route.endpoint or ""),
+                                listen=self.internal_listen, chains=route.chains, var=var)
 
     def _include(self, service: str, location: str | None) -> str | None:
         if location == "":

@@ -99,10 +99,12 @@ class DockerRuntime(DockerEngine, Runtime):
         if c.status == "running" and bindings:
             port = int(bindings[0]["HostPort"])
         image = c.attrs.get("Config", {}).get("Image", "")
+        networks = (c.attrs.get("NetworkSettings", {}).get("Networks") or {}).values()
+        private = next((n.get("IPAddress") for n in networks if n.get("IPAddress")), None)
         return Container(name=c.name, id=c.id, service=labels.get(LABEL_SERVICE, ""),
                          color=labels.get(LABEL_COLOR, ""), image=image, state=c.status,
                          address=self.advertise_addr, port=port, container_port=cport,
-                         health_path=labels.get(LABEL_HEALTH, "/"))
+                         health_path=labels.get(LABEL_HEALTH, "/"), private_address=private)
 
     def containers(self, service: str, color: str | None = None) -> list[Container]:
         filters = [f"{LABEL_SERVICE}={validate.service(service)}"]
