@@ -91,6 +91,7 @@ class AppRelease:
             self.steps.set_record(target(app), INFLIGHT, inflight)
             try:
                 self._start_new(app, spec, inflight)
+                interrupts.hold("app:started")
                 last = self.opts.steps[-1]
                 for weight in self.opts.steps:
                     if self.opts.confirm and weight == last == 100:
@@ -174,6 +175,7 @@ class AppRelease:
         self.steps.route(self._moves(app, inflight, weight))
         inflight = inflight | {"weight": weight}
         self.steps.set_record(target(app), INFLIGHT, inflight)
+        interrupts.hold(f"app:at-{weight}")
         for name, record in inflight["services"].items():
             tests = _tests(record)
             if tests.empty or not record.get("route"):
