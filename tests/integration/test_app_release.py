@@ -186,7 +186,7 @@ def test_killed_release_is_undone_by_the_next_command(app, tmp_path, point):
     assert body(app) == "Welcome to the new world!"
     s = status(app)
     assert not s["problems"] and s["inflight"] is None
-    for name, entry in s["services"].items():  # every route on a running, healthy color
+    for entry in s["services"].values():  # every route on a running, healthy color
         assert entry["proxy_color"] == entry["live_color"] and entry["healthy"][entry["live_color"]]
 
 
