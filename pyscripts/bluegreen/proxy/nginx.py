@@ -9,11 +9,9 @@ once nginx runs workers with the new configuration, so a switch is effective whe
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import re
 import signal
-import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -125,6 +123,8 @@ class LocalNginx(NginxController):
 
     def test(self) -> tuple[bool, str]:
         try:
+            import subprocess
+
             proc = subprocess.run(self._argv("-t", "-q"), capture_output=True, text=True,
                                   timeout=30, check=False)
         except FileNotFoundError as exc:
@@ -287,6 +287,8 @@ class NginxProxy(Proxy):
         out = []
         for path, text in self._changes(self.plan(routes)).items():
             old = _read(path)
+            import difflib
+
             out += difflib.unified_diff((old or "").splitlines(True), (text or "").splitlines(True),
                                         f"a{path}" if old is not None else "/dev/null",
                                         f"b{path}" if text is not None else "/dev/null")

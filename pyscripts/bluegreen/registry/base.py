@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -65,10 +64,16 @@ class Lease:
         return False
 
 
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
 def holder_info() -> dict[str, Any]:
     """Who holds a lock: host, pid (with its start time, against pid reuse), build URL."""
     info: dict[str, Any] = {
-        "host": socket.gethostname(),
+        "host": _hostname(),
         "pid": os.getpid(),
         "pid_start": _pid_start(os.getpid()),
         "since": time.time(),
@@ -96,7 +101,7 @@ def _pid_start(pid: int) -> str:
 
 def holder_is_dead(info: dict[str, Any]) -> bool:
     """True only when the holder ran on this host and its process is gone."""
-    if info.get("host") != socket.gethostname() or not isinstance(info.get("pid"), int):
+    if info.get("host") != _hostname() or not isinstance(info.get("pid"), int):
         return False
     return _pid_start(info["pid"]) != info.get("pid_start")
 
