@@ -205,3 +205,17 @@ def test_both_change_every_request_stays_on_one_release(app, tmp_path):
     r = app.bg("app", "promote", APP)
     assert r.code == 0, r.err
     assert body(app) == new_chain
+
+
+def test_rollback_goes_back_and_forth_in_one_change(app):
+    before = body(app)  # the last release: both services changed by it
+    r = app.bg("app", "rollback", APP, "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["services"] == ["servicea", "serviceb"]
+    assert body(app) == "Welcome to the new world!"  # the release before it
+    assert not status(app)["problems"]
+    r = app.bg("app", "rollback", APP)  # the rolled-back release still runs: forward again
+    assert r.code == 0, r.err
+    assert body(app) == before
+    hist = json.loads(app.bg("app", "history", APP, "--json").out)
+    assert [h["action"] for h in hist[-2:]] == ["app rollback", "app rollback"]

@@ -263,6 +263,49 @@ class AppRelease:
             self._abort(app, inflight)
         return {"app": app, "release": inflight["release"], "result": "aborted"}
 
+    def rollback(self, app: str) -> dict[str, Any]:
+        """Back to the previous release: every service whose color differs, in ONE proxy
+        change; instant when the old colors still run (else they are started first). The
+        release left keeps running, so a second rollback goes forward again at once."""
+        with self.steps.lock(target(app), self.opts.lock_wait, on_stale=self.say):
+            self._recover(app, undo_paused=False)
+            live = self.steps.record(target(app), LIVE)
+            previous = self.steps.record(target(app), PREVIOUS)
+            if not live or not previous:
+                raise OperationFailed(f"{app}: no previous release to roll back to")
+            if set(live["services"]) != set(previous["services"]):
+                raise OperationFailed(f"{app}: release {previous['release']} has other services "
+                                      f"than the live one; deploy its file instead")
+            back = {n: r for n, r in previous["services"].items()
+                    if r["color"] != live["services"][n]["color"]}
+            for name, record in back.items():
+                self._ensure_serving(app, name, record)
+            self.steps.route([Move(f"{app}.{n}", r["color"], 100, location=r.get("route") or "",
+                                   endpoint=r.get("endpoint")) for n, r in back.items()])
+            with interrupts.shielded():
+                self.steps.set_record(target(app), LIVE, previous)
+                self.steps.set_record(target(app), PREVIOUS, live)
+                self.steps.append_history(target(app), {
+                    "action": "app rollback", "release": previous["release"], "result": "ok",
+                    "weight": 100, "start": time.time(), "end": time.time(),
+                    "changed": {n: f"{live['services'][n]['color']} -> {r['color']}"
+                                for n, r in back.items()}}, HISTORY_KEEP)
+        self.say(f"{app}: release {previous['release']} is live again")
+        return {"app": app, "release": previous["release"], "result": "ok",
+                "services": sorted(back)}
+
+    def _ensure_serving(self, app: str, name: str, record: dict[str, Any]) -> None:
+        """The previous release's color of a service, running its image and healthy."""
+        service, color = f"{app}.{name}", record["color"]
+        images = self.steps.images(service, color)
+        if images != {record["image"]}:
+            raise OperationFailed(f"{service}-{color} no longer holds {record['image']} "
+                                  f"(it holds {', '.join(sorted(images)) or 'nothing'}); deploy "
+                                  f"the previous file instead")
+        if not self.steps.healthy(service, color):
+            self.say(f"starting {service}-{color} again")
+            self.steps.bring_up(service, color)
+
     def _paused(self, app: str) -> dict[str, Any]:
         inflight = self.steps.record(target(app), INFLIGHT)
         if not inflight or inflight.get("state") != "paused":

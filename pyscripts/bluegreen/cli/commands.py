@@ -333,6 +333,12 @@ def cmd_app_abort(opts: dict[str, Any]) -> int:
     return ExitStatus.OK
 
 
+def cmd_app_rollback(opts: dict[str, Any]) -> int:
+    summary = _app(opts).rollback(_app_name(opts))
+    emit(opts, summary, f"{summary['app']}: release {summary['release']} is live again")
+    return ExitStatus.OK
+
+
 def cmd_app_status(opts: dict[str, Any]) -> int:
     report = _app(opts).status(_app_name(opts))
     if opts["json"]:
@@ -381,6 +387,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "history": cmd_history, "recover": cmd_recover, "record": cmd_record,
     "app check": cmd_app_check, "app deploy": cmd_app_deploy, "app promote": cmd_app_promote,
     "app abort": cmd_app_abort, "app status": cmd_app_status, "app history": cmd_app_history,
+    "app rollback": cmd_app_rollback,
     "jenkins job": cmd_jenkins, "jenkins index": cmd_jenkins,
     "jenkins build": cmd_jenkins,
 }

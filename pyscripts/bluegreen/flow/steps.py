@@ -316,6 +316,10 @@ class Steps:
         return [c.private_address for c in self.runtime.containers(service, color)
                 if c.running and c.private_address]
 
+    def images(self, service: str, color: str) -> set[str]:
+        """The images the color's instances hold (running or not)."""
+        return {c.image for c in self.runtime.containers(service, color)} if self.runtime else set()
+
     def has_instances(self, service: str, color: str) -> bool:
         """The color has instances to start (no runtime to ask: assume so)."""
         return self.runtime is None or bool(self.runtime.containers(service, color))
