@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from bluegreen import templates, validate
 from bluegreen.errors import OperationFailed, Unreachable
-from bluegreen.model import COLORS, Route, Serving
+from bluegreen.model import COLORS, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 HEADER_RE = re.compile(
     r"^# Managed by bluegreen: service=(?P<service>\S+) color=(?P<color>blue|green|none)"
     r"(?: weight=(?P<weight>\d+))?$", re.M)
-SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;]+)", re.M)
+SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;]+)(?:\s+weight=(?P<weight>\d+))?", re.M)
 
 
 class NginxController(ABC):
@@ -222,6 +222,16 @@ class NginxProxy(Proxy):
 
     def serving(self, service: str) -> Serving:
         return read_serving(self.upstream_dir, service)
+
+    def current(self, service: str) -> Route:
+        """The route of the upstream file, each server's weight included."""
+        now = read_serving(self.upstream_dir, service)
+        text = _read(self.paths(service)[0]) or ""
+        servers = []
+        for m in SERVER_RE.finditer(text):
+            host, _, port = m.group("hostport").rpartition(":")
+            servers.append(Server(host, int(port), int(m.group("weight")) if m.group("weight") else None))
+        return Route(service, now.color if servers else None, tuple(servers), now.weight)
 
     def paths(self, service: str) -> tuple[Path, Path]:
         name = f"{validate.service(service)}.conf"
