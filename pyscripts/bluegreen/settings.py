@@ -124,8 +124,64 @@ def runtime(opts: Opts) -> Runtime:
     return _pick(RUNTIMES, opts["runtime"], "--runtime")(opts)
 
 
+# --proxy NAME=MODE,KEY=VALUE: each key stands for one single-proxy option
+PROXY_KEYS = {"conf": "nginx_conf", "prefix": "nginx_prefix", "pid-file": "nginx_pid_file",
+              "bin": "nginx_bin", "container": "nginx_container", "upstream-dir": "upstream_dir",
+              "include-dir": "include_dir", "control": "nginx_control",
+              "state-file": "nginx_state_file"}
+
+
+def proxy_specs(items: list[Any]) -> list[tuple[str, str, dict[str, str]]]:
+    """(name, mode, option overrides) of each ``--proxy`` item (text or a ``[[proxy]]`` table);
+    unknown keys, modes and repeated names are refused by name."""
+    specs: list[tuple[str, str, dict[str, str]]] = []
+    for item in items:
+        if isinstance(item, dict):
+            fields = {str(k).replace("_", "-"): v for k, v in item.items()}
+            name, mode = fields.pop("name", None), fields.pop("mode", None)
+        elif isinstance(item, str):
+            head, *rest = item.split(",")
+            name, _, mode = head.partition("=")
+            fields = {}
+            for pair in rest:
+                key, eq, value = pair.partition("=")
+                if not eq:
+                    raise UsageError(f"invalid --proxy {item!r}: {pair!r} is not KEY=VALUE")
+                fields[key.strip()] = value
+        else:
+            raise UsageError(f"invalid --proxy {item!r}: use NAME=MODE[,KEY=VALUE...]")
+        if not isinstance(name, str) or not validate.SERVICE_RE.fullmatch(name or ""):
+            raise UsageError(f"invalid --proxy name {name!r}: lowercase letters, digits, '.', '_', '-'")
+        _pick(PROXIES, mode, f"--proxy {name} mode")
+        for key, value in fields.items():
+            if key not in PROXY_KEYS:
+                raise UsageError(f"--proxy {name}: unknown key {key!r}: use "
+                                 f"{', '.join(PROXY_KEYS)}")
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise UsageError(f"--proxy {name}: invalid {key} {value!r}")
+        if name in (s[0] for s in specs):
+            raise UsageError(f"--proxy {name} given twice")
+        specs.append((name, mode, {PROXY_KEYS[k]: v for k, v in fields.items()}))
+    return specs
+
+
 def proxy(opts: Opts) -> Proxy:
-    return _pick(PROXIES, opts["nginx_mode"], "--nginx-mode")(opts)
+    specs = proxy_specs(opts.get("proxy") or [])
+    if not specs:
+        return _pick(PROXIES, opts["nginx_mode"], "--nginx-mode")(opts)
+    from bluegreen.proxy.fanout import FanoutProxy
+
+    seen: dict[tuple[str, str], str] = {}
+    for name, mode, overrides in specs:  # two proxies never share their files or endpoint
+        full = opts | overrides
+        owned = ["upstream_dir", "include_dir"] + (["nginx_control", "nginx_state_file"]
+                                                   if mode == "dynamic" else [])
+        for key in owned:
+            other = seen.setdefault((key, str(full[key])), name)
+            if other != name:
+                raise UsageError(f"--proxy {name} and {other} have the same "
+                                 f"{key.replace('_', '-')} {full[key]}: give each its own")
+    return FanoutProxy([(name, PROXIES[mode](opts | overrides)) for name, mode, overrides in specs])
 
 
 def steps(opts: Opts, runtime_: bool = False, proxy_: bool = False, lazy_runtime: bool = False,

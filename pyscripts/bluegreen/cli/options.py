@@ -118,6 +118,12 @@ OPTIONS: tuple[Option, ...] = (
            "it (the book's way); dynamic changes a local nginx's upstreams in process (Lua), "
            "reloading only when a service is added or removed",
            choices=("local", "container", "dynamic")),
+    Option("proxy", [], "route through several proxies, all or nothing (repeat): NAME=MODE "
+           "with MODE local, container or dynamic, then ,KEY=VALUE for what differs from the "
+           "single-proxy options (conf, prefix, pid-file, bin, container, upstream-dir, "
+           "include-dir, control, state-file); in the config file also [[proxy]] tables "
+           "(name, mode, keys). A key not given is the single-proxy option's value",
+           kind="list", metavar="NAME=MODE[,KEY=VALUE...]"),
     Option("nginx-control", "127.0.0.1:8079", "dynamic mode: nginx's control endpoint "
            "(127.x.y.z:PORT or unix:/path; never public)"),
     Option("nginx-state-file", "/var/lib/bluegreen/nginx-routes.json", "dynamic mode: the routes "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ class TestSpec:
         argv: tuple[str, ...] = ()
         if cmd:
             try:
+                import shlex
+
                 argv = tuple(shlex.split(cmd))
             except ValueError as exc:
                 raise UsageError(f"invalid --cmd: {exc}") from None
@@ -73,6 +74,8 @@ class TestSpec:
         if self.outcome is not None:
             return "tests run by the caller"
         if self.command:
+            import shlex
+
             return "command " + shlex.join(self.command)
         return "HTTP " + ", ".join(self.paths) if self.paths else "no tests"
 

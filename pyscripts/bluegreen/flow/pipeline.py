@@ -12,7 +12,6 @@ import contextlib
 import os
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -198,7 +197,7 @@ class Pipeline:
                     summary["recovered"] = actions
                 current = self.steps.live_color(service)
                 nxt, todo, started = model.next_color(current), PHASES, time.time()
-                inflight = {"id": uuid.uuid4().hex[:12], "image": opts.spec.image, "from": current,
+                inflight = {"id": os.urandom(6).hex(), "image": opts.spec.image, "from": current,
                             "to": nxt, "started": started, "host": socket.gethostname(),
                             "pid": os.getpid()}
             old = current if current and self.steps.healthy(service, current) else None

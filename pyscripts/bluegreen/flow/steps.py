@@ -186,6 +186,7 @@ class Steps:
             for service, color in records:
                 self.say(f"would record {service} color {color}")
             return bool(diff)
+        interrupts.hold("switch:before")
         with interrupts.shielded():  # the proxy and the records change together
             changed = self.proxy.apply(routes)
             interrupts.hold("switch:proxy-applied")
@@ -338,6 +339,8 @@ class Steps:
         routes to (a registry restarted empty, a record someone broke). Returns what was done;
         changes nothing on a dry run. Records that cannot be rebuilt are set aside, not lost."""
         reg, actions = self.registry, []
+        if self.proxy:
+            actions += self._agree(service)
         serving = self.proxy.serving(service) if self.proxy else None
         running: dict[str, list[Container]] = {}
         if self.runtime:
@@ -382,6 +385,14 @@ class Steps:
             self.say(f"{service}: the registry had lost or contradicted its state; rebuilt from "
                      f"the proxy and the containers: {'; '.join(actions)}")
         return actions
+
+    def _agree(self, service: str) -> list[str]:
+        """Proxies that disagree routed like the first one on a healthy color."""
+        assert self.proxy
+        found = self.proxy.disagreements(service)
+        if not found or self.dry_run:
+            return [f"would repair: {line}" for line in found]
+        return self.proxy.repair(service, lambda s: self.healthy(service, s.color))
 
     @staticmethod
     def _any_running(running: dict[str, list[Container]], color: str) -> bool:
@@ -441,6 +452,7 @@ class Steps:
         serving = part(lambda: self.proxy.serving(service), None) if self.proxy else None
         if self.proxy:
             part(self.proxy.ping, None)
+            problems += part(lambda: self.proxy.disagreements(service), [])
         if serving:
             report["proxy"] = {"color": serving.color, "weight": serving.weight,
                                "servers": list(serving.servers)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bluegreen.model import Instance, Route, Server, Serving
@@ -34,6 +34,23 @@ class Proxy(ABC):
     @abstractmethod
     def drain(self, timeout: float) -> bool:
         """Wait until requests sent to replaced routes have finished; False on timeout."""
+
+    def current(self, service: str) -> Route:
+        """The route the proxy applies now, to put back after a failed change (no servers:
+        the service is not routed). Backends that know each server's weight override it."""
+        now = self.serving(service)
+        servers = tuple(Server(hp.rpartition(":")[0], int(hp.rpartition(":")[2]))
+                        for hp in now.servers)
+        return Route(service, now.color if servers else None, servers, now.weight)
+
+    def disagreements(self, service: str) -> list[str]:
+        """Where proxies that should route alike do not (one proxy: never)."""
+        return []
+
+    def repair(self, service: str, trusted: Callable[[Serving], bool]) -> list[str]:
+        """Make every proxy route the service like the first one ``trusted`` accepts; what
+        was done (one proxy: nothing to do)."""
+        return []
 
 
 def weighted_route(service: str, color: str, new: Sequence[Instance], old: Sequence[Instance],

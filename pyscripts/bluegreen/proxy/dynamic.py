@@ -445,6 +445,13 @@ class NginxDynamicProxy(Proxy):
         color = route.get("color") if servers else None
         return Serving(color if color in COLORS else None, int(route.get("weight", 100)), servers)
 
+    def current(self, service: str) -> Route:
+        """What nginx routes the service to, each server's weight included."""
+        now = self.serving(service)
+        servers = tuple(Server(e["address"], e["port"], e.get("weight", DEFAULT_WEIGHT))
+                        for e in self._servers(service))
+        return Route(service, now.color if servers else None, servers, now.weight)
+
     def diff(self, routes: Sequence[Route]) -> str:
         lines = []
         for r in routes:

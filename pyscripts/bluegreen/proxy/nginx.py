@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bluegreen import templates, validate
 from bluegreen.errors import OperationFailed, Unreachable
-from bluegreen.model import COLORS, Route, Serving
+from bluegreen.model import COLORS, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
 
 if TYPE_CHECKING:
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 HEADER_RE = re.compile(
     r"^# Managed by bluegreen: service=(?P<service>\S+) color=(?P<color>blue|green|none)"
     r"(?: weight=(?P<weight>\d+))?$", re.M)
-SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;{]+:\d+)", re.M)
+SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;{]+:\d+)(?:\s+weight=(?P<weight>\d+))?",
+                       re.M)
 
 
 class NginxController(ABC):
@@ -224,6 +225,16 @@ class NginxProxy(Proxy):
 
     def serving(self, service: str) -> Serving:
         return read_serving(self.upstream_dir, service)
+
+    def current(self, service: str) -> Route:
+        """The route of the upstream file, each server's weight included."""
+        now = read_serving(self.upstream_dir, service)
+        text = (_read(self.paths(service)[0]) or "").split("\n}", 1)[0]  # its own upstream
+        servers = []
+        for m in SERVER_RE.finditer(text):
+            host, _, port = m.group("hostport").rpartition(":")
+            servers.append(Server(host, int(port), int(m.group("weight")) if m.group("weight") else None))
+        return Route(service, now.color if servers else None, tuple(servers), now.weight)
 
     def paths(self, service: str) -> tuple[Path, Path]:
         name = f"{validate.service(service)}.conf"

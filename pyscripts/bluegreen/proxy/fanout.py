@@ -1,0 +1,154 @@
+"""Several proxies as one: a change is applied to every proxy, all or nothing.
+
+The proxies are applied to in order. When one fails, those already changed get the routes
+they had before back (the last change first) and the error names the failing proxy; the
+routes to put back are read from every proxy before anything changes, so a proxy that cannot
+be read fails the change before any proxy is touched. ``serving`` answers for the first
+proxy; ``disagreements`` says which proxies route a service differently from the first, and
+``repair`` makes them agree again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from bluegreen.errors import BlueGreenError, OperationFailed, Unreachable
+from bluegreen.model import Route, Serving
+from bluegreen.proxy.base import Proxy
+
+
+def _named(name: str, proxy: Proxy, exc: BaseException) -> BaseException:
+    """``exc`` with the proxy's name in front (same class, so the same exit status)."""
+    if isinstance(exc, Unreachable):
+        return Unreachable(f"proxy {name} ({exc.what})", exc.where, str(exc).partition(": ")[2])
+    if isinstance(exc, BlueGreenError):
+        new = type(exc).__new__(type(exc))
+        new.__dict__.update(exc.__dict__)
+        new.args = (f"proxy {name}: {exc}",)
+        return new
+    return OperationFailed(f"proxy {name} ({proxy.where}): {type(exc).__name__}: {exc}")
+
+
+def _same(a: Serving, b: Serving) -> bool:
+    return (a.color, a.weight if a.servers else 0, set(a.servers)) == \
+        (b.color, b.weight if b.servers else 0, set(b.servers))
+
+
+def _describe(s: Serving) -> str:
+    if not s.servers:
+        return "nothing"
+    return f"{s.color or '(no color)'} {s.weight}% ({', '.join(sorted(s.servers))})"
+
+
+class FanoutProxy(Proxy):
+    """N named proxies (local, container, dynamic, or a mix) that route every service alike."""
+
+    def __init__(self, proxies: Sequence[tuple[str, Proxy]]) -> None:
+        if not proxies:
+            raise ValueError("no proxy")
+        self.proxies = list(proxies)
+        self.where = "; ".join(f"proxy {n}: {p.where}" for n, p in self.proxies)
+
+    def _each(self, fn: Callable[[str, Proxy], object]) -> None:
+        for name, proxy in self.proxies:
+            try:
+                fn(name, proxy)
+            except Exception as exc:
+                raise _named(name, proxy, exc) from exc
+
+    def ping(self) -> None:
+        self._each(lambda _n, p: p.ping())
+
+    def serving(self, service: str) -> Serving:
+        name, first = self.proxies[0]
+        try:
+            return first.serving(service)
+        except Exception as exc:
+            raise _named(name, first, exc) from exc
+
+    def diff(self, routes: Sequence[Route]) -> str:
+        out: list[str] = []
+
+        def one(name: str, proxy: Proxy) -> None:
+            text = proxy.diff(routes)
+            if text:
+                out.append(f"proxy {name}:\n{text}" if len(self.proxies) > 1 else text)
+
+        self._each(one)
+        return "".join(out)
+
+    def apply(self, routes: Sequence[Route]) -> bool:
+        """Every proxy or none: on a failure the proxies already changed get their previous
+        routes back, and the error names the proxy that failed (and any left changed)."""
+        before: dict[str, list[Route]] = {}
+        self._each(lambda n, p: before.__setitem__(n, [p.current(r.service) for r in routes]))
+        done: list[tuple[str, Proxy]] = []
+        for name, proxy in self.proxies:
+            try:
+                if proxy.apply(routes):
+                    done.append((name, proxy))
+            except BaseException as exc:
+                stuck = self._restore(done, before)
+                if not isinstance(exc, Exception):
+                    raise
+                err = _named(name, proxy, exc)
+                if stuck:
+                    err.args = (f"{err.args[0]}; could not put back {', '.join(stuck)}: "
+                                f"the next run or recover repairs them",)
+                elif done:
+                    err.args = (f"{err.args[0]} (proxy {', '.join(n for n, _ in done)} put back "
+                                f"as it was)",)
+                raise err from exc
+        return bool(done)
+
+    @staticmethod
+    def _restore(done: list[tuple[str, Proxy]], before: dict[str, list[Route]]) -> list[str]:
+        """Put back the routes of the changed proxies; the names of those that failed."""
+        stuck = []
+        for name, proxy in reversed(done):
+            try:
+                proxy.apply(before[name])
+            except Exception as exc:
+                stuck.append(f"proxy {name} ({exc})")
+        return stuck
+
+    def drain(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all([p.drain(max(0.0, deadline - time.monotonic())) for _n, p in self.proxies])
+
+    def current(self, service: str) -> Route:
+        return self.proxies[0][1].current(service)
+
+    def disagreements(self, service: str) -> list[str]:
+        """One line per proxy that routes ``service`` unlike the first (or cannot say)."""
+        first_name, first = self.proxies[0]
+        want = first.serving(service)
+        lines = []
+        for name, proxy in self.proxies[1:]:
+            try:
+                have = proxy.serving(service)
+            except BlueGreenError as exc:
+                lines.append(f"proxy {name} cannot say what it routes {service} to: {exc}")
+                continue
+            if not _same(have, want):
+                lines.append(f"proxies disagree: {first_name} routes {service} to "
+                             f"{_describe(want)}, {name} to {_describe(have)}")
+        return lines
+
+    def repair(self, service: str, trusted: Callable[[Serving], bool]) -> list[str]:
+        """Re-apply the route of the first proxy whose serving ``trusted`` accepts (else the
+        first proxy's) to every proxy that routes the service differently."""
+        servings = [(n, p, p.serving(service)) for n, p in self.proxies]
+        name, source, want = next((s for s in servings if s[2].servers and trusted(s[2])),
+                                  servings[0])
+        route = source.current(service)
+        done = []
+        for other, proxy, have in servings:
+            if proxy is not source and not _same(have, want):
+                try:
+                    proxy.apply([route])
+                except Exception as exc:
+                    raise _named(other, proxy, exc) from exc
+                done.append(f"proxy {other} routed like proxy {name}: {_describe(want)}")
+        return done

@@ -1,0 +1,198 @@
+"""Proxy faults on the real thing: a dynamic nginx whose control endpoint is down, nginx killed
+during a switch, one of two proxies unreachable or refusing the change, two proxies that
+disagree. Each leaves every proxy on a running, healthy color and says what happened. The
+moment of each fault is a hold point of the run (``BLUEGREEN_TEST_HOLD``), never a sleep."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from bluegreen_dev.dynamic_nginx import DynamicNginx
+from bluegreen_dev.sandbox import Nginx, free_port
+from tests.integration.conftest import Env, cleanup, service_name
+from tests.integration.test_reliability import Held
+
+pytestmark = pytest.mark.integration
+HTTP = ["--http", "/api/v1/books"]
+
+
+def version(nginx: Nginx) -> str | None:
+    r = requests.get(nginx.url + "/api/v1/books", timeout=5)
+    return json.loads(r.text)[0]["version"] if r.status_code == 200 else None
+
+
+def run_args(svc: Env, image: str) -> list[str]:
+    return ["run", svc.service, "--image", f"bluegreen-sample:{image}", *HTTP]
+
+
+def dynamic_env(sandbox, name: str, nginx: DynamicNginx, **extra: str) -> Env:
+    return Env(sandbox, name, nginx, extra_env={
+        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
+        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file), **extra})
+
+
+def proxy_b(nginx: Nginx) -> str:
+    return (f"b=local,conf={nginx.conf},prefix={nginx.prefix},pid-file={nginx.pid_file},"
+            f"upstream-dir={nginx.upstream_dir},include-dir={nginx.include_dir}")
+
+
+@pytest.fixture
+def dyn(sandbox, request) -> Iterator[Env]:
+    """One dynamic nginx, v1 live."""
+    name = service_name(request.node.name.removeprefix("test_"))
+    nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
+    env = dynamic_env(sandbox, name, nginx)
+    r = env.bg(*run_args(env, "v1"))
+    assert r.code == 0, r.err
+    yield env
+    cleanup(sandbox, name, nginx)
+
+
+@pytest.fixture
+def pair(sandbox, request) -> Iterator[tuple[Env, Nginx]]:
+    """Proxy a: a dynamic nginx; proxy b: an nginx reloaded; v1 live on both."""
+    name = service_name(request.node.name.removeprefix("test_"))
+    a = DynamicNginx(sandbox.root / f"nginx-{name}-a").start()
+    b = Nginx(sandbox.root / f"nginx-{name}-b").start()
+    env = dynamic_env(sandbox, name, a, BLUEGREEN_PROXY=f"a=dynamic\n{proxy_b(b)}")
+    r = env.bg(*run_args(env, "v1"))
+    assert r.code == 0, r.err
+    assert version(a) == version(b) == "v1"
+    yield env, b
+    b.stop()
+    cleanup(sandbox, name, a)
+
+
+def only_b(env: Env, b: Nginx) -> dict[str, str]:
+    """The environment of a CLI that knows proxy b alone."""
+    return env.sandbox.env(b) | {"CONSUL_HTTP_ADDR": env.consul_addr}
+
+
+# -- one dynamic nginx ------------------------------------------------------------------------
+
+
+def test_control_endpoint_down_changes_nothing(dyn):
+    svc = dyn
+    before = svc.snapshot()
+    down = f"127.0.0.1:{free_port()}"
+    r = svc.bg(*run_args(svc, "v2"), env=svc.env | {"BLUEGREEN_NGINX_CONTROL": down})
+    assert r.code == 3, r.err
+    assert f"nginx control endpoint unreachable at {down}" in r.err
+    assert svc.snapshot() == before and svc.version() == "v1"
+    svc.assert_safe()
+
+
+def test_nginx_killed_and_restarted_during_a_switch(dyn, tmp_path):
+    svc = dyn
+    held = Held(svc, tmp_path, ["switch:before"], *run_args(svc, "v2"))
+    held.wait("switch:before")
+    svc.nginx.kill()
+    svc.nginx.start()  # the routes come back from the state file
+    assert svc.version() == "v1"
+    held.release("switch:before")
+    code, err = held.finish()
+    assert code == 0, err
+    assert svc.version() == "v2"
+    svc.assert_safe()
+
+
+def test_nginx_killed_during_a_switch_fails_cleanly(dyn, tmp_path):
+    svc = dyn
+    held = Held(svc, tmp_path, ["switch:before"], *run_args(svc, "v2"))
+    held.wait("switch:before")
+    svc.nginx.kill()
+    held.release("switch:before")
+    code, err = held.finish()
+    assert code == 3, err
+    assert "nginx control endpoint unreachable" in err and "Update proxy" in err
+    svc.nginx.start()
+    assert svc.version() == "v1"
+    svc.assert_safe()
+
+
+def test_payload_nginx_rejects_changes_nothing(dyn):
+    """The Lua control server refuses what bluegreen never sends: the routes stay."""
+    svc = dyn
+    before = svc.nginx.proxy().read()["services"]
+    host, _, port = svc.nginx.control.rpartition(":")
+    for body in ({"services": {svc.service: [{"address": "127.0.0.1", "port": 70000}]}},
+                 {"services": {"unknown-svc": [{"address": "127.0.0.1", "port": 80}]}},
+                 {"services": {svc.service: [{"address": "127.0.0.1", "port": 80, "weight": 0}]}}):
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("POST", "/bluegreen/routes", json.dumps(body),
+                     {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 400, resp.read()
+        assert "error" in json.loads(resp.read())
+        conn.close()
+    assert svc.nginx.proxy().read()["services"] == before
+    svc.assert_safe()
+
+
+# -- two proxies ------------------------------------------------------------------------------
+
+
+def test_one_of_two_proxies_unreachable_changes_nothing(pair):
+    svc, b = pair
+    b.stop()
+    before = svc.snapshot()
+    r = svc.bg(*run_args(svc, "v2"))
+    assert r.code == 3, r.err
+    assert "proxy b (nginx) unreachable" in r.err
+    assert svc.snapshot() == before and svc.version() == "v1"
+    b.start()
+    assert version(b) == "v1"
+    svc.assert_safe()
+
+
+def test_proxy_lost_mid_switch_puts_the_other_back(pair, tmp_path):
+    svc, b = pair
+    held = Held(svc, tmp_path, ["switch:before"], *run_args(svc, "v2"))
+    held.wait("switch:before")
+    b.stop()
+    held.release("switch:before")
+    code, err = held.finish()
+    assert code == 3, err
+    assert "proxy b (nginx) unreachable" in err and "proxy a put back as it was" in err
+    assert svc.version() == "v1"  # a is not left switched alone
+    b.start()
+    assert version(b) == "v1"
+    svc.assert_safe()
+
+
+def test_proxy_refusing_the_change_puts_the_other_back(pair, tmp_path):
+    svc, b = pair
+    held = Held(svc, tmp_path, ["switch:before"], *run_args(svc, "v2"))
+    held.wait("switch:before")
+    broken = b.include_dir / "zz-broken.conf"
+    broken.write_text("this_is_not_a_directive;\n")
+    held.release("switch:before")
+    code, err = held.finish()
+    broken.unlink()
+    assert code == 1, err
+    assert "proxy b: nginx rejected the configuration" in err and "proxy a put back" in err
+    assert svc.version() == version(b) == "v1"
+    svc.assert_safe()
+
+
+def test_status_flags_disagreeing_proxies_and_recover_repairs_them(pair):
+    svc, b = pair
+    alone = only_b(svc, b)
+    assert svc.bg("deploy", svc.service, "--color", "green", "--image",
+                  "bluegreen-sample:v2").code == 0
+    r = svc.bg("switch", svc.service, "--color", "green", env=alone)  # b alone, behind a's back
+    assert r.code == 0, r.err
+    assert version(b) == "v2" and svc.version() == "v1"
+    status = json.loads(svc.bg("status", svc.service, "--json").out)
+    assert any("proxies disagree: a routes" in p and "b to green" in p
+               for p in status["problems"]), status["problems"]
+    r = svc.bg("recover", svc.service)
+    assert r.code == 0, r.err
+    assert "proxy b routed like proxy a: blue" in r.err
+    assert svc.version() == version(b) == "v1"
+    svc.assert_safe()
