@@ -177,6 +177,9 @@ def test_worker_killed_during_run(s3: Env, swarm3: SwarmLab, tmp_path, point: st
             held.release(point)
             code, err = held.finish()
         assert code == 0, err
+        # The task on the dead node had been registered (and still answers: its container
+        # outlives dockerd); the switch routes to what runs, not to what was registered.
+        assert f"whose container no longer runs: {env.service}-green" in err, err
         assert traffic.failed == [] and traffic.ok > 0, traffic.failed[:5]
         servers = assert_no_dead_route(env, swarm3, victim)
         assert len(servers) == 3, servers  # rescheduled on the two live nodes
