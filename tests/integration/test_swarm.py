@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from bluegreen.errors import OperationFailed
-from bluegreen.model import Container
+from bluegreen.model import Container, DeploySpec
 from bluegreen.runtime.swarm import SwarmRuntime
 from bluegreen_dev.swarm_lab import SwarmLab
 from tests.integration import cluster_fixtures
@@ -41,7 +41,7 @@ def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 def test_single_node_lifecycle(swarm1: SwarmLab) -> None:
     rt = SwarmRuntime(swarm1.manager.url)
     rt.ping()
-    started = rt.start("sw-life", "blue", IMAGE, 8080, {"K": "v"}, scale=2, health_path="/")
+    started = rt.start("sw-life", "blue", DeploySpec(IMAGE, 8080, {"K": "v"}, scale=2))
     assert len(started) == 2 and all(c.running and c.port for c in started)
     assert {c.address for c in started} == {swarm1.manager.ip}
     listed = rt.containers("sw-life")
@@ -73,7 +73,7 @@ def test_single_node_failing_task(swarm1: SwarmLab) -> None:
     rt = SwarmRuntime(swarm1.manager.url)
     try:
         with pytest.raises(OperationFailed, match="non-zero exit"):  # from start or the wait
-            rt.wait_healthy(rt.start("sw-crash", "green", "bluegreen-sample:crash", 8080, {}), 30)
+            rt.wait_healthy(rt.start("sw-crash", "green", DeploySpec("bluegreen-sample:crash")), 30)
     finally:
         rt.remove("sw-crash", "green")
     assert rt.containers("sw-crash") == []
@@ -82,7 +82,7 @@ def test_single_node_failing_task(swarm1: SwarmLab) -> None:
 def test_unhealthy_task_times_out(swarm1: SwarmLab) -> None:
     rt = SwarmRuntime(swarm1.manager.url)
     try:
-        started = rt.start("sw-sick", "blue", "bluegreen-sample:unhealthy", 8080, {})
+        started = rt.start("sw-sick", "blue", DeploySpec("bluegreen-sample:unhealthy"))
         with pytest.raises(OperationFailed, match="not healthy within"):
             rt.wait_healthy(started, 3)
     finally:
@@ -97,7 +97,7 @@ def test_worker_is_not_a_manager(swarm3: SwarmLab) -> None:
 def test_replicas_spread_and_reachable(swarm3: SwarmLab) -> None:
     rt = SwarmRuntime(swarm3.manager.url)
     try:
-        started = rt.wait_healthy(rt.start("sw-spread", "blue", IMAGE, 8080, {}, scale=3), 60)
+        started = rt.wait_healthy(rt.start("sw-spread", "blue", DeploySpec(IMAGE, scale=3)), 60)
         assert {c.address for c in started} == {n.ip for n in swarm3.nodes}
         assert [books(c) for c in started] == ["v1"] * 3  # from the root namespace
     finally:
@@ -108,8 +108,8 @@ def test_worker_dockerd_killed(swarm3: SwarmLab) -> None:
     rt = SwarmRuntime(swarm3.manager.url)
     victim = swarm3.workers[-1]
     try:
-        started = rt.wait_healthy(rt.start("sw-fault", "blue", "bluegreen-sample:v2", 8080, {},
-                                           scale=3), 60)
+        started = rt.wait_healthy(rt.start("sw-fault", "blue", DeploySpec("bluegreen-sample:v2",
+                                                                    scale=3)), 60)
         assert victim.ip in {c.address for c in started}
         victim.kill_dockerd()
         until(lambda: swarm3.node_state(victim) == "down", 60, "manager marks the node down")
