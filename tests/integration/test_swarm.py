@@ -41,7 +41,7 @@ def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
 def test_single_node_lifecycle(swarm1: SwarmLab) -> None:
     rt = SwarmRuntime(swarm1.manager.url)
     rt.ping()
-    started = rt.start("sw-life", "blue", DeploySpec(IMAGE, 8080, {"K": "v"}, scale=2, health_path="/"))
+    started = rt.start("sw-life", "blue", DeploySpec(IMAGE, 8080, {"K": "v"}, scale=2))
     assert len(started) == 2 and all(c.running and c.port for c in started)
     assert {c.address for c in started} == {swarm1.manager.ip}
     listed = rt.containers("sw-life")
@@ -109,7 +109,7 @@ def test_worker_dockerd_killed(swarm3: SwarmLab) -> None:
     victim = swarm3.workers[-1]
     try:
         started = rt.wait_healthy(rt.start("sw-fault", "blue", DeploySpec("bluegreen-sample:v2",
-                                                      scale=3)), 60)
+                                                                    scale=3)), 60)
         assert victim.ip in {c.address for c in started}
         victim.kill_dockerd()
         until(lambda: swarm3.node_state(victim) == "down", 60, "manager marks the node down")

@@ -167,6 +167,44 @@ class Steps:
         self.register(started, passing=True)
         return self.wait_passing(service, color, started)
 
+    def refresh(self, service: str, color: str, wait: bool = True) -> list[str]:
+        """Make the color's registered instances its running containers: one registered whose
+        container no longer runs (its node down, its task rescheduled) is deregistered; one
+        running but not registered (a task rescheduled elsewhere) is registered, passing once
+        it answers (``wait``: after waiting for the color to be healthy again, as far as the
+        runtime can tell). Returns what was done (would be done, on a dry run)."""
+        if self.runtime is None:
+            return []
+        listed = self.runtime.containers(service, color)
+        running = {c.name: c for c in listed if c.running and c.port}
+        registered = {i.id for i in self.registry.instances(service, color)}
+        # only instances of this runtime's own containers: others are left to their checks
+        stale = sorted((registered & {c.name for c in listed}) - running.keys())
+        missing = [c for name, c in sorted(running.items()) if name not in registered]
+        actions = []
+        if stale:
+            actions.append(f"deregistered {len(stale)} {service}-{color} instance(s) whose "
+                           f"container no longer runs: {', '.join(stale)}")
+        if self.dry_run or not (stale or missing):
+            return actions + ([f"registered {len(missing)} running {service}-{color} "
+                               f"instance(s)"] if missing else [])
+        for instance_id in stale:
+            self.registry.deregister(instance_id)
+        healthy: list[Container] = []
+        if wait and running:
+            try:  # a rescheduled task is followed to its replacement (swarm)
+                healthy = self.runtime.wait_healthy(list(running.values()), self.health_timeout)
+            except OperationFailed as exc:
+                self.say(f"{service}-{color}: {exc}")
+        healthy_names = {c.name for c in healthy}
+        missing += [c for c in healthy if c.name not in registered and c.name not in running]
+        passing = [c for c in missing if c.name in healthy_names or _answers(c.health_url)]
+        self.register(passing, passing=True)
+        self.register([c for c in missing if c not in passing])
+        if missing:
+            actions.append(f"registered {len(missing)} running {service}-{color} instance(s)")
+        return actions
+
     # -- proxy -----------------------------------------------------------------------
 
     def switch(self, service: str, color: str, weight: int = 100) -> bool:
@@ -177,6 +215,11 @@ class Steps:
         """Apply every move in ONE proxy change, all or nothing; record the color of each
         service moved to 100. False when the proxy already routed so."""
         assert self.proxy
+        if not self.dry_run:  # route to what runs now, not to what was registered earlier
+            for m in moves:
+                for c in {m.color, model.other_color(m.color)} if m.weight < 100 else {m.color}:
+                    for line in self.refresh(m.service, c):
+                        self.say(f"{m.service}: {line}")
         routes = [self._route(move) for move in moves]
         records = [(m.service, m.color) for m in moves
                    if m.weight == 100 and self._recorded(m.service) != m.color]
@@ -347,15 +390,8 @@ class Steps:
             for color in model.COLORS:
                 running[color] = [c for c in self.runtime.containers(service, color)
                                   if c.running and c.port]
-        for color, containers in running.items():
-            known = {i.id for i in reg.instances(service, color)}
-            missing = [c for c in containers if c.name not in known]
-            if missing:
-                actions.append(f"registered {len(missing)} running {service}-{color} instance(s)")
-                if not self.dry_run:
-                    healthy = [c for c in missing if _answers(c.health_url)]
-                    self.register(healthy, passing=True)
-                    self.register([c for c in missing if c not in healthy])
+        for color in running:
+            actions += self.refresh(service, color, wait=False)
         live = serving.color if serving else None
         try:
             inflight = reg.get_json(service, "inflight")

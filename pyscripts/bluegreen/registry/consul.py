@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 import urllib.parse
@@ -28,6 +29,15 @@ from bluegreen.registry.base import (
     holder_info,
     holder_is_dead,
 )
+
+LEADERLESS_WAIT = 15.0  # seconds: Consul's elections take ~1-2 s (raft_multiplier 1) to ~10 s
+# Consul's 500 answers while its servers elect a leader or one is unreachable.
+LEADERLESS = re.compile(r"No cluster leader|leadership lost|rpc error|Raft leader not found",
+                        re.IGNORECASE)
+
+
+class _Leaderless(Exception):
+    """A 500 from Consul servers without a leader (retried, never raised to the user)."""
 
 
 def parse_consul_addr(addr: str) -> tuple[str, str, int]:
@@ -90,6 +100,22 @@ class ConsulRegistry(Registry):
             raise OperationFailed(f"Consul at {self.where}: {redact(str(exc))[:200]}") from exc
 
     def _http(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
+        """One request; while the servers have no leader (an election after a server was
+        lost: Consul answers 500 naming the leader or a failed server RPC), it is sent again
+        for up to ``LEADERLESS_WAIT`` seconds, then ``Unreachable`` (exit 3). Every request
+        bluegreen sends may be sent twice: KV writes are whole values or check-and-set, a
+        session that was created twice expires unused."""
+        deadline = time.monotonic() + LEADERLESS_WAIT
+        while True:
+            try:
+                return self._http_once(method, path, body)
+            except _Leaderless as exc:
+                if time.monotonic() >= deadline:
+                    raise Unreachable("Consul", self.where, f"no cluster leader after "
+                                      f"{LEADERLESS_WAIT:g}s ({exc})") from None
+                time.sleep(0.25)
+
+    def _http_once(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
         import http.client
 
         headers = {"X-Consul-Token": self._token} if self._token else {}
@@ -115,6 +141,8 @@ class ConsulRegistry(Registry):
             conn.close()
         if resp.status == 403:
             raise OperationFailed(f"Consul at {self.where} denied the request (ACL)")
+        if resp.status == 500 and LEADERLESS.search(data.decode(errors="replace")):
+            raise _Leaderless(redact(data.decode(errors="replace").strip())[:120])
         if resp.status >= 400 and resp.status != 404:
             # The reply is the server's text: it may echo our headers, so the token goes.
             detail = redact(data.decode(errors="replace").strip())[:200]
