@@ -176,10 +176,11 @@ class Steps:
         if self.runtime is None:
             return []
         listed = self.runtime.containers(service, color)
+        if not listed:
+            return []  # the runtime runs nothing of this color: its registry checks decide
         running = {c.name: c for c in listed if c.running and c.port}
         registered = {i.id for i in self.registry.instances(service, color)}
-        # only instances of this runtime's own containers: others are left to their checks
-        stale = sorted((registered & {c.name for c in listed}) - running.keys())
+        stale = sorted(registered - running.keys())
         missing = [c for name, c in sorted(running.items()) if name not in registered]
         actions = []
         if stale:
