@@ -51,3 +51,21 @@ def consul_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulC
         yield cluster.start()
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def swarm3_own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwarmLab]:
+    """A 3-node lab of the test's own, for a test that kills a node: the node need not come
+    back for the tests after it (under load a revived dockerd can take minutes)."""
+    yield from _lab(tmp_path_factory, 3, "bgskill", "10.213.5")
+
+
+@pytest.fixture
+def consul_cluster_own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulCluster]:
+    """A 3-server cluster of the test's own (127.0.0.31-34), for a test that kills its leader:
+    nothing an earlier test did to the shared cluster can change its verdict."""
+    cluster = ConsulCluster(tmp_path_factory.mktemp("consul-cluster-own"), base=30)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.close()

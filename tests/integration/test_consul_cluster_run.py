@@ -20,7 +20,7 @@ from tests.integration.conftest import Env, cleanup, service_name
 from tests.integration.test_reliability import Held
 
 pytestmark = pytest.mark.integration
-consul_cluster = cluster_fixtures.consul_cluster
+consul_cluster = cluster_fixtures.consul_cluster_own  # a cluster of each test's own
 HTTP = ["--http", "/api/v1/books"]
 
 

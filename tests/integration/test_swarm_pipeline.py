@@ -23,6 +23,7 @@ from tests.integration.test_reliability import Held, Traffic
 pytestmark = pytest.mark.integration
 swarm1 = cluster_fixtures.swarm1
 swarm3 = cluster_fixtures.swarm3
+swarm3_own = cluster_fixtures.swarm3_own
 HTTP = ["--http", "/api/v1/books"]
 
 
@@ -147,11 +148,6 @@ def kill_worker(lab: SwarmLab, victim: Node) -> None:
     wait_for(lambda: lab.node_state(victim) == "down", 60, "the manager marks the node down", 0.2)
 
 
-def revive(lab: SwarmLab, victim: Node) -> None:
-    lab.restart_dockerd(victim)
-    wait_for(lambda: lab.node_state(victim) == "ready", 60, "the node back", 0.2)
-
-
 def assert_no_dead_route(env: Env, lab: SwarmLab, victim: Node) -> set[str]:
     st = status(env)
     servers = set(st["proxy"]["servers"])
@@ -163,30 +159,35 @@ def assert_no_dead_route(env: Env, lab: SwarmLab, victim: Node) -> set[str]:
     return servers
 
 
+@pytest.fixture
+def s3own(sandbox: Sandbox, swarm3_own: SwarmLab, request: pytest.FixtureRequest) -> Iterator[Env]:
+    env = swarm_env(sandbox, swarm3_own, request.node.name.removeprefix("test_"))
+    yield env
+    swarm_cleanup(env, swarm3_own)
+
+
 @pytest.mark.parametrize("point", ["deploy:started", "switch:before"])
-def test_worker_killed_during_run(s3: Env, swarm3: SwarmLab, tmp_path, point: str) -> None:
-    env, victim = s3, swarm3.workers[-1]
+def test_worker_killed_during_run(s3own: Env, swarm3_own: SwarmLab, tmp_path, point: str) -> None:
+    """On a lab of its own: the killed node is not revived (the lab goes with the test)."""
+    env, lab = s3own, swarm3_own
+    victim = lab.workers[-1]
     assert run(env, "v1").code == 0
-    assert victim.ip in {s.rsplit(":", 1)[0] for s in assert_routes_live(env, swarm3, "blue", 3)}
+    assert victim.ip in {s.rsplit(":", 1)[0] for s in assert_routes_live(env, lab, "blue", 3)}
     held = Held(env, tmp_path, [point], "run", env.service, "--image", "bluegreen-sample:v2",
                 "--scale", "3", *HTTP)
-    try:
-        held.wait(point)
-        with Traffic(env) as traffic:
-            kill_worker(swarm3, victim)
-            held.release(point)
-            code, err = held.finish()
-        assert code == 0, err
-        # The task on the dead node had been registered (and still answers: its container
-        # outlives dockerd); the switch routes to what runs, not to what was registered.
-        assert f"whose container no longer runs: {env.service}-green" in err, err
-        assert traffic.failed == [] and traffic.ok > 0, traffic.failed[:5]
-        servers = assert_no_dead_route(env, swarm3, victim)
-        assert len(servers) == 3, servers  # rescheduled on the two live nodes
-        assert version_set(env) == {"v2"}
-    finally:
-        revive(swarm3, victim)
-    assert_routes_live(env, swarm3, "green", 3)
+    held.wait(point)
+    with Traffic(env) as traffic:
+        kill_worker(lab, victim)
+        held.release(point)
+        code, err = held.finish()
+    assert code == 0, err
+    # The task on the dead node had been registered (and still answers: its container
+    # outlives dockerd); the switch routes to what runs, not to what was registered.
+    assert f"whose container no longer runs: {env.service}-green" in err, err
+    assert traffic.failed == [] and traffic.ok > 0, traffic.failed[:5]
+    servers = assert_no_dead_route(env, lab, victim)
+    assert len(servers) == 3, servers  # rescheduled on the two live nodes
+    assert version_set(env) == {"v2"}
     r = env.bg("recover", env.service)
     assert r.code == 0, r.err
     env.assert_safe()
