@@ -12,20 +12,34 @@ from pathlib import Path
 from bluegreen.errors import UsageError
 from bluegreen.model import COLORS
 
+
+class _Lazy:
+    """A pattern compiled on first use (quick commands use one or two of them)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._compiled: re.Pattern[str] | None = None
+
+    def fullmatch(self, value: str) -> re.Match[str] | None:
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern)
+        return self._compiled.fullmatch(value)
+
+
 SERVICE_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # Docker image reference: [registry[:port]/]path[:tag][@digest]
-_IMAGE_RE = re.compile(
+_IMAGE_RE = _Lazy(
     r"(?:(?P<registry>[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]{1,5})?)/)?"
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,}))?"
 )
-_ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_LOCATION_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
-_HTTP_PATH_RE = re.compile(r"/[A-Za-z0-9._~/%?&=+:@,;!*'()-]*")
-_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9a-fA-F:]+\]")
-_PREFIX_RE = re.compile(r"(?:[A-Za-z0-9_-]+/)*")
-_NETWORK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ENV_KEY_RE = _Lazy(r"[A-Za-z_][A-Za-z0-9_]*")
+_LOCATION_RE = _Lazy(r"/[A-Za-z0-9._~/-]*")
+_HTTP_PATH_RE = _Lazy(r"/[A-Za-z0-9._~/%?&=+:@,;!*'()-]*")
+_HOST_RE = _Lazy(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9a-fA-F:]+\]")
+_PREFIX_RE = _Lazy(r"(?:[A-Za-z0-9_-]+/)*")
+_NETWORK_RE = _Lazy(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def service(value: str) -> str:
@@ -103,7 +117,7 @@ def env_pair(value: str) -> tuple[str, str]:
     return key, val
 
 
-def matching(regex: re.Pattern[str], value: str, what: str, hint: str = "") -> str:
+def matching(regex: re.Pattern[str] | _Lazy, value: str, what: str, hint: str = "") -> str:
     """``value`` if ``regex`` matches all of it; else a usage error naming ``what``."""
     if not isinstance(value, str) or not regex.fullmatch(value):
         raise UsageError(f"invalid {what} {value!r}" + (f": {hint}" if hint else ""))

@@ -264,7 +264,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``only`` (a command), the others are stubs: quick commands start fast."""
+    """The parser; with ``only`` (a command), that command's alone: quick commands start fast."""
     common = _common()
     parser = Parser(prog="bluegreen", description="Zero-downtime blue-green deployments "
                     "with Docker, Consul and nginx.", parents=[common])
@@ -275,9 +275,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for path, command in COMMANDS.items():
         family, _, action = path.partition(" ")
         if only and family != only:
-            if family not in families:
-                families[family] = sub.add_parser(family, help=FAMILIES.get(family, command.help))
-            continue
+            continue  # argv names ``only``: the others are not even built
         if action:
             if family not in families:
                 fam = sub.add_parser(family, help=FAMILIES[family], parents=[common])
