@@ -321,21 +321,15 @@ def _app_name(opts: dict[str, Any]) -> str:
     return validate.matching(spec._APP_RE, opts["app"], "application name")
 
 
-def cmd_app_promote(opts: dict[str, Any]) -> int:
-    summary = _app(opts).promote(_app_name(opts))
-    emit(opts, summary, f"{summary['app']}: release {summary['release']} is live")
-    return ExitStatus.OK
+# app promote | abort | rollback: the release method, and what the release is afterwards
+_APP_ACTIONS = {"app promote": ("promote", "is live"), "app abort": ("abort", "undone"),
+                "app rollback": ("rollback", "is live again")}
 
 
-def cmd_app_abort(opts: dict[str, Any]) -> int:
-    summary = _app(opts).abort(_app_name(opts))
-    emit(opts, summary, f"{summary['app']}: release {summary['release']} undone")
-    return ExitStatus.OK
-
-
-def cmd_app_rollback(opts: dict[str, Any]) -> int:
-    summary = _app(opts).rollback(_app_name(opts))
-    emit(opts, summary, f"{summary['app']}: release {summary['release']} is live again")
+def cmd_app_action(opts: dict[str, Any]) -> int:
+    method, outcome = _APP_ACTIONS[opts["command_path"]]
+    summary = getattr(_app(opts), method)(_app_name(opts))
+    emit(opts, summary, f"{summary['app']}: release {summary['release']} {outcome}")
     return ExitStatus.OK
 
 
@@ -385,9 +379,9 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "stop": cmd_stop, "status": cmd_status, "pre-test": cmd_pre_test,
     "post-test": cmd_post_test, "run": cmd_run, "rollback": cmd_rollback,
     "history": cmd_history, "recover": cmd_recover, "record": cmd_record,
-    "app check": cmd_app_check, "app deploy": cmd_app_deploy, "app promote": cmd_app_promote,
-    "app abort": cmd_app_abort, "app status": cmd_app_status, "app history": cmd_app_history,
-    "app rollback": cmd_app_rollback,
+    "app check": cmd_app_check, "app deploy": cmd_app_deploy, "app promote": cmd_app_action,
+    "app abort": cmd_app_action, "app status": cmd_app_status, "app history": cmd_app_history,
+    "app rollback": cmd_app_action,
     "jenkins job": cmd_jenkins, "jenkins index": cmd_jenkins,
     "jenkins build": cmd_jenkins,
 }
