@@ -61,9 +61,11 @@ class DynamicNginx(Nginx):
     def controller(self) -> LocalNginx:
         return LocalNginx("nginx", str(self.conf), str(self.prefix), str(self.pid_file))
 
-    def proxy(self, location: str = "/") -> nginx_dynamic.DynamicProxy:
+    def proxy(self, location: str = "/", internal_listen: str = "172.17.0.1:80"
+              ) -> nginx_dynamic.DynamicProxy:
         return nginx_dynamic.DynamicProxy(self.controller(), self.include_path, self.include_dir,
-                                          self.control, self.state_file, location)
+                                          self.control, self.state_file, location,
+                                          internal_listen=internal_listen)
 
     def kill(self) -> None:
         """Stop nginx at once (SIGTERM: fast shutdown), and wait until it is gone."""

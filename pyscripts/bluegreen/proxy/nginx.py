@@ -295,15 +295,7 @@ class NginxProxy(Proxy):
         return {p: text for p, text in plan.items() if _read(p) != text}
 
     def diff(self, routes: Sequence[Route]) -> str:
-        out = []
-        for path, text in self._changes(self.plan(routes)).items():
-            old = _read(path)
-            import difflib
-
-            out += difflib.unified_diff((old or "").splitlines(True), (text or "").splitlines(True),
-                                        f"a{path}" if old is not None else "/dev/null",
-                                        f"b{path}" if text is not None else "/dev/null")
-        return "".join(out)
+        return files_diff(self._changes(self.plan(routes)))
 
     def apply(self, routes: Sequence[Route], reload_timeout: float = 10.0) -> bool:
         """Write every file, one ``nginx -t``, one reload; restore and re-reload on any failure."""
@@ -337,6 +329,19 @@ def apply_files(controller: NginxController, changes: Mapping[Path, str | None],
                 if controller.test()[0]:
                     controller.reload(timeout)
         raise
+
+
+def files_diff(changes: Mapping[Path, str | None]) -> str:
+    """The unified diff of writing ``changes`` (``None``: removing the file)."""
+    import difflib
+
+    out: list[str] = []
+    for path, text in changes.items():
+        old = _read(path)
+        out += difflib.unified_diff((old or "").splitlines(True), (text or "").splitlines(True),
+                                    f"a{path}" if old is not None else "/dev/null",
+                                    f"b{path}" if text is not None else "/dev/null")
+    return "".join(out)
 
 
 def _read(path: Path) -> str | None:
