@@ -130,11 +130,12 @@ class Backend:
 
 class KeepAliveClient(threading.Thread):
     """GETs in a loop on ONE persistent connection, never retrying: every failed request is
-    counted (and the connection reopened). ``seen`` counts responses by body."""
+    counted (and the connection reopened). ``seen`` counts responses by body. ``keep_alive``
+    False: a new connection for each request (what survives an nginx reload)."""
 
-    def __init__(self, port: int, path: str = "/") -> None:
+    def __init__(self, port: int, path: str = "/", keep_alive: bool = True) -> None:
         super().__init__(daemon=True)
-        self.port, self.path = port, path
+        self.port, self.path, self.keep_alive = port, path, keep_alive
         self.requests = self.errors = 0
         self.seen: collections.Counter[str] = collections.Counter()
         self.latencies: list[float] = []
@@ -157,6 +158,8 @@ class KeepAliveClient(threading.Thread):
                 self.error_kinds[type(exc).__name__] += 1
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            if not self.keep_alive:
+                conn.close()  # the next request opens a new connection
             self.latencies.append(time.perf_counter() - t0)
             self.requests += 1
         conn.close()

@@ -1,24 +1,26 @@
-"""The seed's application releases on real Docker, Consul and nginx: serviceB (public route)
-calls serviceA through the internal endpoint ``servicea.local``, which nginx serves on Docker's
-bridge gateway. Only changed services get a new color; the traffic of every changed service
-moves in one proxy change per step; a paused release blocks single-service commands and is
-promoted or aborted; a killed release is undone by the next command.
+"""The seed's application releases on real Docker, Consul and nginx, in both nginx modes:
+serviceB (public route) calls serviceA through the internal endpoint ``servicea.local``, which
+nginx serves on Docker's bridge gateway. Only changed services get a new color; the traffic of
+every changed service moves in one proxy change per step (in the dynamic mode a POST: the same
+nginx workers throughout); a paused release blocks single-service commands and is promoted or
+aborted; a killed release is undone by the next command.
 
-The tests of this module run in order on one application (each starts from what the previous
-one left).
+The tests of this module run in order on one application per nginx mode (each starts from
+what the previous one left).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from bluegreen_dev.dynamic_nginx import DynamicNginx, KeepAliveClient
 from bluegreen_dev.sample_app import build_sample_app_images
 from bluegreen_dev.sandbox import Nginx
 from tests.integration.conftest import Env, cleanup
@@ -26,18 +28,30 @@ from tests.integration.test_reliability import Held
 
 pytestmark = pytest.mark.integration
 APP = "hello-world"
+SERVICES = (f"{APP}.servicea", f"{APP}.serviceb")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-world" / "compose.yaml"
 
 
-@pytest.fixture(scope="module")
-def app(sandbox, tmp_path_factory) -> Iterator[Env]:
+@pytest.fixture(scope="module", params=["local", "dynamic"])
+def app(sandbox, request) -> Iterator[Env]:
     build_sample_app_images()
-    nginx = Nginx(sandbox.root / "nginx-app").start()
-    env = Env(sandbox, APP, nginx)
+    mode = request.param
+    if mode == "dynamic":
+        nginx = DynamicNginx(sandbox.root / "nginx-app-dynamic").start()
+        extra = {"BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
+                 "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file)}
+    else:
+        nginx, extra = Nginx(sandbox.root / "nginx-app").start(), {}
+    env = Env(sandbox, APP, nginx, extra_env=extra)
     yield env
-    for name in ("servicea", "serviceb"):
-        cleanup(sandbox, f"{APP}.{name}", nginx)
-    requests.delete(f"{sandbox.consul.addr}/v1/kv/{APP}._app?recurse=1", timeout=5)
+    for service in SERVICES:
+        cleanup(sandbox, service, nginx)
+    for prefix in (f"{APP}._app", *SERVICES):
+        requests.delete(f"{sandbox.consul.addr}/v1/kv/{prefix}?recurse=1", timeout=5)
+
+
+def dynamic(env: Env) -> bool:
+    return isinstance(env.nginx, DynamicNginx)
 
 
 def compose(tmp_path: Path, a: str = "v1", b: str = "v1", b_body: str = "world!$") -> str:
@@ -61,35 +75,24 @@ def ids(env: Env, service: str) -> set[str]:
     return {c.id for c in found}
 
 
-class Load:
-    """Users through the proxy during a release: every answer must be 200 and allowed. Each
-    request on a new connection: in the reload mode that application releases use, a client
-    that reuses a connection can meet an old worker closing it (the dynamic mode has no
-    reloads; tests/integration/test_dynamic_pipeline.py)."""
-
-    def __init__(self, env: Env) -> None:
-        self.env, self.bodies, self.failed = env, {}, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                r = requests.get(self.env.nginx.url + "/", timeout=10)
-            except requests.RequestException as exc:
-                self.failed.append(type(exc).__name__)
-                continue
-            if r.status_code != 200:
-                self.failed.append(r.status_code)
-            self.bodies[r.text] = self.bodies.get(r.text, 0) + 1
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
+@contextlib.contextmanager
+def load(env: Env) -> Iterator[KeepAliveClient]:
+    """Users through the proxy during a release, never retrying: every answer must be 200 and
+    allowed. In the dynamic mode on ONE kept-alive connection, and the nginx workers must be
+    the same after the release (no reload); in the reload mode each request on a new
+    connection (a reused one can meet an old worker closing it)."""
+    client = KeepAliveClient(env.nginx.port, keep_alive=dynamic(env))
+    workers = set(env.nginx.controller().workers()) if dynamic(env) else set()
+    client.start()
+    client.wait_requests(1)
+    try:
+        yield client
+    finally:
+        client.stop()
+    assert client.errors == 0, client.error_kinds
+    assert sum(client.seen.values()) > 0
+    if dynamic(env):
+        assert set(env.nginx.controller().workers()) == workers  # no reload
 
 
 def status(env: Env) -> dict:
@@ -118,25 +121,23 @@ def test_nothing_changed_changes_nothing(app, tmp_path):
 
 def test_frontend_release_keeps_the_backend_shared(app, tmp_path):
     backend = ids(app, f"{APP}.servicea")
-    with Load(app) as load:
+    with load(app) as users:
         r = app.bg("app", "deploy", "--file", compose(tmp_path, b="v2"), "--steps", "50,100")
     assert r.code == 0, r.err
     assert "servicea keep" in r.err and "serviceb change" in r.err
-    assert load.failed == [] and sum(load.bodies.values()) > 0
-    assert set(load.bodies) <= {"Hello world!", "Welcome to the world!"}
+    assert set(users.seen) <= {"Hello world!", "Welcome to the world!"}
     assert body(app) == "Welcome to the world!"
     assert ids(app, f"{APP}.servicea") == backend  # unchanged: not redeployed
 
 
 def test_backend_release_paused_then_promoted(app, tmp_path):
-    with Load(app) as load:
+    with load(app) as users:
         r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v2", b="v2"), "--steps",
                    "50,100", "--confirm")
     assert r.code == 0, r.err
     assert "paused at 50%" in r.out
-    assert load.failed == [] and sum(load.bodies.values()) > 0
-    # shared serviceB: half of its calls reach the new serviceA (no version chains yet)
-    assert set(load.bodies) <= {"Welcome to the world!", "Welcome to the new world!"}
+    # shared serviceB: half of its calls reach the new serviceA
+    assert set(users.seen) <= {"Welcome to the world!", "Welcome to the new world!"}
     s = status(app)
     assert s["inflight"]["state"] == "paused" and s["services"]["servicea"]["proxy_weight"] == 50
     # the services of an unfinished release move with it only
@@ -144,8 +145,10 @@ def test_backend_release_paused_then_promoted(app, tmp_path):
     assert r.code == 1 and f"unfinished application release {APP} #3" in r.err
     r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v3", b="v2"))
     assert r.code == 1 and "is paused at 50%" in r.err
-    r = app.bg("app", "promote", APP)
+    with load(app) as users:
+        r = app.bg("app", "promote", APP)
     assert r.code == 0, r.err
+    assert set(users.seen) <= {"Welcome to the world!", "Welcome to the new world!"}
     assert body(app) == "Welcome to the new world!"
     assert status(app)["live_release"] == 3
 
@@ -195,15 +198,17 @@ def test_both_change_every_request_stays_on_one_release(app, tmp_path):
     answered by the new serviceA, one that enters the old serviceB by the old serviceA."""
     old_chain, new_chain = "Welcome to the new world!", "Hello world!"
     assert body(app) == old_chain
-    with Load(app) as load:
+    with load(app) as users:
         r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v1", b="v1"),
                    "--steps", "50,100", "--confirm")
     assert r.code == 0, r.err
-    assert load.failed == [] and set(load.bodies) <= {old_chain, new_chain}
+    assert set(users.seen) <= {old_chain, new_chain}
     seen = {body(app) for _ in range(40)}
     assert seen == {old_chain, new_chain}  # both releases serve, never a mix
-    r = app.bg("app", "promote", APP)
+    with load(app) as users:
+        r = app.bg("app", "promote", APP)
     assert r.code == 0, r.err
+    assert set(users.seen) <= {old_chain, new_chain}
     assert body(app) == new_chain
 
 

@@ -141,10 +141,11 @@ class AppRelease:
     def _moves(self, app: str, inflight: dict[str, Any], weight: int, back: bool = False
                ) -> list[Move]:
         """Every moving service at ``weight`` (new services at 100), or all back on their old
-        colors; below 100, each moving endpoint keeps the callers of each release on its own
-        release (version-consistent chains), the unchanged callers get the weights."""
+        colors; until the old colors stop (at 100 too), each moving endpoint keeps the callers
+        of each release on its own release (version-consistent chains), the unchanged callers
+        get the weights."""
         moves = []
-        callers = {} if back or weight == 100 else self._callers(app, inflight)
+        callers = {} if back else self._callers(app, inflight)
         for name, move in inflight["moving"].items():
             record = inflight["services"][name]
             color = move["from"] if back else move["to"]
@@ -214,10 +215,17 @@ class AppRelease:
             time.sleep(self.opts.keep_old)
         with self.steps.lock(target(app), 600, on_stale=self.say):
             live = self.steps.record(target(app), LIVE) or {"services": {}}
-            for name, color in old.items():
-                if live["services"].get(name, {}).get("color") != color and \
-                        self.steps.running(f"{app}.{name}", color):
-                    self.steps.stop(f"{app}.{name}", color)
+            records = {name: live["services"].get(name, {}) for name in old}
+            # callers first: a request in an old caller finishes on the old callee
+            for name in sorted(old, key=lambda n: bool(records[n].get("endpoint"))):
+                if records[name].get("color") != old[name] and \
+                        self.steps.running(f"{app}.{name}", old[name]):
+                    self.steps.stop(f"{app}.{name}", old[name])
+            # the old release's callers are gone (their addresses free for others): no chains
+            unchained = [Move(f"{app}.{n}", r["color"], 100, location=r.get("route") or "",
+                              endpoint=r["endpoint"]) for n, r in records.items() if r.get("endpoint")]
+            if unchained:
+                self.steps.route(unchained)
 
     # -- abort, promote, recover ---------------------------------------------------------------
 
