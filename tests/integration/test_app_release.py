@@ -3,7 +3,8 @@ serviceB (public route) calls serviceA through the internal endpoint ``servicea.
 nginx serves on Docker's bridge gateway. Only changed services get a new color; the traffic of
 every changed service moves in one proxy change per step (in the dynamic mode a POST: the same
 nginx workers throughout); a paused release blocks single-service commands and is promoted or
-aborted; a killed release is undone by the next command.
+aborted; a killed release is undone by the next command; a dry run shows the first step's
+proxy change and changes nothing.
 
 The tests of this module run in order on one application per nginx mode (each starts from
 what the previous one left).
@@ -117,6 +118,45 @@ def test_nothing_changed_changes_nothing(app, tmp_path):
     r = app.bg("app", "deploy", "--file", compose(tmp_path))
     assert r.code == 0 and "nothing changed" in r.out
     assert app.proxy_files() == before
+
+
+def snapshot(env: Env) -> dict:
+    """Everything an app command could change: nginx's files (and, in the dynamic mode, its
+    state files and what it routes with), every KV key with its index, the agent's services,
+    the containers."""
+    import docker
+
+    files = env.proxy_files()
+    control = None
+    if dynamic(env):
+        files |= {str(p): p.read_text() for p in env.nginx.state_file.parent.iterdir()}
+        served = env.nginx.proxy().read()
+        control = {k: served[k] for k in ("generation", "services", "chains")}
+    kv = requests.get(f"{env.consul_addr}/v1/kv/{APP}?recurse=1", timeout=5).json()
+    agent = requests.get(f"{env.consul_addr}/v1/agent/services", timeout=5).json()
+    containers = {c.name: (c.id, c.status) for c in docker.from_env().containers.list(all=True)
+                  if c.labels.get("bluegreen.service") in SERVICES}
+    return {"files": files, "control": control, "agent": sorted(agent), "containers": containers,
+            "kv": sorted((k["Key"], k["Value"], k["ModifyIndex"]) for k in kv)}
+
+
+def test_dry_run_shows_the_first_steps_proxy_change_and_changes_nothing(app, tmp_path):
+    before = snapshot(app)
+    r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v2", b="v2"), "--steps", "50,100",
+               "--dry-run")
+    assert r.code == 0, r.err
+    assert "dry run, nothing changed" in r.out
+    assert f"==> {APP}: the proxy at 50% (the first step)" in r.err
+    # the new colors are not deployed: their containers by name, at the container port
+    assert f"{APP}.serviceb-green-1:5001" in r.err and f"{APP}.servicea-green-3:5000" in r.err
+    if dynamic(app):
+        assert f"{APP}.serviceb: blue 100% 127.0.0.1:" in r.err and "-> green 50% " in r.err
+        assert f"{APP}.servicea chains: (none) -> old callers 172.17." in r.err
+    else:
+        assert f"+# Managed by bluegreen: service={APP}.serviceb color=green weight=50" in r.err
+        assert "+geo $remote_addr $bg_" in r.err  # the old release's callers kept on it
+    assert snapshot(app) == before
+    assert body(app) == "Hello world!"
 
 
 def test_frontend_release_keeps_the_backend_shared(app, tmp_path):

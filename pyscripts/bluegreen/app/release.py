@@ -80,14 +80,15 @@ class AppRelease:
             if plan.nothing:
                 self.say(f"{app}: nothing changed (release {live['release']} is live)")
                 return summary | {"release": live["release"], "result": "unchanged"}
-            if self.steps.dry_run:
-                return summary | {"result": "dry-run"}
             inflight = {"release": summary["release"], "state": "deploying", "weight": 0,
                         "started": time.time(),
                         "moving": {p.name: {"from": p.live_color, "to": p.color}
                                    for p in plan.services if p.action in ("new", "change")},
                         "services": {name: _record(spec, s, plan_color(plan, name))
                                      for name, s in spec.services.items()}}
+            if self.steps.dry_run:
+                self._dry_run(app, spec, inflight)
+                return summary | {"result": "dry-run"}
             self.steps.set_record(target(app), INFLIGHT, inflight)
             try:
                 self._start_new(app, spec, inflight)
@@ -114,15 +115,11 @@ class AppRelease:
     def _start_new(self, app: str, spec: AppSpec, inflight: dict[str, Any]) -> None:
         """Each moving service's new color, healthy, registered and tested directly;
         services with an internal endpoint first (their callers need them)."""
-        hosts = tuple((s.endpoint, self.opts.internal_addr) for s in spec.services.values()
-                      if s.endpoint)
         order = sorted(inflight["moving"], key=lambda n: spec.services[n].endpoint is None)
         for name in order:
-            s, color = spec.services[name], inflight["moving"][name]["to"]
-            self.say(f"==> Deploy {app}.{name}-{color} from {s.image}")
-            self.steps.deploy(f"{app}.{name}", color, DeploySpec(
-                s.image, port=s.port or 8080, env=s.environment, scale=s.scale,
-                health_path=s.health_path, hosts=hosts))
+            color = inflight["moving"][name]["to"]
+            self.say(f"==> Deploy {app}.{name}-{color} from {spec.services[name].image}")
+            self.steps.deploy(f"{app}.{name}", color, self._deploy_spec(spec, name))
         # Before any test: new services' endpoints served (no old release to protect), and
         # the new colors of callers kept on the new colors of their callees (chains).
         self.steps.route(self._moves(app, inflight, 0))
@@ -137,6 +134,24 @@ class AppRelease:
             if not result.ok:
                 raise OperationFailed(f"Pre-integration tests of {app}.{name} failed: "
                                       f"{result.detail}")
+
+    def _deploy_spec(self, spec: AppSpec, name: str) -> DeploySpec:
+        """What a service's new color runs; every internal endpoint resolves to the proxy."""
+        s = spec.services[name]
+        hosts = tuple((o.endpoint, self.opts.internal_addr) for o in spec.services.values()
+                      if o.endpoint)
+        return DeploySpec(s.image, port=s.port or 8080, env=s.environment, scale=s.scale,
+                          health_path=s.health_path, hosts=hosts)
+
+    def _dry_run(self, app: str, spec: AppSpec, inflight: dict[str, Any]) -> None:
+        """The proxy change of the first step against what the proxy routes now (the new
+        colors, not deployed, shown by their containers' names and port)."""
+        weight = next((w for w in self.opts.steps if not (self.opts.confirm and w == 100)), 0)
+        self.say(f"==> {app}: the proxy at {weight}% (the first step), against what it routes "
+                 f"now")
+        self.steps.route(self._moves(app, inflight, weight), planned={
+            (f"{app}.{name}", move["to"]): self._deploy_spec(spec, name)
+            for name, move in inflight["moving"].items()})
 
     def _moves(self, app: str, inflight: dict[str, Any], weight: int, back: bool = False
                ) -> list[Move]:
@@ -329,6 +344,10 @@ class AppRelease:
             raise OperationFailed(f"{app}: release {inflight['release']} is paused at "
                                   f"{inflight['weight']}%: bluegreen app promote {app} | "
                                   f"bluegreen app abort {app}")
+        if self.steps.dry_run:
+            self.say(f"{app}: release {inflight['release']} was interrupted; it would be undone "
+                     f"first")
+            return
         self.say(f"{app}: release {inflight['release']} was interrupted at "
                  f"{inflight['weight']}%; undoing it")
         self._abort(app, inflight)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -212,16 +212,19 @@ class Steps:
         """Route the service to ``color`` (``weight`` percent of it); record it at 100."""
         return self.route([Move(service, color, weight)])
 
-    def route(self, moves: list[Move]) -> bool:
+    def route(self, moves: list[Move], planned: Mapping[tuple[str, str], DeploySpec] | None = None
+              ) -> bool:
         """Apply every move in ONE proxy change, all or nothing; record the color of each
-        service moved to 100. False when the proxy already routed so."""
+        service moved to 100. False when the proxy already routed so. ``planned``: on a dry
+        run, the colors (service, color) that would be deployed first, shown by their
+        containers' names and port."""
         assert self.proxy
         if not self.dry_run:  # route to what runs now, not to what was registered earlier
             for m in moves:
                 for c in {m.color, model.other_color(m.color)} if m.weight < 100 else {m.color}:
                     for line in self.refresh(m.service, c):
                         self.say(f"{m.service}: {line}")
-        routes = [self._route(move) for move in moves]
+        routes = [self._route(move, planned or {}) for move in moves]
         records = [(m.service, m.color) for m in moves
                    if m.weight == 100 and self._recorded(m.service) != m.color]
         if self.dry_run:
@@ -238,29 +241,36 @@ class Steps:
                 self.registry.set_color(service, color)
         return changed
 
-    def _route(self, move: Move) -> Route:
+    def _route(self, move: Move, planned: Mapping[tuple[str, str], DeploySpec]) -> Route:
         service, color = validate.service(move.service), validate.color(move.color)
         weight = validate.weight(move.weight)
-        new = self.registry.instances(service, color, passing=True)
-        if not new and weight > 0:
-            raise OperationFailed(f"no passing instance of {service}-{color}; proxy left as it is")
+        new = self._passing(service, color, planned, "") if weight > 0 else \
+            self._instances(service, color, planned)
         old: list[Instance] = []
         if weight < 100:
-            other = model.other_color(color)
-            old = self.registry.instances(service, other, passing=True)
-            if not old:
-                raise OperationFailed(f"no passing instance of {service}-{other} to keep "
-                                      f"{100 - weight}% on")
+            old = self._passing(service, model.other_color(color), planned,
+                                f" to keep {100 - weight}% on")
         chains = tuple(replace(c, servers=tuple(
-            Server(i.address, i.port) for i in self._passing(service, c.color)))
+            Server(i.address, i.port) for i in self._passing(service, c.color, planned, "")))
             for c in move.chains)
         return weighted_route(service, color, new, old, weight, location=move.location,
                               endpoint=move.endpoint, chains=chains)
 
-    def _passing(self, service: str, color: str) -> list[Instance]:
-        found = self.registry.instances(service, color, passing=True)
+    def _instances(self, service: str, color: str,
+                   planned: Mapping[tuple[str, str], DeploySpec]) -> list[Instance]:
+        """The color's passing instances; on a dry run, a planned color's would-be containers."""
+        spec = planned.get((service, color)) if self.dry_run else None
+        if spec:
+            return [Instance(name, service, color, name, spec.port)
+                    for name in model.container_names(service, color, spec.scale)]
+        return self.registry.instances(service, color, passing=True)
+
+    def _passing(self, service: str, color: str, planned: Mapping[tuple[str, str], DeploySpec],
+                 why: str) -> list[Instance]:
+        found = self._instances(service, color, planned)
         if not found:
-            raise OperationFailed(f"no passing instance of {service}-{color}; proxy left as it is")
+            raise OperationFailed(f"no passing instance of {service}-{color}{why}; proxy left as "
+                                  f"it is")
         return found
 
     def _recorded(self, service: str) -> str | None:
@@ -307,7 +317,10 @@ class Steps:
     # -- what the pipeline keeps in the registry ----------------------------------------
 
     def lock(self, target: str, wait: float, on_stale: Callable[[str], None]
-             ) -> contextlib.AbstractContextManager[Lease]:
+             ) -> contextlib.AbstractContextManager[Lease | None]:
+        """The target's lock; none on a dry run (it changes nothing)."""
+        if self.dry_run:
+            return contextlib.nullcontext()
         return self.registry.lock(target, wait, on_stale=on_stale)
 
     def record(self, target: str, name: str) -> Any:
