@@ -245,11 +245,15 @@ def test_both_change_every_request_stays_on_one_release(app, tmp_path):
     assert set(users.seen) <= {old_chain, new_chain}
     seen = {body(app) for _ in range(40)}
     assert seen == {old_chain, new_chain}  # both releases serve, never a mix
+    servicea = status(app)["services"]["servicea"]  # what the proxy keeps each side on
+    assert servicea["proxy_chains"] == {"new": servicea["moving"]["to"],
+                                        "old": servicea["moving"]["from"]}
     with load(app) as users:
         r = app.bg("app", "promote", APP)
     assert r.code == 0, r.err
     assert set(users.seen) <= {old_chain, new_chain}
     assert body(app) == new_chain
+    assert status(app)["services"]["servicea"]["proxy_chains"] == {}  # old colors stopped
 
 
 def test_rollback_goes_back_and_forth_in_one_change(app):

@@ -191,6 +191,9 @@ def test_internal_endpoint_with_chains(proxy):
     with pytest.raises(UsageError):  # caller addresses are validated like servers
         proxy.plan([Route("app.a", "green", route.servers, 50, endpoint="servicea.local",
                           chains=(Chain("new", "green", ("1.2.3.4; }",), chains[0].servers),))])
+    proxy.apply([route])  # what the proxy keeps is read back (status, putting back)
+    now = proxy.current("app.a")
+    assert (now.endpoint, now.chains, now.weight) == ("servicea.local", chains, 50)
 
 
 def test_a_dry_run_routes_a_planned_color_by_its_containers_names(proxy, tmp_path):

@@ -366,6 +366,7 @@ class AppRelease:
             entry = {"live_color": live["services"].get(name, {}).get("color"),
                      "proxy_color": serving.color if serving else None,
                      "proxy_weight": serving.weight if serving else None,
+                     "proxy_chains": self.steps.proxy_chains(service),
                      "healthy": {c: self.steps.healthy(service, c) for c in ("blue", "green")}}
             if inflight and name in inflight["moving"]:
                 entry["moving"] = inflight["moving"][name]

@@ -355,6 +355,10 @@ class Steps:
     def serving_color(self, service: str) -> str | None:
         return self.proxy.serving(service).color if self.proxy else None
 
+    def proxy_chains(self, service: str) -> dict[str, str]:
+        """Side -> color of the chains the proxy keeps the callers of ``service`` on."""
+        return {c.side: c.color for c in self.proxy.current(service).chains} if self.proxy else {}
+
     def healthy(self, service: str, color: str | None) -> bool:
         """Every registered instance of the color passes its check (so it runs and answers).
         Instances are deregistered before they are stopped."""
