@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[2] / "pyscripts"
 BACKENDS = {"bluegreen.registry.consul", "bluegreen.registry.file", "bluegreen.runtime.docker",
             "bluegreen.runtime.swarm", "bluegreen.proxy.nginx", "bluegreen.proxy.dynamic"}
 SHARED = {"bluegreen", "bluegreen.model", "bluegreen.errors", "bluegreen.validate",
-          "bluegreen.templates", "bluegreen.interrupts"}
+          "bluegreen.templates", "bluegreen.interrupts", "bluegreen.record", "bluegreen.wire"}
 
 
 def _module(path: Path) -> str:

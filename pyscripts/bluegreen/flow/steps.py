@@ -8,13 +8,13 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 from bluegreen import interrupts, model, validate
 from bluegreen.errors import InvalidRecord, OperationFailed, Unreachable, redact
 from bluegreen.model import Container, DeploySpec, Instance, Move, Route, Server
 from bluegreen.proxy.base import Proxy, weighted_route
+from bluegreen.record import Record, replace
 from bluegreen.registry.base import Lease, Registry
 from bluegreen.runtime.base import Runtime
 
@@ -26,8 +26,7 @@ def _stderr(line: str) -> None:
 APP_INFLIGHT = "app-inflight"  # an application's unfinished release (bluegreen.app.release)
 
 
-@dataclass
-class Steps:
+class Steps(Record):
     """The registry, the runtime and the proxy (built by ``bluegreen.settings``), and how to
     report."""
 
@@ -79,13 +78,9 @@ class Steps:
         self.deregister(service, color)
         try:
             started = self.runtime.start(service, color, spec)
-            self.register(started)  # critical until checked: nothing routes to it yet
             interrupts.hold("deploy:started")
             started = self.runtime.wait_healthy(started, self.health_timeout)
-            # bluegreen has seen each one answer its health path: passing from now on, and
-            # Consul keeps checking (no wait for its first-check stagger).
-            self.register(started, passing=True)
-            self.wait_passing(service, color, started)
+            self.register_healthy(service, color, started)
         except BaseException:
             self.say(f"deploy of {service}-{color} failed: removing its containers")
             self.discard(service, color)
@@ -121,6 +116,15 @@ class Steps:
         for inst in insts:
             self.registry.register(inst, interval=self.check_interval, passing=passing)
         return insts
+
+    def register_healthy(self, service: str, color: str, containers: list[Container]
+                         ) -> list[Instance]:
+        """Register containers bluegreen has just seen answer their health path: passing from
+        the start, and the registry goes on checking them. Registered once, after that probe:
+        Consul keeps the status a check already had when it is registered again, so an early
+        registration would wait for Consul's first check (a random part of its interval)."""
+        self.register(containers, passing=True)
+        return self.wait_passing(service, color, containers)
 
     def deregister(self, service: str, color: str) -> list[str]:
         ids = [i.id for i in self.registry.instances(service, color)]
@@ -162,20 +166,21 @@ class Steps:
             return []
         self.deregister(service, color)
         started = self.runtime.restart(service, color)
-        self.register(started)
         started = self.runtime.wait_healthy(started, self.health_timeout)
-        self.register(started, passing=True)
-        return self.wait_passing(service, color, started)
+        return self.register_healthy(service, color, started)
 
-    def refresh(self, service: str, color: str, wait: bool = True) -> list[str]:
+    def refresh(self, service: str, color: str, wait: bool = True,
+                listed: list[Container] | None = None) -> list[str]:
         """Make the color's registered instances its running containers: one registered whose
         container no longer runs (its node down, its task rescheduled) is deregistered; one
         running but not registered (a task rescheduled elsewhere) is registered, passing once
         it answers (``wait``: after waiting for the color to be healthy again, as far as the
-        runtime can tell). Returns what was done (would be done, on a dry run)."""
+        runtime can tell). ``listed``: the color's containers, when the caller just listed
+        them. Returns what was done (would be done, on a dry run)."""
         if self.runtime is None:
             return []
-        listed = self.runtime.containers(service, color)
+        if listed is None:
+            listed = self.runtime.containers(service, color)
         if not listed:
             return []  # the runtime runs nothing of this color: its registry checks decide
         running = {c.name: c for c in listed if c.running and c.port}
@@ -310,6 +315,10 @@ class Steps:
              ) -> contextlib.AbstractContextManager[Lease]:
         return self.registry.lock(target, wait, on_stale=on_stale)
 
+    def snapshot(self, target: str) -> contextlib.AbstractContextManager[None]:
+        """Read ``target``'s records once for the section (see ``Registry.snapshot``)."""
+        return self.registry.snapshot(target)
+
     def record(self, target: str, name: str) -> Any:
         """A JSON record of the target (``inflight``, ``history``, ``scale-down``, ...)."""
         return self.registry.get_json(target, name)
@@ -386,13 +395,12 @@ class Steps:
         if self.proxy:
             actions += self._agree(service)
         serving = self.proxy.serving(service) if self.proxy else None
-        running: dict[str, list[Container]] = {}
-        if self.runtime:
-            for color in model.COLORS:
-                running[color] = [c for c in self.runtime.containers(service, color)
-                                  if c.running and c.port]
-        for color in running:
-            actions += self.refresh(service, color, wait=False)
+        listed = {c: self.runtime.containers(service, c) for c in model.COLORS} \
+            if self.runtime else {}
+        running = {color: [c for c in found if c.running and c.port]
+                   for color, found in listed.items()}
+        for color, found in listed.items():
+            actions += self.refresh(service, color, wait=False, listed=found)
         live = serving.color if serving else None
         try:
             inflight = reg.get_json(service, "inflight")
@@ -412,7 +420,7 @@ class Steps:
             if not self.dry_run:
                 reg.set_color(service, live)
         for color in model.COLORS:
-            actions += self._rebuild_release(service, color, live, inflight)
+            actions += self._rebuild_release(service, color, live, inflight, listed.get(color, []))
         for name in ("history", "scale-down"):
             try:
                 reg.get_json(service, name)
@@ -441,7 +449,7 @@ class Steps:
         return f"invalid {name} record kept as {self.registry.set_aside(service, name)}"
 
     def _rebuild_release(self, service: str, color: str, live: str | None,
-                         inflight: Any) -> list[str]:
+                         inflight: Any, listed: list[Container]) -> list[str]:
         """A color's release record, from its containers when missing or invalid. Only the
         color the proxy routes to, with no run in flight, counts as verified."""
         name = f"release-{color}"
@@ -451,7 +459,7 @@ class Steps:
             problem = "missing"
         except InvalidRecord:
             problem = "invalid"
-        images = {c.image for c in self.runtime.containers(service, color)} if self.runtime else set()
+        images = {c.image for c in listed}
         if len(images) != 1:
             if problem == "invalid":
                 return [self._set_aside(service, name)]

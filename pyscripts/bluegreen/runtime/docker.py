@@ -123,26 +123,18 @@ class DockerRuntime(DockerEngine, Runtime):
         ``None`` for an engine reached otherwise (TCP, TLS, SSH): the SDK lists."""
         if self._client is not None or not (self.where.startswith("unix://")):
             return None
-        import http.client
         import json
-        import socket
+
+        from bluegreen import wire
 
         query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
-        conn = http.client.HTTPConnection("localhost", timeout=30)
         try:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(30)
-            conn.sock = sock
-            sock.connect(self.where[len("unix://"):])
-            conn.request("GET", f"/containers/json?{query}")
-            resp = conn.getresponse()
-            body = resp.read()
+            status, body = wire.request("unix:" + self.where[len("unix://"):], "GET",
+                                        f"/containers/json?{query}", timeout=30)
         except OSError as exc:
-            raise Unreachable("Docker", self.where, exc.strerror or type(exc).__name__) from exc
-        finally:
-            conn.close()
-        if resp.status != 200:
-            raise OperationFailed(f"Docker: listing containers: {resp.status} {body[:200]!r}")
+            raise Unreachable("Docker", self.where, exc.strerror or str(exc)) from exc
+        if status != 200:
+            raise OperationFailed(f"Docker: listing containers: {status} {body[:200]!r}")
         return [self._listed(c) for c in json.loads(body)]
 
     def _listed(self, c: dict[str, Any]) -> Container:
@@ -249,7 +241,7 @@ class DockerRuntime(DockerEngine, Runtime):
                 raise OperationFailed(
                     f"{', '.join(sorted(pending))} not healthy within {timeout:g}s "
                     f"(health path {containers[0].health_path})")
-            time.sleep(0.2)
+            time.sleep(0.05)  # a local start takes a few tenths: poll finely
         return [current[c.name] for c in containers]
 
     def stop(self, service: str, color: str, timeout: int = 10) -> list[str]:
