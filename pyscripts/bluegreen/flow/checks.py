@@ -103,24 +103,24 @@ def run(spec: TestSpec, domain: str) -> TestResult:
 
 
 def _check_path(spec: TestSpec, url: str) -> TestResult:
-    import requests
+    from bluegreen import wire
 
     detail = ""
     for attempt in range(spec.retries):
         if attempt:
             time.sleep(spec.retry_interval)
         try:
-            r = requests.get(url, timeout=spec.timeout, allow_redirects=False)
-        except requests.RequestException as exc:
+            status, body = wire.get(url, timeout=spec.timeout)
+        except OSError as exc:
             detail = f"GET {url}: {type(exc).__name__}"
             continue
-        if r.status_code != spec.expect_status:
-            detail = f"GET {url}: status {r.status_code}, expected {spec.expect_status}"
+        if status != spec.expect_status:
+            detail = f"GET {url}: status {status}, expected {spec.expect_status}"
             continue
-        if spec._compiled and not spec._compiled.search(r.text):
+        if spec._compiled and not spec._compiled.search(body.decode(errors="replace")):
             detail = f"GET {url}: body does not match {spec.body_regex!r}"
             continue
-        return TestResult(True, f"GET {url}: {r.status_code}")
+        return TestResult(True, f"GET {url}: {status}")
     return TestResult(False, detail)
 
 

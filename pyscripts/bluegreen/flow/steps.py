@@ -542,10 +542,9 @@ class Steps(Record):
 
 def _answers(url: str) -> bool:
     """The health path answers below 400 (bluegreen's own probe)."""
-    import urllib.request
+    from bluegreen import wire
 
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - http URL we built
-            return bool(resp.status < 400)
+        return wire.get(url, timeout=2)[0] < 400
     except OSError:
         return False

@@ -133,10 +133,10 @@ class FileRegistry(Registry):
 
 
 def _http_status(url: str) -> str:
-    import requests
+    from bluegreen import wire
 
     try:
-        ok = requests.get(url, timeout=1.0, allow_redirects=False).status_code < 400
-    except requests.RequestException:
+        ok = wire.get(url, timeout=1.0)[0] < 400
+    except OSError:
         return "critical"
     return "passing" if ok else "critical"

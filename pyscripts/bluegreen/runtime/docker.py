@@ -213,7 +213,7 @@ class DockerRuntime(DockerEngine, Runtime):
 
     def wait_healthy(self, containers: list[Container], timeout: float) -> list[Container]:
         """Wait until each container runs and answers its health path below 400."""
-        import requests
+        from bluegreen import wire
 
         deadline = time.monotonic() + timeout
         pending = {c.name for c in containers}
@@ -231,9 +231,9 @@ class DockerRuntime(DockerEngine, Runtime):
                     tail = f": {logs[:160]}" if logs else ""
                     raise OperationFailed(f"container {name} exited with code {code}{tail}")
                 if c.running and c.port:
-                    with contextlib.suppress(requests.RequestException):
-                        r = requests.get(c.health_url, timeout=1.0, allow_redirects=False)
-                        if r.status_code < 400:
+                    with contextlib.suppress(OSError):
+                        status, _ = wire.get(c.health_url, timeout=1.0)
+                        if status < 400:
                             pending.discard(name)
             if not pending:
                 break

@@ -205,7 +205,7 @@ class SwarmRuntime(DockerRuntime):
         """Wait until each of the colors' services has its replicas running on ready nodes,
         each answering its health path below 400; return those tasks (a task rescheduled
         meanwhile is followed to its replacement)."""
-        import requests
+        from bluegreen import wire
 
         deadline = time.monotonic() + timeout
         wanted = sorted({(c.service, c.color) for c in containers})
@@ -220,9 +220,9 @@ class SwarmRuntime(DockerRuntime):
                     up = [c for c in up if c.running and c.port]
                     for c in up:
                         if c.id not in healthy:
-                            with contextlib.suppress(requests.RequestException):
-                                r = requests.get(c.health_url, timeout=1.0, allow_redirects=False)
-                                if r.status_code < 400:
+                            with contextlib.suppress(OSError):
+                                status, _ = wire.get(c.health_url, timeout=1.0)
+                                if status < 400:
                                     healthy[c.id] = c
                     ok = [c for c in up if c.id in healthy]
                     result += ok
