@@ -92,6 +92,25 @@ class Steps:
             raise
         return started
 
+    def create(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Create ``spec.scale`` instances of ``spec.image`` as ``color``, not started:
+        ``bring_up`` starts them (a worker's next color, swapped in at promotion)."""
+        assert self.runtime
+        validate.service(service)
+        validate.color(color)
+        image = validate.image(spec.image)
+        if self.running(service, color):
+            raise OperationFailed(f"{service}-{color} runs; it is not replaced by a color "
+                                  f"that waits to be started")
+        if self.dry_run:
+            self.say(f"would create {spec.scale} instance(s) {service}-{color} of {image}, "
+                     f"started when swapped in")
+            return []
+        self.runtime.ensure_image(image, spec.pull)
+        self.set_release(service, color, image, verified=False)
+        self.deregister(service, color)
+        return self.runtime.create(service, color, spec)
+
     def discard(self, service: str, color: str) -> None:
         """Deregister and remove a failed color; each step runs even if another fails."""
         assert self.runtime
@@ -133,7 +152,7 @@ class Steps:
         """Wait until the registry passes every container; one it forgot (a registry that
         restarted empty) is registered again."""
         deadline = time.monotonic() + self.health_timeout
-        count = len(containers)
+        count = len([c for c in containers if c.container_port])  # a worker may have no port
         while True:
             found = self.registry.instances(service, color)
             passing = [i for i in found if i.status == "passing"]
@@ -155,7 +174,7 @@ class Steps:
             raise OperationFailed(f"no containers of {service}-{color} to start")
         if all(c.running for c in containers):
             passing = self.registry.instances(service, color, passing=True)
-            if len(passing) >= len(containers):
+            if len(passing) >= len([c for c in containers if c.container_port]):
                 return passing
         if self.dry_run:
             self.say(f"would start {', '.join(c.name for c in containers)}")
@@ -212,9 +231,10 @@ class Steps:
         """Route the service to ``color`` (``weight`` percent of it); record it at 100."""
         return self.route([Move(service, color, weight)])
 
-    def route(self, moves: list[Move]) -> bool:
-        """Apply every move in ONE proxy change, all or nothing; record the color of each
-        service moved to 100. False when the proxy already routed so."""
+    def route(self, moves: list[Move], unrouted: tuple[str, ...] = ()) -> bool:
+        """Apply every move, and remove the ``unrouted`` services, in ONE proxy change, all or
+        nothing; record the color of each service moved to 100 (none for those removed).
+        False when the proxy already routed so."""
         assert self.proxy
         if not self.dry_run:  # route to what runs now, not to what was registered earlier
             for m in moves:
@@ -222,8 +242,11 @@ class Steps:
                     for line in self.refresh(m.service, c):
                         self.say(f"{m.service}: {line}")
         routes = [self._route(move) for move in moves]
-        records = [(m.service, m.color) for m in moves
-                   if m.weight == 100 and self._recorded(m.service) != m.color]
+        routes += [Route(validate.service(s), None) for s in unrouted]
+        records: list[tuple[str, str | None]] = [
+            (m.service, m.color) for m in moves
+            if m.weight == 100 and self._recorded(m.service) != m.color]
+        records += [(s, None) for s in unrouted]
         if self.dry_run:
             diff = self.proxy.diff(routes)
             self.say(diff.rstrip("\n") if diff else "proxy unchanged")
@@ -272,16 +295,7 @@ class Steps:
 
     def unroute(self, service: str) -> bool:
         """Remove the service from the proxy (no color serves) and its color record."""
-        assert self.proxy
-        routes = [Route(service, None)]
-        if self.dry_run:
-            diff = self.proxy.diff(routes)
-            self.say(diff.rstrip("\n") if diff else "proxy unchanged")
-            return bool(diff)
-        with interrupts.shielded():
-            changed = self.proxy.apply(routes)
-            self.registry.set_color(service, None)
-        return changed
+        return self.route([], unrouted=(service,))
 
     # -- stop ------------------------------------------------------------------------
 
