@@ -417,18 +417,27 @@ def test_removed_services_are_described_by_their_live_kind() -> None:
 
 
 def test_a_service_still_calling_a_removed_endpoint_is_named() -> None:
-    live = {n: r | {"endpoint": "servicea.local" if n == "servicea" else None}
-            for n, r in _live().items()}
+    live = _live()
+    live["servicea"] |= {"endpoint": "servicea.local", "route": None}
+    live["serviceb"] |= {"endpoint": None, "route": "/"}
     only_b = appspec.loads(EXAMPLE.read_text().split("  serviceb:")[0].replace(
         "servicea:", "serviceb:", 1).replace("bluegreen.endpoint: servicea.local",
                                              "bluegreen.route: /"))
-    assert appspec.dangling_calls(only_b, live) == []  # serviceb no longer calls anything
+    assert appspec.live_conflicts(only_b, live) == []  # serviceb no longer calls anything
     text = EXAMPLE.read_text()
     without_a = appspec.loads("name: hello-world\nservices:\n" + text[text.index("  serviceb:"):])
     assert without_a.services["serviceb"].depends_on == ()  # an unknown name: app check passes
-    assert appspec.dangling_calls(without_a, live) == [
+    assert appspec.live_conflicts(without_a, live) == [
         "serviceb calls servicea.local, the endpoint of servicea, which the file removes"]
-    assert appspec.dangling_calls(appspec.load(EXAMPLE), live) == []  # nothing removed
+    assert appspec.live_conflicts(appspec.load(EXAMPLE), live) == []  # nothing removed
+
+
+def test_a_service_cannot_turn_between_routed_and_worker() -> None:
+    live = {n: r | {"route": "/" if n == "serviceb" else None, "endpoint": None}
+            for n, r in _live().items()}  # servicea recorded as a worker
+    assert appspec.live_conflicts(appspec.load(EXAMPLE), live) == [
+        "servicea would turn from worker to routed: remove it in one release and add it in "
+        "the next"]
 
 
 # -- version-consistent chains ----------------------------------------------------------

@@ -659,9 +659,11 @@ def kind_of(record: Mapping[str, Any]) -> str:
     return "routed" if record.get("route") or record.get("endpoint") else "worker"
 
 
-def dangling_calls(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The services of the file that still call the endpoint of a live service the file
-    removes (``app check`` cannot know: only the live release names it)."""
+def live_conflicts(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What no release can do from ``live`` to this file (``app check`` cannot know: only
+    the live release tells): a service that still calls the endpoint of a service the file
+    removes; a service that turns from routed to worker or back (remove it in one release,
+    add it in the next)."""
     gone = {r["endpoint"]: name for name, r in live.items()
             if name not in spec.services and r.get("endpoint")}
     found = []
@@ -669,6 +671,10 @@ def dangling_calls(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> list
         calls = set(s.depends_on) | {host for _, host in _url_hosts(s.environment)}
         found += [f"{s.name} calls {e}, the endpoint of {gone[e]}, which the file removes"
                   for e in sorted(calls & gone.keys())]
+        was = kind_of(live[s.name]) if s.name in live else s.kind
+        if was != s.kind:
+            found.append(f"{s.name} would turn from {was} to {s.kind}: remove it in one "
+                         f"release and add it in the next")
     return found
 
 
