@@ -234,8 +234,10 @@ class Steps:
     def route(self, moves: list[Move], unrouted: tuple[str, ...] = ()) -> bool:
         """Apply every move, and remove the ``unrouted`` services, in ONE proxy change, all or
         nothing; record the color of each service moved to 100 (none for those removed).
-        False when the proxy already routed so."""
+        False when the proxy already routed so (or nothing was asked)."""
         assert self.proxy
+        if not moves and not unrouted:
+            return False
         if not self.dry_run:  # route to what runs now, not to what was registered earlier
             for m in moves:
                 for c in {m.color, model.other_color(m.color)} if m.weight < 100 else {m.color}:
@@ -344,7 +346,8 @@ class Steps:
         if not dot:
             return
         inflight = self.registry.get_json(f"{app}._app", APP_INFLIGHT)
-        if inflight and name in (inflight.get("moving") or {}):
+        if inflight and (name in (inflight.get("moving") or {})
+                         or name in (inflight.get("removing") or {})):
             raise OperationFailed(
                 f"{service} is part of the unfinished application release {app} "
                 f"#{inflight.get('release')} ({inflight.get('state')} at "
