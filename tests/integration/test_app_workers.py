@@ -229,3 +229,19 @@ def test_rollback_forward_again_removes_it_again(app):
     assert states("mailer") == {"blue": "running", "green": "exited"}
     s = status(app)
     assert s["live_release"] == 3 and not s["problems"], s["problems"]
+
+
+def test_a_rollback_killed_during_its_swap_is_settled_by_the_next_command(app, tmp_path):
+    held = Held(app, tmp_path, ["app:worker-started"], "app", "rollback", APP)
+    held.wait("app:worker-started")
+    held.proc.send_signal(signal.SIGKILL)
+    held.proc.wait(10)
+    assert states("mailer") == {"blue": "running", "green": "running"}
+    s = status(app)
+    assert s["live_release"] == 2  # recorded before the swap
+    assert s["problems"] == ["mailer: worker: release 2 says green, running: blue, green"]
+    r = app.bg("app", "deploy", "--file", compose(tmp_path, mailer="v2", indexer="v2"))
+    assert r.code == 0, r.err
+    assert "nothing changed" in r.out
+    assert states("mailer") == {"blue": "exited", "green": "running"}
+    assert not status(app)["problems"]
