@@ -200,7 +200,8 @@ class AppRelease:
         return inflight
 
     def _promote(self, app: str, inflight: dict[str, Any]) -> dict[str, str]:
-        """All moving services at 100; the release is live. Returns the old colors to stop."""
+        """All moving services at 100, workers swapped; the release is live. Returns the old
+        colors of routed services to stop (after ``--keep-old``)."""
         if inflight["weight"] != 100:
             inflight = self._shift(app, inflight, 100)
         for name, move in inflight["moving"].items():
@@ -215,8 +216,9 @@ class AppRelease:
             self.steps.set_record(target(app), INFLIGHT, None)
             self._history(app, inflight, "ok")
         self.say(f"{app}: release {inflight['release']} is live")
-        return {name: m["from"] for name, m in inflight["moving"].items() if m["from"]} | {
-            name: r["color"] for name, r in _removing(inflight).items()}
+        old = {n: m["from"] for n, m in inflight["moving"].items()
+               if m["from"] and kind_of(inflight["services"][n]) == "routed"}
+        return old | {n: r["color"] for n, r in _routed(_removing(inflight))}
 
     def _swap_workers(self, app: str, inflight: dict[str, Any]) -> None:
         """The promotion of the workers (recorded first: a kill during it is undone): each
@@ -392,8 +394,8 @@ class AppRelease:
         coming = {**_removing(inflight or {}), **(inflight or {}).get("services", {})}
         for name in sorted(set(live["services"]) | set(coming)):
             record = live["services"].get(name) or coming[name]
-            entry = self._service_status(app, name, record.get("color") if name in
-                                         live["services"] else None, kind_of(record))
+            entry = self._service_status(app, name, kind_of(record),
+                                         live["services"].get(name, {}).get("color"))
             if inflight and name in inflight["moving"]:
                 entry["moving"] = inflight["moving"][name]
             if inflight and name in _removing(inflight):
@@ -403,7 +405,7 @@ class AppRelease:
                                    _disagreements(entry, live["release"], bool(inflight))]
         return report
 
-    def _service_status(self, app: str, name: str, live_color: str | None, kind: str
+    def _service_status(self, app: str, name: str, kind: str, live_color: str | None
                         ) -> dict[str, Any]:
         service = f"{app}.{name}"
         serving = self.steps.proxy.serving(service) if self.steps.proxy else None

@@ -74,9 +74,7 @@ class Steps:
             self.say(f"would start {spec.scale} instance(s) {service}-{color} of {image} "
                      f"(port {spec.port}, health {spec.health_path}) and register them")
             return []
-        self.runtime.ensure_image(image, spec.pull)  # before anything is changed
-        self.set_release(service, color, image, verified=False)
-        self.deregister(service, color)
+        self._forget(service, color, image, spec.pull)
         try:
             started = self.runtime.start(service, color, spec)
             self.register(started)  # critical until checked: nothing routes to it yet
@@ -106,10 +104,16 @@ class Steps:
             self.say(f"would create {spec.scale} instance(s) {service}-{color} of {image}, "
                      f"started when swapped in")
             return []
-        self.runtime.ensure_image(image, spec.pull)
+        self._forget(service, color, image, spec.pull)
+        return self.runtime.create(service, color, spec)
+
+    def _forget(self, service: str, color: str, image: str, pull: bool) -> None:
+        """Before a color is replaced: the new image present (before anything is changed),
+        the color recorded as holding it unverified, its old instances deregistered."""
+        assert self.runtime
+        self.runtime.ensure_image(image, pull)
         self.set_release(service, color, image, verified=False)
         self.deregister(service, color)
-        return self.runtime.create(service, color, spec)
 
     def discard(self, service: str, color: str) -> None:
         """Deregister and remove a failed color; each step runs even if another fails."""
