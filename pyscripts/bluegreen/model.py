@@ -64,6 +64,11 @@ class Container(Record, frozen=True):
         return self.state == "running"
 
     @property
+    def up(self) -> bool:
+        """Running, with its port published if it has one (a worker may have none)."""
+        return self.running and (self.port is not None or not self.container_port)
+
+    @property
     def health_url(self) -> str:
         return f"http://{self.address}:{self.port}{self.health_path}"
 
@@ -72,7 +77,7 @@ class DeploySpec(Record, frozen=True):
     """What a color runs: validated at the edge before it gets here."""
 
     image: str
-    port: int = 8080
+    port: int = 8080  # 0: none (a worker that serves nothing)
     env: dict[str, str] = factory(dict)
     scale: int = 1
     network: str | None = None

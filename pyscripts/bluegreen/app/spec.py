@@ -582,6 +582,21 @@ class ServicePlan:
     reasons: tuple[str, ...] = ()  # why it changes, e.g. "image a:1 -> a:2"
     live_color: str | None = None
     color: str | None = None  # the color that serves it after the release (None: removed)
+    kind: str = "routed"  # routed | worker (ServiceSpec.kind)
+
+    def describe(self) -> str:
+        """The plan's line for this service, as ``app deploy`` and its dry run print it."""
+        line = self.name + " " + self.action
+        if self.reasons:
+            line += f" ({'; '.join(self.reasons)})"
+        if self.action != "keep":
+            line += f" {self.live_color or '-'} -> {self.color or '-'}"
+        if self.action == "remove":
+            line += (" [serves until promotion, then leaves the proxy and stops]"
+                     if self.kind == "routed" else " [stops at promotion]")
+        elif self.kind == "worker" and self.action != "keep":
+            line += " [worker: swapped at promotion, not blue-green]"
+        return line
 
 
 @dataclass(frozen=True)
@@ -623,19 +638,44 @@ def changed(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> Plan:
         record = live.get(s.name)
         if record is None:
             plans.append(ServicePlan(s.name, "new", ("not in the live release",), None,
-                                     model.next_color(None)))
+                                     model.next_color(None), s.kind))
             continue
         live_color = record.get("color")
         reasons = tuple(_differences(s, record))
         if reasons:
             plans.append(ServicePlan(s.name, "change", reasons, live_color,
-                                     model.next_color(live_color)))
+                                     model.next_color(live_color), s.kind))
         else:
-            plans.append(ServicePlan(s.name, "keep", (), live_color, live_color))
+            plans.append(ServicePlan(s.name, "keep", (), live_color, live_color, s.kind))
     for name, record in live.items():
         if name not in spec.services:
-            plans.append(ServicePlan(name, "remove", ("not in the file",), record.get("color")))
+            plans.append(ServicePlan(name, "remove", ("not in the file",), record.get("color"),
+                                     None, kind_of(record)))
     return Plan(spec.name, tuple(plans))
+
+
+def kind_of(record: Mapping[str, Any]) -> str:
+    """``routed`` or ``worker``: a release record's service, as ``ServiceSpec.kind``."""
+    return "routed" if record.get("route") or record.get("endpoint") else "worker"
+
+
+def live_conflicts(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What no release can do from ``live`` to this file (``app check`` cannot know: only
+    the live release tells): a service that still calls the endpoint of a service the file
+    removes; a service that turns from routed to worker or back (remove it in one release,
+    add it in the next)."""
+    gone = {r["endpoint"]: name for name, r in live.items()
+            if name not in spec.services and r.get("endpoint")}
+    found = []
+    for s in spec.services.values():
+        calls = set(s.depends_on) | {host for _, host in _url_hosts(s.environment)}
+        found += [f"{s.name} calls {e}, the endpoint of {gone[e]}, which the file removes"
+                  for e in sorted(calls & gone.keys())]
+        was = kind_of(live[s.name]) if s.name in live else s.kind
+        if was != s.kind:
+            found.append(f"{s.name} would turn from {was} to {s.kind}: remove it in one "
+                         f"release and add it in the next")
+    return found
 
 
 def _differences(s: ServiceSpec, record: Mapping[str, Any]) -> Iterator[str]:

@@ -73,9 +73,7 @@ class Steps(Record):
             self.say(f"would start {spec.scale} instance(s) {service}-{color} of {image} "
                      f"(port {spec.port}, health {spec.health_path}) and register them")
             return []
-        self.runtime.ensure_image(image, spec.pull)  # before anything is changed
-        self.set_release(service, color, image, verified=False)
-        self.deregister(service, color)
+        self._forget(service, color, image, spec.pull)
         try:
             started = self.runtime.start(service, color, spec)
             interrupts.hold("deploy:started")
@@ -86,6 +84,31 @@ class Steps(Record):
             self.discard(service, color)
             raise
         return started
+
+    def create(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Create ``spec.scale`` instances of ``spec.image`` as ``color``, not started:
+        ``bring_up`` starts them (a worker's next color, swapped in at promotion)."""
+        assert self.runtime
+        validate.service(service)
+        validate.color(color)
+        image = validate.image(spec.image)
+        if self.running(service, color):
+            raise OperationFailed(f"{service}-{color} runs; it is not replaced by a color "
+                                  f"that waits to be started")
+        if self.dry_run:
+            self.say(f"would create {spec.scale} instance(s) {service}-{color} of {image}, "
+                     f"started when swapped in")
+            return []
+        self._forget(service, color, image, spec.pull)
+        return self.runtime.create(service, color, spec)
+
+    def _forget(self, service: str, color: str, image: str, pull: bool) -> None:
+        """Before a color is replaced: the new image present (before anything is changed),
+        the color recorded as holding it unverified, its old instances deregistered."""
+        assert self.runtime
+        self.runtime.ensure_image(image, pull)
+        self.set_release(service, color, image, verified=False)
+        self.deregister(service, color)
 
     def discard(self, service: str, color: str) -> None:
         """Deregister and remove a failed color; each step runs even if another fails."""
@@ -137,7 +160,7 @@ class Steps(Record):
         """Wait until the registry passes every container; one it forgot (a registry that
         restarted empty) is registered again."""
         deadline = time.monotonic() + self.health_timeout
-        count = len(containers)
+        count = len([c for c in containers if c.container_port])  # a worker may have no port
         while True:
             found = self.registry.instances(service, color)
             passing = [i for i in found if i.status == "passing"]
@@ -159,7 +182,7 @@ class Steps(Record):
             raise OperationFailed(f"no containers of {service}-{color} to start")
         if all(c.running for c in containers):
             passing = self.registry.instances(service, color, passing=True)
-            if len(passing) >= len(containers):
+            if len(passing) >= len([c for c in containers if c.container_port]):
                 return passing
         if self.dry_run:
             self.say(f"would start {', '.join(c.name for c in containers)}")
@@ -217,18 +240,24 @@ class Steps(Record):
         """Route the service to ``color`` (``weight`` percent of it); record it at 100."""
         return self.route([Move(service, color, weight)])
 
-    def route(self, moves: list[Move]) -> bool:
-        """Apply every move in ONE proxy change, all or nothing; record the color of each
-        service moved to 100. False when the proxy already routed so."""
+    def route(self, moves: list[Move], unrouted: tuple[str, ...] = ()) -> bool:
+        """Apply every move, and remove the ``unrouted`` services, in ONE proxy change, all or
+        nothing; record the color of each service moved to 100 (none for those removed).
+        False when the proxy already routed so (or nothing was asked)."""
         assert self.proxy
+        if not moves and not unrouted:
+            return False
         if not self.dry_run:  # route to what runs now, not to what was registered earlier
             for m in moves:
                 for c in {m.color, model.other_color(m.color)} if m.weight < 100 else {m.color}:
                     for line in self.refresh(m.service, c):
                         self.say(f"{m.service}: {line}")
         routes = [self._route(move) for move in moves]
-        records = [(m.service, m.color) for m in moves
-                   if m.weight == 100 and self._recorded(m.service) != m.color]
+        routes += [Route(validate.service(s), None) for s in unrouted]
+        records: list[tuple[str, str | None]] = [
+            (m.service, m.color) for m in moves
+            if m.weight == 100 and self._recorded(m.service) != m.color]
+        records += [(s, None) for s in unrouted]
         if self.dry_run:
             diff = self.proxy.diff(routes)
             self.say(diff.rstrip("\n") if diff else "proxy unchanged")
@@ -277,16 +306,7 @@ class Steps(Record):
 
     def unroute(self, service: str) -> bool:
         """Remove the service from the proxy (no color serves) and its color record."""
-        assert self.proxy
-        routes = [Route(service, None)]
-        if self.dry_run:
-            diff = self.proxy.diff(routes)
-            self.say(diff.rstrip("\n") if diff else "proxy unchanged")
-            return bool(diff)
-        with interrupts.shielded():
-            changed = self.proxy.apply(routes)
-            self.registry.set_color(service, None)
-        return changed
+        return self.route([], unrouted=(service,))
 
     # -- stop ------------------------------------------------------------------------
 
@@ -339,7 +359,8 @@ class Steps(Record):
         if not dot:
             return
         inflight = self.registry.get_json(f"{app}._app", APP_INFLIGHT)
-        if inflight and name in (inflight.get("moving") or {}):
+        if inflight and (name in (inflight.get("moving") or {})
+                         or name in (inflight.get("removing") or {})):
             raise OperationFailed(
                 f"{service} is part of the unfinished application release {app} "
                 f"#{inflight.get('release')} ({inflight.get('state')} at "

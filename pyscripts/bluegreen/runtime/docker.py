@@ -170,9 +170,9 @@ class DockerRuntime(DockerEngine, Runtime):
             with self.call():
                 self.client.images.pull(image)
 
-    def start(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
-        """Replace the color's containers by ``spec.scale`` new ones (the image is present:
-        see ``ensure_image``)."""
+    def create(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Replace the color's containers by ``spec.scale`` new ones, created and not started
+        (the image is present: see ``ensure_image``). ``spec.port`` 0: nothing published."""
         self.remove(service, color)
         image, port, network, health_path = spec.image, spec.port, spec.network, spec.health_path
         environment = dict(spec.env)
@@ -180,17 +180,22 @@ class DockerRuntime(DockerEngine, Runtime):
         # SERVICE_IGNORE: Registrator, where it runs too, leaves these containers to us.
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
                   LABEL_HEALTH: health_path, "SERVICE_IGNORE": "true"}
-        def run(name: str) -> Container:
+
+        def create(name: str) -> Container:
             with self.call():
-                c = self.client.containers.run(
+                c = self.client.containers.create(
                     image, detach=True, name=name, environment=environment, labels=labels,
-                    ports={f"{port}/tcp": (self.publish_ip, None)}, network=network, init=True,
-                    extra_hosts=dict(spec.hosts) or None,
+                    ports={f"{port}/tcp": (self.publish_ip, None)} if port else None,
+                    network=network, init=True, extra_hosts=dict(spec.hosts) or None,
                 )
-                c.reload()
             return self._info(c)
 
-        return self._each(run, container_names(service, color, spec.scale))
+        return self._each(create, container_names(service, color, spec.scale))
+
+    def start(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Replace the color's containers by ``spec.scale`` new ones, started."""
+        self.create(service, color, spec)
+        return self.restart(service, color)
 
     def _each(self, fn: Any, items: list[Any]) -> list[Any]:
         """``fn`` over ``items``, concurrently when there are several (scaled colors)."""
@@ -230,7 +235,9 @@ class DockerRuntime(DockerEngine, Runtime):
                         logs = raw.logs(tail=1).decode(errors="replace").strip()
                     tail = f": {logs[:160]}" if logs else ""
                     raise OperationFailed(f"container {name} exited with code {code}{tail}")
-                if c.running and c.port:
+                if c.running and not c.container_port:
+                    pending.discard(name)  # nothing to ask: running is all it can say
+                elif c.running and c.port:
                     with contextlib.suppress(OSError):
                         status, _ = wire.get(c.health_url, timeout=1.0)
                         if status < 400:
