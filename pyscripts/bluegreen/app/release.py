@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from bluegreen import interrupts, model
@@ -32,6 +31,7 @@ from bluegreen.errors import Interrupted, OperationFailed, UsageError, redact
 from bluegreen.flow import checks
 from bluegreen.flow.steps import APP_INFLIGHT, Steps
 from bluegreen.model import Chain, DeploySpec, Move
+from bluegreen.record import Record
 
 LIVE, PREVIOUS, INFLIGHT = "app-live", "app-previous", APP_INFLIGHT
 HISTORY_KEEP = 50
@@ -42,8 +42,7 @@ def target(app: str) -> str:
     return f"{app}._app"
 
 
-@dataclass
-class AppOptions:
+class AppOptions(Record):
     steps: tuple[int, ...] = (100,)
     step_wait: float = 0.0
     confirm: bool = False
@@ -53,8 +52,7 @@ class AppOptions:
     lock_wait: float = 0.0
 
 
-@dataclass
-class AppRelease:
+class AppRelease(Record):
     steps: Steps
     opts: AppOptions
 

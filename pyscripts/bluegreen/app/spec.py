@@ -20,12 +20,12 @@ import functools
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bluegreen import model, validate
 from bluegreen.errors import UsageError
+from bluegreen.record import Record, factory, replace
 
 if TYPE_CHECKING:
     from bluegreen.flow import checks
@@ -64,8 +64,7 @@ _IPV4_RE = re.compile(r"[0-9.]+")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-@dataclass(frozen=True)
-class HttpTests:
+class HttpTests(Record, frozen=True):
     """HTTP checks run through the proxy (``bluegreen.test.*`` labels)."""
 
     __test__ = False  # not a pytest class
@@ -81,8 +80,7 @@ class HttpTests:
                                      body_regex=self.expect_body)
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(Record, frozen=True):
     """One service of the application file, validated."""
 
     name: str
@@ -94,7 +92,7 @@ class ServiceSpec:
     route: str | None = None
     health_path: str = "/"
     depends_on: tuple[str, ...] = ()  # endpoints it calls
-    tests: HttpTests = field(default_factory=HttpTests)
+    tests: HttpTests = factory(HttpTests)
 
     @property
     def kind(self) -> str:
@@ -120,8 +118,7 @@ def env_digest(value: str) -> str:
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class AppSpec:
+class AppSpec(Record, frozen=True):
     name: str
     services: Mapping[str, ServiceSpec]  # read-only, in file order
     source: str = ""
@@ -573,8 +570,7 @@ def _check_cross(services: dict[str, ServiceSpec], problems: _Problems) -> None:
 # -- the plan of a release --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ServicePlan:
+class ServicePlan(Record, frozen=True):
     """What a release does to one service."""
 
     name: str
@@ -599,8 +595,7 @@ class ServicePlan:
         return line
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Record, frozen=True):
     app: str
     services: tuple[ServicePlan, ...]
 
