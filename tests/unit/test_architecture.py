@@ -99,10 +99,10 @@ def test_the_switch_and_rollback_path_imports_nothing_heavy():
     import subprocess
     import sys
 
-    path = ("bluegreen.cli.main bluegreen.cli.options bluegreen.cli.commands bluegreen.settings "
-            "bluegreen.flow.pipeline bluegreen.registry.consul bluegreen.registry.file "
-            "bluegreen.proxy.dynamic bluegreen.proxy.nginx bluegreen.proxy.fanout "
-            "bluegreen.runtime.docker").split()
+    path = [f"bluegreen.{m}" for m in (
+        "cli.main", "cli.options", "cli.commands", "settings", "flow.pipeline",
+        "registry.consul", "registry.file", "proxy.dynamic", "proxy.nginx", "proxy.fanout",
+        "runtime.docker")]
     heavy = ["docker", "consul", "requests", "urllib3", "http.client", "dataclasses", "ssl",
              "email", "jinja2", "subprocess", "shutil"]
     code = (f"import importlib, sys\nfor m in {path!r}: importlib.import_module(m)\n"
