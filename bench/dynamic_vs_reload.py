@@ -102,6 +102,7 @@ class Bench:
         for mode in self.ports:
             self.switch_to[mode]("blue")
         self.results: dict[str, Any] = {"switches": switches, "interval_s": interval}
+        self.timelines: dict[str, dict[str, Any]] = {}  # mode -> the Python clients' requests
 
     def server(self, color: str) -> list[Server]:
         return [Server("127.0.0.1", self.backends[color].port)]
@@ -126,11 +127,14 @@ class Bench:
 
     # -- under load ---------------------------------------------------------------------------
 
-    def switch_series(self, mode: str) -> list[float]:
-        """``switches`` alternating switches (blue first is live): the duration of each."""
+    def switch_series(self, mode: str, starts: list[float] | None = None) -> list[float]:
+        """``switches`` alternating switches (blue first is live): the duration of each;
+        ``starts`` gets the moment each began."""
         took = []
         for i in range(self.switches):
             t0 = time.perf_counter()
+            if starts is not None:
+                starts.append(t0)
             self.switch_to[mode](COLORS[(i + 1) % 2])
             took.append(time.perf_counter() - t0)
             time.sleep(self.interval)
@@ -160,11 +164,15 @@ class Bench:
         for c in running:
             c.start()
         time.sleep(1)
-        took = self.switch_series(mode)
+        starts: list[float] = []
+        took = self.switch_series(mode, starts)
         time.sleep(1)
         for c in running:
             c.stop()
         duration = time.perf_counter() - t0
+        self.timelines[mode] = {"t0": t0, "switches": [s - t0 for s in starts],
+                                "responses": sorted((t - t0, body) for c in running
+                                                    for t, body in c.timeline)}
         latencies = [x for c in running for x in c.latencies]
         kinds: dict[str, int] = {}
         for c in running:
@@ -232,11 +240,53 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def draw(timelines: dict[str, dict[str, Any]], path: Path) -> None:
+    """Responses per 50 ms of the keep-alive Python clients, by color, failed ones in red, one
+    panel per mode; a vertical line where each switch began."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"blue": "#1f77b4", "green": "#2ca02c", "failed": "#d62728"}
+    fig, axes = plt.subplots(len(timelines), 1, figsize=(12, 3.2 * len(timelines)), dpi=110,
+                             sharex=True, squeeze=False)
+    for ax, (mode, tl) in zip(axes[:, 0], timelines.items(), strict=True):
+        buckets: dict[int, dict[str, int]] = {}
+        for t, body in tl["responses"]:
+            label = body if body in colors else "failed" if body == "failed" else "other"
+            row = buckets.setdefault(int(t / 0.05), {})
+            row[label] = row.get(label, 0) + 1
+        keys = sorted(buckets)
+        bottom = [0] * len(keys)
+        for label in ("blue", "green", "other", "failed"):
+            ys = [buckets[k].get(label, 0) for k in keys]
+            if not any(ys):
+                continue
+            failed = sum(ys) if label == "failed" else None
+            ax.bar([k * 0.05 for k in keys], ys, width=0.05, bottom=bottom, align="edge",
+                   color=colors.get(label, "#7f7f7f"), linewidth=0,
+                   label=f"failed ({failed})" if failed is not None else label)
+            bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
+        for s in tl["switches"]:
+            ax.axvline(s, color="black", linewidth=0.5, alpha=0.5)
+        total_failed = sum(1 for _, body in tl["responses"] if body == "failed")
+        ax.set_title(f"{mode}: {len(tl['responses'])} requests, {total_failed} failed")
+        ax.set_ylabel("responses / 50 ms")
+        ax.legend(loc="lower right", fontsize=8)
+    axes[-1, 0].set_xlabel("seconds (vertical lines: a switch begins); keep-alive clients "
+                           "that never retry")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--switches", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between switches")
     parser.add_argument("--json", help="write the raw results to this file")
+    parser.add_argument("--plot", help="draw the Python clients' requests by mode to this PNG "
+                        "(needs matplotlib: pip install -e '.[bench]')")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -255,6 +305,9 @@ def main() -> int:
     print(table(bench.results))
     if args.json:
         Path(args.json).write_text(json.dumps(bench.results, indent=1) + "\n")
+    if args.plot:
+        draw(bench.timelines, Path(args.plot))
+        print(f"plot: {args.plot}")
     return 0
 
 

@@ -5,7 +5,7 @@ Nothing here reaches a backend; every other module may import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from bluegreen.record import Record, factory
 
 COLORS = ("blue", "green")
 
@@ -34,8 +34,7 @@ def container_names(service: str, color: str, scale: int) -> list[str]:
     return [base] if scale == 1 else [f"{base}-{n}" for n in range(1, scale + 1)]
 
 
-@dataclass(frozen=True)
-class Instance:
+class Instance(Record, frozen=True):
     """One registered instance of a color."""
 
     id: str
@@ -51,8 +50,7 @@ class Instance:
         return f"{self.address}:{self.port}"
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(Record, frozen=True):
     """One instance of a color as the runtime sees it (a container or a Swarm task)."""
 
     name: str
@@ -72,17 +70,21 @@ class Container:
         return self.state == "running"
 
     @property
+    def up(self) -> bool:
+        """Running, with its port published if it has one (a worker may have none)."""
+        return self.running and (self.port is not None or not self.container_port)
+
+    @property
     def health_url(self) -> str:
         return f"http://{self.address}:{self.port}{self.health_path}"
 
 
-@dataclass(frozen=True)
-class DeploySpec:
+class DeploySpec(Record, frozen=True):
     """What a color runs: validated at the edge before it gets here."""
 
     image: str
-    port: int = 8080
-    env: dict[str, str] = field(default_factory=dict)
+    port: int = 8080  # 0: none (a worker that serves nothing)
+    env: dict[str, str] = factory(dict)
     scale: int = 1
     network: str | None = None
     health_path: str = "/"
@@ -90,8 +92,7 @@ class DeploySpec:
     hosts: tuple[tuple[str, str], ...] = ()  # extra /etc/hosts entries (internal endpoints)
 
 
-@dataclass(frozen=True)
-class Server:
+class Server(Record, frozen=True):
     address: str
     port: int
     weight: int | None = None
@@ -101,8 +102,7 @@ class Server:
         return f"{self.address}:{self.port}"
 
 
-@dataclass(frozen=True)
-class Chain:
+class Chain(Record, frozen=True):
     """Callers kept on one release: requests from ``callers`` (container addresses) to a
     service's internal endpoint reach ``servers`` (its ``color``) only. ``side``: new | old."""
 
@@ -112,8 +112,7 @@ class Chain:
     servers: tuple[Server, ...] = ()
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(Record, frozen=True):
     """The desired route of one service: ``weight`` percent to ``color``'s servers, the rest
     to the other color's (their weights are in ``servers``). No servers: the service is
     removed from the proxy."""
@@ -131,8 +130,7 @@ class Route:
         return not self.servers
 
 
-@dataclass(frozen=True)
-class Move:
+class Move(Record, frozen=True):
     """Route ``service`` to ``color`` at ``weight`` percent (the rest stays on the other
     color), exposed at ``location`` and/or as the internal ``endpoint``."""
 
@@ -144,8 +142,7 @@ class Move:
     chains: tuple[Chain, ...] = ()  # servers are filled in from the registry
 
 
-@dataclass(frozen=True)
-class Serving:
+class Serving(Record, frozen=True):
     """What the proxy routes a service to."""
 
     color: str | None
@@ -153,8 +150,7 @@ class Serving:
     servers: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Record, frozen=True):
     """What one lock, one run record and one proxy change cover: a service, or the services of
     an application. Records and the lock live under ``name`` (a single service's own name)."""
 

@@ -130,7 +130,8 @@ class Backend:
 
 class KeepAliveClient(threading.Thread):
     """GETs in a loop on ONE persistent connection, never retrying: every failed request is
-    counted (and the connection reopened). ``seen`` counts responses by body. ``keep_alive``
+    counted (and the connection reopened). ``seen`` counts responses by body; ``timeline`` has
+    each request's end (``time.perf_counter()``) and its body, or ``"failed"``. ``keep_alive``
     False: a new connection for each request (what survives an nginx reload)."""
 
     def __init__(self, port: int, path: str = "/", keep_alive: bool = True) -> None:
@@ -140,6 +141,7 @@ class KeepAliveClient(threading.Thread):
         self.seen: collections.Counter[str] = collections.Counter()
         self.latencies: list[float] = []
         self.error_kinds: collections.Counter[str] = collections.Counter()
+        self.timeline: list[tuple[float, str]] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -154,13 +156,16 @@ class KeepAliveClient(threading.Thread):
                     raise http.client.HTTPException(f"status {resp.status}")
                 self.seen[body] += 1
             except (OSError, http.client.HTTPException) as exc:
+                body = "failed"
                 self.errors += 1
                 self.error_kinds[type(exc).__name__] += 1
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             if not self.keep_alive:
                 conn.close()  # the next request opens a new connection
-            self.latencies.append(time.perf_counter() - t0)
+            end = time.perf_counter()
+            self.latencies.append(end - t0)
+            self.timeline.append((end, body))
             self.requests += 1
         conn.close()
 

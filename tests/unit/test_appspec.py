@@ -376,6 +376,70 @@ def test_service_record_hides_env_values_and_compares_either_form() -> None:
     assert appspec.changed(spec, {"w": other.record("blue")}).services[0].reasons == ("environment A",)
 
 
+WORKER = """\
+  mailer:
+    image: mailer:1
+    environment:
+      API: http://servicea.local/queue
+"""
+
+
+def _with_worker(image: str = "mailer:1") -> appspec.AppSpec:
+    return appspec.loads(EXAMPLE.read_text() + "\n" + WORKER.replace("mailer:1", image))
+
+
+def test_worker_changes_get_the_next_color_and_say_they_are_swapped() -> None:
+    live = _live() | {"mailer": _with_worker().services["mailer"].record("green")}
+    assert appspec.changed(_with_worker(), live).nothing
+    plan = appspec.changed(_with_worker("mailer:2"), live)
+    mailer = plan.services[2]
+    assert (plan.changed, mailer.kind, mailer.live_color, mailer.color) == (
+        ("mailer",), "worker", "green", "blue")
+    assert mailer.describe() == ("mailer change (image mailer:1 -> mailer:2) green -> blue "
+                                 "[worker: swapped at promotion, not blue-green]")
+    assert plan.services[0].describe() == "servicea keep"
+    new = appspec.changed(_with_worker(), _live()).services[2]
+    assert (new.action, new.color, new.kind) == ("new", "blue", "worker")
+    assert _with_worker().services["mailer"].depends_on == ("servicea.local",)
+
+
+def test_removed_services_are_described_by_their_live_kind() -> None:
+    live = _live() | {"mailer": {"image": "m:1", "env": {}, "scale": 1, "color": "green"},
+                      "admin": {"image": "a:1", "env": {}, "scale": 1, "color": "blue",
+                                "route": "/admin", "endpoint": None}}
+    plan = appspec.changed(appspec.load(EXAMPLE), live)
+    assert plan.removed == ("mailer", "admin") and not plan.nothing
+    by = {p.name: p for p in plan.services}
+    assert by["mailer"].describe() == "mailer remove (not in the file) green -> - [stops at promotion]"
+    assert by["admin"].describe() == ("admin remove (not in the file) blue -> - "
+                                      "[serves until promotion, then leaves the proxy and stops]")
+    assert (appspec.kind_of(live["admin"]), appspec.kind_of(live["mailer"])) == ("routed", "worker")
+
+
+def test_a_service_still_calling_a_removed_endpoint_is_named() -> None:
+    live = _live()
+    live["servicea"] |= {"endpoint": "servicea.local", "route": None}
+    live["serviceb"] |= {"endpoint": None, "route": "/"}
+    only_b = appspec.loads(EXAMPLE.read_text().split("  serviceb:")[0].replace(
+        "servicea:", "serviceb:", 1).replace("bluegreen.endpoint: servicea.local",
+                                             "bluegreen.route: /"))
+    assert appspec.live_conflicts(only_b, live) == []  # serviceb no longer calls anything
+    text = EXAMPLE.read_text()
+    without_a = appspec.loads("name: hello-world\nservices:\n" + text[text.index("  serviceb:"):])
+    assert without_a.services["serviceb"].depends_on == ()  # an unknown name: app check passes
+    assert appspec.live_conflicts(without_a, live) == [
+        "serviceb calls servicea.local, the endpoint of servicea, which the file removes"]
+    assert appspec.live_conflicts(appspec.load(EXAMPLE), live) == []  # nothing removed
+
+
+def test_a_service_cannot_turn_between_routed_and_worker() -> None:
+    live = {n: r | {"route": "/" if n == "serviceb" else None, "endpoint": None}
+            for n, r in _live().items()}  # servicea recorded as a worker
+    assert appspec.live_conflicts(appspec.load(EXAMPLE), live) == [
+        "servicea would turn from worker to routed: remove it in one release and add it in "
+        "the next"]
+
+
 # -- version-consistent chains ----------------------------------------------------------
 
 A = "servicea.local"

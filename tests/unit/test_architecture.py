@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[2] / "pyscripts"
 BACKENDS = {"bluegreen.registry.consul", "bluegreen.registry.file", "bluegreen.runtime.docker",
             "bluegreen.runtime.swarm", "bluegreen.proxy.nginx", "bluegreen.proxy.dynamic"}
 SHARED = {"bluegreen", "bluegreen.model", "bluegreen.errors", "bluegreen.validate",
-          "bluegreen.templates", "bluegreen.interrupts"}
+          "bluegreen.templates", "bluegreen.interrupts", "bluegreen.record", "bluegreen.wire"}
 
 
 def _module(path: Path) -> str:
@@ -90,3 +90,23 @@ def test_the_product_never_imports_development_code():
     for module, deps in graph().items():
         if module.startswith("bluegreen."):
             assert not any(d.startswith("bluegreen_dev") for d in deps), module
+
+
+def test_the_switch_and_rollback_path_imports_nothing_heavy():
+    """The modules a switch or a rollback loads (docs/architecture.md, start-up cost) leave
+    out the SDKs, requests, http.client and dataclasses: each costs tens of milliseconds of a
+    rollback's 100."""
+    import subprocess
+    import sys
+
+    path = [f"bluegreen.{m}" for m in (
+        "cli.main", "cli.options", "cli.commands", "settings", "flow.pipeline",
+        "registry.consul", "registry.file", "proxy.dynamic", "proxy.nginx", "proxy.fanout",
+        "runtime.docker")]
+    heavy = ["docker", "consul", "requests", "urllib3", "http.client", "dataclasses", "ssl",
+             "email", "jinja2", "subprocess", "shutil"]
+    code = (f"import importlib, sys\nfor m in {path!r}: importlib.import_module(m)\n"
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": str(PKG)}, check=True).stdout.split()
+    assert out == [], f"imported on the switch path: {out}"

@@ -9,6 +9,11 @@ stops before 100: ``promote`` finishes, ``abort`` goes back. Unchanged services 
 old and new releases alike. Internal endpoints (``servicea.local``) are served by the proxy on
 ``--internal-listen``; every container of the application resolves them there.
 
+Workers (services with neither route nor endpoint) have no weights: a changed worker's new
+color is created at deploy and *swapped* at promotion (started, then the old color stopped):
+not blue-green. A service the file no longer has serves until promotion, then leaves the proxy
+(in the change to 100%) and stops. ``rollback`` does the reverse of both.
+
 Records (under ``<app>._app/``, beside no service's): ``app-live`` (release N: each service's
 color and what it runs), ``app-previous``, ``app-inflight`` (an unfinished release, which
 blocks single-service commands on its services), ``history``. One application lock.
@@ -17,15 +22,16 @@ blocks single-service commands on its services), ``history``. One application lo
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bluegreen import interrupts
-from bluegreen.app.spec import AppSpec, ServiceSpec, changed
+from bluegreen import interrupts, model
+from bluegreen.app.spec import AppSpec, ServiceSpec, changed, kind_of, live_conflicts
 from bluegreen.errors import Interrupted, OperationFailed, UsageError, redact
 from bluegreen.flow import checks
 from bluegreen.flow.steps import APP_INFLIGHT, Steps
 from bluegreen.model import Chain, DeploySpec, Move
+from bluegreen.record import Record
 
 LIVE, PREVIOUS, INFLIGHT = "app-live", "app-previous", APP_INFLIGHT
 HISTORY_KEEP = 50
@@ -36,8 +42,7 @@ def target(app: str) -> str:
     return f"{app}._app"
 
 
-@dataclass
-class AppOptions:
+class AppOptions(Record):
     steps: tuple[int, ...] = (100,)
     step_wait: float = 0.0
     confirm: bool = False
@@ -47,8 +52,7 @@ class AppOptions:
     lock_wait: float = 0.0
 
 
-@dataclass
-class AppRelease:
+class AppRelease(Record):
     steps: Steps
     opts: AppOptions
 
@@ -58,25 +62,19 @@ class AppRelease:
     # -- deploy ------------------------------------------------------------------------------
 
     def deploy(self, spec: AppSpec) -> dict[str, Any]:
-        workers = [s.name for s in spec.services.values() if s.kind == "worker"]
-        if workers:
-            raise UsageError(f"{spec.name}: services without a route or endpoint (workers) are "
-                             f"not released by app deploy yet: {', '.join(workers)}")
         app = spec.name
         with self.steps.lock(target(app), self.opts.lock_wait, on_stale=self.say):
             self._recover(app, undo_paused=False)
             live = self.steps.record(target(app), LIVE) or {"release": 0, "services": {}}
             plan = changed(spec, live["services"])
             for p in plan.services:
-                self.say(f"{app}: {p.name} {p.action}"
-                         + (f" ({'; '.join(p.reasons)})" if p.reasons else "")
-                         + (f" {p.live_color or '-'} -> {p.color}" if p.action != "keep" else ""))
-            if plan.removed:
-                raise UsageError(f"{app}: removing services ({', '.join(plan.removed)}) is not "
-                                 f"supported yet; keep them in the file")
+                self.say(f"{app}: {p.describe()}")
+            conflicts = live_conflicts(spec, live["services"])
+            if conflicts:
+                raise UsageError(f"{app}: {'; '.join(conflicts)}")
             summary: dict[str, Any] = {"app": app, "release": live["release"] + 1,
                                        "changed": [*plan.new, *plan.changed],
-                                       "kept": list(plan.kept)}
+                                       "kept": list(plan.kept), "removed": list(plan.removed)}
             if plan.nothing:
                 self.say(f"{app}: nothing changed (release {live['release']} is live)")
                 return summary | {"release": live["release"], "result": "unchanged"}
@@ -84,6 +82,7 @@ class AppRelease:
                         "started": time.time(),
                         "moving": {p.name: {"from": p.live_color, "to": p.color}
                                    for p in plan.services if p.action in ("new", "change")},
+                        "removing": {name: live["services"][name] for name in plan.removed},
                         "services": {name: _record(spec, s, plan_color(plan, name))
                                      for name, s in spec.services.items()}}
             if self.steps.dry_run:
@@ -113,13 +112,19 @@ class AppRelease:
         return summary | {"result": "ok"}
 
     def _start_new(self, app: str, spec: AppSpec, inflight: dict[str, Any]) -> None:
-        """Each moving service's new color, healthy, registered and tested directly;
-        services with an internal endpoint first (their callers need them)."""
+        """Each moving routed service's new color, healthy, registered and tested directly
+        (services with an internal endpoint first: their callers need them); each moving
+        worker's new color created, started when it is swapped in at promotion."""
         order = sorted(inflight["moving"], key=lambda n: spec.services[n].endpoint is None)
         for name in order:
-            color = inflight["moving"][name]["to"]
-            self.say(f"==> Deploy {app}.{name}-{color} from {spec.services[name].image}")
-            self.steps.deploy(f"{app}.{name}", color, self._deploy_spec(spec, name))
+            s, color = spec.services[name], inflight["moving"][name]["to"]
+            deploy_spec = self._deploy_spec(spec, name)
+            if s.kind == "worker":
+                self.say(f"==> Create {app}.{name}-{color} from {s.image} (started at promotion)")
+                self.steps.create(f"{app}.{name}", color, deploy_spec)
+            else:
+                self.say(f"==> Deploy {app}.{name}-{color} from {s.image}")
+                self.steps.deploy(f"{app}.{name}", color, deploy_spec)
         # Before any test: new services' endpoints served (no old release to protect), and
         # the new colors of callers kept on the new colors of their callees (chains).
         self.steps.route(self._moves(app, inflight, 0))
@@ -140,7 +145,7 @@ class AppRelease:
         s = spec.services[name]
         hosts = tuple((o.endpoint, self.opts.internal_addr) for o in spec.services.values()
                       if o.endpoint)
-        return DeploySpec(s.image, port=s.port or 8080, env=s.environment, scale=s.scale,
+        return DeploySpec(s.image, port=s.port or 0, env=s.environment, scale=s.scale,
                           health_path=s.health_path, hosts=hosts)
 
     def _dry_run(self, app: str, spec: AppSpec, inflight: dict[str, Any]) -> None:
@@ -164,8 +169,8 @@ class AppRelease:
         for name, move in inflight["moving"].items():
             record = inflight["services"][name]
             color = move["from"] if back else move["to"]
-            if color is None:
-                continue  # a new service has nothing to go back to (it is unrouted)
+            if color is None or kind_of(record) == "worker":
+                continue  # a new service has nothing to go back to; a worker has no route
             w = 100 if back or move["from"] is None else weight
             chains = ()
             if record.get("endpoint") and move["from"] and callers:
@@ -174,6 +179,8 @@ class AppRelease:
                                if callers[side])
             moves.append(Move(f"{app}.{name}", color, w, location=record.get("route") or "",
                               endpoint=record.get("endpoint"), chains=chains))
+        if back:  # the removed services routed again
+            moves += [_move(app, name, r) for name, r in _routed(_removing(inflight))]
         return moves
 
     def _callers(self, app: str, inflight: dict[str, Any]) -> dict[str, list[str]]:
@@ -188,7 +195,9 @@ class AppRelease:
     def _shift(self, app: str, inflight: dict[str, Any], weight: int) -> dict[str, Any]:
         """ONE proxy change for every moving service, then the tests through the proxy."""
         self.say(f"==> {app}: {weight}% to the new release")
-        self.steps.route(self._moves(app, inflight, weight))
+        leaving = tuple(f"{app}.{n}" for n, _ in _routed(_removing(inflight))) \
+            if weight == 100 else ()
+        self.steps.route(self._moves(app, inflight, weight), unrouted=leaving)
         inflight = inflight | {"weight": weight}
         self.steps.set_record(target(app), INFLIGHT, inflight)
         interrupts.hold(f"app:at-{weight}")
@@ -206,11 +215,13 @@ class AppRelease:
         return inflight
 
     def _promote(self, app: str, inflight: dict[str, Any]) -> dict[str, str]:
-        """All moving services at 100; the release is live. Returns the old colors to stop."""
+        """All moving services at 100, workers swapped; the release is live. Returns the old
+        colors of routed services to stop (after ``--keep-old``)."""
         if inflight["weight"] != 100:
             inflight = self._shift(app, inflight, 100)
         for name, move in inflight["moving"].items():
             self.steps.verify_release(f"{app}.{name}", move["to"])
+        self._swap_workers(app, inflight)
         with interrupts.shielded():
             live = self.steps.record(target(app), LIVE)
             if live:
@@ -220,7 +231,43 @@ class AppRelease:
             self.steps.set_record(target(app), INFLIGHT, None)
             self._history(app, inflight, "ok")
         self.say(f"{app}: release {inflight['release']} is live")
-        return {name: m["from"] for name, m in inflight["moving"].items() if m["from"]}
+        old = {n: m["from"] for n, m in inflight["moving"].items()
+               if m["from"] and kind_of(inflight["services"][n]) == "routed"}
+        return old | {n: r["color"] for n, r in _routed(_removing(inflight))}
+
+    def _swap_workers(self, app: str, inflight: dict[str, Any]) -> None:
+        """The promotion of the workers (recorded first: a kill during it is undone): each
+        moving one's new color started, then its old one stopped; removed ones stopped."""
+        moving = [n for n in inflight["moving"] if kind_of(inflight["services"][n]) == "worker"]
+        gone = [n for n, r in _removing(inflight).items() if kind_of(r) == "worker"]
+        if not moving and not gone:
+            return
+        self.steps.set_record(target(app), INFLIGHT, inflight | {"state": "swapping"})
+        self._settle_workers(app, {n: inflight["services"][n] for n in moving}, gone)
+
+    def _settle_workers(self, app: str, services: Mapping[str, dict[str, Any]],
+                        gone: Iterable[str] = ()) -> None:
+        """Each worker of ``services`` runs its recorded color, and only it: that color is
+        started (and healthy, if it has a port) before the other one stops, so a kill between
+        leaves both running for the next command to settle; the workers in ``gone`` stop.
+        A swap, not blue-green: both run for a moment."""
+        for name, record in services.items():
+            if kind_of(record) != "worker":
+                continue
+            service, color = f"{app}.{name}", record["color"]
+            if not self.steps.running(service, color):
+                self.say(f"==> {service}: starting {color} (a worker is swapped, not blue-green)")
+                self.steps.bring_up(service, color)
+                interrupts.hold("app:worker-started")
+            self._stop_worker(service, model.other_color(color))
+        for name in gone:
+            for color in model.COLORS:
+                self._stop_worker(f"{app}.{name}", color)
+
+    def _stop_worker(self, service: str, color: str) -> None:
+        if self.steps.running(service, color):
+            self.say(f"==> {service}: stopping {color}")
+            self.steps.stop(service, color, drain=False)
 
     def _stop_old(self, app: str, old: dict[str, str]) -> None:
         if not old:
@@ -237,26 +284,29 @@ class AppRelease:
                         self.steps.running(f"{app}.{name}", old[name]):
                     self.steps.stop(f"{app}.{name}", old[name])
             # the old release's callers are gone (their addresses free for others): no chains
-            unchained = [Move(f"{app}.{n}", r["color"], 100, location=r.get("route") or "",
-                              endpoint=r["endpoint"]) for n, r in records.items() if r.get("endpoint")]
+            unchained = [_move(app, n, r) for n, r in records.items() if r.get("endpoint")]
             if unchained:
                 self.steps.route(unchained)
 
     # -- abort, promote, recover ---------------------------------------------------------------
 
     def _abort(self, app: str, inflight: dict[str, Any], why: BaseException | None = None) -> None:
-        """Every moving service back on its old color in ONE proxy change; new services out
-        of the proxy; the new colors stopped. Best effort: the original error surfaces."""
+        """Every moving service back on its old color and every removed one routed again, new
+        services out of the proxy, in ONE proxy change; the new colors stopped; the workers
+        of the live release on their colors again. Best effort: the original error surfaces."""
         try:
-            moves = self._moves(app, inflight, 100, back=True)
-            if moves:
-                self.steps.route(moves)
-            for name, move in inflight["moving"].items():
-                service = f"{app}.{name}"
-                if move["from"] is None and self.steps.serving_color(service):
-                    self.steps.unroute(service)
-                if self.steps.running(service, move["to"]):
-                    self.steps.stop(service, move["to"], force=True)
+            routed = dict(_routed({n: inflight["services"][n] for n in inflight["moving"]}))
+            new = tuple(f"{app}.{n}" for n, m in inflight["moving"].items()
+                        if m["from"] is None and n in routed
+                        and self.steps.serving_color(f"{app}.{n}"))
+            self.steps.route(self._moves(app, inflight, 100, back=True), unrouted=new)
+            for name in routed:
+                service, color = f"{app}.{name}", inflight["moving"][name]["to"]
+                if self.steps.running(service, color):
+                    self.steps.stop(service, color, force=True)
+            live = self.steps.record(target(app), LIVE) or {"services": {}}
+            self._settle_workers(app, live["services"], gone=[
+                n for n, m in inflight["moving"].items() if m["from"] is None and n not in routed])
             with interrupts.shielded():
                 self.steps.set_record(target(app), INFLIGHT, None)
                 result = "aborted" if why is None or isinstance(why, Interrupted) else "failed"
@@ -287,47 +337,51 @@ class AppRelease:
         return {"app": app, "release": inflight["release"], "result": "aborted"}
 
     def rollback(self, app: str) -> dict[str, Any]:
-        """Back to the previous release: every service whose color differs, in ONE proxy
-        change; instant when the old colors still run (else they are started first). The
-        release left keeps running, so a second rollback goes forward again at once."""
+        """Back to the previous release: every routed service whose color differs (or that
+        the live release removed) in ONE proxy change, services the live release added out
+        of it; instant when the old colors still run (else they are started first). The
+        routed release left keeps running, so a second rollback goes forward again at once;
+        workers are swapped back (started, then the current color stopped)."""
         with self.steps.lock(target(app), self.opts.lock_wait, on_stale=self.say):
             self._recover(app, undo_paused=False)
             live = self.steps.record(target(app), LIVE)
             previous = self.steps.record(target(app), PREVIOUS)
             if not live or not previous:
                 raise OperationFailed(f"{app}: no previous release to roll back to")
-            if set(live["services"]) != set(previous["services"]):
-                raise OperationFailed(f"{app}: release {previous['release']} has other services "
-                                      f"than the live one; deploy its file instead")
-            back = {n: r for n, r in previous["services"].items()
-                    if r["color"] != live["services"][n]["color"]}
+            now, then = live["services"], previous["services"]
+            back = {n: r for n, r in then.items() if now.get(n, {}).get("color") != r["color"]}
+            dropped = {n: r for n, r in now.items() if n not in then}
             for name, record in back.items():
-                self._ensure_serving(app, name, record)
-            self.steps.route([Move(f"{app}.{n}", r["color"], 100, location=r.get("route") or "",
-                                   endpoint=r.get("endpoint")) for n, r in back.items()])
+                self._check_holds(app, name, record)
+            for name, record in _routed(back):
+                if not self.steps.healthy(f"{app}.{name}", record["color"]):
+                    self.say(f"starting {app}.{name}-{record['color']} again")
+                    self.steps.bring_up(f"{app}.{name}", record["color"])
+            self.steps.route([_move(app, n, r) for n, r in _routed(back)],
+                             unrouted=tuple(f"{app}.{n}" for n, _ in _routed(dropped)))
             with interrupts.shielded():
                 self.steps.set_record(target(app), LIVE, previous)
                 self.steps.set_record(target(app), PREVIOUS, live)
                 self.steps.append_history(target(app), {
                     "action": "app rollback", "release": previous["release"], "result": "ok",
                     "weight": 100, "start": time.time(), "end": time.time(),
-                    "changed": {n: f"{live['services'][n]['color']} -> {r['color']}"
-                                for n, r in back.items()}}, HISTORY_KEEP)
+                    "changed": {n: f"{now.get(n, {}).get('color') or '-'} -> {r['color']}"
+                                for n, r in back.items()}
+                    | {n: f"{r['color']} -> -" for n, r in dropped.items()}}, HISTORY_KEEP)
+            self._settle_workers(app, back, gone=[n for n, r in dropped.items()
+                                                  if kind_of(r) == "worker"])
         self.say(f"{app}: release {previous['release']} is live again")
         return {"app": app, "release": previous["release"], "result": "ok",
-                "services": sorted(back)}
+                "services": sorted(back), "dropped": sorted(dropped)}
 
-    def _ensure_serving(self, app: str, name: str, record: dict[str, Any]) -> None:
-        """The previous release's color of a service, running its image and healthy."""
+    def _check_holds(self, app: str, name: str, record: dict[str, Any]) -> None:
+        """The previous release's color of a service still holds its image."""
         service, color = f"{app}.{name}", record["color"]
         images = self.steps.images(service, color)
         if images != {record["image"]}:
             raise OperationFailed(f"{service}-{color} no longer holds {record['image']} "
                                   f"(it holds {', '.join(sorted(images)) or 'nothing'}); deploy "
                                   f"the previous file instead")
-        if not self.steps.healthy(service, color):
-            self.say(f"starting {service}-{color} again")
-            self.steps.bring_up(service, color)
 
     def _paused(self, app: str) -> dict[str, Any]:
         inflight = self.steps.record(target(app), INFLIGHT)
@@ -336,9 +390,12 @@ class AppRelease:
         return dict(inflight)
 
     def _recover(self, app: str, undo_paused: bool) -> None:
-        """A release whose command died (kill -9) is undone; a paused one blocks a new one."""
+        """A release whose command died (kill -9) is undone; a paused one blocks a new one.
+        Workers left both running by a killed swap are settled on the live release."""
         inflight = self.steps.record(target(app), INFLIGHT)
         if not inflight:
+            live = self.steps.record(target(app), LIVE) or {"services": {}}
+            self._settle_workers(app, live["services"])
             return
         if inflight.get("state") == "paused" and not undo_paused:
             raise OperationFailed(f"{app}: release {inflight['release']} is paused at "
@@ -359,27 +416,30 @@ class AppRelease:
         inflight = self.steps.record(target(app), INFLIGHT)
         report: dict[str, Any] = {"app": app, "live_release": live["release"],
                                   "inflight": inflight, "services": {}, "problems": []}
-        names = set(live["services"]) | set((inflight or {}).get("services", {}))
-        for name in sorted(names):
-            service = f"{app}.{name}"
-            serving = self.steps.proxy.serving(service) if self.steps.proxy else None
-            entry = {"live_color": live["services"].get(name, {}).get("color"),
-                     "proxy_color": serving.color if serving else None,
-                     "proxy_weight": serving.weight if serving else None,
-                     "proxy_chains": self.steps.proxy_chains(service),
-                     "healthy": {c: self.steps.healthy(service, c) for c in ("blue", "green")}}
+        coming = {**_removing(inflight or {}), **(inflight or {}).get("services", {})}
+        for name in sorted(set(live["services"]) | set(coming)):
+            record = live["services"].get(name) or coming[name]
+            entry = self._service_status(app, name, kind_of(record),
+                                         live["services"].get(name, {}).get("color"))
             if inflight and name in inflight["moving"]:
                 entry["moving"] = inflight["moving"][name]
+            if inflight and name in _removing(inflight):
+                entry["removing"] = True
             report["services"][name] = entry
-            if not inflight and entry["live_color"] and entry["proxy_color"] != entry["live_color"]:
-                report["problems"].append(f"{name}: release {live['release']} says "
-                                          f"{entry['live_color']}, the proxy routes to "
-                                          f"{entry['proxy_color']}")
-            color = entry["proxy_color"]
-            if color and not entry["healthy"][color]:
-                report["problems"].append(f"{name}: the proxy routes to {color}, which is not "
-                                          f"healthy")
+            report["problems"] += [f"{name}: {p}" for p in
+                                   _disagreements(entry, live["release"], bool(inflight))]
         return report
+
+    def _service_status(self, app: str, name: str, kind: str, live_color: str | None
+                        ) -> dict[str, Any]:
+        service = f"{app}.{name}"
+        serving = self.steps.proxy.serving(service) if self.steps.proxy else None
+        return {"kind": kind, "live_color": live_color,
+                "proxy_color": serving.color if serving else None,
+                "proxy_weight": serving.weight if serving else None,
+                "proxy_chains": self.steps.proxy_chains(service),
+                "healthy": {c: self.steps.healthy(service, c) for c in model.COLORS},
+                "running": {c: self.steps.running(service, c) for c in model.COLORS}}
 
     def history(self, app: str) -> list[dict[str, Any]]:
         return self.steps.record(target(app), "history") or []
@@ -389,11 +449,28 @@ class AppRelease:
         entry = {"action": "app deploy", "release": inflight["release"], "result": result,
                  "weight": inflight["weight"], "start": inflight["started"], "end": time.time(),
                  "changed": {n: f"{m['from'] or '-'} -> {m['to']}"
-                             for n, m in inflight["moving"].items()},
+                             for n, m in inflight["moving"].items()}
+                 | {n: f"{r['color']} -> -" for n, r in _removing(inflight).items()},
                  "images": {n: r["image"] for n, r in inflight["services"].items()}}
         if why is not None:
             entry["error"] = redact(str(why))
         self.steps.append_history(target(app), entry, HISTORY_KEEP)
+
+
+def _removing(inflight: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The live records of the services a release removes (none in older records)."""
+    return inflight.get("removing") or {}
+
+
+def _routed(services: Mapping[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """The routed services (not workers) of ``{name: release record}``."""
+    return [(name, r) for name, r in services.items() if kind_of(r) == "routed"]
+
+
+def _move(app: str, name: str, record: dict[str, Any]) -> Move:
+    """A routed service of a release record, all on its recorded color."""
+    return Move(f"{app}.{name}", record["color"], 100, location=record.get("route") or "",
+                endpoint=record.get("endpoint"))
 
 
 def plan_color(plan: Any, name: str) -> str | None:
@@ -415,3 +492,21 @@ def _tests(record: dict[str, Any]) -> checks.TestSpec:
     return checks.TestSpec.build(http=list(t.get("paths") or []),
                                  expect_status=int(t.get("expect_status") or 200),
                                  body_regex=t.get("expect_body"), retries=3)
+
+
+def _disagreements(entry: dict[str, Any], release: int, inflight: bool) -> list[str]:
+    """What is wrong with one service of ``app status``: a routed one's proxy route, a
+    worker's colors (with no release in flight, exactly its live color runs)."""
+    found = []
+    live, color = entry["live_color"], entry["proxy_color"]
+    if entry["kind"] == "worker":
+        running = [c for c, up in entry["running"].items() if up]
+        if not inflight and live and running != [live]:
+            found.append(f"worker: release {release} says {live}, running: "
+                         f"{', '.join(running) or 'none'}")
+        return found
+    if not inflight and live and color != live:
+        found.append(f"release {release} says {live}, the proxy routes to {color}")
+    if color and not entry["healthy"][color]:
+        found.append(f"the proxy routes to {color}, which is not healthy")
+    return found

@@ -20,12 +20,12 @@ import functools
 import re
 import types
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bluegreen import model, validate
 from bluegreen.errors import UsageError
+from bluegreen.record import Record, factory, replace
 
 if TYPE_CHECKING:
     from bluegreen.flow import checks
@@ -64,8 +64,7 @@ _IPV4_RE = re.compile(r"[0-9.]+")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-@dataclass(frozen=True)
-class HttpTests:
+class HttpTests(Record, frozen=True):
     """HTTP checks run through the proxy (``bluegreen.test.*`` labels)."""
 
     __test__ = False  # not a pytest class
@@ -81,8 +80,7 @@ class HttpTests:
                                      body_regex=self.expect_body)
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(Record, frozen=True):
     """One service of the application file, validated."""
 
     name: str
@@ -94,7 +92,7 @@ class ServiceSpec:
     route: str | None = None
     health_path: str = "/"
     depends_on: tuple[str, ...] = ()  # endpoints it calls
-    tests: HttpTests = field(default_factory=HttpTests)
+    tests: HttpTests = factory(HttpTests)
 
     @property
     def kind(self) -> str:
@@ -120,8 +118,7 @@ def env_digest(value: str) -> str:
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class AppSpec:
+class AppSpec(Record, frozen=True):
     name: str
     services: Mapping[str, ServiceSpec]  # read-only, in file order
     source: str = ""
@@ -573,8 +570,7 @@ def _check_cross(services: dict[str, ServiceSpec], problems: _Problems) -> None:
 # -- the plan of a release --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ServicePlan:
+class ServicePlan(Record, frozen=True):
     """What a release does to one service."""
 
     name: str
@@ -582,10 +578,24 @@ class ServicePlan:
     reasons: tuple[str, ...] = ()  # why it changes, e.g. "image a:1 -> a:2"
     live_color: str | None = None
     color: str | None = None  # the color that serves it after the release (None: removed)
+    kind: str = "routed"  # routed | worker (ServiceSpec.kind)
+
+    def describe(self) -> str:
+        """The plan's line for this service, as ``app deploy`` and its dry run print it."""
+        line = self.name + " " + self.action
+        if self.reasons:
+            line += f" ({'; '.join(self.reasons)})"
+        if self.action != "keep":
+            line += f" {self.live_color or '-'} -> {self.color or '-'}"
+        if self.action == "remove":
+            line += (" [serves until promotion, then leaves the proxy and stops]"
+                     if self.kind == "routed" else " [stops at promotion]")
+        elif self.kind == "worker" and self.action != "keep":
+            line += " [worker: swapped at promotion, not blue-green]"
+        return line
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Record, frozen=True):
     app: str
     services: tuple[ServicePlan, ...]
 
@@ -623,19 +633,44 @@ def changed(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> Plan:
         record = live.get(s.name)
         if record is None:
             plans.append(ServicePlan(s.name, "new", ("not in the live release",), None,
-                                     model.next_color(None)))
+                                     model.next_color(None), s.kind))
             continue
         live_color = record.get("color")
         reasons = tuple(_differences(s, record))
         if reasons:
             plans.append(ServicePlan(s.name, "change", reasons, live_color,
-                                     model.next_color(live_color)))
+                                     model.next_color(live_color), s.kind))
         else:
-            plans.append(ServicePlan(s.name, "keep", (), live_color, live_color))
+            plans.append(ServicePlan(s.name, "keep", (), live_color, live_color, s.kind))
     for name, record in live.items():
         if name not in spec.services:
-            plans.append(ServicePlan(name, "remove", ("not in the file",), record.get("color")))
+            plans.append(ServicePlan(name, "remove", ("not in the file",), record.get("color"),
+                                     None, kind_of(record)))
     return Plan(spec.name, tuple(plans))
+
+
+def kind_of(record: Mapping[str, Any]) -> str:
+    """``routed`` or ``worker``: a release record's service, as ``ServiceSpec.kind``."""
+    return "routed" if record.get("route") or record.get("endpoint") else "worker"
+
+
+def live_conflicts(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What no release can do from ``live`` to this file (``app check`` cannot know: only
+    the live release tells): a service that still calls the endpoint of a service the file
+    removes; a service that turns from routed to worker or back (remove it in one release,
+    add it in the next)."""
+    gone = {r["endpoint"]: name for name, r in live.items()
+            if name not in spec.services and r.get("endpoint")}
+    found = []
+    for s in spec.services.values():
+        calls = set(s.depends_on) | {host for _, host in _url_hosts(s.environment)}
+        found += [f"{s.name} calls {e}, the endpoint of {gone[e]}, which the file removes"
+                  for e in sorted(calls & gone.keys())]
+        was = kind_of(live[s.name]) if s.name in live else s.kind
+        if was != s.kind:
+            found.append(f"{s.name} would turn from {was} to {s.kind}: remove it in one "
+                         f"release and add it in the next")
+    return found
 
 
 def _differences(s: ServiceSpec, record: Mapping[str, Any]) -> Iterator[str]:

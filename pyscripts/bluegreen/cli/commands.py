@@ -345,6 +345,12 @@ def cmd_app_status(opts: dict[str, Any]) -> int:
     for name, e in report["services"].items():
         moving = f" moving {e['moving']['from'] or '-'} -> {e['moving']['to']}" \
             if e.get("moving") else ""
+        moving += " (removed at promotion)" if e.get("removing") else ""
+        if e["kind"] == "worker":
+            print(f"{name}: worker (swapped at promotion, not blue-green), live "
+                  f"{e['live_color'] or '-'}{moving}, running "
+                  f"{','.join(c for c, up in e['running'].items() if up) or 'none'}")
+            continue
         chains = "".join(f", {side} callers on {color}" for side, color in e["proxy_chains"].items())
         print(f"{name}: live {e['live_color'] or '-'}, proxy {e['proxy_color'] or '-'}"
               f" {e['proxy_weight']}%{moving}{chains}, healthy "

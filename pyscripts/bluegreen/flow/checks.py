@@ -9,16 +9,18 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
 import time
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bluegreen import validate
 from bluegreen.errors import UsageError
+from bluegreen.record import Record
+
+if TYPE_CHECKING:
+    import subprocess
 
 
-@dataclass(frozen=True)
-class TestSpec:
+class TestSpec(Record, frozen=True):
     """What to run against a color: a command, or HTTP checks on paths."""
 
     __test__ = False  # not a pytest class
@@ -31,7 +33,7 @@ class TestSpec:
     timeout: float = 5.0
     retries: int = 3
     retry_interval: float = 1.0
-    _compiled: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _compiled: re.Pattern[str] | None = None  # a cache: not compared, not shown
 
     @classmethod
     def build(cls, cmd: str | None = None, http: list[str] | None = None, expect_status: int = 200,
@@ -80,8 +82,7 @@ class TestSpec:
         return "HTTP " + ", ".join(self.paths) if self.paths else "no tests"
 
 
-@dataclass(frozen=True)
-class TestResult:
+class TestResult(Record, frozen=True):
     __test__ = False
 
     ok: bool
@@ -102,30 +103,32 @@ def run(spec: TestSpec, domain: str) -> TestResult:
 
 
 def _check_path(spec: TestSpec, url: str) -> TestResult:
-    import requests
+    from bluegreen import wire
 
     detail = ""
     for attempt in range(spec.retries):
         if attempt:
             time.sleep(spec.retry_interval)
         try:
-            r = requests.get(url, timeout=spec.timeout, allow_redirects=False)
-        except requests.RequestException as exc:
+            status, body = wire.get(url, timeout=spec.timeout)
+        except OSError as exc:
             detail = f"GET {url}: {type(exc).__name__}"
             continue
-        if r.status_code != spec.expect_status:
-            detail = f"GET {url}: status {r.status_code}, expected {spec.expect_status}"
+        if status != spec.expect_status:
+            detail = f"GET {url}: status {status}, expected {spec.expect_status}"
             continue
-        if spec._compiled and not spec._compiled.search(r.text):
+        if spec._compiled and not spec._compiled.search(body.decode(errors="replace")):
             detail = f"GET {url}: body does not match {spec.body_regex!r}"
             continue
-        return TestResult(True, f"GET {url}: {r.status_code}")
+        return TestResult(True, f"GET {url}: {status}")
     return TestResult(False, detail)
 
 
 def _run_command(spec: TestSpec, domain: str) -> TestResult:
     """Run the test command in a process group of its own: when the run is stopped (SIGTERM,
     a timeout), the whole group goes, so no test outlives the run."""
+    import subprocess  # only here: a rollback or a switch never pays for its import
+
     env = dict(os.environ, DOMAIN=domain)
     limit = spec.timeout * spec.retries
     try:
@@ -150,6 +153,7 @@ def _run_command(spec: TestSpec, domain: str) -> TestResult:
 def _end_group(proc: subprocess.Popen[str], grace: float = 3.0) -> None:
     """SIGTERM the command's process group, SIGKILL what is left after ``grace`` seconds."""
     import signal
+    import subprocess
 
     for signum in (signal.SIGTERM, signal.SIGKILL):
         try:

@@ -13,7 +13,6 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bluegreen import interrupts, model, validate
@@ -21,17 +20,17 @@ from bluegreen.errors import Interrupted, OperationFailed, UsageError, redact
 from bluegreen.flow import checks
 from bluegreen.flow.steps import Steps
 from bluegreen.model import DeploySpec
+from bluegreen.record import Record, factory, replace
 from bluegreen.registry.base import Lease
 
 HISTORY_KEEP = 50
 PHASES = ("deploy", "pre-test", "switch", "post-test")
 
 
-@dataclass
-class RunOptions:
+class RunOptions(Record):
     spec: DeploySpec
-    pre: checks.TestSpec = field(default_factory=checks.TestSpec)
-    post: checks.TestSpec = field(default_factory=checks.TestSpec)
+    pre: checks.TestSpec = factory(checks.TestSpec)
+    post: checks.TestSpec = factory(checks.TestSpec)
     keep_old: float = 0.0
     proxy_url: str = "http://127.0.0.1"
     lock_wait: float = 0.0
@@ -39,10 +38,9 @@ class RunOptions:
     outcome: bool | None = None  # with resume: the result of the next test phase, run elsewhere
 
 
-@dataclass
-class Pipeline:
+class Pipeline(Record):
     steps: Steps
-    phases: list[dict[str, Any]] = field(default_factory=list)
+    phases: list[dict[str, Any]] = factory(list)
     lease: Lease | None = None
 
     @property
@@ -338,15 +336,17 @@ class Pipeline:
         started = time.time()
         self.steps.refuse_if_in_release(service)
         with self.locked(service, lock_wait):
-            self.recover(service)
-            current = self.steps.live_color(service)
+            with self.steps.snapshot(service):
+                self.recover(service)
+                current = self.steps.live_color(service)
+                release = self.steps.record(service, f"release-{model.next_color(current)}")
             if not current:
                 raise OperationFailed(f"{service} has no live color to roll back from")
             previous = model.other_color(current)
             proxy_only = self.steps.healthy(service, previous)
             if not proxy_only and not self.steps.has_instances(service, previous):
                 raise OperationFailed(f"no containers of {service}-{previous} to roll back to")
-            release = self.steps.record(service, f"release-{previous}") or {}
+            release = release or {}
             if release and not release.get("verified"):
                 why = ("its release record was lost and rebuilt from its containers, so it "
                        "counts as unverified" if release.get("rebuilt")
@@ -378,6 +378,10 @@ class Pipeline:
         """Rebuild lost records from reality, undo what an interrupted (or, with
         ``undo_paused``, a paused) run left, finish a due scale-down. Returns what was (or on a
         dry run would be) done."""
+        with self.steps.snapshot(service):
+            return self._recover(service, undo_paused)
+
+    def _recover(self, service: str, undo_paused: bool) -> list[str]:
         actions = self.steps.reconcile(service)
         inflight = self.steps.record(service, "inflight")
         if inflight and inflight.get("paused_after") and not undo_paused:

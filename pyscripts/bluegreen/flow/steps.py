@@ -8,13 +8,13 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from typing import Any
 
 from bluegreen import interrupts, model, validate
 from bluegreen.errors import InvalidRecord, OperationFailed, Unreachable, redact
 from bluegreen.model import Container, DeploySpec, Instance, Move, Route, Server
 from bluegreen.proxy.base import Proxy, weighted_route
+from bluegreen.record import Record, replace
 from bluegreen.registry.base import Lease, Registry
 from bluegreen.runtime.base import Runtime
 
@@ -26,8 +26,7 @@ def _stderr(line: str) -> None:
 APP_INFLIGHT = "app-inflight"  # an application's unfinished release (bluegreen.app.release)
 
 
-@dataclass
-class Steps:
+class Steps(Record):
     """The registry, the runtime and the proxy (built by ``bluegreen.settings``), and how to
     report."""
 
@@ -74,23 +73,42 @@ class Steps:
             self.say(f"would start {spec.scale} instance(s) {service}-{color} of {image} "
                      f"(port {spec.port}, health {spec.health_path}) and register them")
             return []
-        self.runtime.ensure_image(image, spec.pull)  # before anything is changed
-        self.set_release(service, color, image, verified=False)
-        self.deregister(service, color)
+        self._forget(service, color, image, spec.pull)
         try:
             started = self.runtime.start(service, color, spec)
-            self.register(started)  # critical until checked: nothing routes to it yet
             interrupts.hold("deploy:started")
             started = self.runtime.wait_healthy(started, self.health_timeout)
-            # bluegreen has seen each one answer its health path: passing from now on, and
-            # Consul keeps checking (no wait for its first-check stagger).
-            self.register(started, passing=True)
-            self.wait_passing(service, color, started)
+            self.register_healthy(service, color, started)
         except BaseException:
             self.say(f"deploy of {service}-{color} failed: removing its containers")
             self.discard(service, color)
             raise
         return started
+
+    def create(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Create ``spec.scale`` instances of ``spec.image`` as ``color``, not started:
+        ``bring_up`` starts them (a worker's next color, swapped in at promotion)."""
+        assert self.runtime
+        validate.service(service)
+        validate.color(color)
+        image = validate.image(spec.image)
+        if self.running(service, color):
+            raise OperationFailed(f"{service}-{color} runs; it is not replaced by a color "
+                                  f"that waits to be started")
+        if self.dry_run:
+            self.say(f"would create {spec.scale} instance(s) {service}-{color} of {image}, "
+                     f"started when swapped in")
+            return []
+        self._forget(service, color, image, spec.pull)
+        return self.runtime.create(service, color, spec)
+
+    def _forget(self, service: str, color: str, image: str, pull: bool) -> None:
+        """Before a color is replaced: the new image present (before anything is changed),
+        the color recorded as holding it unverified, its old instances deregistered."""
+        assert self.runtime
+        self.runtime.ensure_image(image, pull)
+        self.set_release(service, color, image, verified=False)
+        self.deregister(service, color)
 
     def discard(self, service: str, color: str) -> None:
         """Deregister and remove a failed color; each step runs even if another fails."""
@@ -122,6 +140,15 @@ class Steps:
             self.registry.register(inst, interval=self.check_interval, passing=passing)
         return insts
 
+    def register_healthy(self, service: str, color: str, containers: list[Container]
+                         ) -> list[Instance]:
+        """Register containers bluegreen has just seen answer their health path: passing from
+        the start, and the registry goes on checking them. Registered once, after that probe:
+        Consul keeps the status a check already had when it is registered again, so an early
+        registration would wait for Consul's first check (a random part of its interval)."""
+        self.register(containers, passing=True)
+        return self.wait_passing(service, color, containers)
+
     def deregister(self, service: str, color: str) -> list[str]:
         ids = [i.id for i in self.registry.instances(service, color)]
         for instance_id in ids:
@@ -133,7 +160,7 @@ class Steps:
         """Wait until the registry passes every container; one it forgot (a registry that
         restarted empty) is registered again."""
         deadline = time.monotonic() + self.health_timeout
-        count = len(containers)
+        count = len([c for c in containers if c.container_port])  # a worker may have no port
         while True:
             found = self.registry.instances(service, color)
             passing = [i for i in found if i.status == "passing"]
@@ -155,27 +182,28 @@ class Steps:
             raise OperationFailed(f"no containers of {service}-{color} to start")
         if all(c.running for c in containers):
             passing = self.registry.instances(service, color, passing=True)
-            if len(passing) >= len(containers):
+            if len(passing) >= len([c for c in containers if c.container_port]):
                 return passing
         if self.dry_run:
             self.say(f"would start {', '.join(c.name for c in containers)}")
             return []
         self.deregister(service, color)
         started = self.runtime.restart(service, color)
-        self.register(started)
         started = self.runtime.wait_healthy(started, self.health_timeout)
-        self.register(started, passing=True)
-        return self.wait_passing(service, color, started)
+        return self.register_healthy(service, color, started)
 
-    def refresh(self, service: str, color: str, wait: bool = True) -> list[str]:
+    def refresh(self, service: str, color: str, wait: bool = True,
+                listed: list[Container] | None = None) -> list[str]:
         """Make the color's registered instances its running containers: one registered whose
         container no longer runs (its node down, its task rescheduled) is deregistered; one
         running but not registered (a task rescheduled elsewhere) is registered, passing once
         it answers (``wait``: after waiting for the color to be healthy again, as far as the
-        runtime can tell). Returns what was done (would be done, on a dry run)."""
+        runtime can tell). ``listed``: the color's containers, when the caller just listed
+        them. Returns what was done (would be done, on a dry run)."""
         if self.runtime is None:
             return []
-        listed = self.runtime.containers(service, color)
+        if listed is None:
+            listed = self.runtime.containers(service, color)
         if not listed:
             return []  # the runtime runs nothing of this color: its registry checks decide
         running = {c.name: c for c in listed if c.running and c.port}
@@ -212,21 +240,27 @@ class Steps:
         """Route the service to ``color`` (``weight`` percent of it); record it at 100."""
         return self.route([Move(service, color, weight)])
 
-    def route(self, moves: list[Move], planned: Mapping[tuple[str, str], DeploySpec] | None = None
-              ) -> bool:
-        """Apply every move in ONE proxy change, all or nothing; record the color of each
-        service moved to 100. False when the proxy already routed so. ``planned``: on a dry
+    def route(self, moves: list[Move], unrouted: tuple[str, ...] = (),
+              planned: Mapping[tuple[str, str], DeploySpec] | None = None) -> bool:
+        """Apply every move, and remove the ``unrouted`` services, in ONE proxy change, all or
+        nothing; record the color of each service moved to 100 (none for those removed).
+        False when the proxy already routed so (or nothing was asked). ``planned``: on a dry
         run, the colors (service, color) that would be deployed first, shown by their
         containers' names and port."""
         assert self.proxy
+        if not moves and not unrouted:
+            return False
         if not self.dry_run:  # route to what runs now, not to what was registered earlier
             for m in moves:
                 for c in {m.color, model.other_color(m.color)} if m.weight < 100 else {m.color}:
                     for line in self.refresh(m.service, c):
                         self.say(f"{m.service}: {line}")
         routes = [self._route(move, planned or {}) for move in moves]
-        records = [(m.service, m.color) for m in moves
-                   if m.weight == 100 and self._recorded(m.service) != m.color]
+        routes += [Route(validate.service(s), None) for s in unrouted]
+        records: list[tuple[str, str | None]] = [
+            (m.service, m.color) for m in moves
+            if m.weight == 100 and self._recorded(m.service) != m.color]
+        records += [(s, None) for s in unrouted]
         if self.dry_run:
             diff = self.proxy.diff(routes)
             self.say(diff.rstrip("\n") if diff else "proxy unchanged")
@@ -282,16 +316,7 @@ class Steps:
 
     def unroute(self, service: str) -> bool:
         """Remove the service from the proxy (no color serves) and its color record."""
-        assert self.proxy
-        routes = [Route(service, None)]
-        if self.dry_run:
-            diff = self.proxy.diff(routes)
-            self.say(diff.rstrip("\n") if diff else "proxy unchanged")
-            return bool(diff)
-        with interrupts.shielded():
-            changed = self.proxy.apply(routes)
-            self.registry.set_color(service, None)
-        return changed
+        return self.route([], unrouted=(service,))
 
     # -- stop ------------------------------------------------------------------------
 
@@ -323,6 +348,10 @@ class Steps:
             return contextlib.nullcontext()
         return self.registry.lock(target, wait, on_stale=on_stale)
 
+    def snapshot(self, target: str) -> contextlib.AbstractContextManager[None]:
+        """Read ``target``'s records once for the section (see ``Registry.snapshot``)."""
+        return self.registry.snapshot(target)
+
     def record(self, target: str, name: str) -> Any:
         """A JSON record of the target (``inflight``, ``history``, ``scale-down``, ...)."""
         return self.registry.get_json(target, name)
@@ -343,7 +372,8 @@ class Steps:
         if not dot:
             return
         inflight = self.registry.get_json(f"{app}._app", APP_INFLIGHT)
-        if inflight and name in (inflight.get("moving") or {}):
+        if inflight and (name in (inflight.get("moving") or {})
+                         or name in (inflight.get("removing") or {})):
             raise OperationFailed(
                 f"{service} is part of the unfinished application release {app} "
                 f"#{inflight.get('release')} ({inflight.get('state')} at "
@@ -403,13 +433,12 @@ class Steps:
         if self.proxy:
             actions += self._agree(service)
         serving = self.proxy.serving(service) if self.proxy else None
-        running: dict[str, list[Container]] = {}
-        if self.runtime:
-            for color in model.COLORS:
-                running[color] = [c for c in self.runtime.containers(service, color)
-                                  if c.running and c.port]
-        for color in running:
-            actions += self.refresh(service, color, wait=False)
+        listed = {c: self.runtime.containers(service, c) for c in model.COLORS} \
+            if self.runtime else {}
+        running = {color: [c for c in found if c.running and c.port]
+                   for color, found in listed.items()}
+        for color, found in listed.items():
+            actions += self.refresh(service, color, wait=False, listed=found)
         live = serving.color if serving else None
         try:
             inflight = reg.get_json(service, "inflight")
@@ -429,7 +458,7 @@ class Steps:
             if not self.dry_run:
                 reg.set_color(service, live)
         for color in model.COLORS:
-            actions += self._rebuild_release(service, color, live, inflight)
+            actions += self._rebuild_release(service, color, live, inflight, listed.get(color, []))
         for name in ("history", "scale-down"):
             try:
                 reg.get_json(service, name)
@@ -458,7 +487,7 @@ class Steps:
         return f"invalid {name} record kept as {self.registry.set_aside(service, name)}"
 
     def _rebuild_release(self, service: str, color: str, live: str | None,
-                         inflight: Any) -> list[str]:
+                         inflight: Any, listed: list[Container]) -> list[str]:
         """A color's release record, from its containers when missing or invalid. Only the
         color the proxy routes to, with no run in flight, counts as verified."""
         name = f"release-{color}"
@@ -468,7 +497,7 @@ class Steps:
             problem = "missing"
         except InvalidRecord:
             problem = "invalid"
-        images = {c.image for c in self.runtime.containers(service, color)} if self.runtime else set()
+        images = {c.image for c in listed}
         if len(images) != 1:
             if problem == "invalid":
                 return [self._set_aside(service, name)]
@@ -551,10 +580,9 @@ class Steps:
 
 def _answers(url: str) -> bool:
     """The health path answers below 400 (bluegreen's own probe)."""
-    import urllib.request
+    from bluegreen import wire
 
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - http URL we built
-            return bool(resp.status < 400)
+        return wire.get(url, timeout=2)[0] < 400
     except OSError:
         return False

@@ -36,7 +36,6 @@ Control protocol (``CONTROL_PATH`` on the control listener):
 from __future__ import annotations
 
 import contextlib
-import http.client
 import ipaddress
 import json
 import os
@@ -44,15 +43,15 @@ import re
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bluegreen import templates, validate
+from bluegreen import templates, validate, wire
 from bluegreen.errors import OperationFailed, Unreachable, UsageError
 from bluegreen.model import COLORS, Chain, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
 from bluegreen.proxy.nginx import NginxController, apply_files, files_diff, write_atomic
+from bluegreen.record import replace
 
 CONTROL_PATH = "/bluegreen/routes"
 INCLUDE_NAME = "_bluegreen-dynamic.conf"  # a service name cannot start with '_'
@@ -251,22 +250,6 @@ def _read_text(path: Path) -> str | None:
 # -- the control client ---------------------------------------------------------------------
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 class DynamicControl:
     """Client of one nginx's control endpoint (``127.0.0.1:PORT`` or ``unix:/path``)."""
 
@@ -277,35 +260,23 @@ class DynamicControl:
         self.timeout = timeout
         self.where = f"{self.control}{CONTROL_PATH}"
 
-    def _connection(self) -> http.client.HTTPConnection:
-        if self.control.startswith("unix:"):
-            return _UnixConnection(self.control[5:], self.timeout)
-        host, _, port = self.control.rpartition(":")
-        return http.client.HTTPConnection(host, int(port), timeout=self.timeout)
-
     def _request(self, method: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
-        conn = self._connection()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         try:
-            try:
-                conn.connect()
-            except OSError as exc:
-                raise Unreachable("nginx control endpoint", self.where,
-                                  exc.strerror or type(exc).__name__) from exc
-            headers = {"Content-Type": "application/json"} if body is not None else {}
-            conn.request(method, CONTROL_PATH, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
+            status, data = wire.request(self.control, method, CONTROL_PATH, body, headers,
+                                        self.timeout)
+        except (ConnectionRefusedError, FileNotFoundError) as exc:  # nothing was sent
+            raise Unreachable("nginx control endpoint", self.where,
+                              exc.strerror or type(exc).__name__) from exc
+        except OSError as exc:
             raise OperationFailed(f"nginx control endpoint {self.where}: {type(exc).__name__} "
                                   f"{exc} (the change may have been applied)") from exc
-        finally:
-            conn.close()
         try:
             doc = json.loads(data)
         except ValueError:
             raise OperationFailed(f"nginx control endpoint {self.where} answered "
-                                  f"{resp.status} without JSON") from None
-        return resp.status, doc
+                                  f"{status} without JSON") from None
+        return status, doc
 
     def read(self) -> dict[str, Any]:
         """What nginx serves: ``generation``, ``services``, ``chains``, ``known``,

@@ -12,14 +12,14 @@ import json
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from bluegreen import model, validate
 from bluegreen.errors import InvalidRecord
 from bluegreen.model import Instance
+from bluegreen.record import Record
 
 LOCK_TTL_SECONDS = 15
 
@@ -50,8 +50,7 @@ def _check_record(name: str, value: Any) -> str | None:
     return None if test(value) else f"not {what}"
 
 
-@dataclass
-class Lease:
+class Lease(Record):
     """A held deploy lock. ``lost`` says why it is no longer held (the registry lost it and
     another holder took it); ``renewed`` counts re-acquisitions after the registry lost it."""
 
@@ -113,6 +112,7 @@ class Registry(ABC):
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = validate.kv_prefix(prefix)
+        self._snapshot: tuple[str, dict[str, str], set[str]] | None = None
 
     def key(self, service: str, name: str) -> str:
         return f"{self.prefix}{validate.service(service)}/{name}"
@@ -139,6 +139,10 @@ class Registry(ABC):
         """Atomically replace the value with ``fn(old)`` (``None`` deletes)."""
 
     @abstractmethod
+    def kv_list(self, prefix: str) -> dict[str, str]:
+        """Every key under ``prefix`` with its value, in one read."""
+
+    @abstractmethod
     def register(self, inst: Instance, interval: str = "1s", passing: bool = False) -> None:
         """Register with an HTTP check; ``passing``: its first status (bluegreen saw it healthy
         itself), so routing need not wait for the registry's first check."""
@@ -159,11 +163,36 @@ class Registry(ABC):
 
     # -- records built on the KV primitives --------------------------------------------
 
+    @contextlib.contextmanager
+    def snapshot(self, service: str) -> Iterator[None]:
+        """Within: the service's records are read in ONE request and served from that copy (a
+        recovery reads each of them, a rollback's budget is 100 ms); a record written meanwhile
+        is read again from the registry. For short sections under the service's lock only."""
+        if self._snapshot is not None:
+            yield
+            return
+        prefix = self.key(service, "")
+        self._snapshot = (prefix, self.kv_list(prefix), set())
+        try:
+            yield
+        finally:
+            self._snapshot = None
+
+    def _read(self, key: str) -> str | None:
+        snap = self._snapshot
+        if snap and key.startswith(snap[0]) and key not in snap[2]:
+            return snap[1].get(key)
+        return self.kv_get(key)
+
+    def _written(self, key: str) -> None:
+        if self._snapshot:
+            self._snapshot[2].add(key)
+
     def get_color(self, service: str) -> str | None:
         """The recorded color; ``None`` when there is no record, ``InvalidRecord`` when the
         record is not a color (never taken for an absent one)."""
         key = self.key(service, "color")
-        value = self.kv_get(key)
+        value = self._read(key)
         if value is None:
             return None
         if value.strip() not in model.COLORS:
@@ -172,6 +201,7 @@ class Registry(ABC):
         return value.strip()
 
     def set_color(self, service: str, color: str | None) -> None:
+        self._written(self.key(service, "color"))
         if color is None:
             self.kv_delete(self.key(service, "color"))
         else:
@@ -180,9 +210,10 @@ class Registry(ABC):
     def get_json(self, service: str, name: str) -> Any:
         """A JSON record, ``None`` when absent, ``InvalidRecord`` when unreadable."""
         key = self.key(service, name)
-        return _decode(key, name, self.kv_get(key))
+        return _decode(key, name, self._read(key))
 
     def put_json(self, service: str, name: str, value: Any) -> None:
+        self._written(self.key(service, name))
         if value is None:
             self.kv_delete(self.key(service, name))
         else:
@@ -196,13 +227,16 @@ class Registry(ABC):
             items = _decode(key, name, old) or []
             return json.dumps([*items, item][-keep:], sort_keys=True)
 
+        self._written(key)
         self.kv_update(key, add)
 
     def set_aside(self, service: str, name: str) -> str:
         """Keep an unreadable record under ``<name>.invalid-<time>`` and delete it."""
         key = self.key(service, name)
-        value = self.kv_get(key)
+        value = self._read(key)
         aside = f"{name}.invalid-{int(time.time())}"
+        self._written(key)
+        self._written(self.key(service, aside))
         if value is not None:
             self.kv_put(self.key(service, aside), value)
         self.kv_delete(key)

@@ -1,9 +1,9 @@
 """The Consul registry: KV ``<prefix><service>/color`` (``books-ms/color`` as in the book),
 services ``<service>-<color>`` on the agent with an HTTP check, a session lock.
 
-KV, health reads and the lock go over the standard library's ``http.client``: they are on the
-switch and rollback hot path, and importing ``requests`` (which py-consul needs) takes longer
-than an nginx reload. Agent registration, with its check, uses py-consul.
+KV, health reads and the lock go over ``bluegreen.wire`` (``http.client`` for ``https://``
+agents): they are on the switch and rollback hot path, and importing ``requests`` (which
+py-consul needs) takes longer than an nginx reload. Agent registration, with its check, uses py-consul.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bluegreen import validate
+from bluegreen import validate, wire
 from bluegreen.errors import LockHeld, OperationFailed, Unreachable, add_secret, reaching, redact
 from bluegreen.model import Instance
 from bluegreen.registry.base import (
@@ -116,39 +116,45 @@ class ConsulRegistry(Registry):
                 time.sleep(0.25)
 
     def _http_once(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
-        import http.client
-
         headers = {"X-Consul-Token": self._token} if self._token else {}
-        if self.scheme == "https":
-            import ssl
-
-            cafile, check = self._tls()
-            ctx = ssl.create_default_context(cafile=cafile)
-            if not check:
-                ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self.host, self.port, timeout=self._timeout, context=ctx)
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self._timeout)
+        payload = body.encode() if body is not None else None
         try:
-            conn.request(method, path, body=body.encode() if body is not None else None,
-                         headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
+            if self.scheme == "https":
+                status, data = self._https(method, path, payload, headers)
+            else:
+                status, data = wire.request(f"{self.host}:{self.port}", method, path, payload,
+                                            headers, self._timeout)
         except OSError as exc:
             raise Unreachable("Consul", self.where, type(exc).__name__) from exc
-        finally:
-            conn.close()
-        if resp.status == 403:
+        if status == 403:
             raise OperationFailed(f"Consul at {self.where} denied the request (ACL)")
-        if resp.status == 500 and LEADERLESS.search(data.decode(errors="replace")):
+        if status == 500 and LEADERLESS.search(data.decode(errors="replace")):
             raise _Leaderless(redact(data.decode(errors="replace").strip())[:120])
-        if resp.status >= 400 and resp.status != 404:
+        if status >= 400 and status != 404:
             # The reply is the server's text: it may echo our headers, so the token goes.
             detail = redact(data.decode(errors="replace").strip())[:200]
-            raise OperationFailed(f"Consul at {self.where}: HTTP {resp.status} {method} "
+            raise OperationFailed(f"Consul at {self.where}: HTTP {status} {method} "
                                   f"{path.split('?')[0]}: {detail}")
-        return resp.status, data
+        return status, data
+
+    def _https(self, method: str, path: str, body: bytes | None,
+               headers: dict[str, str]) -> tuple[int, bytes]:
+        """One request to an ``https://`` agent, with ``http.client`` and ``ssl``."""
+        import http.client
+        import ssl
+
+        cafile, check = self._tls()
+        ctx = ssl.create_default_context(cafile=cafile)
+        if not check:
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        conn = http.client.HTTPSConnection(self.host, self.port, timeout=self._timeout,
+                                           context=ctx)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
 
     @staticmethod
     def _kv_path(key: str) -> str:
@@ -170,6 +176,15 @@ class ConsulRegistry(Registry):
 
     def kv_delete(self, key: str) -> None:
         self._http("DELETE", self._kv_path(key))
+
+    def kv_list(self, prefix: str) -> dict[str, str]:
+        import base64
+
+        status, data = self._http("GET", self._kv_path(prefix) + "?recurse")
+        if status == 404:
+            return {}
+        return {e["Key"]: base64.b64decode(e["Value"]).decode() if e.get("Value") else ""
+                for e in json.loads(data)}
 
     def _kv_entry(self, key: str) -> dict[str, Any] | None:
         """The key's entry (Value decoded, ModifyIndex, Session), or None."""

@@ -10,13 +10,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from bluegreen import validate
 from bluegreen.errors import LockHeld, OperationFailed, Unreachable
 from bluegreen.model import Instance
+from bluegreen.record import asdict
 from bluegreen.registry.base import Lease, Registry, describe_holder, holder_info
 
 
@@ -72,6 +72,10 @@ class FileRegistry(Registry):
                 st["kv"].pop(key, None)
             else:
                 st["kv"][key] = new
+
+    def kv_list(self, prefix: str) -> dict[str, str]:
+        with self._state() as st:
+            return {k: v for k, v in st["kv"].items() if k.startswith(prefix)}
 
     def register(self, inst: Instance, interval: str = "1s", passing: bool = False) -> None:
         with self._state(write=True) as st:
@@ -129,10 +133,10 @@ class FileRegistry(Registry):
 
 
 def _http_status(url: str) -> str:
-    import requests
+    from bluegreen import wire
 
     try:
-        ok = requests.get(url, timeout=1.0, allow_redirects=False).status_code < 400
-    except requests.RequestException:
+        ok = wire.get(url, timeout=1.0)[0] < 400
+    except OSError:
         return "critical"
     return "passing" if ok else "critical"

@@ -32,12 +32,18 @@ class Runtime(ABC):
         yet known healthy)."""
 
     @abstractmethod
+    def create(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Replace the color's instances by ``spec.scale`` new ones, not started: ``restart``
+        starts them (a worker's next color, started when it is swapped in)."""
+
+    @abstractmethod
     def restart(self, service: str, color: str) -> list[Container]:
         """Start a stopped color's instances again (a rollback to a stopped color)."""
 
     @abstractmethod
     def wait_healthy(self, containers: list[Container], timeout: float) -> list[Container]:
-        """Wait until each instance runs and answers its health path below 400."""
+        """Wait until each instance runs and answers its health path below 400 (one without
+        a port: runs)."""
 
     @abstractmethod
     def stop(self, service: str, color: str, timeout: int = 10) -> list[str]:

@@ -118,26 +118,18 @@ class DockerRuntime(DockerEngine, Runtime):
         ``None`` for an engine reached otherwise (TCP, TLS, SSH): the SDK lists."""
         if self._client is not None or not (self.where.startswith("unix://")):
             return None
-        import http.client
         import json
-        import socket
+
+        from bluegreen import wire
 
         query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
-        conn = http.client.HTTPConnection("localhost", timeout=30)
         try:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(30)
-            conn.sock = sock
-            sock.connect(self.where[len("unix://"):])
-            conn.request("GET", f"/containers/json?{query}")
-            resp = conn.getresponse()
-            body = resp.read()
+            status, body = wire.request("unix:" + self.where[len("unix://"):], "GET",
+                                        f"/containers/json?{query}", timeout=30)
         except OSError as exc:
-            raise Unreachable("Docker", self.where, exc.strerror or type(exc).__name__) from exc
-        finally:
-            conn.close()
-        if resp.status != 200:
-            raise OperationFailed(f"Docker: listing containers: {resp.status} {body[:200]!r}")
+            raise Unreachable("Docker", self.where, exc.strerror or str(exc)) from exc
+        if status != 200:
+            raise OperationFailed(f"Docker: listing containers: {status} {body[:200]!r}")
         return [self._listed(c) for c in json.loads(body)]
 
     def _listed(self, c: dict[str, Any]) -> Container:
@@ -173,9 +165,9 @@ class DockerRuntime(DockerEngine, Runtime):
             with self.call():
                 self.client.images.pull(image)
 
-    def start(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
-        """Replace the color's containers by ``spec.scale`` new ones (the image is present:
-        see ``ensure_image``)."""
+    def create(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Replace the color's containers by ``spec.scale`` new ones, created and not started
+        (the image is present: see ``ensure_image``). ``spec.port`` 0: nothing published."""
         self.remove(service, color)
         image, port, network, health_path = spec.image, spec.port, spec.network, spec.health_path
         environment = dict(spec.env)
@@ -183,18 +175,23 @@ class DockerRuntime(DockerEngine, Runtime):
         # SERVICE_IGNORE: Registrator, where it runs too, leaves these containers to us.
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
                   LABEL_HEALTH: health_path, "SERVICE_IGNORE": "true"}
-        def run(name: str) -> Container:
+
+        def create(name: str) -> Container:
             with self.call():
-                c = self.client.containers.run(
+                c = self.client.containers.create(
                     image, detach=True, name=name, environment=environment, labels=labels,
-                    ports={f"{port}/tcp": (self.publish_ip, None)}, network=network, init=True,
-                    extra_hosts=dict(spec.hosts) or None,
+                    ports={f"{port}/tcp": (self.publish_ip, None)} if port else None,
+                    network=network, init=True, extra_hosts=dict(spec.hosts) or None,
                 )
-                c.reload()
             return self._info(c)
 
-        return self._each(run, container_names(validate.service(service), validate.color(color),
-                                               spec.scale))
+        return self._each(create, container_names(validate.service(service), validate.color(color),
+                                                  spec.scale))
+
+    def start(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Replace the color's containers by ``spec.scale`` new ones, started."""
+        self.create(service, color, spec)
+        return self.restart(service, color)
 
     def _each(self, fn: Any, items: list[Any]) -> list[Any]:
         """``fn`` over ``items``, concurrently when there are several (scaled colors)."""
@@ -217,7 +214,7 @@ class DockerRuntime(DockerEngine, Runtime):
 
     def wait_healthy(self, containers: list[Container], timeout: float) -> list[Container]:
         """Wait until each container runs and answers its health path below 400."""
-        import requests
+        from bluegreen import wire
 
         deadline = time.monotonic() + timeout
         pending = {c.name for c in containers}
@@ -234,10 +231,12 @@ class DockerRuntime(DockerEngine, Runtime):
                         logs = raw.logs(tail=1).decode(errors="replace").strip()
                     tail = f": {logs[:160]}" if logs else ""
                     raise OperationFailed(f"container {name} exited with code {code}{tail}")
-                if c.running and c.port:
-                    with contextlib.suppress(requests.RequestException):
-                        r = requests.get(c.health_url, timeout=1.0, allow_redirects=False)
-                        if r.status_code < 400:
+                if c.running and not c.container_port:
+                    pending.discard(name)  # nothing to ask: running is all it can say
+                elif c.running and c.port:
+                    with contextlib.suppress(OSError):
+                        status, _ = wire.get(c.health_url, timeout=1.0)
+                        if status < 400:
                             pending.discard(name)
             if not pending:
                 break
@@ -245,7 +244,7 @@ class DockerRuntime(DockerEngine, Runtime):
                 raise OperationFailed(
                     f"{', '.join(sorted(pending))} not healthy within {timeout:g}s "
                     f"(health path {containers[0].health_path})")
-            time.sleep(0.2)
+            time.sleep(0.05)  # a local start takes a few tenths: poll finely
         return [current[c.name] for c in containers]
 
     def stop(self, service: str, color: str, timeout: int = 10) -> list[str]:

@@ -138,9 +138,18 @@ class SwarmRuntime(DockerRuntime):
 
     # -- changing --------------------------------------------------------------------
 
+    def create(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
+        """Replace the color's service by one of 0 replicas (``restart`` scales it to
+        ``spec.scale``); ``spec.port`` 0: nothing published."""
+        self._create(service, color, spec, 0)
+        return self.containers(service, color)
+
     def start(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
         """Replace the color's service by one of ``spec.scale`` replicas; return its tasks once
         each runs and has published its port."""
+        return self._settle(self._create(service, color, spec, spec.scale), spec.scale)
+
+    def _create(self, service: str, color: str, spec: DeploySpec, replicas: int) -> str:
         import docker
 
         image, port, env, scale = spec.image, spec.port, spec.env, spec.scale
@@ -150,16 +159,16 @@ class SwarmRuntime(DockerRuntime):
         environment = {**env, "SERVICE_NAME": name}
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
                   LABEL_HEALTH: health_path, LABEL_SCALE: str(scale), "SERVICE_IGNORE": "true"}
+        ports = [{"TargetPort": port, "Protocol": "tcp", "PublishMode": "host"}] if port else []
         with self.call():
             svc = self.client.services.create(
                 image, name=name, env=[f"{k}={v}" for k, v in environment.items()],
                 labels=labels, container_labels=labels, init=True,
-                mode=docker.types.ServiceMode("replicated", replicas=scale),
-                endpoint_spec=docker.types.EndpointSpec(mode="dnsrr", ports=[
-                    {"TargetPort": port, "Protocol": "tcp", "PublishMode": "host"}]),
+                mode=docker.types.ServiceMode("replicated", replicas=replicas),
+                endpoint_spec=docker.types.EndpointSpec(mode="dnsrr", ports=ports),
                 networks=[network] if network else None, stop_grace_period=STOP_GRACE_NS,
                 restart_policy=docker.types.RestartPolicy(condition="any", delay=1_000_000_000))
-        return self._settle(svc.id, scale)
+        return str(svc.id)
 
     def _settle(self, service_id: str, replicas: int) -> list[Container]:
         """Wait until ``replicas`` tasks run with a published port on ready nodes."""
@@ -170,7 +179,7 @@ class SwarmRuntime(DockerRuntime):
             self._raise_failed(svc)
             nodes = self._nodes()
             current = [self._task_info(svc, t, nodes) for t in self._tasks(svc)]
-            up = [c for c in current if c.running and c.port]
+            up = [c for c in current if c.up]
             if len(up) >= replicas:
                 return sorted(up, key=lambda c: c.name)
             if time.monotonic() >= deadline:
@@ -205,7 +214,7 @@ class SwarmRuntime(DockerRuntime):
         """Wait until each of the colors' services has its replicas running on ready nodes,
         each answering its health path below 400; return those tasks (a task rescheduled
         meanwhile is followed to its replacement)."""
-        import requests
+        from bluegreen import wire
 
         deadline = time.monotonic() + timeout
         wanted = sorted({(c.service, c.color) for c in containers})
@@ -217,12 +226,14 @@ class SwarmRuntime(DockerRuntime):
                     self._raise_failed(svc)
                     nodes = self._nodes()
                     up = [self._task_info(svc, t, nodes) for t in self._tasks(svc)]
-                    up = [c for c in up if c.running and c.port]
+                    up = [c for c in up if c.up]
                     for c in up:
-                        if c.id not in healthy:
-                            with contextlib.suppress(requests.RequestException):
-                                r = requests.get(c.health_url, timeout=1.0, allow_redirects=False)
-                                if r.status_code < 400:
+                        if c.id not in healthy and not c.container_port:
+                            healthy[c.id] = c  # nothing to ask: running is all it can say
+                        elif c.id not in healthy:
+                            with contextlib.suppress(OSError):
+                                status, _ = wire.get(c.health_url, timeout=1.0)
+                                if status < 400:
                                     healthy[c.id] = c
                     ok = [c for c in up if c.id in healthy]
                     result += ok

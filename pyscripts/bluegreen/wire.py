@@ -1,0 +1,141 @@
+"""One HTTP request over a socket, for the loopback and unix-socket endpoints on the switch and
+rollback path: the Consul agent, nginx's control endpoint, the Docker engine's socket.
+
+Why not ``http.client``: its import (with ``email`` and ``ssl``) costs about 30 ms at every
+start of the CLI, a third of a rollback's budget (docs/benchmarks.md). A request here is
+HTTP/1.1 with ``Connection: close``; the answer is read to its end (``Content-Length``,
+chunked, or until the server closes). HTTPS is not spoken here: callers that need it use
+``http.client`` (the Consul registry does, for ``https://`` agents).
+"""
+
+from __future__ import annotations
+
+import socket
+
+MAX_BODY = 64 * 1024 * 1024  # an answer larger than this is refused, not buffered
+
+
+class WireError(OSError):
+    """The peer answered with something that is not HTTP, or broke off."""
+
+
+def request(where: str, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    """Send one request to ``where`` (``host:port`` or ``unix:/path``); the status and body.
+    Raises ``OSError`` (``WireError`` included) when the peer cannot be reached or answers
+    badly."""
+    host = "localhost" if where.startswith("unix:") else where
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Connection: close",
+             "User-Agent: bluegreen"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body is not None or method in ("POST", "PUT"):
+        lines.append(f"Content-Length: {len(body or b'')}")
+    sock = _connect(where, timeout)
+    try:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b""))
+        return _response(sock)
+    finally:
+        sock.close()
+
+
+def _connect(where: str, timeout: float) -> socket.socket:
+    if not where.startswith("unix:"):
+        host, _, port = where.rpartition(":")
+        host = host.strip("[]")  # as bytes, an ASCII name skips the idna codec's import
+        return socket.create_connection((host.encode() if host.isascii() else host, int(port)),
+                                        timeout)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(where[5:])
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _response(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise WireError("the peer closed the connection before its answer's headers")
+        data += chunk
+        if len(data) > 65536 and b"\r\n\r\n" not in data:
+            raise WireError("answer headers too long")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise WireError(f"not an HTTP answer: {status_line[:60]!r}")
+    fields = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        return int(parts[1]), _chunked(sock, rest)
+    length = fields.get("content-length")
+    return int(parts[1]), _read(sock, rest, int(length) if length is not None else None)
+
+
+def _read(sock: socket.socket, data: bytes, length: int | None) -> bytes:
+    """The body: ``length`` bytes, or (None) everything until the peer closes."""
+    while length is None or len(data) < length:
+        if len(data) > MAX_BODY:
+            raise WireError("answer too large")
+        chunk = sock.recv(65536)
+        if not chunk:
+            if length is None:
+                break
+            raise WireError("the peer closed the connection in the middle of its answer")
+        data += chunk
+    return data if length is None else data[:length]
+
+
+def _chunked(sock: socket.socket, data: bytes) -> bytes:
+    """A chunked body, decoded (trailers ignored)."""
+    data = _read(sock, data, None)  # Connection: close: the peer closes after the last chunk
+    body, pos = bytearray(), 0
+    while True:
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            raise WireError("truncated chunked answer")
+        try:
+            size = int(data[pos:end].split(b";")[0], 16)
+        except ValueError:
+            raise WireError("bad chunk size in a chunked answer") from None
+        if size == 0:
+            return bytes(body)
+        if end + 2 + size > len(data):
+            raise WireError("truncated chunked answer")
+        body += data[end + 2:end + 2 + size]
+        pos = end + 2 + size + 2
+
+
+def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET an ``http://`` or ``https://`` URL (redirects are answers, not followed); health
+    probes and HTTP tests. ``https`` goes through ``http.client`` with the system's CAs.
+    Raises ``OSError`` when the URL cannot be reached or answers badly, ``ValueError`` for a
+    URL that is neither."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if parts.scheme == "http":
+        return request(f"{parts.hostname}:{port}", "GET", path, timeout=timeout)
+    import http.client
+    import ssl
+
+    conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout,
+                                       context=ssl.create_default_context())
+    try:
+        conn.request("GET", path, headers={"User-Agent": "bluegreen"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except http.client.HTTPException as exc:
+        raise WireError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        conn.close()
