@@ -28,6 +28,12 @@ def color_name(service: str, color: str) -> str:
     return f"{service}-{color}"
 
 
+def container_names(service: str, color: str, scale: int) -> list[str]:
+    """The names of a color's ``scale`` containers (one: ``<service>-<color>``; else ``-1``..)."""
+    base = color_name(service, color)
+    return [base] if scale == 1 else [f"{base}-{n}" for n in range(1, scale + 1)]
+
+
 class Instance(Record, frozen=True):
     """One registered instance of a color."""
 

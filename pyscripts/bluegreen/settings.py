@@ -95,7 +95,8 @@ def _nginx_dynamic(opts: Opts) -> Proxy:
     return dynamic.NginxDynamicProxy(dynamic.DynamicProxy(
         _local_nginx(opts), upstream_dir / dynamic.INCLUDE_NAME,
         validate.directory(opts["include_dir"], "--include-dir"), opts["nginx_control"],
-        opts["nginx_state_file"], location=opts["location"], include_file=_include_file(opts)))
+        opts["nginx_state_file"], location=opts["location"], include_file=_include_file(opts),
+        internal_listen=internal_listen(opts)))
 
 
 REGISTRIES: dict[str, Callable[[Opts], Registry]] = {"consul": _consul, "file": _file}

@@ -61,9 +61,11 @@ class DynamicNginx(Nginx):
     def controller(self) -> LocalNginx:
         return LocalNginx("nginx", str(self.conf), str(self.prefix), str(self.pid_file))
 
-    def proxy(self, location: str = "/") -> nginx_dynamic.DynamicProxy:
+    def proxy(self, location: str = "/", internal_listen: str = "172.17.0.1:80"
+              ) -> nginx_dynamic.DynamicProxy:
         return nginx_dynamic.DynamicProxy(self.controller(), self.include_path, self.include_dir,
-                                          self.control, self.state_file, location)
+                                          self.control, self.state_file, location,
+                                          internal_listen=internal_listen)
 
     def kill(self) -> None:
         """Stop nginx at once (SIGTERM: fast shutdown), and wait until it is gone."""
@@ -129,11 +131,12 @@ class Backend:
 class KeepAliveClient(threading.Thread):
     """GETs in a loop on ONE persistent connection, never retrying: every failed request is
     counted (and the connection reopened). ``seen`` counts responses by body; ``timeline`` has
-    each request's end (``time.perf_counter()``) and its body, or ``"failed"``."""
+    each request's end (``time.perf_counter()``) and its body, or ``"failed"``. ``keep_alive``
+    False: a new connection for each request (what survives an nginx reload)."""
 
-    def __init__(self, port: int, path: str = "/") -> None:
+    def __init__(self, port: int, path: str = "/", keep_alive: bool = True) -> None:
         super().__init__(daemon=True)
-        self.port, self.path = port, path
+        self.port, self.path, self.keep_alive = port, path, keep_alive
         self.requests = self.errors = 0
         self.seen: collections.Counter[str] = collections.Counter()
         self.latencies: list[float] = []
@@ -158,6 +161,8 @@ class KeepAliveClient(threading.Thread):
                 self.error_kinds[type(exc).__name__] += 1
                 conn.close()
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            if not self.keep_alive:
+                conn.close()  # the next request opens a new connection
             end = time.perf_counter()
             self.latencies.append(end - t0)
             self.timeline.append((end, body))

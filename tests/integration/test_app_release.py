@@ -1,24 +1,27 @@
-"""The seed's application releases on real Docker, Consul and nginx: serviceB (public route)
-calls serviceA through the internal endpoint ``servicea.local``, which nginx serves on Docker's
-bridge gateway. Only changed services get a new color; the traffic of every changed service
-moves in one proxy change per step; a paused release blocks single-service commands and is
-promoted or aborted; a killed release is undone by the next command.
+"""The seed's application releases on real Docker, Consul and nginx, in both nginx modes:
+serviceB (public route) calls serviceA through the internal endpoint ``servicea.local``, which
+nginx serves on Docker's bridge gateway. Only changed services get a new color; the traffic of
+every changed service moves in one proxy change per step (in the dynamic mode a POST: the same
+nginx workers throughout); a paused release blocks single-service commands and is promoted or
+aborted; a killed release is undone by the next command; a dry run shows the first step's
+proxy change and changes nothing.
 
-The tests of this module run in order on one application (each starts from what the previous
-one left).
+The tests of this module run in order on one application per nginx mode (each starts from
+what the previous one left).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
+from bluegreen_dev.dynamic_nginx import DynamicNginx, KeepAliveClient
 from bluegreen_dev.sample_app import build_sample_app_images
 from bluegreen_dev.sandbox import Nginx
 from tests.integration.conftest import Env, cleanup
@@ -26,18 +29,30 @@ from tests.integration.test_reliability import Held
 
 pytestmark = pytest.mark.integration
 APP = "hello-world"
+SERVICES = (f"{APP}.servicea", f"{APP}.serviceb")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-world" / "compose.yaml"
 
 
-@pytest.fixture(scope="module")
-def app(sandbox, tmp_path_factory) -> Iterator[Env]:
+@pytest.fixture(scope="module", params=["local", "dynamic"])
+def app(sandbox, request) -> Iterator[Env]:
     build_sample_app_images()
-    nginx = Nginx(sandbox.root / "nginx-app").start()
-    env = Env(sandbox, APP, nginx)
+    mode = request.param
+    if mode == "dynamic":
+        nginx = DynamicNginx(sandbox.root / "nginx-app-dynamic").start()
+        extra = {"BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
+                 "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file)}
+    else:
+        nginx, extra = Nginx(sandbox.root / "nginx-app").start(), {}
+    env = Env(sandbox, APP, nginx, extra_env=extra)
     yield env
-    for name in ("servicea", "serviceb"):
-        cleanup(sandbox, f"{APP}.{name}", nginx)
-    requests.delete(f"{sandbox.consul.addr}/v1/kv/{APP}._app?recurse=1", timeout=5)
+    for service in SERVICES:
+        cleanup(sandbox, service, nginx)
+    for prefix in (f"{APP}._app", *SERVICES):
+        requests.delete(f"{sandbox.consul.addr}/v1/kv/{prefix}?recurse=1", timeout=5)
+
+
+def dynamic(env: Env) -> bool:
+    return isinstance(env.nginx, DynamicNginx)
 
 
 def compose(tmp_path: Path, a: str = "v1", b: str = "v1", b_body: str = "world!$") -> str:
@@ -61,35 +76,24 @@ def ids(env: Env, service: str) -> set[str]:
     return {c.id for c in found}
 
 
-class Load:
-    """Users through the proxy during a release: every answer must be 200 and allowed. Each
-    request on a new connection: in the reload mode that application releases use, a client
-    that reuses a connection can meet an old worker closing it (the dynamic mode has no
-    reloads; tests/integration/test_dynamic_pipeline.py)."""
-
-    def __init__(self, env: Env) -> None:
-        self.env, self.bodies, self.failed = env, {}, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                r = requests.get(self.env.nginx.url + "/", timeout=10)
-            except requests.RequestException as exc:
-                self.failed.append(type(exc).__name__)
-                continue
-            if r.status_code != 200:
-                self.failed.append(r.status_code)
-            self.bodies[r.text] = self.bodies.get(r.text, 0) + 1
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
+@contextlib.contextmanager
+def load(env: Env) -> Iterator[KeepAliveClient]:
+    """Users through the proxy during a release, never retrying: every answer must be 200 and
+    allowed. In the dynamic mode on ONE kept-alive connection, and the nginx workers must be
+    the same after the release (no reload); in the reload mode each request on a new
+    connection (a reused one can meet an old worker closing it)."""
+    client = KeepAliveClient(env.nginx.port, keep_alive=dynamic(env))
+    workers = set(env.nginx.controller().workers()) if dynamic(env) else set()
+    client.start()
+    client.wait_requests(1)
+    try:
+        yield client
+    finally:
+        client.stop()
+    assert client.errors == 0, client.error_kinds
+    assert sum(client.seen.values()) > 0
+    if dynamic(env):
+        assert set(env.nginx.controller().workers()) == workers  # no reload
 
 
 def status(env: Env) -> dict:
@@ -116,27 +120,64 @@ def test_nothing_changed_changes_nothing(app, tmp_path):
     assert app.proxy_files() == before
 
 
+def snapshot(env: Env) -> dict:
+    """Everything an app command could change: nginx's files (and, in the dynamic mode, its
+    state files and what it routes with), every KV key with its index, the agent's services,
+    the containers."""
+    import docker
+
+    files = env.proxy_files()
+    control = None
+    if dynamic(env):
+        files |= {str(p): p.read_text() for p in env.nginx.state_file.parent.iterdir()}
+        served = env.nginx.proxy().read()
+        control = {k: served[k] for k in ("generation", "services", "chains")}
+    kv = requests.get(f"{env.consul_addr}/v1/kv/{APP}?recurse=1", timeout=5).json()
+    agent = requests.get(f"{env.consul_addr}/v1/agent/services", timeout=5).json()
+    containers = {c.name: (c.id, c.status) for c in docker.from_env().containers.list(all=True)
+                  if c.labels.get("bluegreen.service") in SERVICES}
+    return {"files": files, "control": control, "agent": sorted(agent), "containers": containers,
+            "kv": sorted((k["Key"], k["Value"], k["ModifyIndex"]) for k in kv)}
+
+
+def test_dry_run_shows_the_first_steps_proxy_change_and_changes_nothing(app, tmp_path):
+    before = snapshot(app)
+    r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v2", b="v2"), "--steps", "50,100",
+               "--dry-run")
+    assert r.code == 0, r.err
+    assert "dry run, nothing changed" in r.out
+    assert f"==> {APP}: the proxy at 50% (the first step)" in r.err
+    # the new colors are not deployed: their containers by name, at the container port
+    assert f"{APP}.serviceb-green-1:5001" in r.err and f"{APP}.servicea-green-3:5000" in r.err
+    if dynamic(app):
+        assert f"{APP}.serviceb: blue 100% 127.0.0.1:" in r.err and "-> green 50% " in r.err
+        assert f"{APP}.servicea chains: (none) -> old callers 172.17." in r.err
+    else:
+        assert f"+# Managed by bluegreen: service={APP}.serviceb color=green weight=50" in r.err
+        assert "+geo $remote_addr $bg_" in r.err  # the old release's callers kept on it
+    assert snapshot(app) == before
+    assert body(app) == "Hello world!"
+
+
 def test_frontend_release_keeps_the_backend_shared(app, tmp_path):
     backend = ids(app, f"{APP}.servicea")
-    with Load(app) as load:
+    with load(app) as users:
         r = app.bg("app", "deploy", "--file", compose(tmp_path, b="v2"), "--steps", "50,100")
     assert r.code == 0, r.err
     assert "servicea keep" in r.err and "serviceb change" in r.err
-    assert load.failed == [] and sum(load.bodies.values()) > 0
-    assert set(load.bodies) <= {"Hello world!", "Welcome to the world!"}
+    assert set(users.seen) <= {"Hello world!", "Welcome to the world!"}
     assert body(app) == "Welcome to the world!"
     assert ids(app, f"{APP}.servicea") == backend  # unchanged: not redeployed
 
 
 def test_backend_release_paused_then_promoted(app, tmp_path):
-    with Load(app) as load:
+    with load(app) as users:
         r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v2", b="v2"), "--steps",
                    "50,100", "--confirm")
     assert r.code == 0, r.err
     assert "paused at 50%" in r.out
-    assert load.failed == [] and sum(load.bodies.values()) > 0
-    # shared serviceB: half of its calls reach the new serviceA (no version chains yet)
-    assert set(load.bodies) <= {"Welcome to the world!", "Welcome to the new world!"}
+    # shared serviceB: half of its calls reach the new serviceA
+    assert set(users.seen) <= {"Welcome to the world!", "Welcome to the new world!"}
     s = status(app)
     assert s["inflight"]["state"] == "paused" and s["services"]["servicea"]["proxy_weight"] == 50
     # the services of an unfinished release move with it only
@@ -144,8 +185,10 @@ def test_backend_release_paused_then_promoted(app, tmp_path):
     assert r.code == 1 and f"unfinished application release {APP} #3" in r.err
     r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v3", b="v2"))
     assert r.code == 1 and "is paused at 50%" in r.err
-    r = app.bg("app", "promote", APP)
+    with load(app) as users:
+        r = app.bg("app", "promote", APP)
     assert r.code == 0, r.err
+    assert set(users.seen) <= {"Welcome to the world!", "Welcome to the new world!"}
     assert body(app) == "Welcome to the new world!"
     assert status(app)["live_release"] == 3
 
@@ -195,16 +238,22 @@ def test_both_change_every_request_stays_on_one_release(app, tmp_path):
     answered by the new serviceA, one that enters the old serviceB by the old serviceA."""
     old_chain, new_chain = "Welcome to the new world!", "Hello world!"
     assert body(app) == old_chain
-    with Load(app) as load:
+    with load(app) as users:
         r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v1", b="v1"),
                    "--steps", "50,100", "--confirm")
     assert r.code == 0, r.err
-    assert load.failed == [] and set(load.bodies) <= {old_chain, new_chain}
+    assert set(users.seen) <= {old_chain, new_chain}
     seen = {body(app) for _ in range(40)}
     assert seen == {old_chain, new_chain}  # both releases serve, never a mix
-    r = app.bg("app", "promote", APP)
+    servicea = status(app)["services"]["servicea"]  # what the proxy keeps each side on
+    assert servicea["proxy_chains"] == {"new": servicea["moving"]["to"],
+                                        "old": servicea["moving"]["from"]}
+    with load(app) as users:
+        r = app.bg("app", "promote", APP)
     assert r.code == 0, r.err
+    assert set(users.seen) <= {old_chain, new_chain}
     assert body(app) == new_chain
+    assert status(app)["services"]["servicea"]["proxy_chains"] == {}  # old colors stopped
 
 
 def test_rollback_goes_back_and_forth_in_one_change(app):

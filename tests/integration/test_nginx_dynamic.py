@@ -14,11 +14,11 @@ from collections.abc import Iterator
 import pytest
 
 from bluegreen.errors import OperationFailed, UsageError
-from bluegreen.model import Server
+from bluegreen.model import Chain, Route, Server
 from bluegreen.proxy import dynamic as nginx_dynamic
 from bluegreen.proxy.dynamic import CONTROL_PATH, DynamicControl
 from bluegreen_dev.dynamic_nginx import Backend, DynamicNginx, KeepAliveClient, parse_wrk
-from bluegreen_dev.sandbox import wait_for
+from bluegreen_dev.sandbox import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 SVC = "books-ms"
@@ -345,3 +345,123 @@ def test_drain_waits_for_the_requests_in_flight_to_the_old_color(nginx, backends
         assert proxy.read()["active"] == {}
     finally:
         slow.stop()
+
+
+# -- internal endpoints and version-consistent chains ------------------------------------------
+
+ENDPOINT = "books.internal"
+NEW_CALLER, OLD_CALLER, SHARED_CALLER = "127.0.0.2", "127.0.0.3", "127.0.0.1"
+
+
+def chain(backends: dict[str, Backend], side: str, color: str, caller: str) -> Chain:
+    return Chain(side, color, (caller,), (Server("127.0.0.1", backends[color].port),))
+
+
+def endpoint_route(backends: dict[str, Backend], chains: tuple[Chain, ...] = (),
+                   **weights: int) -> Route:
+    return Route(SVC, "green", tuple(Server("127.0.0.1", backends[c].port, w)
+                                     for c, w in weights.items()), endpoint=ENDPOINT, chains=chains)
+
+
+def bodies_from(caller: str, port: int, n: int = 20) -> set[str]:
+    """The bodies of ``n`` requests to the endpoint, each on a new connection from ``caller``
+    (a loopback address: nginx tells callers apart by theirs)."""
+    seen = set()
+    for _ in range(n):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(caller, 0))
+        c.request("GET", "/", headers={"Host": ENDPOINT})
+        r = c.getresponse()
+        seen.add(r.read().decode() if r.status == 200 else f"HTTP {r.status}")
+        c.close()
+    return seen
+
+
+@pytest.fixture
+def internal(nginx) -> tuple[nginx_dynamic.DynamicProxy, int]:
+    port = free_port()
+    return nginx.proxy(internal_listen=f"127.0.0.1:{port}"), port
+
+
+def test_an_endpoint_keeps_each_release_on_its_chain_and_changes_without_reload(
+        nginx, backends, internal):
+    proxy, port = internal
+    both = (chain(backends, "new", "green", NEW_CALLER), chain(backends, "old", "blue", OLD_CALLER))
+    proxy.apply([endpoint_route(backends, both, blue=50, green=50)])  # a new endpoint: a reload
+    ctl = nginx.controller()
+    wait_for(lambda: list(ctl.workers().values()) == [False] * nginx.workers, 10, "new workers")
+    workers = ctl.workers()
+    assert bodies_from(NEW_CALLER, port) == {"green"}
+    assert bodies_from(OLD_CALLER, port) == {"blue"}
+    assert bodies_from(SHARED_CALLER, port) == {"blue", "green"}  # a shared caller: the weights
+    assert bodies_from(NEW_CALLER, nginx.port) == {"blue", "green"}  # the public route: no chains
+    # one chain left, then none: POSTs only
+    proxy.apply([endpoint_route(backends, (chain(backends, "new", "blue", NEW_CALLER),),
+                                blue=50, green=50)])
+    assert bodies_from(NEW_CALLER, port) == {"blue"}
+    assert bodies_from(OLD_CALLER, port) == {"blue", "green"}
+    assert proxy.read()["chains"][SVC][0]["callers"] == [NEW_CALLER]
+    proxy.apply([endpoint_route(backends, green=100)])
+    assert bodies_from(NEW_CALLER, port) == bodies_from(OLD_CALLER, port) == {"green"}
+    assert proxy.read()["chains"] == {}
+    assert ctl.workers() == workers  # the same workers throughout: no reload
+    # the endpoint goes away with its route's endpoint: a reload, then nothing listens there
+    proxy.apply({SVC: [Server("127.0.0.1", backends["green"].port)]})
+    assert proxy.endpoints() == {}
+    with pytest.raises(OSError):
+        bodies_from(NEW_CALLER, port, 1)
+
+
+def test_chains_come_back_after_a_restart(nginx, backends, internal):
+    proxy, port = internal
+    both = (chain(backends, "new", "green", NEW_CALLER), chain(backends, "old", "blue", OLD_CALLER))
+    proxy.apply([endpoint_route(backends, both, blue=50, green=50)])
+    served = proxy.read()
+    nginx.kill()
+    nginx.start()
+    after = proxy.read()
+    assert (after["services"], after["chains"]) == (served["services"], served["chains"])
+    assert bodies_from(NEW_CALLER, port) == {"green"}
+    assert bodies_from(OLD_CALLER, port) == {"blue"}
+
+
+_SERVER = {"address": "127.0.0.1", "port": 80, "weight": 100}
+_CHAIN = {"side": "new", "color": "green", "callers": [NEW_CALLER], "servers": [_SERVER]}
+BAD_CHAINS = [
+    {SVC: [_CHAIN | {"callers": [NEW_CALLER + "; deny all"]}]},     # injected
+    {SVC: [_CHAIN | {"callers": ["127.0.0.0/8"]}]},
+    {SVC: [_CHAIN | {"callers": ["localhost"]}]},
+    {SVC: [_CHAIN | {"callers": ["127.0.0.02"]}]},
+    {SVC: [_CHAIN | {"callers": [2130706434]}]},
+    {SVC: [_CHAIN | {"callers": []}]},
+    {SVC: [_CHAIN | {"callers": NEW_CALLER}]},
+    {SVC: [_CHAIN | {"callers": [NEW_CALLER, NEW_CALLER]}]},
+    {SVC: [_CHAIN, _CHAIN | {"side": "old"}]},                       # one caller on two sides
+    {SVC: [_CHAIN, _CHAIN | {"callers": [OLD_CALLER]}]},             # one side twice
+    {SVC: [_CHAIN | {"side": "shared"}]},
+    {SVC: [_CHAIN | {"color": "red"}]},
+    {SVC: [_CHAIN | {"servers": [_SERVER | {"address": "127.0.0.1;"}]}]},
+    {SVC: [_CHAIN | {"servers": [_SERVER | {"weight": 0}]}]},
+    {SVC: [_CHAIN | {"servers": []}]},
+    {SVC: [_CHAIN | {"upstream": "evil"}]},
+    {SVC: [{k: v for k, v in _CHAIN.items() if k != "color"}]},
+    {SVC: []},
+    {SVC: _CHAIN},
+    {"other": [_CHAIN]},                                               # not a posted service
+    {"plain": [_CHAIN]},                                               # no internal endpoint
+    [_CHAIN],
+]
+
+
+def test_invalid_chains_are_refused_and_change_nothing(nginx, backends, internal):
+    proxy, port = internal
+    proxy.apply([endpoint_route(backends, (chain(backends, "old", "blue", OLD_CALLER),), blue=100)])
+    nginx.proxy("/plain", internal_listen=f"127.0.0.1:{port}").apply(
+        {"plain": [Server("127.0.0.1", backends["green"].port)]})
+    before = proxy.read()
+    services = {SVC: [_SERVER], "plain": [_SERVER]}
+    for chains in BAD_CHAINS:
+        status, doc = post_raw(nginx.control, json.dumps({"services": services,
+                                                          "chains": chains}).encode())
+        assert status == 400, chains
+        assert doc.get("error"), chains
+    assert proxy.read() == before

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bluegreen.errors import Unreachable, UsageError
-from bluegreen.model import Server
+from bluegreen.model import Chain, Route, Server
 from bluegreen.proxy import dynamic as nd
 from bluegreen_dev.sandbox import free_port
 
@@ -125,3 +125,86 @@ def test_a_refused_or_unreachable_apply_leaves_the_state_file(tmp_path):
     assert path.read_text() == '{"services": {}}\n'
     with pytest.raises(Unreachable):
         client.read()
+
+
+def test_render_serves_each_internal_endpoint_through_its_chained_upstream(tmp_path):
+    text = nd.render_http(["web", "api"], "127.0.0.1:9000", tmp_path / "s.json",
+                          endpoints={"api": "api.local"}, internal_listen="172.17.0.1:80")
+    assert nd.configured_services(text) == {"api", "web"}
+    assert nd.configured_endpoints(text) == {"api": "api.local"}
+    assert 'endpoints = {"api", },' in text
+    assert 'balance("api", true)' in text and 'balance("web", true)' not in text
+    assert "listen 172.17.0.1:80;\n    server_name api.local;" in text
+    assert "proxy_pass http://_bg_internal.api;" in text
+    assert nd.configured_endpoints(nd.render_http(["web"], "127.0.0.1:9000", "/tmp/s.json")) == {}
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"endpoints": {"api": "api.local; listen 0.0.0.0:80"}}, {"endpoints": {"api": "a b"}},
+    {"endpoints": {"api": "api.local\nserver_name x"}}, {"endpoints": {"other": "o.local"}},
+    {"internal_listen": "172.17.0.1:80; allow all"}, {"internal_listen": "172.17.0.1"},
+    {"internal_listen": "172.17.0.1:0"}, {"internal_listen": "a b:80"},
+])
+def test_render_refuses_unsafe_endpoints(kwargs):
+    args = {"services": ["api"], "control": "127.0.0.1:9000", "state_file": "/tmp/s.json",
+            "endpoints": {"api": "api.local"}} | kwargs
+    with pytest.raises(UsageError):
+        nd.render_http(**args)
+
+
+def _route(*chains: Chain, endpoint: str | None = "api.local") -> Route:
+    return Route("api", "green", (Server("127.0.0.1", 8080, 50), Server("127.0.0.1", 8081, 50)),
+                 endpoint=endpoint, chains=chains)
+
+
+NEW = Chain("new", "green", ("172.17.0.5", "172.17.0.6"), (Server("127.0.0.1", 8081),))
+OLD = Chain("old", "blue", ("172.17.0.7",), (Server("127.0.0.1", 8080),))
+
+
+def test_check_payload_gives_the_chains():
+    services, chains = nd.check_payload([_route(NEW, OLD), Route("web", "blue", (Server("127.0.0.1", 9),))])
+    assert set(services) == {"api", "web"}
+    assert chains == {"api": [
+        {"side": "new", "color": "green", "callers": ["172.17.0.5", "172.17.0.6"],
+         "servers": [{"address": "127.0.0.1", "port": 8081, "weight": nd.DEFAULT_WEIGHT}]},
+        {"side": "old", "color": "blue", "callers": ["172.17.0.7"],
+         "servers": [{"address": "127.0.0.1", "port": 8080, "weight": nd.DEFAULT_WEIGHT}]}]}
+    assert nd.check_payload([_route()])[1] == {}
+
+
+@pytest.mark.parametrize("route", [
+    _route(Chain("new", "green", ("172.17.0.5; deny all",), NEW.servers)),   # injected
+    _route(Chain("new", "green", ("172.17.0.0/16",), NEW.servers)),
+    _route(Chain("new", "green", ("servicea.local",), NEW.servers)),
+    _route(Chain("new", "green", ("::1",), NEW.servers)),
+    _route(Chain("new", "green", (), NEW.servers)),
+    _route(Chain("new", "green", ("172.17.0.5",) * 2, NEW.servers)),
+    _route(NEW, Chain("old", "blue", ("172.17.0.5",), OLD.servers)),        # a caller on two sides
+    _route(NEW, NEW),                                                      # a side twice
+    _route(Chain("shared", "green", ("172.17.0.5",), NEW.servers)),
+    _route(Chain("new", "red", ("172.17.0.5",), NEW.servers)),
+    _route(Chain("new", "green", ("172.17.0.5",), (Server("127.0.0.1;", 80),))),
+    _route(Chain("new", "green", ("172.17.0.5",), (Server("127.0.0.1", 0),))),
+    _route(Chain("new", "green", ("172.17.0.5",), ())),
+    _route(Chain("new", "green", tuple(f"10.0.{i // 256}.{i % 256}" for i in range(nd.MAX_CALLERS + 1)),
+                 NEW.servers)),
+    _route(NEW, endpoint=None),                                            # chains need an endpoint
+])
+def test_check_payload_refuses(route):
+    with pytest.raises(UsageError):
+        nd.check_payload([route])
+
+
+def test_state_file_keeps_each_services_chains(tmp_path):
+    path = tmp_path / "routes.json"
+    services, chains = nd.check_payload([_route(NEW)])
+    nd.write_atomic(path, nd.merged_state(path, services, chains=chains))
+    web = nd.check_routes({"web": [Server("127.0.0.1", 9)]})
+    nd.write_atomic(path, nd.merged_state(path, web))  # another service: the chains stay
+    assert nd.read_document(path) == {"services": services | web, "chains": chains}
+    nd.write_atomic(path, nd.merged_state(path, services))  # posted without chains: none
+    assert nd.read_document(path)["chains"] == {}
+    assert "chains" not in json.loads(path.read_text())
+    nd.write_atomic(path, nd.merged_state(path, services, chains=chains))
+    nd.write_atomic(path, nd.merged_state(path, {}, drop=["api"]))
+    assert nd.read_document(path) == {"services": web, "chains": {}}

@@ -191,3 +191,31 @@ def test_internal_endpoint_with_chains(proxy):
     with pytest.raises(UsageError):  # caller addresses are validated like servers
         proxy.plan([Route("app.a", "green", route.servers, 50, endpoint="servicea.local",
                           chains=(Chain("new", "green", ("1.2.3.4; }",), chains[0].servers),))])
+    proxy.apply([route])  # what the proxy keeps is read back (status, putting back)
+    now = proxy.current("app.a")
+    assert (now.endpoint, now.chains, now.weight) == ("servicea.local", chains, 50)
+
+
+def test_a_dry_run_routes_a_planned_color_by_its_containers_names(proxy, tmp_path):
+    from bluegreen.flow.steps import Steps
+    from bluegreen.model import DeploySpec, Instance, Move
+    from bluegreen.registry.file import FileRegistry
+
+    registry = FileRegistry(tmp_path / "registry.json")
+    registry.register(Instance("books-ms-blue", "books-ms", "blue", "127.0.0.1", 8080),
+                      passing=True)
+    proxy.apply(route("blue", ("127.0.0.1", 8080)))
+    files = {p: p.read_text() for p in tmp_path.rglob("*.conf")}
+    said: list[str] = []
+    planned = {("books-ms", "green"): DeploySpec("books-ms:2", port=5001, scale=2)}
+    steps = Steps(registry, proxy=proxy, say=said.append, dry_run=True)
+    assert steps.route([Move("books-ms", "green", 50)], planned=planned)
+    diff = "\n".join(said)
+    assert "+    server books-ms-green-1:5001 weight=1;" in diff
+    assert "+    server books-ms-green-2:5001 weight=1;" in diff
+    assert "+    server 127.0.0.1:8080 weight=2;" in diff
+    assert {p: p.read_text() for p in tmp_path.rglob("*.conf")} == files
+    assert proxy.controller.calls.count("reload") == 1  # the first apply only
+    with pytest.raises(OperationFailed, match="no passing instance of books-ms-green"):
+        Steps(registry, proxy=proxy, say=said.append).route([Move("books-ms", "green", 50)],
+                                                            planned=planned)  # a real run

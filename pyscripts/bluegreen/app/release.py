@@ -78,8 +78,6 @@ class AppRelease(Record):
             if plan.nothing:
                 self.say(f"{app}: nothing changed (release {live['release']} is live)")
                 return summary | {"release": live["release"], "result": "unchanged"}
-            if self.steps.dry_run:
-                return summary | {"result": "dry-run"}
             inflight = {"release": summary["release"], "state": "deploying", "weight": 0,
                         "started": time.time(),
                         "moving": {p.name: {"from": p.live_color, "to": p.color}
@@ -87,6 +85,9 @@ class AppRelease(Record):
                         "removing": {name: live["services"][name] for name in plan.removed},
                         "services": {name: _record(spec, s, plan_color(plan, name))
                                      for name, s in spec.services.items()}}
+            if self.steps.dry_run:
+                self._dry_run(app, spec, inflight)
+                return summary | {"result": "dry-run"}
             self.steps.set_record(target(app), INFLIGHT, inflight)
             try:
                 self._start_new(app, spec, inflight)
@@ -114,13 +115,10 @@ class AppRelease(Record):
         """Each moving routed service's new color, healthy, registered and tested directly
         (services with an internal endpoint first: their callers need them); each moving
         worker's new color created, started when it is swapped in at promotion."""
-        hosts = tuple((s.endpoint, self.opts.internal_addr) for s in spec.services.values()
-                      if s.endpoint)
         order = sorted(inflight["moving"], key=lambda n: spec.services[n].endpoint is None)
         for name in order:
             s, color = spec.services[name], inflight["moving"][name]["to"]
-            deploy_spec = DeploySpec(s.image, port=s.port or 0, env=s.environment, scale=s.scale,
-                                     health_path=s.health_path, hosts=hosts)
+            deploy_spec = self._deploy_spec(spec, name)
             if s.kind == "worker":
                 self.say(f"==> Create {app}.{name}-{color} from {s.image} (started at promotion)")
                 self.steps.create(f"{app}.{name}", color, deploy_spec)
@@ -142,13 +140,32 @@ class AppRelease(Record):
                 raise OperationFailed(f"Pre-integration tests of {app}.{name} failed: "
                                       f"{result.detail}")
 
+    def _deploy_spec(self, spec: AppSpec, name: str) -> DeploySpec:
+        """What a service's new color runs; every internal endpoint resolves to the proxy."""
+        s = spec.services[name]
+        hosts = tuple((o.endpoint, self.opts.internal_addr) for o in spec.services.values()
+                      if o.endpoint)
+        return DeploySpec(s.image, port=s.port or 0, env=s.environment, scale=s.scale,
+                          health_path=s.health_path, hosts=hosts)
+
+    def _dry_run(self, app: str, spec: AppSpec, inflight: dict[str, Any]) -> None:
+        """The proxy change of the first step against what the proxy routes now (the new
+        colors, not deployed, shown by their containers' names and port)."""
+        weight = next((w for w in self.opts.steps if not (self.opts.confirm and w == 100)), 0)
+        self.say(f"==> {app}: the proxy at {weight}% (the first step), against what it routes "
+                 f"now")
+        self.steps.route(self._moves(app, inflight, weight), planned={
+            (f"{app}.{name}", move["to"]): self._deploy_spec(spec, name)
+            for name, move in inflight["moving"].items()})
+
     def _moves(self, app: str, inflight: dict[str, Any], weight: int, back: bool = False
                ) -> list[Move]:
         """Every moving service at ``weight`` (new services at 100), or all back on their old
-        colors; below 100, each moving endpoint keeps the callers of each release on its own
-        release (version-consistent chains), the unchanged callers get the weights."""
+        colors; until the old colors stop (at 100 too), each moving endpoint keeps the callers
+        of each release on its own release (version-consistent chains), the unchanged callers
+        get the weights."""
         moves = []
-        callers = {} if back or weight == 100 else self._callers(app, inflight)
+        callers = {} if back else self._callers(app, inflight)
         for name, move in inflight["moving"].items():
             record = inflight["services"][name]
             color = move["from"] if back else move["to"]
@@ -260,10 +277,16 @@ class AppRelease(Record):
             time.sleep(self.opts.keep_old)
         with self.steps.lock(target(app), 600, on_stale=self.say):
             live = self.steps.record(target(app), LIVE) or {"services": {}}
-            for name, color in old.items():
-                if live["services"].get(name, {}).get("color") != color and \
-                        self.steps.running(f"{app}.{name}", color):
-                    self.steps.stop(f"{app}.{name}", color)
+            records = {name: live["services"].get(name, {}) for name in old}
+            # callers first: a request in an old caller finishes on the old callee
+            for name in sorted(old, key=lambda n: bool(records[n].get("endpoint"))):
+                if records[name].get("color") != old[name] and \
+                        self.steps.running(f"{app}.{name}", old[name]):
+                    self.steps.stop(f"{app}.{name}", old[name])
+            # the old release's callers are gone (their addresses free for others): no chains
+            unchained = [_move(app, n, r) for n, r in records.items() if r.get("endpoint")]
+            if unchained:
+                self.steps.route(unchained)
 
     # -- abort, promote, recover ---------------------------------------------------------------
 
@@ -378,6 +401,10 @@ class AppRelease(Record):
             raise OperationFailed(f"{app}: release {inflight['release']} is paused at "
                                   f"{inflight['weight']}%: bluegreen app promote {app} | "
                                   f"bluegreen app abort {app}")
+        if self.steps.dry_run:
+            self.say(f"{app}: release {inflight['release']} was interrupted; it would be undone "
+                     f"first")
+            return
         self.say(f"{app}: release {inflight['release']} was interrupted at "
                  f"{inflight['weight']}%; undoing it")
         self._abort(app, inflight)
@@ -410,6 +437,7 @@ class AppRelease(Record):
         return {"kind": kind, "live_color": live_color,
                 "proxy_color": serving.color if serving else None,
                 "proxy_weight": serving.weight if serving else None,
+                "proxy_chains": self.steps.proxy_chains(service),
                 "healthy": {c: self.steps.healthy(service, c) for c in model.COLORS},
                 "running": {c: self.steps.running(service, c) for c in model.COLORS}}
 

@@ -351,8 +351,9 @@ def cmd_app_status(opts: dict[str, Any]) -> int:
                   f"{e['live_color'] or '-'}{moving}, running "
                   f"{','.join(c for c, up in e['running'].items() if up) or 'none'}")
             continue
+        chains = "".join(f", {side} callers on {color}" for side, color in e["proxy_chains"].items())
         print(f"{name}: live {e['live_color'] or '-'}, proxy {e['proxy_color'] or '-'}"
-              f" {e['proxy_weight']}%{moving}, healthy "
+              f" {e['proxy_weight']}%{moving}{chains}, healthy "
               f"{','.join(c for c, ok in e['healthy'].items() if ok) or 'none'}")
     for problem in report["problems"]:
         print(f"PROBLEM: {problem}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from bluegreen import interrupts, model, validate
@@ -240,10 +240,13 @@ class Steps(Record):
         """Route the service to ``color`` (``weight`` percent of it); record it at 100."""
         return self.route([Move(service, color, weight)])
 
-    def route(self, moves: list[Move], unrouted: tuple[str, ...] = ()) -> bool:
+    def route(self, moves: list[Move], unrouted: tuple[str, ...] = (),
+              planned: Mapping[tuple[str, str], DeploySpec] | None = None) -> bool:
         """Apply every move, and remove the ``unrouted`` services, in ONE proxy change, all or
         nothing; record the color of each service moved to 100 (none for those removed).
-        False when the proxy already routed so (or nothing was asked)."""
+        False when the proxy already routed so (or nothing was asked). ``planned``: on a dry
+        run, the colors (service, color) that would be deployed first, shown by their
+        containers' names and port."""
         assert self.proxy
         if not moves and not unrouted:
             return False
@@ -252,7 +255,7 @@ class Steps(Record):
                 for c in {m.color, model.other_color(m.color)} if m.weight < 100 else {m.color}:
                     for line in self.refresh(m.service, c):
                         self.say(f"{m.service}: {line}")
-        routes = [self._route(move) for move in moves]
+        routes = [self._route(move, planned or {}) for move in moves]
         routes += [Route(validate.service(s), None) for s in unrouted]
         records: list[tuple[str, str | None]] = [
             (m.service, m.color) for m in moves
@@ -272,29 +275,36 @@ class Steps(Record):
                 self.registry.set_color(service, color)
         return changed
 
-    def _route(self, move: Move) -> Route:
+    def _route(self, move: Move, planned: Mapping[tuple[str, str], DeploySpec]) -> Route:
         service, color = validate.service(move.service), validate.color(move.color)
         weight = validate.weight(move.weight)
-        new = self.registry.instances(service, color, passing=True)
-        if not new and weight > 0:
-            raise OperationFailed(f"no passing instance of {service}-{color}; proxy left as it is")
+        new = self._passing(service, color, planned, "") if weight > 0 else \
+            self._instances(service, color, planned)
         old: list[Instance] = []
         if weight < 100:
-            other = model.other_color(color)
-            old = self.registry.instances(service, other, passing=True)
-            if not old:
-                raise OperationFailed(f"no passing instance of {service}-{other} to keep "
-                                      f"{100 - weight}% on")
+            old = self._passing(service, model.other_color(color), planned,
+                                f" to keep {100 - weight}% on")
         chains = tuple(replace(c, servers=tuple(
-            Server(i.address, i.port) for i in self._passing(service, c.color)))
+            Server(i.address, i.port) for i in self._passing(service, c.color, planned, "")))
             for c in move.chains)
         return weighted_route(service, color, new, old, weight, location=move.location,
                               endpoint=move.endpoint, chains=chains)
 
-    def _passing(self, service: str, color: str) -> list[Instance]:
-        found = self.registry.instances(service, color, passing=True)
+    def _instances(self, service: str, color: str,
+                   planned: Mapping[tuple[str, str], DeploySpec]) -> list[Instance]:
+        """The color's passing instances; on a dry run, a planned color's would-be containers."""
+        spec = planned.get((service, color)) if self.dry_run else None
+        if spec:
+            return [Instance(name, service, color, name, spec.port)
+                    for name in model.container_names(service, color, spec.scale)]
+        return self.registry.instances(service, color, passing=True)
+
+    def _passing(self, service: str, color: str, planned: Mapping[tuple[str, str], DeploySpec],
+                 why: str) -> list[Instance]:
+        found = self._instances(service, color, planned)
         if not found:
-            raise OperationFailed(f"no passing instance of {service}-{color}; proxy left as it is")
+            raise OperationFailed(f"no passing instance of {service}-{color}{why}; proxy left as "
+                                  f"it is")
         return found
 
     def _recorded(self, service: str) -> str | None:
@@ -332,7 +342,10 @@ class Steps(Record):
     # -- what the pipeline keeps in the registry ----------------------------------------
 
     def lock(self, target: str, wait: float, on_stale: Callable[[str], None]
-             ) -> contextlib.AbstractContextManager[Lease]:
+             ) -> contextlib.AbstractContextManager[Lease | None]:
+        """The target's lock; none on a dry run (it changes nothing)."""
+        if self.dry_run:
+            return contextlib.nullcontext()
         return self.registry.lock(target, wait, on_stale=on_stale)
 
     def snapshot(self, target: str) -> contextlib.AbstractContextManager[None]:
@@ -371,6 +384,10 @@ class Steps(Record):
 
     def serving_color(self, service: str) -> str | None:
         return self.proxy.serving(service).color if self.proxy else None
+
+    def proxy_chains(self, service: str) -> dict[str, str]:
+        """Side -> color of the chains the proxy keeps the callers of ``service`` on."""
+        return {c.side: c.color for c in self.proxy.current(service).chains} if self.proxy else {}
 
     def healthy(self, service: str, color: str | None) -> bool:
         """Every registered instance of the color passes its check (so it runs and answers).

@@ -3,27 +3,34 @@
 nginx (Debian's, with ``libnginx-mod-http-lua`` and ``lua-cjson``) includes one generated file
 in ``http {}`` (:func:`render_http`): per service an ``upstream`` whose ``balancer_by_lua``
 picks a peer per request (smooth weighted round robin, retrying another peer on a connection
-failure), and a control server on loopback or a unix socket (``resources/nginx/dynamic/``).
+failure), per internal endpoint a server on the internal listener whose upstream's balancer
+keeps the callers of each release on that release (chains), and a control server on
+loopback or a unix socket (``resources/nginx/dynamic/``).
 
 The public surface:
 
 - :class:`DynamicControl` posts the full routes of one or more services in one request, all
   applied or none, and reads what nginx serves. It records the routes in a JSON state file
   first (atomically), from which nginx restores them when it (re)starts.
-- :class:`DynamicProxy` adds that a service new to nginx (or removed from it) is a config
-  change: render, ``nginx -t``, reload, restore on failure. Everything else is a POST.
+- :class:`DynamicProxy` adds that a service or an internal endpoint new to nginx (or removed
+  from it, or a location changed) is a config change: render, ``nginx -t``, reload, restore on
+  failure. Everything else (servers, weights, chains) is a POST.
 
 Control protocol (``CONTROL_PATH`` on the control listener):
 
-- ``POST {"services": {NAME: [{"address": IPv4, "port": 1-65535, "weight": 0-100}, ...]}}``:
-  every named service gets exactly these servers (at least one with weight > 0); services
-  not named keep theirs. 200 ``{"generation": G, "services": <applied>}``; 400
-  ``{"error": ...}`` for any invalid payload (unknown service or key, bad value, malformed
-  JSON), and nothing changes; 503 when the change lock stays held 5 s.
-- ``GET``: 200 ``{"generation": G, "services": {...}, "known": [NAME...],
-  "workers": [{"id", "pid", "generation"}...], "active": {"ADDRESS:PORT": N}}``: each
-  worker's generation is the one it routes with (a worker checks the generation on every
-  request and every second); ``active`` counts the requests in flight per peer (draining).
+- ``POST {"services": {NAME: [{"address": IPv4, "port": 1-65535, "weight": 0-100}, ...]},
+  "chains": {NAME: [{"side": "new"|"old", "color": "blue"|"green", "callers": [IPv4, ...],
+  "servers": [...]}, ...]}}``: every named service gets exactly these servers (at least one
+  with weight > 0) and these chains (none when not named; only for a service with an
+  internal endpoint: a request entering it from a caller's address goes to that chain's
+  servers); services not named keep theirs. 200 ``{"generation": G, "services": <applied>,
+  "chains": <applied>}``; 400 ``{"error": ...}`` for any invalid payload (unknown service or
+  key, bad value, malformed JSON), and nothing changes; 503 when the change lock stays held 5 s.
+- ``GET``: 200 ``{"generation": G, "services": {...}, "chains": {...}, "known": [NAME...],
+  "endpoints": [NAME...], "workers": [{"id", "pid", "generation"}...],
+  "active": {"ADDRESS:PORT": N}}``: each worker's generation is the one it routes with (a
+  worker checks the generation on every request and every second); ``active`` counts the
+  requests in flight per peer (draining).
 """
 
 from __future__ import annotations
@@ -41,18 +48,22 @@ from typing import Any
 
 from bluegreen import templates, validate, wire
 from bluegreen.errors import OperationFailed, Unreachable, UsageError
-from bluegreen.model import COLORS, Route, Server, Serving
+from bluegreen.model import COLORS, Chain, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
-from bluegreen.proxy.nginx import NginxController, apply_files, write_atomic
+from bluegreen.proxy.nginx import NginxController, apply_files, files_diff, write_atomic
+from bluegreen.record import replace
 
 CONTROL_PATH = "/bluegreen/routes"
 INCLUDE_NAME = "_bluegreen-dynamic.conf"  # a service name cannot start with '_'
 MODULES_DIR = "/usr/lib/nginx/modules"
 MODULES = ("ndk_http_module.so", "ngx_http_lua_module.so")  # Debian's, in this order
 DEFAULT_WEIGHT = 100  # a Server without a weight
+MAX_CALLERS = 1024  # addresses of one chain (as the Lua side)
+SIDES = ("new", "old")
 _PATH_RE = re.compile(r"/[A-Za-z0-9._/@+-]*")
 _SIZE_RE = re.compile(r"[1-9][0-9]{0,5}[km]")
-_HEADER_RE = re.compile(r"^# Managed by bluegreen \(dynamic mode\): services=(?P<names>\S*)$", re.M)
+_HEADER_RE = re.compile(r"^# Managed by bluegreen \(dynamic mode\): services=(?P<names>\S*)"
+                        r"(?: endpoints=(?P<endpoints>\S*))?$", re.M)
 
 
 # -- configuration ------------------------------------------------------------------------
@@ -93,23 +104,38 @@ def lua_dir() -> Path:
 
 
 def render_http(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
-                dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None) -> str:
-    """The http-level include: Lua settings, one upstream per service, the control server.
-    ``lua_path``: the directory of ``bluegreen_dynamic.lua`` as nginx sees it (default
-    :func:`lua_dir`; another for an nginx in a container or on another host)."""
+                dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None,
+                endpoints: Mapping[str, str] | None = None,
+                internal_listen: str = "172.17.0.1:80") -> str:
+    """The http-level include: Lua settings, one upstream per service, the server of each
+    internal endpoint (``endpoints``: service -> name, served on ``internal_listen``), the
+    control server. ``lua_path``: the directory of ``bluegreen_dynamic.lua`` as nginx sees it
+    (default :func:`lua_dir`; another for an nginx in a container or on another host)."""
     names = sorted({validate.service(s) for s in services})
     if not _SIZE_RE.fullmatch(dict_size):
         raise UsageError(f"invalid shared dict size {dict_size!r}: use e.g. 1m or 512k")
+    named = {validate.service(s): validate.host(e) for s, e in sorted((endpoints or {}).items())}
+    if set(named) - set(names):
+        raise UsageError(f"internal endpoints of unknown services: {', '.join(set(named) - set(names))}")
+    host, _, port = internal_listen.rpartition(":")
     return templates.render(
         "nginx/dynamic/http.conf.j2", services=names, control_listen=control_address(control),
         control_path=CONTROL_PATH, state_file=safe_path(state_file, "state file"),
-        lua_dir=safe_path(lua_path or lua_dir(), "Lua directory"), dict_size=dict_size)
+        lua_dir=safe_path(lua_path or lua_dir(), "Lua directory"), dict_size=dict_size,
+        endpoints=named, internal_listen=f"{validate.host(host)}:{validate.port(port)}")
 
 
 def configured_services(text: str | None) -> set[str]:
     """The services of a rendered include (its header line)."""
     m = _HEADER_RE.search(text or "")
     return {n for n in m.group("names").split(",") if n} if m else set()
+
+
+def configured_endpoints(text: str | None) -> dict[str, str]:
+    """Service -> internal endpoint, of a rendered include (its header line)."""
+    m = _HEADER_RE.search(text or "")
+    pairs = (p.partition("=") for p in (m.group("endpoints") or "").split(",") if p) if m else ()
+    return {service: endpoint for service, _, endpoint in pairs}
 
 
 # -- routes and the state file -------------------------------------------------------------
@@ -128,44 +154,90 @@ def _ipv4(address: str, port: int) -> str:
     return str(infos[0][4][0])
 
 
-def check_routes(routes: Mapping[str, Sequence[Server]]) -> dict[str, list[dict[str, Any]]]:
-    """The POST payload's ``services``: validated, host names resolved to IPv4 (nginx's
+def _check_servers(service: str, servers: Sequence[Server]) -> list[dict[str, Any]]:
+    """Servers as the payload has them: validated, host names resolved to IPv4 (nginx's
     balancer takes addresses only). A server without a weight gets ``DEFAULT_WEIGHT``."""
+    entries, seen = [], set()
+    for s in servers:
+        port = validate.port(s.port)
+        weight = DEFAULT_WEIGHT if s.weight is None else validate.weight(s.weight)
+        address = _ipv4(s.address, port)
+        if (address, port) in seen:
+            raise UsageError(f"{service}: server {address}:{port} listed twice")
+        seen.add((address, port))
+        entries.append({"address": address, "port": port, "weight": weight})
+    if not any(e["weight"] > 0 for e in entries):
+        raise UsageError(f"{service}: no server with a weight above 0")
+    return entries
+
+
+def check_routes(routes: Mapping[str, Sequence[Server]]) -> dict[str, list[dict[str, Any]]]:
+    """The POST payload's ``services``: each service's servers, validated."""
     if not routes:
         raise UsageError("no service to route")
-    out: dict[str, list[dict[str, Any]]] = {}
-    for service, servers in routes.items():
-        validate.service(service)
-        entries, seen = [], set()
-        for s in servers:
-            port = validate.port(s.port)
-            weight = DEFAULT_WEIGHT if s.weight is None else validate.weight(s.weight)
-            address = _ipv4(s.address, port)
-            if (address, port) in seen:
-                raise UsageError(f"{service}: server {address}:{port} listed twice")
-            seen.add((address, port))
-            entries.append({"address": address, "port": port, "weight": weight})
-        if not any(e["weight"] > 0 for e in entries):
-            raise UsageError(f"{service}: no server with a weight above 0")
-        out[service] = entries
+    return {validate.service(name): _check_servers(name, servers)
+            for name, servers in routes.items()}
+
+
+def check_chains(service: str, chains: Sequence[Chain]) -> list[dict[str, Any]]:
+    """The POST payload's chains of one service: each side once, each caller an IPv4
+    address (the caller container's, as nginx sees it) on one side only."""
+    out, sides, callers = [], set(), set()
+    for c in chains:
+        if c.side not in SIDES or c.side in sides:
+            raise UsageError(f"{service}: invalid chain side {c.side!r}: new or old, each once")
+        sides.add(c.side)
+        if not 0 < len(c.callers) <= MAX_CALLERS:
+            raise UsageError(f"{service}: a chain needs 1 to {MAX_CALLERS} callers")
+        for ip in c.callers:
+            try:
+                ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise UsageError(f"{service}: invalid caller {ip!r}: use an IPv4 address") from None
+            if ip in callers:
+                raise UsageError(f"{service}: caller {ip} listed twice")
+            callers.add(ip)
+        out.append({"side": c.side, "color": validate.color(c.color), "callers": list(c.callers),
+                    "servers": _check_servers(service, c.servers)})
     return out
 
 
-def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
-    """The routes recorded in a state file (empty when there is none)."""
+def check_payload(routes: Sequence[Route]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The POST payload (``services``, ``chains``) of routes that are not removals."""
+    services = check_routes({r.service: r.servers for r in routes})
+    chains = {}
+    for r in routes:
+        if r.chains and not r.endpoint:
+            raise UsageError(f"{r.service}: chains need an internal endpoint")
+        if r.chains:
+            chains[r.service] = check_chains(r.service, r.chains)
+    return services, chains
+
+
+def read_document(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The ``services`` and ``chains`` recorded in a state file (empty when there is none)."""
     try:
         doc = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        return {}
+        return {"services": {}, "chains": {}}
     except (OSError, ValueError) as exc:
         raise OperationFailed(f"cannot read the state file {path}: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("services", {}), dict):
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k, {}), dict)
+                                            for k in ("services", "chains")):
         raise OperationFailed(f"cannot read the state file {path}: not a bluegreen state file")
-    return dict(doc.get("services") or {})
+    return {"services": dict(doc.get("services") or {}), "chains": dict(doc.get("chains") or {})}
 
 
-def _state_text(services: Mapping[str, list[dict[str, Any]]]) -> str:
-    return json.dumps({"services": dict(sorted(services.items()))}, indent=1) + "\n"
+def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """The servers recorded in a state file (empty when there is none)."""
+    return read_document(path)["services"]
+
+
+def _state_text(services: Mapping[str, Any], chains: Mapping[str, Any]) -> str:
+    doc = {"services": dict(sorted(services.items()))}
+    if chains:
+        doc["chains"] = dict(sorted(chains.items()))
+    return json.dumps(doc, indent=1) + "\n"
 
 
 def _read_text(path: Path) -> str | None:
@@ -207,12 +279,14 @@ class DynamicControl:
         return status, doc
 
     def read(self) -> dict[str, Any]:
-        """What nginx serves: ``generation``, ``services``, ``known``, ``workers``."""
+        """What nginx serves: ``generation``, ``services``, ``chains``, ``known``,
+        ``endpoints``, ``workers``, ``active``."""
         status, doc = self._request("GET")
         if status != 200:
             raise OperationFailed(f"nginx control endpoint {self.where}: {status} {doc.get('error')}")
-        doc["known"] = list(doc.get("known") or [])  # Lua's cjson writes an empty list as {}
-        doc["active"] = dict(doc.get("active") or {})
+        for key, kind in (("known", list), ("endpoints", list), ("active", dict),
+                          ("chains", dict), ("services", dict)):
+            doc[key] = kind(doc.get(key) or kind())  # Lua's cjson writes an empty list as {}
         return doc
 
     def drain(self, servers: Iterable[Server], timeout: float) -> bool:
@@ -230,18 +304,21 @@ class DynamicControl:
         """Route each named service to exactly its servers, in one change; the generation."""
         return self.apply_checked(check_routes(routes))
 
-    def apply_checked(self, services: Mapping[str, list[dict[str, Any]]]) -> int:
-        """:meth:`apply` for a payload from :func:`check_routes`: record it in the state file,
+    def apply_checked(self, services: Mapping[str, list[dict[str, Any]]],
+                      chains: Mapping[str, list[dict[str, Any]]] | None = None) -> int:
+        """:meth:`apply` for a payload from :func:`check_payload`: record it in the state file,
         POST it; on any failure the state file is restored and nothing was applied (except
         when the answer was lost, which the error says)."""
         with state_lock(self.state_file):
-            return self._post(services)
+            return self._post(services, chains or {})
 
-    def _post(self, services: Mapping[str, list[dict[str, Any]]]) -> int:
+    def _post(self, services: Mapping[str, list[dict[str, Any]]],
+              chains: Mapping[str, list[dict[str, Any]]]) -> int:
         """:meth:`apply_checked` under the state file's lock."""
-        previous = self.record(services)
+        previous = self.record(services, chains)
+        body = {"services": services} | ({"chains": chains} if chains else {})
         try:
-            status, doc = self._request("POST", json.dumps({"services": services}).encode())
+            status, doc = self._request("POST", json.dumps(body).encode())
             if status != 200:
                 raise OperationFailed(f"nginx at {self.where} refused the routes ({status}): "
                                       f"{str(doc.get('error'))[:300]}")
@@ -251,12 +328,13 @@ class DynamicControl:
                 write_atomic(self.state_file, previous)
             raise
 
-    def record(self, services: Mapping[str, list[dict[str, Any]]]) -> str | None:
-        """Merge ``services`` into the state file; its previous text."""
+    def record(self, services: Mapping[str, list[dict[str, Any]]],
+               chains: Mapping[str, list[dict[str, Any]]]) -> str | None:
+        """Merge ``services`` (with their ``chains``) into the state file; its previous text."""
         if not self.state_file:
             return None
         previous = _read_text(self.state_file)
-        write_atomic(self.state_file, merged_state(self.state_file, services))
+        write_atomic(self.state_file, merged_state(self.state_file, services, chains=chains))
         return previous
 
 
@@ -275,39 +353,49 @@ def state_lock(state_file: Path | None) -> Iterator[None]:
 
 
 def merged_state(path: str | os.PathLike[str], services: Mapping[str, list[dict[str, Any]]],
-                 drop: Iterable[str] = ()) -> str:
-    """The text of state file ``path`` with ``services`` set and ``drop`` removed."""
-    state = read_state(path)
-    state.update(services)
+                 drop: Iterable[str] = (),
+                 chains: Mapping[str, list[dict[str, Any]]] | None = None) -> str:
+    """The text of state file ``path`` with ``services`` set (each with exactly its
+    ``chains``: none when not named) and ``drop`` removed."""
+    doc = read_document(path)
+    doc["services"].update(services)
+    for name in [*services, *drop]:
+        doc["chains"].pop(name, None)
+    doc["chains"].update({n: c for n, c in (chains or {}).items() if n in services})
     for name in drop:
-        state.pop(name, None)
-    return _state_text(state)
+        doc["services"].pop(name, None)
+    return _state_text(doc["services"], doc["chains"])
 
 
 # -- the proxy: POST, or reload when the set of services changes ------------------------------
 
 
 class DynamicProxy:
-    """An nginx in dynamic mode: ``include_path`` (in ``http {}``) holds the upstreams and the
-    control server; ``include_dir/<service>.conf`` (in ``server {}``) the locations, as in the
-    reload mode."""
+    """An nginx in dynamic mode: ``include_path`` (in ``http {}``) holds the upstreams, the
+    internal endpoints' servers (on ``internal_listen``) and the control server;
+    ``include_dir/<service>.conf`` (in ``server {}``) the locations, as in the reload mode."""
 
     def __init__(self, controller: NginxController, include_path: str | os.PathLike[str],
                  include_dir: str | os.PathLike[str], control: str,
                  state_file: str | os.PathLike[str], location: str = "/",
                  include_file: str | None = None, dict_size: str = "1m",
-                 lua_path: str | None = None) -> None:
+                 lua_path: str | None = None, internal_listen: str = "172.17.0.1:80") -> None:
         self.controller = controller
         self.include_path, self.include_dir = Path(include_path), Path(include_dir)
         self.location = validate.location(location)
         self.include_file = Path(include_file) if include_file else None
         self.dict_size, self.lua_path = dict_size, lua_path
+        self.internal_listen = internal_listen
         self.client = DynamicControl(control, safe_path(state_file, "state file"))
         self.state_file = Path(state_file)
 
     def services(self) -> set[str]:
         """The services nginx's configuration has an upstream for."""
         return configured_services(_read_text(self.include_path))
+
+    def endpoints(self) -> dict[str, str]:
+        """Service -> the internal endpoint nginx's configuration serves for it."""
+        return configured_endpoints(_read_text(self.include_path))
 
     def read(self) -> dict[str, Any]:
         return self.client.read()
@@ -316,23 +404,34 @@ class DynamicProxy:
         """The servers nginx routes ``service`` to now (empty when none)."""
         return list(self.read()["services"].get(validate.service(service)) or [])
 
-    def apply(self, routes: Mapping[str, Sequence[Server]], reload_timeout: float = 10.0) -> int:
-        """Route each named service to exactly its servers, as one change; the generation.
-        A POST, or a checked reload when a service is new to this nginx."""
-        services = check_routes(routes)
+    def apply(self, routes: Mapping[str, Sequence[Server]] | Sequence[Route],
+              reload_timeout: float = 10.0) -> int:
+        """Route each service to exactly its servers (and chains), as one change; the
+        generation. A POST, or a checked reload when the configuration changes (a service or
+        an internal endpoint new, changed or gone, a location). ``routes``: Routes, or
+        service -> servers (no endpoint; the location kept, the default when new)."""
+        if isinstance(routes, Mapping):
+            routes = [Route(name, None, tuple(servers)) for name, servers in routes.items()]
+        services, chains = check_payload(routes)
         with state_lock(self.state_file):
-            return self._apply(services, reload_timeout)
+            plan = self.config_changes(routes)
+            if not plan:
+                return self.client._post(services, chains)
+            plan[self.state_file] = merged_state(self.state_file, services, chains=chains)
+            self._reload(plan, reload_timeout)  # nginx loads the state file as it starts workers
+            return int(self.read()["generation"])
 
-    def _apply(self, services: Mapping[str, list[dict[str, Any]]], reload_timeout: float) -> int:
-        current = self.services()
-        new = set(services) - current
-        if not new:
-            return self.client._post(services)
-        plan = {self.include_path: self._render(current | new),
-                 self.state_file: merged_state(self.state_file, services)}
-        plan.update({self.include_dir / f"{s}.conf": self._location(s) for s in new})
-        self._reload(plan, reload_timeout)  # nginx loads the state file as it starts workers
-        return int(self.read()["generation"])
+    def config_changes(self, routes: Sequence[Route]) -> dict[Path, str | None]:
+        """The files that routing as ``routes`` changes (none: a POST is enough)."""
+        endpoints = self.endpoints()
+        for r in routes:
+            endpoints.pop(r.service, None)
+            if r.endpoint:
+                endpoints[r.service] = r.endpoint
+        plan = {self.include_path: self._render(self.services() | {r.service for r in routes},
+                                                endpoints)}
+        plan.update({self.include_dir / f"{r.service}.conf": self._location(r) for r in routes})
+        return {path: text for path, text in plan.items() if _read_text(path) != text}
 
     def remove(self, services: Iterable[str], reload_timeout: float = 10.0) -> bool:
         """Take services out of nginx (a checked reload); False if none was there."""
@@ -341,25 +440,35 @@ class DynamicProxy:
             gone = names & self.services()
             if not gone:
                 return False
+            endpoints = {s: e for s, e in self.endpoints().items() if s not in gone}
             plan: dict[Path, str | None] = {
-                self.include_path: self._render(self.services() - gone),
+                self.include_path: self._render(self.services() - gone, endpoints),
                 self.state_file: merged_state(self.state_file, {}, gone)}
             plan.update(dict.fromkeys((self.include_dir / f"{s}.conf" for s in gone), None))
             self._reload(plan, reload_timeout)
         return True
 
-    def _render(self, services: Iterable[str]) -> str:
+    def _render(self, services: Iterable[str], endpoints: Mapping[str, str]) -> str:
         return render_http(services, self.client.control, self.state_file, self.dict_size,
-                           self.lua_path)
+                           self.lua_path, endpoints, self.internal_listen)
 
-    def _location(self, service: str) -> str:
-        if self.include_file:
-            try:
-                return self.include_file.read_text()
-            except OSError as exc:
-                raise UsageError(f"cannot read include file {self.include_file}: "
-                                 f"{exc.strerror}") from exc
-        return templates.render("nginx/include.conf.j2", service=service, location=self.location)
+    def _location(self, route: Route) -> str | None:
+        """The service's public location file: none for location ``""``; for ``None`` the
+        one it has (the default, or the include file, when it has none)."""
+        if route.location == "":
+            return None
+        if route.location is None:
+            existing = _read_text(self.include_dir / f"{route.service}.conf")
+            if existing is not None:
+                return existing
+            if self.include_file:
+                try:
+                    return self.include_file.read_text()
+                except OSError as exc:
+                    raise UsageError(f"cannot read include file {self.include_file}: "
+                                     f"{exc.strerror}") from exc
+        return templates.render("nginx/include.conf.j2", service=route.service,
+                                location=validate.location(route.location or self.location))
 
     def _reload(self, plan: Mapping[Path, str | None], timeout: float) -> None:
         apply_files(self.controller, plan, timeout)
@@ -377,11 +486,47 @@ def _scaled(servers: Sequence[Server]) -> list[Server]:
             for s in servers]
 
 
+def _shown_servers(entries: Iterable[tuple[str, int, int]]) -> str:
+    return " ".join(f"{a}:{p}*{w}" for a, p, w in sorted(entries)) or "(none)"
+
+
+def _entries(servers: Iterable[Server]) -> list[tuple[str, int, int]]:
+    """(address, port, weight) of the servers, an address that is not IPv4 shown as given (a
+    dry run's placeholder for an instance not started yet)."""
+    out = []
+    for s in servers:
+        address = s.address
+        with contextlib.suppress(UsageError, OperationFailed):
+            address = _ipv4(s.address, s.port)
+        out.append((address, s.port, DEFAULT_WEIGHT if s.weight is None else s.weight))
+    return out
+
+
+def _served_entries(entries: Iterable[Mapping[str, Any]]) -> list[tuple[str, int, int]]:
+    return [(e["address"], e["port"], e.get("weight", DEFAULT_WEIGHT)) for e in entries]
+
+
+def _shown_chains(chains: Iterable[tuple[str, str, Sequence[str], str]]) -> str:
+    return "; ".join(f"{side} callers {' '.join(sorted(callers))} -> {color} {servers}"
+                     for side, color, callers, servers in sorted(chains)) or "(none)"
+
+
+def _route_chains(route: Route) -> str:
+    return _shown_chains((c.side, c.color, c.callers, _shown_servers(_entries(c.servers)))
+                         for c in route.chains)
+
+
+def _served_chains(chains: Iterable[Mapping[str, Any]]) -> str:
+    return _shown_chains((c["side"], c["color"], c["callers"],
+                          _shown_servers(_served_entries(c["servers"]))) for c in chains)
+
+
 class NginxDynamicProxy(Proxy):
-    """``--nginx-mode dynamic``: switches, weight steps and rollbacks are one POST to nginx's
-    control endpoint (no reload, no new workers, client connections untouched); adding or
-    removing a service is a checked reload. Which color each service is routed to, and at what
-    weight, is kept beside the state file (``<state>.colors.json``), written before the POST."""
+    """``--nginx-mode dynamic``: switches, weight steps, chain changes and rollbacks are one
+    POST to nginx's control endpoint (no reload, no new workers, client connections untouched);
+    adding or removing a service or an internal endpoint is a checked reload. Which color each
+    service is routed to, and at what weight, is kept beside the state file
+    (``<state>.colors.json``), written before the POST."""
 
     def __init__(self, engine: DynamicProxy) -> None:
         self.engine = engine
@@ -401,44 +546,60 @@ class NginxDynamicProxy(Proxy):
             raise OperationFailed(f"cannot read {self.colors_file}: {exc}") from exc
         return doc if isinstance(doc, dict) else {}
 
-    def _servers(self, service: str) -> list[dict[str, Any]]:
-        """What nginx routes to now; what bluegreen recorded when nginx cannot be asked (nginx
-        restores exactly that when it starts)."""
+    def _served(self) -> dict[str, Any]:
+        """The ``services`` and ``chains`` nginx routes with now; what bluegreen recorded when
+        nginx cannot be asked (nginx restores exactly that when it starts)."""
         try:
-            return self.engine.serving(service)
+            return self.engine.read()
         except Unreachable:
-            return list(read_state(self.engine.state_file).get(service) or [])
+            return read_document(self.engine.state_file)
 
     def serving(self, service: str) -> Serving:
         route = self._colors().get(validate.service(service)) or {}
-        servers = tuple(f"{s['address']}:{s['port']}" for s in self._servers(service)
+        servers = tuple(f"{s['address']}:{s['port']}"
+                        for s in self._served()["services"].get(service) or []
                         if s.get("weight", DEFAULT_WEIGHT) > 0)
         color = route.get("color") if servers else None
         return Serving(color if color in COLORS else None, int(route.get("weight", 100)), servers)
 
     def current(self, service: str) -> Route:
-        """What nginx routes the service to, each server's weight included."""
-        now = self.serving(service)
-        servers = tuple(Server(e["address"], e["port"], e.get("weight", DEFAULT_WEIGHT))
-                        for e in self._servers(service))
-        return Route(service, now.color if servers else None, servers, now.weight)
+        """What nginx routes the service to: each server's weight, its internal endpoint and
+        its chains included."""
+        served = self._served()
+        route = self._colors().get(validate.service(service)) or {}
+        servers = tuple(Server(a, p, w) for a, p, w in
+                        _served_entries(served["services"].get(service) or []))
+        chains = tuple(Chain(c["side"], c["color"], tuple(c["callers"]),
+                             tuple(Server(a, p, w) for a, p, w in _served_entries(c["servers"])))
+                       for c in served["chains"].get(service) or [])
+        return Route(service, route.get("color") if servers else None, servers,
+                     int(route.get("weight", 100)), endpoint=self.engine.endpoints().get(service),
+                     chains=chains)
 
     def diff(self, routes: Sequence[Route]) -> str:
+        """One line per service whose servers, color or weight change, one per service whose
+        chains change, then the unified diff of the configuration files a reload rewrites."""
+        served, colors = self._served(), self._colors()
         lines = []
         for r in routes:
-            now = self.serving(r.service)
+            now = colors.get(r.service) or {}
+            entries = served["services"].get(r.service) or []
+            have = (f"{now.get('color')} {now.get('weight', 100)}% "
+                    f"{_shown_servers(_served_entries(entries))}" if entries else "(none)")
             want = "(removed)" if r.removed else (
-                f"{r.color} {r.weight}% " + " ".join(f"{s.hostport}*{s.weight or DEFAULT_WEIGHT}"
-                                                     for s in _scaled(r.servers)))
-            have = f"{now.color} {now.weight}% " + " ".join(now.servers) if now.servers else "(none)"
-            if want.split(" ")[:2] != have.split(" ")[:2] or r.removed != (not now.servers):
+                f"{r.color} {r.weight}% {_shown_servers(_entries(_scaled(r.servers)))}")
+            if have != want and not (r.removed and not entries):
                 lines.append(f"{r.service}: {have} -> {want}\n")
-        return "".join(lines)
+            have_chains = _served_chains(served["chains"].get(r.service) or [])
+            if not r.removed and have_chains != _route_chains(r):
+                lines.append(f"{r.service} chains: {have_chains} -> {_route_chains(r)}\n")
+        live = [r for r in routes if not r.removed]
+        return "".join(lines) + (files_diff(self.engine.config_changes(live)) if live else "")
 
     def apply(self, routes: Sequence[Route]) -> bool:
-        """One POST for every routed service (or a checked reload when one is new), then one
-        reload for the removed ones; the color record beside the state file goes back on any
-        failure, and so do the services already posted."""
+        """One POST for every routed service (or a checked reload when the configuration
+        changes), then one reload for the removed ones; the color record beside the state
+        file goes back on any failure, and so do the services already posted."""
         if not self.diff(routes):
             return False
         before = self._colors()
@@ -448,22 +609,20 @@ class NginxDynamicProxy(Proxy):
                 after.pop(r.service, None)
             else:
                 after[r.service] = {"color": r.color, "weight": r.weight}
-        sets = {r.service: _scaled(r.servers) for r in routes if not r.removed}
+        live = [replace(r, servers=tuple(_scaled(r.servers))) for r in routes if not r.removed]
         gone = [r.service for r in routes if r.removed]
-        previous = {s: self._servers(s) for s in sets}
+        previous = [p for p in (self.current(r.service) for r in live) if not p.removed]
         write_atomic(self.colors_file, json.dumps(after, indent=1, sort_keys=True))
         try:
-            if sets:
-                self.engine.apply(sets)
+            if live:
+                self.engine.apply(live)
             try:
                 if gone:
                     self.engine.remove(gone)
             except BaseException:
-                back = {s: [Server(e["address"], e["port"], e["weight"]) for e in v]
-                        for s, v in previous.items() if v}
                 with contextlib.suppress(Exception):
-                    if back:
-                        self.engine.apply(back)
+                    if previous:
+                        self.engine.apply(previous)
                 raise
         except BaseException:
             write_atomic(self.colors_file, json.dumps(before, indent=1, sort_keys=True))
@@ -475,7 +634,9 @@ class NginxDynamicProxy(Proxy):
         deadline = time.monotonic() + timeout
         while True:
             doc = self.engine.read()
-            routed = {f"{e['address']}:{e['port']}" for servers in doc["services"].values()
+            lists = [*doc["services"].values(),
+                     *(c["servers"] for chains in doc["chains"].values() for c in chains)]
+            routed = {f"{e['address']}:{e['port']}" for servers in lists
                       for e in servers or [] if e.get("weight", DEFAULT_WEIGHT) > 0}
             if not set(k for k, n in doc["active"].items() if n) - routed:
                 return True

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bluegreen import templates, validate
 from bluegreen.errors import OperationFailed, Unreachable
-from bluegreen.model import COLORS, Route, Server, Serving
+from bluegreen.model import COLORS, Chain, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
 
 if TYPE_CHECKING:
@@ -31,6 +31,11 @@ HEADER_RE = re.compile(
     r"(?: weight=(?P<weight>\d+))?$", re.M)
 SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;{]+:\d+)(?:\s+weight=(?P<weight>\d+))?",
                        re.M)
+# an internal endpoint's server and chains (resources/nginx/endpoint.conf.j2)
+ENDPOINT_RE = re.compile(r"^    server_name (?P<name>\S+);$", re.M)
+CHAIN_RE = re.compile(r"^# (?P<side>new|old) release: its callers reach \S+-(?P<color>blue|green) "
+                      r"only\nupstream \S+ \{\n(?P<servers>[^}]*)\}", re.M)
+CALLER_RE = re.compile(r"^    (?P<ip>\S+) (?P<side>new|old);$", re.M)
 
 
 class NginxController(ABC):
@@ -227,14 +232,17 @@ class NginxProxy(Proxy):
         return read_serving(self.upstream_dir, service)
 
     def current(self, service: str) -> Route:
-        """The route of the upstream file, each server's weight included."""
+        """The route of the upstream file: each server's weight, the internal endpoint and its
+        chains included."""
         now = read_serving(self.upstream_dir, service)
-        text = (_read(self.paths(service)[0]) or "").split("\n}", 1)[0]  # its own upstream
-        servers = []
-        for m in SERVER_RE.finditer(text):
-            host, _, port = m.group("hostport").rpartition(":")
-            servers.append(Server(host, int(port), int(m.group("weight")) if m.group("weight") else None))
-        return Route(service, now.color if servers else None, tuple(servers), now.weight)
+        text = _read(self.paths(service)[0]) or ""
+        servers = _servers(text.split("\n}", 1)[0])  # its own upstream, the first block
+        callers = CALLER_RE.findall(text)
+        chains = tuple(Chain(m["side"], m["color"], tuple(ip for ip, s in callers if s == m["side"]),
+                             _servers(m["servers"])) for m in CHAIN_RE.finditer(text))
+        endpoint = ENDPOINT_RE.search(text)
+        return Route(service, now.color if servers else None, servers, now.weight,
+                     endpoint=endpoint["name"] if endpoint else None, chains=chains)
 
     def paths(self, service: str) -> tuple[Path, Path]:
         name = f"{validate.service(service)}.conf"
@@ -295,15 +303,7 @@ class NginxProxy(Proxy):
         return {p: text for p, text in plan.items() if _read(p) != text}
 
     def diff(self, routes: Sequence[Route]) -> str:
-        out = []
-        for path, text in self._changes(self.plan(routes)).items():
-            old = _read(path)
-            import difflib
-
-            out += difflib.unified_diff((old or "").splitlines(True), (text or "").splitlines(True),
-                                        f"a{path}" if old is not None else "/dev/null",
-                                        f"b{path}" if text is not None else "/dev/null")
-        return "".join(out)
+        return files_diff(self._changes(self.plan(routes)))
 
     def apply(self, routes: Sequence[Route], reload_timeout: float = 10.0) -> bool:
         """Write every file, one ``nginx -t``, one reload; restore and re-reload on any failure."""
@@ -337,6 +337,28 @@ def apply_files(controller: NginxController, changes: Mapping[Path, str | None],
                 if controller.test()[0]:
                     controller.reload(timeout)
         raise
+
+
+def _servers(text: str) -> tuple[Server, ...]:
+    """The ``server`` lines of an upstream block."""
+    found = []
+    for m in SERVER_RE.finditer(text):
+        host, _, port = m.group("hostport").rpartition(":")
+        found.append(Server(host, int(port), int(m.group("weight")) if m.group("weight") else None))
+    return tuple(found)
+
+
+def files_diff(changes: Mapping[Path, str | None]) -> str:
+    """The unified diff of writing ``changes`` (``None``: removing the file)."""
+    import difflib
+
+    out: list[str] = []
+    for path, text in changes.items():
+        old = _read(path)
+        out += difflib.unified_diff((old or "").splitlines(True), (text or "").splitlines(True),
+                                    f"a{path}" if old is not None else "/dev/null",
+                                    f"b{path}" if text is not None else "/dev/null")
+    return "".join(out)
 
 
 def _read(path: Path) -> str | None:

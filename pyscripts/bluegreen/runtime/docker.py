@@ -17,18 +17,13 @@ from typing import Any
 
 from bluegreen import validate
 from bluegreen.errors import OperationFailed, Unreachable, reaching
-from bluegreen.model import Container, DeploySpec, color_name
+from bluegreen.model import Container, DeploySpec, color_name, container_names
 from bluegreen.runtime.base import Runtime
 
 LABEL_SERVICE = "bluegreen.service"
 LABEL_COLOR = "bluegreen.color"
 LABEL_PORT = "bluegreen.port"
 LABEL_HEALTH = "bluegreen.health-path"
-
-
-def container_names(service: str, color: str, scale: int) -> list[str]:
-    base = color_name(validate.service(service), validate.color(color))
-    return [base] if scale == 1 else [f"{base}-{n}" for n in range(1, scale + 1)]
 
 
 class DockerEngine:
@@ -190,7 +185,8 @@ class DockerRuntime(DockerEngine, Runtime):
                 )
             return self._info(c)
 
-        return self._each(create, container_names(service, color, spec.scale))
+        return self._each(create, container_names(validate.service(service), validate.color(color),
+                                                  spec.scale))
 
     def start(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
         """Replace the color's containers by ``spec.scale`` new ones, started."""

@@ -1,11 +1,15 @@
 -- bluegreen dynamic mode: each service's peers are chosen per request from a shared dict,
 -- which a loopback-only control endpoint replaces without an nginx reload.
 --
--- Shared dict keys: "state" = JSON {"generation": G, "services": {name: [server, ...]}},
+-- Shared dict keys: "state" = JSON {"generation": G, "services": {name: [server, ...]},
+-- "chains": {name: [chain, ...]}},
 -- "generation" = G (read on every request to notice a change), "lock" (writers),
 -- "worker:<id>" = JSON {"pid", "generation"} (what each worker really uses),
 -- "active:<address>:<port>" = requests in flight to that peer (for draining).
--- A server is {"address": IPv4, "port": 1-65535, "weight": 0-100}.
+-- A server is {"address": IPv4, "port": 1-65535, "weight": 0-100}. A chain keeps the callers
+-- of one release on one color of a service with an internal endpoint: {"side": "new"|"old",
+-- "color": "blue"|"green", "callers": [IPv4, ...], "servers": [server, ...]}; a request that
+-- enters the internal endpoint from a caller's address goes to that chain's servers only.
 
 local cjson = require "cjson.safe"
 local balancer = require "ngx.balancer"
@@ -14,11 +18,18 @@ local M = {}
 
 local DICT = "bluegreen"
 local MAX_SERVERS = 256
+local MAX_CALLERS = 1024
 local SERVER_KEYS = { address = true, port = true, weight = true }
+local CHAIN_KEYS = { side = true, color = true, callers = true, servers = true }
+local SIDES = { new = true, old = true }
+local COLORS = { blue = true, green = true }
 
 local known = {}          -- service name -> true: the services with an upstream in this config
+local endpoints = {}      -- service name -> true: those with an internal endpoint (chains)
 local local_gen = nil     -- generation this worker's `routes` were built from
-local routes = {}         -- service -> { peers = {{key, address, port, weight, current}...} }
+-- service -> { peers = {{key, address, port, weight, current}...},
+--              callers = {address -> side}, sides = {side -> peers} }
+local routes = {}
 
 -- validation ------------------------------------------------------------------------------
 
@@ -91,12 +102,52 @@ local function check_servers(name, list)
     return out
 end
 
--- A validated {name: servers} from a document {"services": {...}}, or nil and why.
+local function is_object(t)
+    return type(t) == "table" and not (is_list(t) and count(t) > 0)
+end
+
+-- A validated copy of one service's chains (one per side at most), or nil and why.
+local function check_chains(name, list)
+    if type(list) ~= "table" or not is_list(list) or #list == 0 or #list > 2 then
+        return nil, name .. ": chains must be a list of one or two chains"
+    end
+    local out, sides, callers = {}, {}, {}
+    for i, c in ipairs(list) do
+        local where = name .. ": chain " .. i
+        if not is_object(c) then return nil, where .. " must be an object" end
+        for k in pairs(c) do
+            if not CHAIN_KEYS[k] then return nil, where .. ": unknown key " .. tostring(k) end
+        end
+        if not SIDES[c.side] or sides[c.side] then
+            return nil, where .. ": side must be new or old, each once"
+        end
+        sides[c.side] = true
+        if not COLORS[c.color] then return nil, where .. ": color must be blue or green" end
+        local ips = c.callers
+        if type(ips) ~= "table" or not is_list(ips) or #ips == 0 or #ips > MAX_CALLERS then
+            return nil, where .. ": callers must be a list of 1 to " .. MAX_CALLERS .. " addresses"
+        end
+        for _, ip in ipairs(ips) do
+            if not is_ipv4(ip) then return nil, where .. ": a caller must be an IPv4 address" end
+            if callers[ip] then return nil, where .. ": caller " .. ip .. " listed twice" end
+            callers[ip] = true
+        end
+        local servers, err = check_servers(where, c.servers)
+        if not servers then return nil, err end
+        local copy = {}
+        for j, ip in ipairs(ips) do copy[j] = ip end
+        out[i] = { side = c.side, color = c.color, callers = copy, servers = servers }
+    end
+    return out
+end
+
+-- Validated {name: servers} and {name: chains} from a document {"services": {...},
+-- "chains": {...}} (chains only of services it names), or nil and why.
 -- `only_known`: reject services without an upstream (payloads); else skip them (state file).
 local function check_document(doc, only_known)
     if type(doc) ~= "table" then return nil, "the body must be a JSON object" end
     for k in pairs(doc) do
-        if k ~= "services" then return nil, "unknown key " .. tostring(k) end
+        if k ~= "services" and k ~= "chains" then return nil, "unknown key " .. tostring(k) end
     end
     local services = doc.services
     if type(services) ~= "table" or count(services) == 0 then
@@ -117,7 +168,24 @@ local function check_document(doc, only_known)
             ngx.log(ngx.WARN, "bluegreen: state file names ", name, ", which has no upstream here")
         end
     end
-    return out
+    local chains = doc.chains
+    if chains == nil then chains = {} end
+    if not is_object(chains) then return nil, "chains must be an object" end
+    local out_chains = {}
+    for name, list in pairs(chains) do
+        if type(name) ~= "string" or services[name] == nil then
+            return nil, "chains of " .. cjson.encode(tostring(name)) .. ": not in services"
+        end
+        if out[name] and not endpoints[name] then
+            if only_known then return nil, name .. ": chains need an internal endpoint" end
+            ngx.log(ngx.WARN, "bluegreen: state file chains ", name, ", which has no endpoint here")
+        elseif out[name] then
+            local checked, err = check_chains(name, list)
+            if not checked then return nil, err end
+            out_chains[name] = checked
+        end
+    end
+    return out, out_chains
 end
 
 -- state in the shared dict ----------------------------------------------------------------
@@ -125,7 +193,10 @@ end
 local function stored_state(dict)
     local blob = dict:get("state")
     local st = blob and cjson.decode(blob)
-    if type(st) ~= "table" then return { generation = dict:get("generation") or 0, services = {} } end
+    if type(st) ~= "table" then
+        return { generation = dict:get("generation") or 0, services = {}, chains = {} }
+    end
+    st.chains = st.chains or {}
     return st
 end
 
@@ -152,6 +223,18 @@ local function with_lock(dict, fn)
     return res, err
 end
 
+local function peers_of(servers)
+    local peers = {}
+    for _, s in ipairs(servers) do
+        if s.weight > 0 then
+            peers[#peers + 1] = { key = s.address .. ":" .. string.format("%d", s.port),
+                                  address = s.address, port = s.port, weight = s.weight,
+                                  current = 0 }
+        end
+    end
+    return peers
+end
+
 -- Rebuild this worker's peers when the dict holds a newer generation.
 local function sync()
     local dict = ngx.shared[DICT]
@@ -160,15 +243,12 @@ local function sync()
     local st = stored_state(dict)
     local fresh = {}
     for name, servers in pairs(st.services or {}) do
-        local peers = {}
-        for _, s in ipairs(servers) do
-            if s.weight > 0 then
-                peers[#peers + 1] = { key = s.address .. ":" .. string.format("%d", s.port),
-                                      address = s.address, port = s.port, weight = s.weight,
-                                      current = 0 }
-            end
+        local route = { peers = peers_of(servers), callers = {}, sides = {} }
+        for _, c in ipairs(st.chains[name] or {}) do
+            route.sides[c.side] = peers_of(c.servers)
+            for _, ip in ipairs(c.callers) do route.callers[ip] = c.side end
         end
-        fresh[name] = { peers = peers }
+        fresh[name] = route
     end
     routes, local_gen = fresh, st.generation
     dict:set("worker:" .. ngx.worker.id(),
@@ -180,19 +260,21 @@ end
 -- init_by_lua (master, at start and at every reload): the known services, and the state
 -- last recorded by bluegreen, which wins over what a reload kept in the dict.
 function M.init(opts)
-    known = {}
+    known, endpoints = {}, {}
     for _, name in ipairs(opts.services) do known[name] = true end
+    for _, name in ipairs(opts.endpoints or {}) do endpoints[name] = true end
     local dict = ngx.shared[DICT]
     local prev = stored_state(dict)
-    local services
-    local fh, err = io.open(opts.state_file, "r")
+    local services, chains, err
+    local fh
+    fh, err = io.open(opts.state_file, "r")
     if fh then
         local text = fh:read("*a")
         fh:close()
         local doc, derr = cjson.decode(text)
-        services, err = check_document(doc, false)
+        services, chains = check_document(doc, false)
         if not services then
-            err = "invalid state file " .. opts.state_file .. ": " .. tostring(derr or err)
+            err = "invalid state file " .. opts.state_file .. ": " .. tostring(derr or chains)
         end
     end
     if not services then
@@ -200,9 +282,12 @@ function M.init(opts)
         if next(known) then
             ngx.log(ngx.WARN, "bluegreen: ", err, "; keeping the routes in memory")
         end
-        services = {}
+        services, chains = {}, {}
         for name, servers in pairs(prev.services or {}) do
-            if known[name] then services[name] = servers end
+            if known[name] then
+                services[name] = servers
+                if endpoints[name] then chains[name] = prev.chains[name] end
+            end
         end
     end
     for name in pairs(known) do
@@ -210,7 +295,8 @@ function M.init(opts)
             ngx.log(ngx.ERR, "bluegreen: no recorded servers for ", name, "; it answers 502")
         end
     end
-    local ok, serr = store(dict, { generation = (prev.generation or 0) + 1, services = services })
+    local ok, serr = store(dict, { generation = (prev.generation or 0) + 1, services = services,
+                                   chains = chains })
     if not ok then error("bluegreen: " .. serr) end
 end
 
@@ -236,12 +322,18 @@ local function pick(peers, tried)
     return best
 end
 
--- balancer_by_lua of the upstream named `name`. Without a peer set here, nginx falls back to
--- the upstream's only server, marked down: 502 "no live upstreams".
-function M.balance(name)
+-- balancer_by_lua of the upstream of `name` (`internal`: of its internal endpoint, where a
+-- caller of a chain is kept on that chain's servers). Without a peer set here, nginx falls
+-- back to the upstream's only server, marked down: 502 "no live upstreams".
+function M.balance(name, internal)
     sync()
     local route = routes[name]
-    if not route or #route.peers == 0 then
+    local peers = route and route.peers
+    if route and internal then
+        local side = route.callers[ngx.var.remote_addr]
+        if side then peers = route.sides[side] end
+    end
+    if not peers or #peers == 0 then
         ngx.log(ngx.ERR, "bluegreen: no servers for ", name)
         return
     end
@@ -251,9 +343,9 @@ function M.balance(name)
         tried = {}
         ctx.bluegreen_tried = tried
         -- one try per peer: the placeholder server is down, so nginx counts none for it
-        balancer.set_more_tries(#route.peers)
+        balancer.set_more_tries(#peers)
     end
-    local peer = pick(route.peers, tried)
+    local peer = pick(peers, tried)
     if peer == nil then return end  -- every peer tried
     tried[peer.key] = true
     local ok, err = balancer.set_current_peer(peer.address, peer.port)
@@ -295,9 +387,11 @@ local function snapshot()
         workers[#workers + 1] = { id = id, pid = w and w.pid or cjson.null,
                                   generation = w and w.generation or cjson.null }
     end
-    local names = {}
+    local names, with_endpoint = {}, {}
     for name in pairs(known) do names[#names + 1] = name end
+    for name in pairs(endpoints) do with_endpoint[#with_endpoint + 1] = name end
     table.sort(names)
+    table.sort(with_endpoint)
     local active = {}
     for _, key in ipairs(dict:get_keys(0)) do
         if key:sub(1, 7) == "active:" then
@@ -305,8 +399,8 @@ local function snapshot()
             if n and n > 0 then active[key:sub(8)] = n end
         end
     end
-    return { generation = st.generation, services = st.services, known = names, workers = workers,
-             active = active }
+    return { generation = st.generation, services = st.services, chains = st.chains, known = names,
+             endpoints = with_endpoint, workers = workers, active = active }
 end
 
 local function post()
@@ -315,16 +409,19 @@ local function post()
     if not body then return respond(400, { error = "empty body (or larger than the buffer)" }) end
     local doc, derr = cjson.decode(body)
     if doc == nil then return respond(400, { error = "malformed JSON: " .. tostring(derr) }) end
-    local services, err = check_document(doc, true)
-    if not services then return respond(400, { error = err }) end
+    local services, chains = check_document(doc, true)
+    if not services then return respond(400, { error = chains }) end
     local dict = ngx.shared[DICT]
-    local gen
-    gen, err = with_lock(dict, function()
+    local gen, err = with_lock(dict, function()
         local st = stored_state(dict)
-        local all = {}
+        local all, all_chains = {}, {}
         for name, servers in pairs(st.services or {}) do all[name] = servers end
-        for name, servers in pairs(services) do all[name] = servers end
-        local new = { generation = (st.generation or 0) + 1, services = all }
+        for name, list in pairs(st.chains) do all_chains[name] = list end
+        for name, servers in pairs(services) do  -- a service posted gets exactly its chains
+            all[name] = servers
+            all_chains[name] = chains[name]
+        end
+        local new = { generation = (st.generation or 0) + 1, services = all, chains = all_chains }
         local ok, serr = store(dict, new)
         if not ok then
             store(dict, st)  -- put back what was there
@@ -334,7 +431,7 @@ local function post()
     end)
     if not gen then return respond(503, { error = err }) end
     sync()
-    return respond(200, { generation = gen, services = services })
+    return respond(200, { generation = gen, services = services, chains = chains })
 end
 
 -- content_by_lua of the control location: GET what is served, POST new routes.
