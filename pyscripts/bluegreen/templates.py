@@ -38,3 +38,32 @@ def _environment() -> Any:
 
 def render(name: str, **context: Any) -> str:
     return _environment().get_template(name).render(**context)
+
+
+KEY_PREFIX = "# bluegreen-template "
+
+
+def fingerprint(name: str, **context: Any) -> str:
+    """A key of what ``render(name, **context)`` produces, found without Jinja2: the context
+    itself (JSON) and a checksum of every template of the same top directory (the included
+    ones with them)."""
+    import json
+    import zlib
+
+    top = resource_dir() / name.split("/", 1)[0]
+    crc = 0
+    for path in sorted(top.rglob("*.j2")):
+        crc = zlib.crc32(path.read_bytes(), crc)
+    return f"{crc:08x} " + json.dumps(context, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def render_keyed(name: str, **context: Any) -> str:
+    """``render`` with its :func:`fingerprint` as the first line (an nginx comment): a later
+    :func:`is_current` tells the text is still what it would render, without importing Jinja2
+    (its import costs more than a switch of the dynamic mode)."""
+    return f"{KEY_PREFIX}{fingerprint(name, **context)}\n" + render(name, **context)
+
+
+def is_current(text: str | None, name: str, **context: Any) -> bool:
+    """True when ``text`` is what ``render_keyed(name, **context)`` would produce now."""
+    return bool(text) and text.startswith(f"{KEY_PREFIX}{fingerprint(name, **context)}\n")

@@ -185,6 +185,12 @@ def test_backend_release_paused_then_promoted(app, tmp_path):
     assert r.code == 1 and f"unfinished application release {APP} #3" in r.err
     r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v3", b="v2"))
     assert r.code == 1 and "is paused at 50%" in r.err
+    before = snapshot(app)
+    for action in ("promote", "abort"):  # what they would do, changing nothing
+        r = app.bg("app", action, APP, "--dry-run")
+        assert r.code == 0, r.err
+        assert "dry run, nothing changed" in r.out and "would" in r.err, r.err
+        assert snapshot(app) == before
     with load(app) as users:
         r = app.bg("app", "promote", APP)
     assert r.code == 0, r.err
@@ -194,12 +200,18 @@ def test_backend_release_paused_then_promoted(app, tmp_path):
 
 
 def test_abort_returns_every_changed_service(app, tmp_path):
+    """Both services change; under load, the abort never mixes the releases either: a
+    request inside a new serviceB is answered by the new serviceA until the new colors stop."""
+    old_chain, new_chain = "Welcome to the new world!", "Hello world!"
     r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v1", b="v1"), "--steps", "50,100",
                "--confirm")
     assert r.code == 0, r.err
-    r = app.bg("app", "abort", APP)
+    with load(app) as users:
+        r = app.bg("app", "abort", APP)
     assert r.code == 0, r.err
-    assert body(app) == "Welcome to the new world!"
+    assert set(users.seen) <= {old_chain, new_chain}
+    assert body(app) == old_chain
+    assert status(app)["services"]["servicea"]["proxy_chains"] == {}  # new colors stopped
     s = status(app)
     assert s["inflight"] is None and s["live_release"] == 3 and not s["problems"]
     hist = json.loads(app.bg("app", "history", APP, "--json").out)
@@ -258,6 +270,10 @@ def test_both_change_every_request_stays_on_one_release(app, tmp_path):
 
 def test_rollback_goes_back_and_forth_in_one_change(app):
     before = body(app)  # the last release: both services changed by it
+    unchanged = snapshot(app)
+    r = app.bg("app", "rollback", APP, "--dry-run")
+    assert r.code == 0 and "dry run, nothing changed" in r.out, r.err
+    assert snapshot(app) == unchanged and body(app) == before
     r = app.bg("app", "rollback", APP, "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["services"] == ["servicea", "serviceb"]

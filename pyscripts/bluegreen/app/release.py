@@ -158,14 +158,15 @@ class AppRelease(Record):
             (f"{app}.{name}", move["to"]): self._deploy_spec(spec, name)
             for name, move in inflight["moving"].items()})
 
-    def _moves(self, app: str, inflight: dict[str, Any], weight: int, back: bool = False
-               ) -> list[Move]:
+    def _moves(self, app: str, inflight: dict[str, Any], weight: int, back: bool = False,
+               chained: bool = True) -> list[Move]:
         """Every moving service at ``weight`` (new services at 100), or all back on their old
-        colors; until the old colors stop (at 100 too), each moving endpoint keeps the callers
-        of each release on its own release (version-consistent chains), the unchanged callers
-        get the weights."""
+        colors; until the colors left stop (at 100 too, and back), each moving endpoint keeps
+        the callers of each release on its own release (version-consistent chains: a request
+        already inside a caller finishes on its release), the unchanged callers get the
+        weights. Going back, a chain to a new color that is not healthy is left out."""
         moves = []
-        callers = {} if back else self._callers(app, inflight)
+        callers = self._callers(app, inflight) if chained else {}
         for name, move in inflight["moving"].items():
             record = inflight["services"][name]
             color = move["from"] if back else move["to"]
@@ -176,7 +177,9 @@ class AppRelease(Record):
             if record.get("endpoint") and move["from"] and callers:
                 chains = tuple(Chain(side, move[end], tuple(callers[side]))
                                for side, end in (("new", "to"), ("old", "from"))
-                               if callers[side])
+                               if callers[side] and not (back and side == "new" and not
+                                                         self.steps.healthy(f"{app}.{name}",
+                                                                            move[end])))
             moves.append(Move(f"{app}.{name}", color, w, location=record.get("route") or "",
                               endpoint=record.get("endpoint"), chains=chains))
         if back:  # the removed services routed again
@@ -205,12 +208,15 @@ class AppRelease(Record):
             tests = _tests(record)
             if tests.empty or not record.get("route"):
                 continue
+            if self.steps.dry_run:
+                self.say(f"would test {app}.{name} through the proxy at {weight}%")
+                continue
             result = checks.run(tests, self.opts.proxy_url)
             self.say(f"tests of {app}.{name} through the proxy at {weight}%: {result.detail}")
             if not result.ok:
                 raise OperationFailed(f"{app}.{name} failed its tests at {weight}%: "
                                       f"{result.detail}")
-        if self.opts.step_wait and weight != 100:
+        if self.opts.step_wait and weight != 100 and not self.steps.dry_run:
             time.sleep(self.opts.step_wait)
         return inflight
 
@@ -230,7 +236,8 @@ class AppRelease(Record):
                                                       "services": inflight["services"]})
             self.steps.set_record(target(app), INFLIGHT, None)
             self._history(app, inflight, "ok")
-        self.say(f"{app}: release {inflight['release']} is live")
+        if not self.steps.dry_run:
+            self.say(f"{app}: release {inflight['release']} is live")
         old = {n: m["from"] for n, m in inflight["moving"].items()
                if m["from"] and kind_of(inflight["services"][n]) == "routed"}
         return old | {n: r["color"] for n, r in _routed(_removing(inflight))}
@@ -272,7 +279,11 @@ class AppRelease(Record):
     def _stop_old(self, app: str, old: dict[str, str]) -> None:
         if not old:
             return
-        if self.opts.keep_old:
+        if self.steps.dry_run:
+            for name, color in sorted(old.items()):
+                self.say(f"would stop {app}.{name}-{color} (after --keep-old)")
+            return
+        if self.opts.keep_old and not self.steps.dry_run:
             self.say(f"keeping the old colors for {self.opts.keep_old:g}s (abort is proxy-only)")
             time.sleep(self.opts.keep_old)
         with self.steps.lock(target(app), 600, on_stale=self.say):
@@ -299,11 +310,15 @@ class AppRelease(Record):
             new = tuple(f"{app}.{n}" for n, m in inflight["moving"].items()
                         if m["from"] is None and n in routed
                         and self.steps.serving_color(f"{app}.{n}"))
-            self.steps.route(self._moves(app, inflight, 100, back=True), unrouted=new)
-            for name in routed:
+            back = self._moves(app, inflight, 100, back=True)
+            self.steps.route(back, unrouted=new)
+            # callers first: a request inside a new caller finishes on the new callee
+            for name in sorted(routed, key=lambda n: bool(routed[n].get("endpoint"))):
                 service, color = f"{app}.{name}", inflight["moving"][name]["to"]
                 if self.steps.running(service, color):
                     self.steps.stop(service, color, force=True)
+            if any(m.chains for m in back):  # the new callers are gone: no chains
+                self.steps.route(self._moves(app, inflight, 100, back=True, chained=False))
             live = self.steps.record(target(app), LIVE) or {"services": {}}
             self._settle_workers(app, live["services"], gone=[
                 n for n, m in inflight["moving"].items() if m["from"] is None and n not in routed])
@@ -311,7 +326,8 @@ class AppRelease(Record):
                 self.steps.set_record(target(app), INFLIGHT, None)
                 result = "aborted" if why is None or isinstance(why, Interrupted) else "failed"
                 self._history(app, inflight, result, why)
-            self.say(f"{app}: release {inflight['release']} undone; the old release serves")
+            if not self.steps.dry_run:
+                self.say(f"{app}: release {inflight['release']} undone; the old release serves")
         except Exception as exc:
             self.say(f"{app}: undoing release {inflight['release']}: {redact(str(exc))}")
             if why is None:
@@ -370,7 +386,8 @@ class AppRelease(Record):
                     | {n: f"{r['color']} -> -" for n, r in dropped.items()}}, HISTORY_KEEP)
             self._settle_workers(app, back, gone=[n for n, r in dropped.items()
                                                   if kind_of(r) == "worker"])
-        self.say(f"{app}: release {previous['release']} is live again")
+        if not self.steps.dry_run:
+            self.say(f"{app}: release {previous['release']} is live again")
         return {"app": app, "release": previous["release"], "result": "ok",
                 "services": sorted(back), "dropped": sorted(dropped)}
 

@@ -329,6 +329,8 @@ _APP_ACTIONS = {"app promote": ("promote", "is live"), "app abort": ("abort", "u
 def cmd_app_action(opts: dict[str, Any]) -> int:
     method, outcome = _APP_ACTIONS[opts["command_path"]]
     summary = getattr(_app(opts), method)(_app_name(opts))
+    if opts["dry_run"]:
+        summary["result"], outcome = "dry-run", f"would be {outcome} (dry run, nothing changed)"
     emit(opts, summary, f"{summary['app']}: release {summary['release']} {outcome}")
     return ExitStatus.OK
 

@@ -124,6 +124,10 @@ class Steps(Record):
         """What a color holds and whether it passed a deployment (``rollback`` needs it);
         ``rebuilt``: from its containers, after the registry lost the record."""
         record = {"image": image, "verified": verified, "at": time.time()}
+        if self.dry_run:
+            self.say(f"would record {service}-{color} as {image}, "
+                     f"{'verified' if verified else 'unverified'}")
+            return
         self.registry.put_json(service, f"release-{color}", record | ({"rebuilt": True}
                                                                       if rebuilt else {}))
 
@@ -292,12 +296,17 @@ class Steps(Record):
 
     def _instances(self, service: str, color: str,
                    planned: Mapping[tuple[str, str], DeploySpec]) -> list[Instance]:
-        """The color's passing instances; on a dry run, a planned color's would-be containers."""
+        """The color's passing instances; on a dry run, a planned color's would-be containers,
+        or a stopped color's containers (the command would start them first), by name."""
         spec = planned.get((service, color)) if self.dry_run else None
         if spec:
             return [Instance(name, service, color, name, spec.port)
                     for name in model.container_names(service, color, spec.scale)]
-        return self.registry.instances(service, color, passing=True)
+        found = self.registry.instances(service, color, passing=True)
+        if not found and self.dry_run and self.runtime:
+            found = [Instance(c.name, service, color, c.name, c.container_port)
+                     for c in self.runtime.containers(service, color)]
+        return found
 
     def _passing(self, service: str, color: str, planned: Mapping[tuple[str, str], DeploySpec],
                  why: str) -> list[Instance]:
@@ -357,11 +366,19 @@ class Steps(Record):
         return self.registry.get_json(target, name)
 
     def set_record(self, target: str, name: str, value: Any) -> None:
-        """Write (``None``: delete) a record; a signal waits until it is written."""
+        """Write (``None``: delete) a record; a signal waits until it is written. A dry run
+        says so and writes nothing."""
+        if self.dry_run:
+            self.say(f"would {'delete' if value is None else 'write'} the {name} record of "
+                     f"{target}")
+            return
         with interrupts.shielded():
             self.registry.put_json(target, name, value)
 
     def append_history(self, target: str, entry: dict[str, Any], keep: int) -> None:
+        if self.dry_run:
+            self.say(f"would add {entry.get('action', 'an entry')} to the history of {target}")
+            return
         with interrupts.shielded():
             self.registry.append_json(target, "history", entry, keep)
 

@@ -103,6 +103,9 @@ def lua_dir() -> Path:
     return templates.resource_dir() / "nginx" / "dynamic"
 
 
+HTTP_TEMPLATE = "nginx/dynamic/http.conf.j2"
+
+
 def render_http(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
                 dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None,
                 endpoints: Mapping[str, str] | None = None,
@@ -111,6 +114,15 @@ def render_http(services: Iterable[str], control: str, state_file: str | os.Path
     internal endpoint (``endpoints``: service -> name, served on ``internal_listen``), the
     control server. ``lua_path``: the directory of ``bluegreen_dynamic.lua`` as nginx sees it
     (default :func:`lua_dir`; another for an nginx in a container or on another host)."""
+    return templates.render_keyed(HTTP_TEMPLATE, **http_context(
+        services, control, state_file, dict_size, lua_path, endpoints, internal_listen))
+
+
+def http_context(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
+                 dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None,
+                 endpoints: Mapping[str, str] | None = None,
+                 internal_listen: str = "172.17.0.1:80") -> dict[str, Any]:
+    """The validated values :func:`render_http` renders."""
     names = sorted({validate.service(s) for s in services})
     if not _SIZE_RE.fullmatch(dict_size):
         raise UsageError(f"invalid shared dict size {dict_size!r}: use e.g. 1m or 512k")
@@ -118,11 +130,11 @@ def render_http(services: Iterable[str], control: str, state_file: str | os.Path
     if set(named) - set(names):
         raise UsageError(f"internal endpoints of unknown services: {', '.join(set(named) - set(names))}")
     host, _, port = internal_listen.rpartition(":")
-    return templates.render(
-        "nginx/dynamic/http.conf.j2", services=names, control_listen=control_address(control),
-        control_path=CONTROL_PATH, state_file=safe_path(state_file, "state file"),
-        lua_dir=safe_path(lua_path or lua_dir(), "Lua directory"), dict_size=dict_size,
-        endpoints=named, internal_listen=f"{validate.host(host)}:{validate.port(port)}")
+    return {"services": names, "control_listen": control_address(control),
+            "control_path": CONTROL_PATH, "state_file": safe_path(state_file, "state file"),
+            "lua_dir": safe_path(lua_path or lua_dir(), "Lua directory"), "dict_size": dict_size,
+            "endpoints": named,
+            "internal_listen": f"{validate.host(host)}:{validate.port(port)}"}
 
 
 def configured_services(text: str | None) -> set[str]:
@@ -428,8 +440,10 @@ class DynamicProxy:
             endpoints.pop(r.service, None)
             if r.endpoint:
                 endpoints[r.service] = r.endpoint
-        plan = {self.include_path: self._render(self.services() | {r.service for r in routes},
-                                                endpoints)}
+        plan: dict[Path, str | None] = {}
+        context = self._context(self.services() | {r.service for r in routes}, endpoints)
+        if not templates.is_current(_read_text(self.include_path), HTTP_TEMPLATE, **context):
+            plan[self.include_path] = templates.render_keyed(HTTP_TEMPLATE, **context)
         plan.update({self.include_dir / f"{r.service}.conf": self._location(r) for r in routes})
         return {path: text for path, text in plan.items() if _read_text(path) != text}
 
@@ -449,8 +463,11 @@ class DynamicProxy:
         return True
 
     def _render(self, services: Iterable[str], endpoints: Mapping[str, str]) -> str:
-        return render_http(services, self.client.control, self.state_file, self.dict_size,
-                           self.lua_path, endpoints, self.internal_listen)
+        return templates.render_keyed(HTTP_TEMPLATE, **self._context(services, endpoints))
+
+    def _context(self, services: Iterable[str], endpoints: Mapping[str, str]) -> dict[str, Any]:
+        return http_context(services, self.client.control, self.state_file, self.dict_size,
+                            self.lua_path, endpoints, self.internal_listen)
 
     def _location(self, route: Route) -> str | None:
         """The service's public location file: none for location ``""``; for ``None`` the

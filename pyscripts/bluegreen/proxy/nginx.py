@@ -350,6 +350,8 @@ def _servers(text: str) -> tuple[Server, ...]:
 
 def files_diff(changes: Mapping[Path, str | None]) -> str:
     """The unified diff of writing ``changes`` (``None``: removing the file)."""
+    if not changes:
+        return ""
     import difflib
 
     out: list[str] = []
