@@ -1,0 +1,32 @@
+"""bluegreen.templates: a rendered text keyed by what it was rendered from."""
+
+from __future__ import annotations
+
+from bluegreen import templates
+
+NAME = "nginx/dynamic/http.conf.j2"
+CONTEXT = {"services": ["web"], "control_listen": "127.0.0.1:9000", "control_path": "/c",
+           "state_file": "/var/lib/bluegreen/routes.json", "lua_dir": "/usr/share/bluegreen",
+           "dict_size": "1m", "endpoints": {}, "internal_listen": "172.17.0.1:80"}
+
+
+def test_a_keyed_text_is_current_for_the_same_context_only():
+    text = templates.render_keyed(NAME, **CONTEXT)
+    assert text.startswith(templates.KEY_PREFIX) and "upstream" in text
+    assert templates.is_current(text, NAME, **CONTEXT)
+    assert not templates.is_current(text, NAME, **(CONTEXT | {"services": ["web", "api"]}))
+    assert not templates.is_current(text.split("\n", 1)[1], NAME, **CONTEXT)  # unkeyed
+    assert not templates.is_current(None, NAME, **CONTEXT)
+
+
+def test_the_key_follows_the_templates(tmp_path, monkeypatch):
+    """A changed template (an upgrade) makes every keyed text stale."""
+    import shutil
+
+    copy = tmp_path / "resources"
+    shutil.copytree(templates.resource_dir(), copy)
+    monkeypatch.setenv("BLUEGREEN_RESOURCES", str(copy))
+    before = templates.fingerprint(NAME, **CONTEXT)
+    endpoint = copy / "nginx" / "endpoint-server.j2"  # included by the http template
+    endpoint.write_text(endpoint.read_text() + "\n# changed\n")
+    assert templates.fingerprint(NAME, **CONTEXT) != before
