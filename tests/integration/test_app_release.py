@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +93,17 @@ def load(env: Env) -> Iterator[KeepAliveClient]:
     assert sum(client.seen.values()) > 0
     if dynamic(env):
         assert set(env.nginx.controller().workers()) == workers  # no reload
+
+
+def ends_on(env: Env, action: str, served: str, allowed: set[str]) -> None:
+    """``app ACTION`` under load: every answer one of ``allowed`` (never a mix of releases),
+    then ``served`` alone, and no chains left (the colors left behind have stopped)."""
+    with load(env) as users:
+        r = env.bg("app", action, APP)
+    assert r.code == 0, r.err
+    assert set(users.seen) <= allowed
+    assert body(env) == served
+    assert status(env)["services"]["servicea"]["proxy_chains"] == {}
 
 
 def status(env: Env) -> dict:
@@ -206,12 +216,7 @@ def test_abort_returns_every_changed_service(app, tmp_path):
     r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v1", b="v1"), "--steps", "50,100",
                "--confirm")
     assert r.code == 0, r.err
-    with load(app) as users:
-        r = app.bg("app", "abort", APP)
-    assert r.code == 0, r.err
-    assert set(users.seen) <= {old_chain, new_chain}
-    assert body(app) == old_chain
-    assert status(app)["services"]["servicea"]["proxy_chains"] == {}  # new colors stopped
+    ends_on(app, "abort", old_chain, {old_chain, new_chain})
     s = status(app)
     assert s["inflight"] is None and s["live_release"] == 3 and not s["problems"]
     hist = json.loads(app.bg("app", "history", APP, "--json").out)
@@ -231,9 +236,7 @@ def test_failing_tests_return_to_the_old_release(app, tmp_path):
 def test_killed_release_is_undone_by_the_next_command(app, tmp_path, point):
     held = Held(app, tmp_path, [point], "app", "deploy", "--file",
                 compose(tmp_path, a="v1", b="v2"), "--steps", "50,100")
-    held.wait(point)
-    held.proc.send_signal(signal.SIGKILL)
-    held.proc.wait(10)
+    held.kill(point)
     assert status(app)["inflight"]["state"] == "deploying"
     r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v2", b="v2"))
     assert r.code == 0, r.err
@@ -260,12 +263,7 @@ def test_both_change_every_request_stays_on_one_release(app, tmp_path):
     servicea = status(app)["services"]["servicea"]  # what the proxy keeps each side on
     assert servicea["proxy_chains"] == {"new": servicea["moving"]["to"],
                                         "old": servicea["moving"]["from"]}
-    with load(app) as users:
-        r = app.bg("app", "promote", APP)
-    assert r.code == 0, r.err
-    assert set(users.seen) <= {old_chain, new_chain}
-    assert body(app) == new_chain
-    assert status(app)["services"]["servicea"]["proxy_chains"] == {}  # old colors stopped
+    ends_on(app, "promote", new_chain, {old_chain, new_chain})
 
 
 def test_rollback_goes_back_and_forth_in_one_change(app):

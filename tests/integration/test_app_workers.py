@@ -12,7 +12,6 @@ one left).
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,8 +163,7 @@ def test_a_swap_killed_with_both_colors_running_is_undone_by_the_next_command(ap
                 compose(tmp_path, mailer="v1", indexer="v2"))
     held.wait("app:worker-started")
     assert states("mailer") == {"blue": "running", "green": "running"}  # started, not yet stopped
-    held.proc.send_signal(signal.SIGKILL)
-    held.proc.wait(10)
+    held.kill()
     assert status(app)["inflight"]["state"] == "swapping"
     r = app.bg("app", "deploy", "--file", compose(tmp_path, mailer="v2", indexer="v2"))
     assert r.code == 0, r.err
@@ -233,9 +231,7 @@ def test_rollback_forward_again_removes_it_again(app):
 
 def test_a_rollback_killed_during_its_swap_is_settled_by_the_next_command(app, tmp_path):
     held = Held(app, tmp_path, ["app:worker-started"], "app", "rollback", APP)
-    held.wait("app:worker-started")
-    held.proc.send_signal(signal.SIGKILL)
-    held.proc.wait(10)
+    held.kill("app:worker-started")
     assert states("mailer") == {"blue": "running", "green": "running"}
     s = status(app)
     assert s["live_release"] == 2  # recorded before the swap

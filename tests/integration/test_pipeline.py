@@ -146,9 +146,7 @@ def _kill_held(svc, tmp_path, point, image, *extra):
 
     held = Held(svc, tmp_path, [point], "run", svc.service, "--image",
                 f"bluegreen-sample:{image}", *extra)
-    held.wait(point)
-    held.proc.send_signal(signal.SIGKILL)
-    held.proc.wait(10)
+    held.kill(point)
 
 
 def _rerun_recovers(svc, old_version):

@@ -115,6 +115,13 @@ class Held:
     def release(self, point: str) -> None:
         (self.dir / f"{point}.release").touch()
 
+    def kill(self, point: str | None = None) -> None:
+        """kill -9 the run (once it holds at ``point``, when given), and reap it."""
+        if point:
+            self.wait(point)
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
     def finish(self) -> tuple[int, str]:
         _out, err = self.proc.communicate(timeout=180)
         return self.proc.returncode, err
