@@ -33,6 +33,13 @@ def test_usage_errors_are_one_line_exit_2():
     assert code == 2 and "invalid choice" in err
 
 
+@pytest.mark.parametrize("action", ["promote", "abort", "rollback", "status", "history"])
+def test_a_bad_application_name_is_refused_before_anything_is_contacted(action):
+    """Consul is unreachable here: the name is checked first (exit 2, not 3)."""
+    code, _, err = run("app", action, "x;y", env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}"})
+    assert code == 2 and err.strip() == "bluegreen: error: invalid application name 'x;y'"
+
+
 def test_consul_unreachable_is_exit_3_naming_where():
     port = free_port()
     code, _, err = run("color", "next", "books-ms", env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{port}"})

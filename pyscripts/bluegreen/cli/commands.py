@@ -328,7 +328,8 @@ _APP_ACTIONS = {"app promote": ("promote", "is live"), "app abort": ("abort", "u
 
 def cmd_app_action(opts: dict[str, Any]) -> int:
     method, outcome = _APP_ACTIONS[opts["command_path"]]
-    summary = getattr(_app(opts), method)(_app_name(opts))
+    name = _app_name(opts)  # at the edge, before anything is contacted
+    summary = getattr(_app(opts), method)(name)
     if opts["dry_run"]:
         summary["result"], outcome = "dry-run", f"would be {outcome} (dry run, nothing changed)"
     emit(opts, summary, f"{summary['app']}: release {summary['release']} {outcome}")
@@ -336,7 +337,8 @@ def cmd_app_action(opts: dict[str, Any]) -> int:
 
 
 def cmd_app_status(opts: dict[str, Any]) -> int:
-    report = _app(opts).status(_app_name(opts))
+    name = _app_name(opts)  # at the edge, before anything is contacted
+    report = _app(opts).status(name)
     if opts["json"]:
         emit(opts, report)
         return ExitStatus.OK
@@ -365,7 +367,8 @@ def cmd_app_status(opts: dict[str, Any]) -> int:
 def cmd_app_history(opts: dict[str, Any]) -> int:
     import time
 
-    items = _app(opts).history(_app_name(opts))
+    name = _app_name(opts)  # at the edge, before anything is contacted
+    items = _app(opts).history(name)
     if opts["json"]:
         emit(opts, items)
         return ExitStatus.OK
