@@ -31,7 +31,7 @@ from bluegreen.flow.steps import Steps
 from bluegreen.model import Instance
 from bluegreen.proxy.nginx import LocalNginx, NginxProxy
 from bluegreen.registry.consul import ConsulRegistry
-from bluegreen_dev.sandbox import Nginx, Sandbox, wait_for
+from bluegreen_dev.sandbox import Nginx, Sandbox, primitive_cycle, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -207,30 +207,10 @@ class Bench:
         starts, stops, reloads, tests = [], [], [], []
         ctl = LocalNginx("nginx", str(nginx.conf), str(nginx.prefix), str(nginx.pid_file))
         for _ in range(self.reps // 2 or 1):
-            t0 = time.perf_counter()
-            cid = subprocess.run(["docker", "run", "-d", "--init", "-p", "127.0.0.1::8080",
-                                  "bluegreen-sample:v2"], capture_output=True, text=True,
-                                 check=True).stdout.strip()
-            port = subprocess.run(["docker", "port", cid, "8080"], capture_output=True, text=True,
-                                  check=True).stdout.split(":")[-1].strip()
-            while True:
-                try:
-                    if requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.02)
-            starts.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            for _ in range(2):  # pre- and post-integration tests
-                requests.get(f"http://127.0.0.1:{port}/api/v1/books", timeout=2)
-            tests.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            subprocess.run(["docker", "stop", cid], capture_output=True, check=True)
-            stops.append(time.perf_counter() - t0)
-            subprocess.run(["docker", "rm", cid], capture_output=True, check=True)
-            t0 = time.perf_counter()
-            ctl.reload()
-            reloads.append(time.perf_counter() - t0)
+            took = primitive_cycle("bluegreen-sample:v2", "/api/v1/books", ctl.reload)
+            for seconds, key in ((starts, "start"), (tests, "tests"), (stops, "stop"),
+                                 (reloads, "reload")):
+                seconds.append(took[key])
         parts = median(starts) + median(reloads) + median(tests) + median(stops)
         self.results["cycle"] = {"run_median": median(runs), "n": len(runs),
                                  "start_healthy": median(starts), "reload": median(reloads),

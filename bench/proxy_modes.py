@@ -33,14 +33,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from bluegreen import wire
 from bluegreen.model import Server
 from bluegreen.proxy.dynamic import DynamicControl
 from bluegreen.proxy.nginx import LocalNginx
 from bluegreen_dev.dynamic_nginx import DynamicNginx, KeepAliveClient, parse_wrk
-from bluegreen_dev.sandbox import Nginx, Sandbox
+from bluegreen_dev.sandbox import Nginx, Sandbox, primitive_cycle
 
 BG = [sys.executable, "-m", "bluegreen"]
 HTTP = ["--http", "/api/v1/books"]
@@ -275,29 +273,10 @@ class Bench:
         svc = self.modes["dynamic"].service
         live = control.read()["services"][svc]
         for _ in range(max(3, self.reps // 2)):
-            t0 = time.perf_counter()
-            cid = subprocess.run(["docker", "run", "-d", "--init", "-p", "127.0.0.1::8080",
-                                  IMAGES[1]], capture_output=True, text=True, check=True).stdout.strip()
-            port = subprocess.run(["docker", "port", cid, "8080"], capture_output=True, text=True,
-                                  check=True).stdout.split(":")[-1].strip()
-            while True:
-                try:
-                    if requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok:
-                        break
-                except requests.RequestException:
-                    time.sleep(0.02)
-            starts.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            for _ in range(2):
-                requests.get(f"http://127.0.0.1:{port}{PATH}", timeout=2)
-            tests.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            subprocess.run(["docker", "stop", cid], capture_output=True, check=True)
-            stops.append(time.perf_counter() - t0)
-            subprocess.run(["docker", "rm", cid], capture_output=True, check=True)
-            t0 = time.perf_counter()
-            ctl.reload()
-            reloads.append(time.perf_counter() - t0)
+            took = primitive_cycle(IMAGES[1], PATH, ctl.reload)
+            for seconds, key in ((starts, "start"), (tests, "tests"), (stops, "stop"),
+                                 (reloads, "reload")):
+                seconds.append(took[key])
             t0 = time.perf_counter()
             control.apply({svc: [Server(e["address"], e["port"], e["weight"]) for e in live]})
             posts.append(time.perf_counter() - t0)

@@ -298,6 +298,47 @@ class ContainerizedNginx(Nginx):
             docker.from_env().containers.get(self.name).remove(force=True)
 
 
+def container_answering(image: str, port: int = 8080) -> tuple[str, int]:
+    """``docker run -d --init -p 127.0.0.1::PORT IMAGE`` with the docker CLI, returned once the
+    container answers on ``/``: its id and host port (the benchmarks' primitive of a start)."""
+    import requests
+
+    cid = subprocess.run(["docker", "run", "-d", "--init", "-p", f"127.0.0.1::{port}", image],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    host_port = int(subprocess.run(["docker", "port", cid, str(port)], capture_output=True,
+                                   text=True, check=True).stdout.split(":")[-1].strip())
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{host_port}/", timeout=1).ok:
+                return cid, host_port
+        except requests.RequestException:
+            time.sleep(0.02)
+
+
+def primitive_cycle(image: str, path: str, reload: Any) -> dict[str, float]:
+    """A deployment done with the primitives alone, the yardstick of ``bluegreen run``: a
+    container started until it answers, two test requests, ``reload()`` (the proxy's change),
+    ``docker stop``. The seconds of each step."""
+    import requests
+
+    took: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cid, port = container_answering(image)
+    took["start"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(2):  # pre- and post-integration tests
+        requests.get(f"http://127.0.0.1:{port}{path}", timeout=2)
+    took["tests"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run(["docker", "stop", cid], capture_output=True, check=True)
+    took["stop"] = time.perf_counter() - t0
+    subprocess.run(["docker", "rm", cid], capture_output=True, check=True)
+    t0 = time.perf_counter()
+    reload()
+    took["reload"] = time.perf_counter() - t0
+    return took
+
+
 def requests_ok(url: str) -> bool:
     import requests
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import http.client
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -28,6 +29,15 @@ def version(nginx: Nginx) -> str | None:
 
 def run_args(svc: Env, image: str) -> list[str]:
     return ["run", svc.service, "--image", f"bluegreen-sample:{image}", *HTTP]
+
+
+def run_with_fault(svc: Env, tmp_path: Path, fault: Callable[[], object]) -> tuple[int, str]:
+    """A run to v2 held before its switch while ``fault`` happens, then let go to its end."""
+    held = Held(svc, tmp_path, ["switch:before"], *run_args(svc, "v2"))
+    held.wait("switch:before")
+    fault()
+    held.release("switch:before")
+    return held.finish()
 
 
 def dynamic_env(sandbox, name: str, nginx: DynamicNginx, **extra: str) -> Env:
@@ -89,13 +99,13 @@ def test_control_endpoint_down_changes_nothing(dyn):
 
 def test_nginx_killed_and_restarted_during_a_switch(dyn, tmp_path):
     svc = dyn
-    held = Held(svc, tmp_path, ["switch:before"], *run_args(svc, "v2"))
-    held.wait("switch:before")
-    svc.nginx.kill()
-    svc.nginx.start()  # the routes come back from the state file
-    assert svc.version() == "v1"
-    held.release("switch:before")
-    code, err = held.finish()
+
+    def restart() -> None:
+        svc.nginx.kill()
+        svc.nginx.start()  # the routes come back from the state file
+        assert svc.version() == "v1"
+
+    code, err = run_with_fault(svc, tmp_path, restart)
     assert code == 0, err
     assert svc.version() == "v2"
     svc.assert_safe()
@@ -103,11 +113,7 @@ def test_nginx_killed_and_restarted_during_a_switch(dyn, tmp_path):
 
 def test_nginx_killed_during_a_switch_fails_cleanly(dyn, tmp_path):
     svc = dyn
-    held = Held(svc, tmp_path, ["switch:before"], *run_args(svc, "v2"))
-    held.wait("switch:before")
-    svc.nginx.kill()
-    held.release("switch:before")
-    code, err = held.finish()
+    code, err = run_with_fault(svc, tmp_path, svc.nginx.kill)
     assert code == 3, err
     assert "nginx control endpoint unreachable" in err and "Update proxy" in err
     svc.nginx.start()
@@ -152,11 +158,7 @@ def test_one_of_two_proxies_unreachable_changes_nothing(pair):
 
 def test_proxy_lost_mid_switch_puts_the_other_back(pair, tmp_path):
     svc, b = pair
-    held = Held(svc, tmp_path, ["switch:before"], *run_args(svc, "v2"))
-    held.wait("switch:before")
-    b.stop()
-    held.release("switch:before")
-    code, err = held.finish()
+    code, err = run_with_fault(svc, tmp_path, b.stop)
     assert code == 3, err
     assert "proxy b (nginx) unreachable" in err and "proxy a put back as it was" in err
     assert svc.version() == "v1"  # a is not left switched alone
@@ -167,12 +169,9 @@ def test_proxy_lost_mid_switch_puts_the_other_back(pair, tmp_path):
 
 def test_proxy_refusing_the_change_puts_the_other_back(pair, tmp_path):
     svc, b = pair
-    held = Held(svc, tmp_path, ["switch:before"], *run_args(svc, "v2"))
-    held.wait("switch:before")
     broken = b.include_dir / "zz-broken.conf"
-    broken.write_text("this_is_not_a_directive;\n")
-    held.release("switch:before")
-    code, err = held.finish()
+    code, err = run_with_fault(svc, tmp_path,
+                               lambda: broken.write_text("this_is_not_a_directive;\n"))
     broken.unlink()
     assert code == 1, err
     assert "proxy b: nginx rejected the configuration" in err and "proxy a put back" in err

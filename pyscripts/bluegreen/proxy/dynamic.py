@@ -579,10 +579,10 @@ class NginxDynamicProxy(Proxy):
         color = route.get("color") if servers else None
         return Serving(color if color in COLORS else None, int(route.get("weight", 100)), servers)
 
-    def current(self, service: str) -> Route:
+    def current(self, service: str, served: Mapping[str, Any] | None = None) -> Route:
         """What nginx routes the service to: each server's weight, its internal endpoint and
-        its chains included."""
-        served = self._served()
+        its chains included (``served``: what :meth:`_served` just read)."""
+        served = served or self._served()
         route = self._colors().get(validate.service(service)) or {}
         servers = tuple(Server(a, p, w) for a, p, w in
                         _served_entries(served["services"].get(service) or []))
@@ -593,10 +593,11 @@ class NginxDynamicProxy(Proxy):
                      int(route.get("weight", 100)), endpoint=self.engine.endpoints().get(service),
                      chains=chains)
 
-    def diff(self, routes: Sequence[Route]) -> str:
+    def diff(self, routes: Sequence[Route], served: Mapping[str, Any] | None = None) -> str:
         """One line per service whose servers, color or weight change, one per service whose
-        chains change, then the unified diff of the configuration files a reload rewrites."""
-        served, colors = self._served(), self._colors()
+        chains change, then the unified diff of the configuration files a reload rewrites
+        (``served``: what :meth:`_served` just read)."""
+        served, colors = served or self._served(), self._colors()
         lines = []
         for r in routes:
             now = colors.get(r.service) or {}
@@ -617,7 +618,8 @@ class NginxDynamicProxy(Proxy):
         """One POST for every routed service (or a checked reload when the configuration
         changes), then one reload for the removed ones; the color record beside the state
         file goes back on any failure, and so do the services already posted."""
-        if not self.diff(routes):
+        served = self._served()  # read once for the diff and for what to put back
+        if not self.diff(routes, served):
             return False
         before = self._colors()
         after = dict(before)
@@ -628,7 +630,7 @@ class NginxDynamicProxy(Proxy):
                 after[r.service] = {"color": r.color, "weight": r.weight}
         live = [replace(r, servers=tuple(_scaled(r.servers))) for r in routes if not r.removed]
         gone = [r.service for r in routes if r.removed]
-        previous = [p for p in (self.current(r.service) for r in live) if not p.removed]
+        previous = [p for p in (self.current(r.service, served) for r in live) if not p.removed]
         write_atomic(self.colors_file, json.dumps(after, indent=1, sort_keys=True))
         try:
             if live:
