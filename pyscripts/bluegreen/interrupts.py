@@ -15,10 +15,12 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 from bluegreen.errors import Interrupted
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _shield_depth = 0
 _pending: int | None = None
@@ -70,8 +72,9 @@ def hold(point: str) -> None:
     names = os.environ.get("BLUEGREEN_TEST_HOLD")
     if not names or point not in names.split(","):
         return
-    where = Path(os.environ.get("BLUEGREEN_TEST_HOLD_DIR") or ".")
-    (where / f"{point}.held").write_text(str(os.getpid()))
+    where = os.environ.get("BLUEGREEN_TEST_HOLD_DIR") or "."
+    with open(os.path.join(where, f"{point}.held"), "w") as fh:
+        fh.write(str(os.getpid()))
     print(f"bluegreen: holding at {point}", file=sys.stderr, flush=True)
-    while not (where / f"{point}.release").exists():
+    while not os.path.exists(os.path.join(where, f"{point}.release")):
         time.sleep(0.02)

@@ -8,19 +8,22 @@ it uses.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from bluegreen import validate
 from bluegreen.errors import UsageError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from bluegreen.flow.steps import Steps
     from bluegreen.proxy.base import Proxy
     from bluegreen.registry.base import Registry
     from bluegreen.runtime.base import Runtime
 
-Opts = dict[str, Any]
+    Opts = dict[str, Any]
 
 
 def _consul(opts: Opts) -> Registry:
@@ -93,7 +96,7 @@ def _nginx_dynamic(opts: Opts) -> Proxy:
 
     upstream_dir = validate.directory(opts["upstream_dir"], "--upstream-dir")
     return dynamic.NginxDynamicProxy(dynamic.DynamicProxy(
-        _local_nginx(opts), upstream_dir / dynamic.INCLUDE_NAME,
+        _local_nginx(opts), os.path.join(upstream_dir, dynamic.INCLUDE_NAME),
         validate.directory(opts["include_dir"], "--include-dir"), opts["nginx_control"],
         opts["nginx_state_file"], location=opts["location"], include_file=_include_file(opts),
         internal_listen=internal_listen(opts)))

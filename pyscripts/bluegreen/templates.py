@@ -5,23 +5,34 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
 from bluegreen.errors import OperationFailed
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
 
-def resource_dir() -> Path:
+
+def resource_root() -> str:
     """``$BLUEGREEN_RESOURCES``, else the ``resources/`` beside ``pyscripts/`` (a checkout or an
     editable install), else the copy a wheel installs under ``<prefix>/share/bluegreen``."""
     env = os.environ.get("BLUEGREEN_RESOURCES")
-    candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2] / "resources")
-    candidates.append(Path(sys.prefix) / "share" / "bluegreen" / "resources")
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    candidates = [env] if env else []
+    candidates += [os.path.join(here, "resources"),
+                   os.path.join(sys.prefix, "share", "bluegreen", "resources")]
     for path in candidates:
-        if (path / "nginx").is_dir():
+        if os.path.isdir(os.path.join(path, "nginx")):
             return path
     raise OperationFailed("resources/ not found: set BLUEGREEN_RESOURCES to the library's resources dir")
+
+
+def resource_dir() -> Path:
+    """:func:`resource_root` as a ``Path`` (for the tools; the switch path keeps to ``str``)."""
+    from pathlib import Path
+
+    return Path(resource_root())
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,7 +40,7 @@ def _environment() -> Any:
     import jinja2
 
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resource_dir())),
+        loader=jinja2.FileSystemLoader(resource_root()),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - nginx/XML templates take validated values only
@@ -48,13 +59,23 @@ def fingerprint(name: str, **context: Any) -> str:
     itself (JSON) and a checksum of every template of the same top directory (the included
     ones with them)."""
     import json
-    import zlib
 
-    top = resource_dir() / name.split("/", 1)[0]
+    return f"{_templates_crc(name.split('/', 1)[0]):08x} " + json.dumps(
+        context, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _templates_crc(top: str) -> int:
+    """The CRC-32 of every ``*.j2`` under ``resources/<top>``, in path order."""
+    import binascii
+
+    found = []
+    for where, _dirs, files in os.walk(os.path.join(resource_root(), top)):
+        found += [os.path.join(where, f) for f in files if f.endswith(".j2")]
     crc = 0
-    for path in sorted(top.rglob("*.j2")):
-        crc = zlib.crc32(path.read_bytes(), crc)
-    return f"{crc:08x} " + json.dumps(context, sort_keys=True, default=str, separators=(",", ":"))
+    for path in sorted(found, key=lambda p: p.split(os.sep)):  # as sorted Paths
+        with open(path, "rb") as fh:
+            crc = binascii.crc32(fh.read(), crc)
+    return crc
 
 
 def render_keyed(name: str, **context: Any) -> str:

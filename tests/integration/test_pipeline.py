@@ -253,3 +253,44 @@ def test_rollback_within_keep_old_is_proxy_only(live_v1):
     # the run did not stop the color it had kept, which is live again
     assert svc.containers()[f"{svc.service}-blue"] == "running"
     svc.assert_safe()
+
+
+def test_rollback_sees_a_dead_container_that_the_registry_still_passes(svc):
+    """Consul passes a color until its next check: a rollback goes by the containers too. The
+    old color's container is killed while Consul (checking every 5 minutes) still passes it;
+    the rollback starts it again before routing to it, rather than switching at once."""
+    import subprocess
+
+    slow = ("--check-interval", "300s")
+    assert run(svc, "v1", *HTTP, *slow).code == 0
+    r = svc.bg("deploy", svc.service, "--color", "green", "--image", "bluegreen-sample:v2", *slow)
+    assert r.code == 0, r.err
+    assert svc.bg("switch", svc.service, "--color", "green").code == 0
+    assert svc.version() == "v2"
+    subprocess.run(["docker", "kill", f"{svc.service}-blue"], check=True, capture_output=True)
+    assert svc.containers()[f"{svc.service}-blue"] == "exited"
+    r = svc.bg("rollback", svc.service, "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["proxy_only"] is False
+    assert "(starting it first)" in r.err
+    assert svc.version() == "v1" and svc.kv("color") == "blue"
+    svc.assert_safe()
+
+
+def test_a_rollback_with_nothing_to_recover_switches_first(live_v1):
+    """Both colors running and agreeing records: the proxy is switched before recovery runs
+    (the rollback's budget), and what recovery finds is still repaired, after the switch."""
+    svc = live_v1
+    r = svc.bg("deploy", svc.service, "--color", "green", "--image", "bluegreen-sample:v2")
+    assert r.code == 0, r.err
+    assert svc.bg("switch", svc.service, "--color", "green").code == 0
+    import requests
+
+    requests.put(f"{svc.consul_addr}/v1/kv/{svc.service}/release-green", data="not json",
+                 timeout=5).raise_for_status()  # a broken record of the color left
+    r = svc.bg("rollback", svc.service, "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["proxy_only"] is True
+    assert r.err.index("<== Rollback: ok") < r.err.index("release-green")
+    assert svc.version() == "v1" and svc.kv("color") == "blue"
+    svc.assert_safe()

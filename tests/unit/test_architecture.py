@@ -94,8 +94,8 @@ def test_the_product_never_imports_development_code():
 
 def test_the_switch_and_rollback_path_imports_nothing_heavy():
     """The modules a switch or a rollback loads (docs/architecture.md, start-up cost) leave
-    out the SDKs, requests, http.client and dataclasses: each costs tens of milliseconds of a
-    rollback's 100."""
+    out the SDKs, requests, http.client and dataclasses (each costs tens of milliseconds of a
+    rollback's 100) and typing, pathlib, urllib.parse with ipaddress, base64 (a few each)."""
     import subprocess
     import sys
 
@@ -104,9 +104,26 @@ def test_the_switch_and_rollback_path_imports_nothing_heavy():
         "registry.consul", "registry.file", "proxy.dynamic", "proxy.nginx", "proxy.fanout",
         "runtime.docker")]
     heavy = ["docker", "consul", "requests", "urllib3", "http.client", "dataclasses", "ssl",
-             "email", "jinja2", "subprocess", "shutil"]
+             "email", "jinja2", "subprocess", "shutil", "typing", "pathlib", "urllib.parse",
+             "ipaddress", "base64", "zlib"]
     code = (f"import importlib, sys\nfor m in {path!r}: importlib.import_module(m)\n"
             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"PYTHONPATH": str(PKG)}, check=True).stdout.split()
     assert out == [], f"imported on the switch path: {out}"
+
+
+def test_typing_is_read_by_type_checkers_only():
+    """No module imports ``typing`` when it runs: its names are imported under
+    ``if TYPE_CHECKING:`` (``TYPE_CHECKING = False`` in the module), annotations being
+    strings (``from __future__ import annotations``)."""
+    for path in sorted((PKG / "bluegreen").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        guarded = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+                   for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) else [])
+            if "typing" in names and id(node) not in guarded:
+                raise AssertionError(f"{path.relative_to(PKG)}:{node.lineno} imports typing")

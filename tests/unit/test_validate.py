@@ -93,3 +93,16 @@ def test_next_color_is_the_books_rule():
     assert model.next_color("blue") == "green"
     assert model.next_color("green") == "blue"
     assert model.next_color(None) == "blue"
+
+
+def test_ipv4_as_ipaddress_reads_it():
+    import ipaddress
+
+    for text in ["1.2.3.4", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3", "1.2.3.4.5",
+                 "256.1.1.1", "1.2.3.04", " 1.2.3.4", "1.2.3.4\x00", "0x1.2.3.4", "::1",
+                 "\u0661.2.3.4", "", "localhost"]:
+        try:
+            expected = str(ipaddress.IPv4Address(text))
+        except ValueError:
+            expected = None
+        assert validate.ipv4(text) == expected, text

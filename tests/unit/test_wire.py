@@ -111,3 +111,41 @@ def test_nothing_listening_is_connection_refused():
         port = s.getsockname()[1]
     with pytest.raises(ConnectionRefusedError):
         wire.request(f"127.0.0.1:{port}", "GET", "/")
+
+
+@pytest.mark.parametrize("url, parts", [
+    ("http://127.0.0.1:8500", ("http", "127.0.0.1", 8500, "")),
+    ("HTTPS://Consul.Example:8501/", ("https", "consul.example", 8501, "/")),
+    ("http://[::1]:8500/v1?x=1#f", ("http", "::1", 8500, "/v1?x=1#f")),
+    ("tcp://10.0.0.5", ("tcp", "10.0.0.5", None, "")),
+    ("http://host:", ("http", "host", None, "")),
+    ("http://host?q", ("http", "host", None, "?q")),
+])
+def test_a_url_split_as_urllib_splits_it(url, parts):
+    import urllib.parse
+
+    assert wire.split_url(url) == parts
+    u = urllib.parse.urlsplit(url)
+    assert (u.scheme, u.hostname, u.port) == parts[:3]
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8500", "http://", "http://user:pw@host",
+                                 "http://host:99999", "http://host:8o", "http://[::1", "http://[::1]x",
+                                 "1http://host", "http://host:\u0661"])
+def test_a_url_that_is_not_one_is_refused(url):
+    with pytest.raises(ValueError):
+        wire.split_url(url)
+
+
+def test_quote_and_query_encode_as_urllib_does():
+    import random
+    import urllib.parse
+
+    rng = random.Random(7)
+    chars = "abcXYZ019 /?#&=+%~._-é€\x00\n:@[]"
+    for _ in range(5000):
+        text = "".join(rng.choice(chars) for _ in range(rng.randint(0, 12)))
+        assert wire.quote(text) == urllib.parse.quote(text)
+        assert wire.quote(text, "") == urllib.parse.quote(text, "")
+    pairs = {"all": "1", "filters": '{"label": ["a=b c"]}'}
+    assert urllib.parse.parse_qs(wire.query(pairs)) == {k: [v] for k, v in pairs.items()}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from bluegreen import interrupts, model
 from bluegreen.app.spec import AppSpec, ServiceSpec, changed, kind_of, live_conflicts
@@ -32,6 +31,10 @@ from bluegreen.flow import checks
 from bluegreen.flow.steps import APP_INFLIGHT, Steps
 from bluegreen.model import Chain, DeploySpec, Move
 from bluegreen.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 LIVE, PREVIOUS, INFLIGHT = "app-live", "app-previous", APP_INFLIGHT
 HISTORY_KEEP = 50

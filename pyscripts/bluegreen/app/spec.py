@@ -21,13 +21,15 @@ import re
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from bluegreen import model, validate
 from bluegreen.errors import UsageError
 from bluegreen.record import Record, factory, replace
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from bluegreen.flow import checks
 
 MAX_BYTES = 256 * 1024

@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from bluegreen import model, settings, validate
 from bluegreen.cli.output import emit
 from bluegreen.errors import ExitStatus, UsageError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from bluegreen.flow import checks
     from bluegreen.flow.pipeline import Pipeline
     from bluegreen.flow.steps import Steps

@@ -14,12 +14,14 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, NoReturn
 
 from bluegreen import __version__, validate
 from bluegreen.errors import UsageError
 from bluegreen.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
@@ -389,8 +391,8 @@ def _from_text(text: str, opt: Option, where: str) -> Any:
 def load_file(path: str | None, env: Mapping[str, str]) -> dict[str, Any]:
     """The TOML config file's keys (``foo-bar`` or ``foo_bar``); unknown keys are refused."""
     explicit = path or env.get("BLUEGREEN_CONFIG")
-    candidate = Path(explicit) if explicit else Path("bluegreen.toml")
-    if not candidate.exists():
+    candidate = explicit or "bluegreen.toml"
+    if not os.path.exists(candidate):
         if explicit:
             raise UsageError(f"config file {candidate} not found")
         return {}
@@ -399,7 +401,8 @@ def load_file(path: str | None, env: Mapping[str, str]) -> dict[str, Any]:
     else:  # pragma: no cover
         import tomli as tomllib
     try:
-        data = tomllib.loads(candidate.read_text())
+        with open(candidate, "rb") as fh:
+            data = tomllib.load(fh)
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read config file {candidate}: {exc}") from None
     values = {k.replace("-", "_"): v for k, v in data.items()}

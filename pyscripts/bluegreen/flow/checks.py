@@ -10,12 +10,12 @@ import contextlib
 import os
 import re
 import time
-from typing import TYPE_CHECKING
 
 from bluegreen import validate
 from bluegreen.errors import UsageError
 from bluegreen.record import Record
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
 

@@ -13,7 +13,6 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from bluegreen import interrupts, model, validate
 from bluegreen.errors import Interrupted, OperationFailed, UsageError, redact
@@ -22,6 +21,10 @@ from bluegreen.flow.steps import Steps
 from bluegreen.model import DeploySpec
 from bluegreen.record import Record, factory, replace
 from bluegreen.registry.base import Lease
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 HISTORY_KEEP = 50
 PHASES = ("deploy", "pre-test", "switch", "post-test")
@@ -331,19 +334,25 @@ class Pipeline(Record):
 
     def rollback(self, service: str, lock_wait: float = 0.0, stop_current: bool = False
                  ) -> dict[str, Any]:
-        """Route back to the other color; start it first if it was stopped."""
+        """Route back to the other color; start it first if it was stopped. When nothing
+        waits for recovery and every container of the other color runs, registered and
+        passing, the proxy is switched first and recovery runs after (a rollback's budget is
+        100 ms); else recovery runs first."""
         validate.service(service)
         started = time.time()
         self.steps.refuse_if_in_release(service)
         with self.locked(service, lock_wait):
             with self.steps.snapshot(service):
-                self.recover(service)
-                current = self.steps.live_color(service)
+                current = self.steps.settled(service)
+                ready = self.steps.ready(service, model.other_color(current)) if current else None
+                if not ready:
+                    self.recover(service)
+                    current = self.steps.live_color(service)
                 release = self.steps.record(service, f"release-{model.next_color(current)}")
             if not current:
                 raise OperationFailed(f"{service} has no live color to roll back from")
             previous = model.other_color(current)
-            proxy_only = self.steps.healthy(service, previous)
+            proxy_only = bool(ready) or self.steps.healthy(service, previous)
             if not proxy_only and not self.steps.has_instances(service, previous):
                 raise OperationFailed(f"no containers of {service}-{previous} to roll back to")
             release = release or {}
@@ -360,13 +369,15 @@ class Pipeline(Record):
                                 + (" (proxy only)" if proxy_only else " (starting it first)")):
                     if not proxy_only:
                         self.steps.bring_up(service, previous)
-                    self.steps.switch(service, previous)
+                    self.steps.switch(service, previous, ready=ready)
                 summary["result"] = "ok"
             finally:
                 if not self.steps.dry_run:
                     self._history(service, {"action": "rollback", "from": current,
                                             "to": previous, "result": summary["result"],
                                             "start": started, "end": time.time()})
+            if ready:
+                self.recover(service)
             if stop_current and not self.steps.dry_run:
                 self.steps.stop(service, current)
         summary["phases"] = self.phases

@@ -8,7 +8,6 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from bluegreen import interrupts, model, validate
 from bluegreen.errors import InvalidRecord, OperationFailed, Unreachable, redact
@@ -17,6 +16,10 @@ from bluegreen.proxy.base import Proxy, weighted_route
 from bluegreen.record import Record, replace
 from bluegreen.registry.base import Lease, Registry
 from bluegreen.runtime.base import Runtime
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _stderr(line: str) -> None:
@@ -240,26 +243,33 @@ class Steps(Record):
 
     # -- proxy -----------------------------------------------------------------------
 
-    def switch(self, service: str, color: str, weight: int = 100) -> bool:
-        """Route the service to ``color`` (``weight`` percent of it); record it at 100."""
-        return self.route([Move(service, color, weight)])
+    def switch(self, service: str, color: str, weight: int = 100,
+               ready: list[Instance] | None = None) -> bool:
+        """Route the service to ``color`` (``weight`` percent of it); record it at 100.
+        ``ready``: the color's instances as :meth:`ready` has just found them."""
+        return self.route([Move(service, color, weight)],
+                          ready={(service, color): ready} if ready else None)
 
     def route(self, moves: list[Move], unrouted: tuple[str, ...] = (),
-              planned: Mapping[tuple[str, str], DeploySpec] | None = None) -> bool:
+              planned: Mapping[tuple[str, str], DeploySpec] | None = None,
+              ready: Mapping[tuple[str, str], list[Instance]] | None = None) -> bool:
         """Apply every move, and remove the ``unrouted`` services, in ONE proxy change, all or
         nothing; record the color of each service moved to 100 (none for those removed).
         False when the proxy already routed so (or nothing was asked). ``planned``: on a dry
         run, the colors (service, color) that would be deployed first, shown by their
-        containers' names and port."""
+        containers' names and port. ``ready``: colors (service, color) whose instances
+        :meth:`ready` has just found, routed to without reading them again."""
         assert self.proxy
         if not moves and not unrouted:
             return False
+        ready = ready or {}
         if not self.dry_run:  # route to what runs now, not to what was registered earlier
             for m in moves:
                 for c in {m.color, model.other_color(m.color)} if m.weight < 100 else {m.color}:
-                    for line in self.refresh(m.service, c):
+                    for line in () if (m.service, c) in ready else self.refresh(m.service, c):
                         self.say(f"{m.service}: {line}")
-        routes = [self._route(move, planned or {}) for move in moves]
+        routes = [self._route(move, planned or {}, ready.get((move.service, move.color)))
+                  for move in moves]
         routes += [Route(validate.service(s), None) for s in unrouted]
         records: list[tuple[str, str | None]] = [
             (m.service, m.color) for m in moves
@@ -279,11 +289,12 @@ class Steps(Record):
                 self.registry.set_color(service, color)
         return changed
 
-    def _route(self, move: Move, planned: Mapping[tuple[str, str], DeploySpec]) -> Route:
+    def _route(self, move: Move, planned: Mapping[tuple[str, str], DeploySpec],
+               ready: list[Instance] | None = None) -> Route:
         service, color = validate.service(move.service), validate.color(move.color)
         weight = validate.weight(move.weight)
-        new = self._passing(service, color, planned, "") if weight > 0 else \
-            self._instances(service, color, planned)
+        new = ready or (self._passing(service, color, planned, "") if weight > 0 else
+                        self._instances(service, color, planned))
         old: list[Instance] = []
         if weight < 100:
             old = self._passing(service, model.other_color(color), planned,
@@ -406,6 +417,36 @@ class Steps(Record):
         """Side -> color of the chains the proxy keeps the callers of ``service`` on."""
         return {c.side: c.color for c in self.proxy.current(service).chains} if self.proxy else {}
 
+    def ready(self, service: str, color: str) -> list[Instance] | None:
+        """The color's instances when each of its containers runs, is registered and passes
+        (routing to it needs no :meth:`refresh` first); else None."""
+        registered = self.registry.instances(service, color)
+        if not registered or any(i.status != "passing" for i in registered):
+            return None
+        if self.runtime is not None:
+            running = {c.name for c in self.runtime.containers(service, color)
+                       if c.running and c.port}
+            if running != {i.id for i in registered}:
+                return None
+        return registered
+
+    def settled(self, service: str) -> str | None:
+        """The live color when nothing waits for :meth:`reconcile` or the pipeline's recovery
+        (no run in flight, no scale-down due, readable records, the recorded color the one
+        every proxy routes to); else None."""
+        try:
+            if self.registry.get_json(service, "inflight"):
+                return None
+            pending = self.registry.get_json(service, "scale-down")
+            if pending and not pending.get("not_before", 0) > time.time():
+                return None
+            recorded = self.registry.get_color(service)
+        except InvalidRecord:
+            return None
+        if not recorded or not self.proxy or self.proxy.disagreements(service):
+            return None
+        return recorded if self.proxy.serving(service).color == recorded else None
+
     def healthy(self, service: str, color: str | None) -> bool:
         """Every registered instance of the color passes its check (so it runs and answers).
         Instances are deregistered before they are stopped."""
@@ -450,7 +491,8 @@ class Steps(Record):
         if self.proxy:
             actions += self._agree(service)
         serving = self.proxy.serving(service) if self.proxy else None
-        listed = {c: self.runtime.containers(service, c) for c in model.COLORS} \
+        every = self.runtime.containers(service) if self.runtime else []
+        listed = {c: [x for x in every if x.color == c] for c in model.COLORS} \
             if self.runtime else {}
         running = {color: [c for c in found if c.running and c.port]
                    for color, found in listed.items()}

@@ -14,10 +14,13 @@ import re
 import sys
 import time
 import urllib.parse
-from typing import Any
 
 from bluegreen import templates, validate
 from bluegreen.errors import ExitStatus, OperationFailed, Unreachable, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 JOB_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,127})*")
 BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")

@@ -36,22 +36,23 @@ Control protocol (``CONTROL_PATH`` on the control listener):
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import re
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
 from bluegreen import templates, validate, wire
 from bluegreen.errors import OperationFailed, Unreachable, UsageError
 from bluegreen.model import COLORS, Chain, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
-from bluegreen.proxy.nginx import NginxController, apply_files, files_diff, write_atomic
+from bluegreen.proxy.nginx import NginxController, apply_files, files_diff, read_text, write_atomic
 from bluegreen.record import replace
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 CONTROL_PATH = "/bluegreen/routes"
 INCLUDE_NAME = "_bluegreen-dynamic.conf"  # a service name cannot start with '_'
@@ -82,11 +83,7 @@ def control_address(value: str) -> str:
     if value.startswith("unix:"):
         return "unix:" + safe_path(value[5:], "control socket")
     host, _, port = value.rpartition(":")
-    try:
-        loopback = ipaddress.IPv4Address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not (validate.ipv4(host) or "").startswith("127."):
         raise UsageError(f"invalid control address {value!r}: use 127.0.0.1:PORT or unix:/path")
     return f"{host}:{validate.port(port, 'control port')}"
 
@@ -98,9 +95,9 @@ def load_module_lines(modules_dir: str = MODULES_DIR) -> str:
     return "".join(f"load_module {base}/{name};\n" for name in MODULES)
 
 
-def lua_dir() -> Path:
+def lua_dir() -> str:
     """Where ``bluegreen_dynamic.lua`` is in this installation."""
-    return templates.resource_dir() / "nginx" / "dynamic"
+    return os.path.join(templates.resource_root(), "nginx", "dynamic")
 
 
 HTTP_TEMPLATE = "nginx/dynamic/http.conf.j2"
@@ -155,8 +152,8 @@ def configured_endpoints(text: str | None) -> dict[str, str]:
 
 def _ipv4(address: str, port: int) -> str:
     validate.host(address)
-    with contextlib.suppress(ValueError):
-        return str(ipaddress.IPv4Address(address))
+    if validate.ipv4(address):
+        return address
     if address.startswith("["):
         raise UsageError(f"invalid address {address!r}: the dynamic mode routes to IPv4 only")
     try:
@@ -202,10 +199,8 @@ def check_chains(service: str, chains: Sequence[Chain]) -> list[dict[str, Any]]:
         if not 0 < len(c.callers) <= MAX_CALLERS:
             raise UsageError(f"{service}: a chain needs 1 to {MAX_CALLERS} callers")
         for ip in c.callers:
-            try:
-                ipaddress.IPv4Address(ip)
-            except ValueError:
-                raise UsageError(f"{service}: invalid caller {ip!r}: use an IPv4 address") from None
+            if not validate.ipv4(ip):
+                raise UsageError(f"{service}: invalid caller {ip!r}: use an IPv4 address")
             if ip in callers:
                 raise UsageError(f"{service}: caller {ip} listed twice")
             callers.add(ip)
@@ -229,9 +224,10 @@ def check_payload(routes: Sequence[Route]) -> tuple[dict[str, Any], dict[str, An
 def read_document(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """The ``services`` and ``chains`` recorded in a state file (empty when there is none)."""
     try:
-        doc = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return {"services": {}, "chains": {}}
+        text = read_text(path)
+        if text is None:
+            return {"services": {}, "chains": {}}
+        doc = json.loads(text)
     except (OSError, ValueError) as exc:
         raise OperationFailed(f"cannot read the state file {path}: {exc}") from exc
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k, {}), dict)
@@ -252,13 +248,6 @@ def _state_text(services: Mapping[str, Any], chains: Mapping[str, Any]) -> str:
     return json.dumps(doc, indent=1) + "\n"
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-
-
 # -- the control client ---------------------------------------------------------------------
 
 
@@ -268,7 +257,7 @@ class DynamicControl:
     def __init__(self, control: str, state_file: str | os.PathLike[str] | None = None,
                  timeout: float = 5.0) -> None:
         self.control = control_address(control)
-        self.state_file = Path(state_file) if state_file else None
+        self.state_file = os.fspath(state_file) if state_file else None
         self.timeout = timeout
         self.where = f"{self.control}{CONTROL_PATH}"
 
@@ -345,21 +334,21 @@ class DynamicControl:
         """Merge ``services`` (with their ``chains``) into the state file; its previous text."""
         if not self.state_file:
             return None
-        previous = _read_text(self.state_file)
+        previous = read_text(self.state_file)
         write_atomic(self.state_file, merged_state(self.state_file, services, chains=chains))
         return previous
 
 
 @contextlib.contextmanager
-def state_lock(state_file: Path | None) -> Iterator[None]:
+def state_lock(state_file: str | None) -> Iterator[None]:
     """Serialize the processes that change one state file (``flock`` of ``<file>.lock``)."""
     if state_file is None:
         yield
         return
     import fcntl
 
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(state_file.with_name(f"{state_file.name}.lock"), "a") as fh:
+    os.makedirs(os.path.dirname(state_file) or ".", exist_ok=True)
+    with open(f"{state_file}.lock", "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 
@@ -393,21 +382,21 @@ class DynamicProxy:
                  include_file: str | None = None, dict_size: str = "1m",
                  lua_path: str | None = None, internal_listen: str = "172.17.0.1:80") -> None:
         self.controller = controller
-        self.include_path, self.include_dir = Path(include_path), Path(include_dir)
+        self.include_path, self.include_dir = os.fspath(include_path), os.fspath(include_dir)
         self.location = validate.location(location)
-        self.include_file = Path(include_file) if include_file else None
+        self.include_file = os.fspath(include_file) if include_file else None
         self.dict_size, self.lua_path = dict_size, lua_path
         self.internal_listen = internal_listen
         self.client = DynamicControl(control, safe_path(state_file, "state file"))
-        self.state_file = Path(state_file)
+        self.state_file = os.fspath(state_file)
 
     def services(self) -> set[str]:
         """The services nginx's configuration has an upstream for."""
-        return configured_services(_read_text(self.include_path))
+        return configured_services(read_text(self.include_path))
 
     def endpoints(self) -> dict[str, str]:
         """Service -> the internal endpoint nginx's configuration serves for it."""
-        return configured_endpoints(_read_text(self.include_path))
+        return configured_endpoints(read_text(self.include_path))
 
     def read(self) -> dict[str, Any]:
         return self.client.read()
@@ -433,19 +422,19 @@ class DynamicProxy:
             self._reload(plan, reload_timeout)  # nginx loads the state file as it starts workers
             return int(self.read()["generation"])
 
-    def config_changes(self, routes: Sequence[Route]) -> dict[Path, str | None]:
+    def config_changes(self, routes: Sequence[Route]) -> dict[str, str | None]:
         """The files that routing as ``routes`` changes (none: a POST is enough)."""
         endpoints = self.endpoints()
         for r in routes:
             endpoints.pop(r.service, None)
             if r.endpoint:
                 endpoints[r.service] = r.endpoint
-        plan: dict[Path, str | None] = {}
+        plan: dict[str, str | None] = {}
         context = self._context(self.services() | {r.service for r in routes}, endpoints)
-        if not templates.is_current(_read_text(self.include_path), HTTP_TEMPLATE, **context):
+        if not templates.is_current(read_text(self.include_path), HTTP_TEMPLATE, **context):
             plan[self.include_path] = templates.render_keyed(HTTP_TEMPLATE, **context)
-        plan.update({self.include_dir / f"{r.service}.conf": self._location(r) for r in routes})
-        return {path: text for path, text in plan.items() if _read_text(path) != text}
+        plan.update({self._location_path(r.service): self._location(r) for r in routes})
+        return {path: text for path, text in plan.items() if read_text(path) != text}
 
     def remove(self, services: Iterable[str], reload_timeout: float = 10.0) -> bool:
         """Take services out of nginx (a checked reload); False if none was there."""
@@ -455,12 +444,15 @@ class DynamicProxy:
             if not gone:
                 return False
             endpoints = {s: e for s, e in self.endpoints().items() if s not in gone}
-            plan: dict[Path, str | None] = {
+            plan: dict[str, str | None] = {
                 self.include_path: self._render(self.services() - gone, endpoints),
                 self.state_file: merged_state(self.state_file, {}, gone)}
-            plan.update(dict.fromkeys((self.include_dir / f"{s}.conf" for s in gone), None))
+            plan.update(dict.fromkeys((self._location_path(s) for s in gone), None))
             self._reload(plan, reload_timeout)
         return True
+
+    def _location_path(self, service: str) -> str:
+        return os.path.join(self.include_dir, f"{service}.conf")
 
     def _render(self, services: Iterable[str], endpoints: Mapping[str, str]) -> str:
         return templates.render_keyed(HTTP_TEMPLATE, **self._context(services, endpoints))
@@ -475,19 +467,20 @@ class DynamicProxy:
         if route.location == "":
             return None
         if route.location is None:
-            existing = _read_text(self.include_dir / f"{route.service}.conf")
+            existing = read_text(self._location_path(route.service))
             if existing is not None:
                 return existing
             if self.include_file:
                 try:
-                    return self.include_file.read_text()
+                    with open(self.include_file) as fh:
+                        return fh.read()
                 except OSError as exc:
                     raise UsageError(f"cannot read include file {self.include_file}: "
                                      f"{exc.strerror}") from exc
         return templates.render("nginx/include.conf.j2", service=route.service,
                                 location=validate.location(route.location or self.location))
 
-    def _reload(self, plan: Mapping[Path, str | None], timeout: float) -> None:
+    def _reload(self, plan: Mapping[str, str | None], timeout: float) -> None:
         apply_files(self.controller, plan, timeout)
 
 
@@ -548,7 +541,7 @@ class NginxDynamicProxy(Proxy):
     def __init__(self, engine: DynamicProxy) -> None:
         self.engine = engine
         self.where = f"{engine.controller.where}, control {engine.client.where}"
-        self.colors_file = engine.state_file.with_name(engine.state_file.stem + ".colors.json")
+        self.colors_file = os.path.splitext(engine.state_file)[0] + ".colors.json"
 
     def ping(self) -> None:
         self.engine.controller.ping()
@@ -556,9 +549,8 @@ class NginxDynamicProxy(Proxy):
 
     def _colors(self) -> dict[str, dict[str, Any]]:
         try:
-            doc = json.loads(self.colors_file.read_text())
-        except FileNotFoundError:
-            return {}
+            text = read_text(self.colors_file)
+            doc = json.loads(text) if text is not None else {}
         except (OSError, ValueError) as exc:
             raise OperationFailed(f"cannot read {self.colors_file}: {exc}") from exc
         return doc if isinstance(doc, dict) else {}
@@ -597,6 +589,13 @@ class NginxDynamicProxy(Proxy):
         """One line per service whose servers, color or weight change, one per service whose
         chains change, then the unified diff of the configuration files a reload rewrites
         (``served``: what :meth:`_served` just read)."""
+        lines = self._route_lines(routes, served)
+        live = [r for r in routes if not r.removed]
+        return lines + (files_diff(self.engine.config_changes(live)) if live else "")
+
+    def _route_lines(self, routes: Sequence[Route], served: Mapping[str, Any] | None = None
+                     ) -> str:
+        """:meth:`diff` without the configuration files."""
         served, colors = served or self._served(), self._colors()
         lines = []
         for r in routes:
@@ -611,15 +610,17 @@ class NginxDynamicProxy(Proxy):
             have_chains = _served_chains(served["chains"].get(r.service) or [])
             if not r.removed and have_chains != _route_chains(r):
                 lines.append(f"{r.service} chains: {have_chains} -> {_route_chains(r)}\n")
-        live = [r for r in routes if not r.removed]
-        return "".join(lines) + (files_diff(self.engine.config_changes(live)) if live else "")
+        return "".join(lines)
 
     def apply(self, routes: Sequence[Route]) -> bool:
         """One POST for every routed service (or a checked reload when the configuration
         changes), then one reload for the removed ones; the color record beside the state
         file goes back on any failure, and so do the services already posted."""
         served = self._served()  # read once for the diff and for what to put back
-        if not self.diff(routes, served):
+        live = [r for r in routes if not r.removed]
+        # the configuration files are compared again under the state file's lock
+        if not self._route_lines(routes, served) and not (
+                live and self.engine.config_changes(live)):
             return False
         before = self._colors()
         after = dict(before)
@@ -628,7 +629,7 @@ class NginxDynamicProxy(Proxy):
                 after.pop(r.service, None)
             else:
                 after[r.service] = {"color": r.color, "weight": r.weight}
-        live = [replace(r, servers=tuple(_scaled(r.servers))) for r in routes if not r.removed]
+        live = [replace(r, servers=tuple(_scaled(r.servers))) for r in live]
         gone = [r.service for r in routes if r.removed]
         previous = [p for p in (self.current(r.service, served) for r in live) if not p.removed]
         write_atomic(self.colors_file, json.dumps(after, indent=1, sort_keys=True))

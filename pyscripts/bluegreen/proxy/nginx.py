@@ -15,27 +15,29 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from bluegreen import templates, validate
 from bluegreen.errors import OperationFailed, Unreachable
 from bluegreen.model import COLORS, Chain, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
     from bluegreen.runtime.docker import DockerEngine
 
-HEADER_RE = re.compile(
+HEADER_RE = validate.Lazy(
     r"^# Managed by bluegreen: service=(?P<service>\S+) color=(?P<color>blue|green|none)"
     r"(?: weight=(?P<weight>\d+))?$", re.M)
-SERVER_RE = re.compile(r"^\s*server\s+(?P<hostport>[^\s;{]+:\d+)(?:\s+weight=(?P<weight>\d+))?",
+SERVER_RE = validate.Lazy(r"^\s*server\s+(?P<hostport>[^\s;{]+:\d+)(?:\s+weight=(?P<weight>\d+))?",
                        re.M)
 # an internal endpoint's server and chains (resources/nginx/endpoint.conf.j2)
-ENDPOINT_RE = re.compile(r"^    server_name (?P<name>\S+);$", re.M)
-CHAIN_RE = re.compile(r"^# (?P<side>new|old) release: its callers reach \S+-(?P<color>blue|green) "
+ENDPOINT_RE = validate.Lazy(r"^    server_name (?P<name>\S+);$", re.M)
+CHAIN_RE = validate.Lazy(r"^# (?P<side>new|old) release: its callers reach \S+-(?P<color>blue|green) "
                       r"only\nupstream \S+ \{\n(?P<servers>[^}]*)\}", re.M)
-CALLER_RE = re.compile(r"^    (?P<ip>\S+) (?P<side>new|old);$", re.M)
+CALLER_RE = validate.Lazy(r"^    (?P<ip>\S+) (?P<side>new|old);$", re.M)
 
 
 class NginxController(ABC):
@@ -85,17 +87,21 @@ class NginxController(ABC):
 
 def _proc_children(ppid: int) -> list[int]:
     try:
-        text = Path(f"/proc/{ppid}/task/{ppid}/children").read_text()
-        return [int(p) for p in text.split()]
+        return [int(p) for p in _read_proc(f"/proc/{ppid}/task/{ppid}/children").split()]
     except OSError:
         pass
     kids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
+    for name in os.listdir("/proc"):
+        if name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
-                if int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
-                    kids.append(int(entry.name))
+                if int(_read_proc(f"/proc/{name}/stat").rsplit(")", 1)[1].split()[1]) == ppid:
+                    kids.append(int(name))
     return kids
+
+
+def _read_proc(path: str) -> str:
+    with open(path, "rb") as fh:
+        return fh.read().decode(errors="replace")
 
 
 class LocalNginx(NginxController):
@@ -116,8 +122,8 @@ class LocalNginx(NginxController):
         """The running master's pid. A master killed while its workers still serve can stay
         behind as a zombie that answers kill(0): its process state says it is gone."""
         try:
-            pid = int(Path(self.pid_file).read_text().strip())
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            pid = int(_read_proc(self.pid_file).strip())
+            state = _read_proc(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0]
         except (OSError, ValueError, IndexError) as exc:
             raise Unreachable("nginx", self.where, "not running") from exc
         if state in ("Z", "X"):
@@ -141,7 +147,7 @@ class LocalNginx(NginxController):
         result = {}
         for pid in _proc_children(self.master_pid()):
             with contextlib.suppress(OSError):
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                title = _read_proc(f"/proc/{pid}/cmdline").replace("\0", " ")
                 if "worker process" in title:
                     result[pid] = "shutting down" in title
         return result
@@ -195,11 +201,10 @@ class ContainerNginx(NginxController):
             self._get().kill(signal="HUP")
 
 
-def read_serving(upstream_dir: Path, service: str) -> Serving:
+def read_serving(upstream_dir: str | os.PathLike[str], service: str) -> Serving:
     """What the service's upstream file routes to (a file read; nginx is not asked)."""
-    try:
-        text = (upstream_dir / f"{validate.service(service)}.conf").read_text()
-    except FileNotFoundError:
+    text = read_text(os.path.join(upstream_dir, f"{validate.service(service)}.conf"))
+    if text is None:
         return Serving(None, 0, ())
     m = HEADER_RE.search(text)
     color = m.group("color") if m and m.group("color") in COLORS else None
@@ -215,6 +220,8 @@ class NginxProxy(Proxy):
     def __init__(self, controller: NginxController, upstream_dir: str | os.PathLike[str],
                  include_dir: str | os.PathLike[str], location: str = "/",
                  include_file: str | None = None, internal_listen: str = "172.17.0.1:80") -> None:
+        from pathlib import Path  # the reload mode's: a dynamic switch goes without its import
+
         self.controller = controller
         self.internal_listen = internal_listen  # where internal endpoints are served
         self.where = controller.where
@@ -235,7 +242,7 @@ class NginxProxy(Proxy):
         """The route of the upstream file: each server's weight, the internal endpoint and its
         chains included."""
         now = read_serving(self.upstream_dir, service)
-        text = _read(self.paths(service)[0]) or ""
+        text = read_text(self.paths(service)[0]) or ""
         servers = _servers(text.split("\n}", 1)[0])  # its own upstream, the first block
         callers = CALLER_RE.findall(text)
         chains = tuple(Chain(m["side"], m["color"], tuple(ip for ip, s in callers if s == m["side"]),
@@ -300,7 +307,7 @@ class NginxProxy(Proxy):
                                 location=validate.location(location or self.location))
 
     def _changes(self, plan: dict[Path, str | None]) -> dict[Path, str | None]:
-        return {p: text for p, text in plan.items() if _read(p) != text}
+        return {p: text for p, text in plan.items() if read_text(p) != text}
 
     def diff(self, routes: Sequence[Route]) -> str:
         return files_diff(self._changes(self.plan(routes)))
@@ -314,12 +321,12 @@ class NginxProxy(Proxy):
         return True
 
 
-def apply_files(controller: NginxController, changes: Mapping[Path, str | None],
+def apply_files(controller: NginxController, changes: Mapping[Any, str | None],
                 timeout: float = 10.0) -> None:
     """Write the files (``None``: remove), ``nginx -t``, reload and wait for the new workers;
     on any failure put every file back as it was and make nginx load that again."""
     controller.ping()
-    backup = {p: _read(p) for p in changes}
+    backup = {p: read_text(p) for p in changes}
     reloading = False
     try:
         for path, text in changes.items():
@@ -348,7 +355,7 @@ def _servers(text: str) -> tuple[Server, ...]:
     return tuple(found)
 
 
-def files_diff(changes: Mapping[Path, str | None]) -> str:
+def files_diff(changes: Mapping[Any, str | None]) -> str:
     """The unified diff of writing ``changes`` (``None``: removing the file)."""
     if not changes:
         return ""
@@ -356,16 +363,17 @@ def files_diff(changes: Mapping[Path, str | None]) -> str:
 
     out: list[str] = []
     for path, text in changes.items():
-        old = _read(path)
+        old = read_text(path)
         out += difflib.unified_diff((old or "").splitlines(True), (text or "").splitlines(True),
                                     f"a{path}" if old is not None else "/dev/null",
                                     f"b{path}" if text is not None else "/dev/null")
     return "".join(out)
 
 
-def _read(path: Path) -> str | None:
+def read_text(path: str | os.PathLike[str]) -> str | None:
     try:
-        return path.read_text()
+        with open(path) as fh:
+            return fh.read()
     except FileNotFoundError:
         return None
 
@@ -377,15 +385,16 @@ def _first_error(output: str) -> str:
     return (output.strip().splitlines() or ["nginx -t failed"])[0][:300]
 
 
-def write_atomic(path: Path, text: str | None) -> None:
+def write_atomic(path: str | os.PathLike[str], text: str | None) -> None:
     """Write (``None``: remove) a file by temp file + fsync + rename (the temp name never
     matches ``*.conf``)."""
     if text is None:
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+            os.unlink(path)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    where, name = os.path.split(os.fspath(path))
+    os.makedirs(where or ".", exist_ok=True)
+    tmp = os.path.join(where, f".{name}.{os.getpid()}.tmp")
     with open(tmp, "w") as fh:
         fh.write(text)
         fh.flush()

@@ -13,13 +13,15 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 from bluegreen import model, validate
 from bluegreen.errors import InvalidRecord
 from bluegreen.model import Instance
 from bluegreen.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 LOCK_TTL_SECONDS = 15
 
@@ -92,7 +94,8 @@ def describe_holder(info: dict[str, Any]) -> str:
 
 def _pid_start(pid: int) -> str:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
     except OSError:
         return ""
     return stat.rsplit(")", 1)[1].split()[19]

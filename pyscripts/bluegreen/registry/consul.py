@@ -14,9 +14,7 @@ import os
 import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from bluegreen import validate, wire
 from bluegreen.errors import LockHeld, OperationFailed, Unreachable, add_secret, reaching, redact
@@ -30,9 +28,13 @@ from bluegreen.registry.base import (
     holder_is_dead,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 LEADERLESS_WAIT = 15.0  # seconds: Consul's elections take ~1-2 s (raft_multiplier 1) to ~10 s
 # Consul's 500 answers while its servers elect a leader or one is unreachable.
-LEADERLESS = re.compile(r"No cluster leader|leadership lost|rpc error|Raft leader not found",
+LEADERLESS = validate.Lazy(r"No cluster leader|leadership lost|rpc error|Raft leader not found",
                         re.IGNORECASE)
 
 
@@ -45,14 +47,20 @@ def parse_consul_addr(addr: str) -> tuple[str, str, int]:
     if "://" not in addr:
         scheme = "https" if os.environ.get("CONSUL_HTTP_SSL", "").lower() in ("1", "true") else "http"
         addr = f"{scheme}://{addr}"
-    parts = urllib.parse.urlsplit(addr)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise validate.UsageError(f"invalid Consul address {addr!r}")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 8500)
+        scheme, host, port, rest = wire.split_url(addr)
     except ValueError:
         raise validate.UsageError(f"invalid Consul address {addr!r}") from None
-    return parts.scheme, parts.hostname, port
+    if scheme not in ("http", "https") or rest not in ("", "/"):
+        raise validate.UsageError(f"invalid Consul address {addr!r}")
+    return scheme, host, port or (443 if scheme == "https" else 8500)
+
+
+def _decoded(value: str) -> str:
+    """A KV value as Consul's JSON has it (base64; ``base64`` itself costs 2 ms to import)."""
+    import binascii
+
+    return binascii.a2b_base64(value.encode("ascii")).decode()
 
 
 class ConsulRegistry(Registry):
@@ -158,7 +166,7 @@ class ConsulRegistry(Registry):
 
     @staticmethod
     def _kv_path(key: str) -> str:
-        return "/v1/kv/" + urllib.parse.quote(key)
+        return "/v1/kv/" + wire.quote(key)
 
     def ping(self) -> None:
         _, data = self._http("GET", "/v1/status/leader")
@@ -178,24 +186,20 @@ class ConsulRegistry(Registry):
         self._http("DELETE", self._kv_path(key))
 
     def kv_list(self, prefix: str) -> dict[str, str]:
-        import base64
-
         status, data = self._http("GET", self._kv_path(prefix) + "?recurse")
         if status == 404:
             return {}
-        return {e["Key"]: base64.b64decode(e["Value"]).decode() if e.get("Value") else ""
+        return {e["Key"]: _decoded(e["Value"]) if e.get("Value") else ""
                 for e in json.loads(data)}
 
     def _kv_entry(self, key: str) -> dict[str, Any] | None:
         """The key's entry (Value decoded, ModifyIndex, Session), or None."""
-        import base64
-
         status, data = self._http("GET", self._kv_path(key))
         if status == 404:
             return None
         entry: dict[str, Any] = json.loads(data)[0]
         raw = entry.get("Value")
-        entry["Value"] = base64.b64decode(raw).decode() if raw is not None else None
+        entry["Value"] = _decoded(raw) if raw is not None else None
         return entry
 
     def kv_update(self, key: str, fn: Callable[[str | None], str | None]) -> None:
@@ -235,7 +239,7 @@ class ConsulRegistry(Registry):
     def instances(self, service: str, color: str, passing: bool = False,
                   foreign: bool = False) -> list[Instance]:
         name = self.color_service(service, color)
-        path = f"/v1/health/service/{urllib.parse.quote(name)}" + ("?passing=1" if passing else "")
+        path = f"/v1/health/service/{wire.quote(name)}" + ("?passing=1" if passing else "")
         _, data = self._http("GET", path)
         result = []
         for node in json.loads(data or b"[]"):

@@ -10,8 +10,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 from bluegreen import validate
 from bluegreen.errors import LockHeld, OperationFailed, Unreachable
@@ -19,34 +17,42 @@ from bluegreen.model import Instance
 from bluegreen.record import asdict
 from bluegreen.registry.base import Lease, Registry, describe_holder, holder_info
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 class FileRegistry(Registry):
     """The registry in one local JSON file; health is checked live over HTTP."""
 
     def __init__(self, path: str | os.PathLike[str], prefix: str = "") -> None:
         super().__init__(prefix)
-        self.path = Path(path)
-        self.where = str(self.path)
+        self.path = self.where = os.fspath(path)
 
     @contextlib.contextmanager
     def _state(self, write: bool = False) -> Iterator[dict[str, Any]]:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             lockfile = open(f"{self.path}.lock", "a+")  # noqa: SIM115
         except OSError as exc:
-            raise Unreachable("state file", str(self.path), exc.strerror or str(exc)) from exc
+            raise Unreachable("state file", self.path, exc.strerror or str(exc)) from exc
         with lockfile:
             fcntl.flock(lockfile, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
             try:
-                state = json.loads(self.path.read_text()) if self.path.exists() else {}
+                with open(self.path) as fh:
+                    state = json.loads(fh.read())
+            except FileNotFoundError:
+                state = {}
             except ValueError as exc:
                 raise OperationFailed(f"state file {self.path} is corrupt: {exc}") from exc
             state.setdefault("kv", {})
             state.setdefault("services", {})
             yield state
             if write:
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+                where, name = os.path.split(self.path)
+                tmp = os.path.join(where, f".{name}.{os.getpid()}.tmp")
+                with open(tmp, "w") as fh:
+                    fh.write(json.dumps(state, indent=1, sort_keys=True))
                 os.replace(tmp, self.path)
 
     def ping(self) -> None:
@@ -104,8 +110,8 @@ class FileRegistry(Registry):
     @contextlib.contextmanager
     def lock(self, service: str, wait: float = 0.0,
              on_stale: Callable[[str], None] | None = None) -> Iterator[Lease]:
-        path = Path(f"{self.path}.{validate.service(service)}.deploy-lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = f"{self.path}.{validate.service(service)}.deploy-lock"
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         deadline = time.monotonic() + wait
         with open(path, "a+") as fh:
             while True:

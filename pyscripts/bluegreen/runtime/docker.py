@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import urllib.parse
 from collections.abc import Iterator
-from typing import Any
 
-from bluegreen import validate
+from bluegreen import validate, wire
 from bluegreen.errors import OperationFailed, Unreachable, reaching
 from bluegreen.model import Container, DeploySpec, color_name, container_names
 from bluegreen.runtime.base import Runtime
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 LABEL_SERVICE = "bluegreen.service"
 LABEL_COLOR = "bluegreen.color"
@@ -37,9 +39,12 @@ class DockerEngine:
         self._client: Any = None
 
     def _default_advertise(self, publish_ip: str = "") -> str:
-        parts = urllib.parse.urlsplit(self.docker_host)
-        if parts.scheme in ("tcp", "http", "https") and parts.hostname:
-            return parts.hostname
+        try:
+            scheme, host, _, _ = wire.split_url(self.docker_host)
+        except ValueError:
+            scheme = host = ""
+        if scheme in ("tcp", "http", "https"):
+            return host
         if publish_ip not in ("", "0.0.0.0", "::"):  # noqa: S104
             return publish_ip
         return "127.0.0.1"
@@ -120,9 +125,7 @@ class DockerRuntime(DockerEngine, Runtime):
             return None
         import json
 
-        from bluegreen import wire
-
-        query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
+        query = wire.query({"all": "1", "filters": json.dumps({"label": labels})})
         try:
             status, body = wire.request("unix:" + self.where[len("unix://"):], "GET",
                                         f"/containers/json?{query}", timeout=30)
@@ -214,8 +217,6 @@ class DockerRuntime(DockerEngine, Runtime):
 
     def wait_healthy(self, containers: list[Container], timeout: float) -> list[Container]:
         """Wait until each container runs and answers its health path below 400."""
-        from bluegreen import wire
-
         deadline = time.monotonic() + timeout
         pending = {c.name for c in containers}
         current = {c.name: c for c in containers}

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
 
 from bluegreen import validate
 from bluegreen.errors import OperationFailed
@@ -48,6 +47,10 @@ from bluegreen.runtime.docker import (
     LABEL_SERVICE,
     DockerRuntime,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 LABEL_SCALE = "bluegreen.scale"
 NODE_ADDR_LABEL = "bluegreen.addr"
