@@ -168,6 +168,31 @@ def test_rollback_after_registry_restart_refuses_an_unverifiable_color(live_v1, 
     svc.assert_safe()
 
 
+def test_a_registry_lost_after_a_rollback_switched_first_leaves_the_rollback(live_v1, consul,
+                                                                            tmp_path):
+    """A rollback with nothing to recover switches first and recovers after: Consul lost at
+    that moment is said in one line, the rollback stands (exit 0), and the next command
+    repeats the recovery."""
+    svc = live_v1
+    r = svc.bg("deploy", svc.service, "--color", "green", "--image", "bluegreen-sample:v2")
+    assert r.code == 0, r.err
+    assert svc.bg("switch", svc.service, "--color", "green").code == 0
+    held = Held(svc, tmp_path, ["rollback:switched"], "rollback", svc.service)
+    held.wait("rollback:switched")
+    assert svc.version() == "v1"  # switched before recovery
+    consul.stop()
+    held.release("rollback:switched")
+    code, err = held.finish()
+    assert code == 0, err
+    assert "recovery after the rollback failed" in err and "Consul unreachable" in err
+    consul.start()  # empty: the next command rebuilds the records from the proxy
+    r = svc.bg("recover", svc.service)
+    assert r.code == 0, r.err
+    assert "color record (none) set to blue" in r.err + r.out
+    assert svc.version() == "v1"
+    svc.assert_safe()
+
+
 # -- 2. bad records are errors, never absences ------------------------------------------------
 
 

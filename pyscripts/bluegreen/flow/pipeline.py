@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 from bluegreen import interrupts, model, validate
-from bluegreen.errors import Interrupted, OperationFailed, UsageError, redact
+from bluegreen.errors import Interrupted, OperationFailed, Unreachable, UsageError, redact
 from bluegreen.flow import checks
 from bluegreen.flow.steps import Steps
 from bluegreen.model import DeploySpec
@@ -182,6 +182,8 @@ class Pipeline(Record):
         that phase (a promotion gate); ``resume``: go on with a paused run's next phase."""
         validate.service(service)
         summary: dict[str, Any] = {"service": service, "image": opts.spec.image, "result": "failed"}
+        if not self.steps.dry_run:
+            self.steps.preload()  # loads while the lock, recovery and the registry are waited on
         self.steps.refuse_if_in_release(service)
         with self.locked(service, opts.lock_wait):
             if resume:
@@ -376,8 +378,13 @@ class Pipeline(Record):
                     self._history(service, {"action": "rollback", "from": current,
                                             "to": previous, "result": summary["result"],
                                             "start": started, "end": time.time()})
-            if ready:
-                self.recover(service)
+            if ready:  # after the switch: a failure here is said, the rollback stands
+                interrupts.hold("rollback:switched")
+                try:
+                    self.recover(service)
+                except (OperationFailed, Unreachable) as exc:
+                    self.say(f"{service}: recovery after the rollback failed, the next run, "
+                             f"rollback or recover repeats it: {exc}")
             if stop_current and not self.steps.dry_run:
                 self.steps.stop(service, current)
         summary["phases"] = self.phases

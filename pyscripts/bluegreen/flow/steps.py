@@ -43,6 +43,14 @@ class Steps(Record):
     drain_timeout: float = 30.0
     stop_timeout: int = 10
 
+    def preload(self) -> None:
+        """Start importing, in the background, the client libraries that changing containers
+        and registering them need (``bluegreen.preload``)."""
+        from bluegreen.preload import preload
+
+        preload(*(self.runtime.client_modules if self.runtime else ()),
+                *self.registry.client_modules)
+
     # -- colors ----------------------------------------------------------------------
 
     def address(self, service: str, color: str) -> list[str]:

@@ -112,6 +112,7 @@ class Registry(ABC):
     """What the toolkit needs from a service registry."""
 
     where: str
+    client_modules: tuple[str, ...] = ()  # what registering imports (bluegreen.preload)
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = validate.kv_prefix(prefix)

@@ -67,6 +67,8 @@ class ConsulRegistry(Registry):
     """The registry on a Consul agent (``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``,
     ``CONSUL_CACERT``, ``CONSUL_HTTP_SSL_VERIFY``)."""
 
+    client_modules = ("consul",)
+
     def __init__(self, addr: str, token: str | None = None, prefix: str = "",
                  timeout: float = 5.0) -> None:
         super().__init__(prefix)

@@ -13,6 +13,7 @@ class Runtime(ABC):
     ``containers`` finds it again."""
 
     where: str
+    client_modules: tuple[str, ...] = ()  # what changing instances imports (bluegreen.preload)
 
     @abstractmethod
     def ping(self) -> None:

@@ -33,6 +33,8 @@ class DockerEngine:
     client and the mapping of its errors, shared by the Docker runtimes and containerized
     nginx."""
 
+    client_modules = ("docker",)
+
     def __init__(self, docker_host: str | None = None) -> None:
         self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or ""
         self.where = self.docker_host or "unix:///var/run/docker.sock"
@@ -77,8 +79,21 @@ class DockerEngine:
             raise OperationFailed(f"Docker: {exc}") from exc
 
     def ping(self) -> None:
-        with self.call():
-            self.client.ping()
+        socket_path = self._unix_socket()
+        if socket_path is None:
+            with self.call():
+                self.client.ping()
+            return
+        try:  # without the SDK (bluegreen.preload loads it meanwhile)
+            status, body = wire.request(f"unix:{socket_path}", "GET", "/_ping", timeout=30)
+        except OSError as exc:
+            raise Unreachable("Docker", self.where, exc.strerror or str(exc)) from exc
+        if status != 200:
+            raise Unreachable("Docker", self.where, f"/_ping answered {status} {body[:100]!r}")
+
+    def _unix_socket(self) -> str | None:
+        """The engine's unix socket when it is reached through one (else TCP, TLS, SSH)."""
+        return self.where[len("unix://"):] if self.where.startswith("unix://") else None
 
 
 class DockerRuntime(DockerEngine, Runtime):
@@ -121,13 +136,14 @@ class DockerRuntime(DockerEngine, Runtime):
         """One ``GET /containers/json`` on a local engine's unix socket, without the SDK (its
         import and one inspect per container cost more than a quick command's whole budget);
         ``None`` for an engine reached otherwise (TCP, TLS, SSH): the SDK lists."""
-        if self._client is not None or not (self.where.startswith("unix://")):
+        socket_path = self._unix_socket()
+        if self._client is not None or socket_path is None:
             return None
         import json
 
         query = wire.query({"all": "1", "filters": json.dumps({"label": labels})})
         try:
-            status, body = wire.request("unix:" + self.where[len("unix://"):], "GET",
+            status, body = wire.request(f"unix:{socket_path}", "GET",
                                         f"/containers/json?{query}", timeout=30)
         except OSError as exc:
             raise Unreachable("Docker", self.where, exc.strerror or str(exc)) from exc
