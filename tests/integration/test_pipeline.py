@@ -294,3 +294,20 @@ def test_a_rollback_with_nothing_to_recover_switches_first(live_v1):
     assert r.err.index("<== Rollback: ok") < r.err.index("release-green")
     assert svc.version() == "v1" and svc.kv("color") == "blue"
     svc.assert_safe()
+
+
+def test_a_local_run_does_without_the_docker_sdk(svc):
+    """On the engine's unix socket a run speaks the Engine API itself: the SDK (with requests,
+    more to import than a container takes to start) is never imported."""
+    import subprocess
+
+    code = ("import sys\nfrom bluegreen.cli.main import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print('SDK imported:', 'docker' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, "run", svc.service, "--image",
+                           "bluegreen-sample:v1", *HTTP], env=svc.env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "SDK imported: False", proc.stderr
+    assert svc.version() == "v1"
+    svc.assert_safe()

@@ -149,3 +149,4 @@ def test_quote_and_query_encode_as_urllib_does():
         assert wire.quote(text, "") == urllib.parse.quote(text, "")
     pairs = {"all": "1", "filters": '{"label": ["a=b c"]}'}
     assert urllib.parse.parse_qs(wire.query(pairs)) == {k: [v] for k, v in pairs.items()}
+

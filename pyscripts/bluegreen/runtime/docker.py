@@ -1,4 +1,5 @@
-"""The Docker runtime: a color's instances are containers on one engine (Docker SDK).
+"""The Docker runtime: a color's instances are containers on one engine (the Engine API on
+a local unix socket; the Docker SDK for TCP, TLS and SSH engines).
 
 Containers are named ``<service>-<color>`` (``-1`` .. ``-N`` with ``--scale N``), carry
 labels ``bluegreen.service`` / ``bluegreen.color``, get ``SERVICE_NAME=<service>-<color>``
@@ -9,6 +10,7 @@ running on the host does not register them a second time, and publish the contai
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -106,20 +108,75 @@ class DockerRuntime(DockerEngine, Runtime):
         self.publish_ip = publish_ip
         self.advertise_addr = advertise_addr or self._default_advertise(publish_ip)
 
+    @property
+    def client_modules(self) -> tuple[str, ...]:  # type: ignore[override]
+        return () if self._local() else ("docker",)
+
     def _info(self, c: Any) -> Container:
-        labels = c.labels
+        """A container of the SDK."""
+        return self._inspected(c.attrs)
+
+    def _inspected(self, attrs: dict[str, Any]) -> Container:
+        """A container as ``GET /containers/{id}/json`` has it (the SDK's ``attrs``)."""
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        state = (attrs.get("State") or {}).get("Status", "")
         cport = int(labels.get(LABEL_PORT, "0") or 0)
         port = None
-        bindings = (c.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{cport}/tcp")
-        if c.status == "running" and bindings:
+        bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{cport}/tcp")
+        if state == "running" and bindings:
             port = int(bindings[0]["HostPort"])
-        image = c.attrs.get("Config", {}).get("Image", "")
-        networks = (c.attrs.get("NetworkSettings", {}).get("Networks") or {}).values()
+        networks = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values()
         private = next((n.get("IPAddress") for n in networks if n.get("IPAddress")), None)
-        return Container(name=c.name, id=c.id, service=labels.get(LABEL_SERVICE, ""),
-                         color=labels.get(LABEL_COLOR, ""), image=image, state=c.status,
+        return Container(name=attrs.get("Name", "").lstrip("/"), id=attrs["Id"],
+                         service=labels.get(LABEL_SERVICE, ""), color=labels.get(LABEL_COLOR, ""),
+                         image=(attrs.get("Config") or {}).get("Image", ""), state=state,
                          address=self.advertise_addr, port=port, container_port=cport,
                          health_path=labels.get(LABEL_HEALTH, "/"), private_address=private)
+
+    def _local(self) -> LocalEngine | None:
+        """The engine's API on its unix socket; None when it is reached otherwise (the SDK)."""
+        path = self._unix_socket()
+        return LocalEngine(path, self.where) if path and self._client is None else None
+
+    def _inspect(self, container_id: str) -> Container:
+        local = self._local()
+        if local:
+            attrs = local.get(f"/containers/{container_id}/json")
+            if attrs is None:
+                raise OperationFailed(f"Docker: no such container {container_id[:12]}")
+            return self._inspected(attrs)
+        with self.call():
+            return self._info(self.client.containers.get(container_id))
+
+    def _act(self, container_id: str, action: str, timeout: int = 10) -> None:
+        """``start``, ``stop`` (after ``timeout`` seconds, killed) or ``remove`` (forced)."""
+        local = self._local()
+        if local:
+            method, path = {"start": ("POST", "/start"), "stop": ("POST", f"/stop?t={timeout}"),
+                            "remove": ("DELETE", "?force=1")}[action]
+            local.send(method, f"/containers/{container_id}{path}", wait=timeout + 30)
+            return
+        with self.call():
+            c = self.client.containers.get(container_id)
+            if action == "stop":
+                c.stop(timeout=timeout)
+            elif action == "remove":
+                c.remove(force=True)
+            else:
+                c.start()
+
+    def _exit_detail(self, container_id: str) -> tuple[Any, str]:
+        """An exited container's exit code and the last line of its output."""
+        local = self._local()
+        if local:
+            attrs = local.get(f"/containers/{container_id}/json") or {}
+            logs = _demuxed(local.send("GET", f"/containers/{container_id}/logs?stdout=1&stderr=1"
+                                              f"&tail=1", raw=True) or b"")
+        else:
+            with self.call():
+                raw = self.client.containers.get(container_id)
+                attrs, logs = raw.attrs, raw.logs(tail=1)
+        return (attrs.get("State") or {}).get("ExitCode"), logs.decode(errors="replace").strip()
 
     def containers(self, service: str, color: str | None = None) -> list[Container]:
         filters = [f"{LABEL_SERVICE}={validate.service(service)}"]
@@ -168,6 +225,9 @@ class DockerRuntime(DockerEngine, Runtime):
                          private_address=private)
 
     def image_exists(self, image: str) -> bool:
+        local = self._local()
+        if local:
+            return local.get(f"/images/{wire.quote(image, '/:@')}/json") is not None
         import docker
 
         with self.call():
@@ -196,6 +256,22 @@ class DockerRuntime(DockerEngine, Runtime):
                   LABEL_HEALTH: health_path, "SERVICE_IGNORE": "true"}
 
         def create(name: str) -> Container:
+            local = self._local()
+            if local:  # what the SDK's containers.create sends for these arguments
+                host: dict[str, Any] = {"Init": True}
+                body: dict[str, Any] = {"Image": image, "Labels": labels, "HostConfig": host,
+                                        "Env": [f"{k}={v}" for k, v in environment.items()]}
+                if port:
+                    body["ExposedPorts"] = {f"{port}/tcp": {}}
+                    host["PortBindings"] = {f"{port}/tcp": [{"HostIp": self.publish_ip,
+                                                             "HostPort": ""}]}
+                if network:
+                    host["NetworkMode"] = network
+                    body["NetworkingConfig"] = {"EndpointsConfig": {network: {}}}
+                if spec.hosts:
+                    host["ExtraHosts"] = [f"{h}:{ip}" for h, ip in dict(spec.hosts).items()]
+                made = local.send("POST", f"/containers/create?name={name}", body)
+                return self._inspect(made["Id"])
             with self.call():
                 c = self.client.containers.create(
                     image, detach=True, name=name, environment=environment, labels=labels,
@@ -225,8 +301,7 @@ class DockerRuntime(DockerEngine, Runtime):
         """Start a color's stopped containers again (a rollback to a stopped color)."""
         def start(c: Container) -> None:
             if not c.running:
-                with self.call():
-                    self.client.containers.get(c.id).start()
+                self._act(c.id, "start")
 
         self._each(start, self.containers(service, color))
         return self.containers(service, color)
@@ -238,14 +313,9 @@ class DockerRuntime(DockerEngine, Runtime):
         current = {c.name: c for c in containers}
         while pending:
             for name in sorted(pending):
-                with self.call():
-                    c = self._info(self.client.containers.get(current[name].id))
-                current[name] = c
+                c = current[name] = self._inspect(current[name].id)
                 if c.state in ("exited", "dead"):
-                    with self.call():
-                        raw = self.client.containers.get(c.id)
-                        code = raw.attrs.get("State", {}).get("ExitCode")
-                        logs = raw.logs(tail=1).decode(errors="replace").strip()
+                    code, logs = self._exit_detail(c.id)
                     tail = f": {logs[:160]}" if logs else ""
                     raise OperationFailed(f"container {name} exited with code {code}{tail}")
                 if c.running and not c.container_port:
@@ -266,16 +336,60 @@ class DockerRuntime(DockerEngine, Runtime):
 
     def stop(self, service: str, color: str, timeout: int = 10) -> list[str]:
         def stop(c: Container) -> str:
-            with self.call():
-                self.client.containers.get(c.id).stop(timeout=timeout)
+            self._act(c.id, "stop", timeout)
             return c.name
 
         return self._each(stop, [c for c in self.containers(service, color) if c.running])
 
     def remove(self, service: str, color: str) -> list[str]:
         def remove(c: Container) -> str:
-            with self.call():
-                self.client.containers.get(c.id).remove(force=True)
+            self._act(c.id, "remove")
             return c.name
 
         return self._each(remove, self.containers(service, color))
+
+
+class LocalEngine:
+    """The Docker Engine API on a local unix socket (bluegreen.wire), for the calls of a local
+    deploy: importing the SDK with ``requests`` costs more here than a container takes to start
+    (docs/benchmarks.md). Engines reached over TCP, TLS or SSH, the Swarm runtime and nginx in
+    a container use the SDK."""
+
+    def __init__(self, socket_path: str, where: str) -> None:
+        self.socket, self.where = f"unix:{socket_path}", where
+
+    def get(self, path: str) -> Any:
+        """The JSON answer; None for 404."""
+        return self.send("GET", path)
+
+    def send(self, method: str, path: str, body: dict[str, Any] | None = None,
+             wait: float = 30.0, raw: bool = False) -> Any:
+        """One request; the JSON answer (the bytes with ``raw``), None when empty or, for a
+        GET, 404. A refused request is ``OperationFailed`` with the engine's message."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        try:
+            status, answer = wire.request(self.socket, method, path, data, headers, wait)
+        except OSError as exc:
+            raise Unreachable("Docker", self.where, exc.strerror or str(exc)) from exc
+        if status == 404 and method == "GET":
+            return None
+        if status >= 400:
+            try:
+                message = json.loads(answer).get("message")
+            except (ValueError, AttributeError):
+                message = answer[:200].decode(errors="replace")
+            raise OperationFailed(f"Docker: {status} {message}")
+        if raw:
+            return answer
+        return json.loads(answer) if answer.strip() else None
+
+
+def _demuxed(stream: bytes) -> bytes:
+    """The payload of a non-TTY container's log stream (8-byte frame headers taken out)."""
+    out, pos = bytearray(), 0
+    while pos + 8 <= len(stream):
+        size = int.from_bytes(stream[pos + 4:pos + 8], "big")
+        out += stream[pos + 8:pos + 8 + size]
+        pos += 8 + size
+    return bytes(out)

@@ -62,6 +62,8 @@ SETTLE_TIMEOUT = 120.0  # start/restart: until every replica runs (image start, 
 class SwarmRuntime(DockerRuntime):
     """Colors as swarm services on the manager at ``DOCKER_HOST``."""
 
+    client_modules = ("docker",)  # services and nodes: the SDK, on any engine
+
     def __init__(self, docker_host: str | None = None, advertise_addr: str | None = None,
                  settle_timeout: float = SETTLE_TIMEOUT) -> None:
         super().__init__(docker_host)
