@@ -498,13 +498,15 @@ two HTTP test requests, an nginx reload until the new workers serve, `docker sto
 
 {"Met" if c['ratio'] <= 1.5 else "Not met"} in this run (reload mode; section 10 has both modes against their own
 primitives). What `run` does beyond the parts, found with per-phase timings and a trace of its
-requests: the process start with the Docker SDK's and py-consul's import (about 0.2 s, with
-`requests`), the deploy lock (taken twice: for the run, then to stop the old color after
-`--keep-old`), the records, removing the color's previous containers before creating the new
-ones, and in the reload mode the wait for nginx's old workers before the old color stops. A
-new color is registered once, passing, after bluegreen's own probe saw it healthy: Consul
-keeps a check's previous status when its service is registered again, so registering it
-first as critical made every deploy wait for Consul's first check.
+requests: the process start, the deploy lock (taken twice: for the run, then to stop the old
+color after `--keep-old`), the records, removing the color's previous containers before
+creating the new ones, and in the reload mode the wait for nginx's old workers before the old
+color stops. On Docker's local socket a run speaks the Engine API itself: the Docker SDK with
+`requests` is not imported (about 0.2 s here), and py-consul, which registers the new color,
+is imported in a background thread while the new containers start. A new color is
+registered once, passing, after bluegreen's own probe saw it healthy: Consul keeps a check's
+previous status when its service is registered again, so registering it first as critical
+made every deploy wait for Consul's first check.
 
 ## 6. Scale
 
