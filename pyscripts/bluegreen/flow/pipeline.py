@@ -449,8 +449,8 @@ class Pipeline(Record):
         return actions
 
     def _finish_scale_down(self, service: str) -> list[str]:
-        pending = self.steps.record(service, "scale-down")
-        if not pending or pending["not_before"] > time.time():
+        pending = self.steps.due_scale_down(service)
+        if not pending:
             return []
         color, actions = pending["color"], []
         if color != self.steps.live_color(service) and self.steps.running(service, color):

@@ -438,6 +438,11 @@ class Steps(Record):
                 return None
         return registered
 
+    def due_scale_down(self, service: str) -> dict[str, Any] | None:
+        """The scale-down record (an old color to stop) once its time has come; else None."""
+        pending = self.registry.get_json(service, "scale-down")
+        return pending if pending and pending["not_before"] <= time.time() else None
+
     def settled(self, service: str) -> str | None:
         """The live color when nothing waits for :meth:`reconcile` or the pipeline's recovery
         (no run in flight, no scale-down due, readable records, the recorded color the one
@@ -445,8 +450,7 @@ class Steps(Record):
         try:
             if self.registry.get_json(service, "inflight"):
                 return None
-            pending = self.registry.get_json(service, "scale-down")
-            if pending and not pending.get("not_before", 0) > time.time():
+            if self.due_scale_down(service):
                 return None
             recorded = self.registry.get_color(service)
         except InvalidRecord:

@@ -81,21 +81,24 @@ class DockerEngine:
             raise OperationFailed(f"Docker: {exc}") from exc
 
     def ping(self) -> None:
-        socket_path = self._unix_socket()
-        if socket_path is None:
+        local = self._local()
+        if local is None:
             with self.call():
                 self.client.ping()
-            return
-        try:  # without the SDK (bluegreen.preload loads it meanwhile)
-            status, body = wire.request(f"unix:{socket_path}", "GET", "/_ping", timeout=30)
-        except OSError as exc:
-            raise Unreachable("Docker", self.where, exc.strerror or str(exc)) from exc
-        if status != 200:
-            raise Unreachable("Docker", self.where, f"/_ping answered {status} {body[:100]!r}")
+        else:
+            try:
+                found = local.send("GET", "/_ping", raw=True) is not None
+            except OperationFailed as exc:
+                raise Unreachable("Docker", self.where, str(exc)) from exc
+            if not found:
+                raise Unreachable("Docker", self.where, "/_ping found nothing")
 
-    def _unix_socket(self) -> str | None:
-        """The engine's unix socket when it is reached through one (else TCP, TLS, SSH)."""
-        return self.where[len("unix://"):] if self.where.startswith("unix://") else None
+    def _local(self) -> LocalEngine | None:
+        """The engine's API on its unix socket; None when it is reached otherwise (TCP, TLS,
+        SSH) or the SDK's client is already in use."""
+        if self._client is not None or not self.where.startswith("unix://"):
+            return None
+        return LocalEngine(self.where[len("unix://"):], self.where)
 
 
 class DockerRuntime(DockerEngine, Runtime):
@@ -132,11 +135,6 @@ class DockerRuntime(DockerEngine, Runtime):
                          image=(attrs.get("Config") or {}).get("Image", ""), state=state,
                          address=self.advertise_addr, port=port, container_port=cport,
                          health_path=labels.get(LABEL_HEALTH, "/"), private_address=private)
-
-    def _local(self) -> LocalEngine | None:
-        """The engine's API on its unix socket; None when it is reached otherwise (the SDK)."""
-        path = self._unix_socket()
-        return LocalEngine(path, self.where) if path and self._client is None else None
 
     def _inspect(self, container_id: str) -> Container:
         local = self._local()
@@ -193,20 +191,11 @@ class DockerRuntime(DockerEngine, Runtime):
         """One ``GET /containers/json`` on a local engine's unix socket, without the SDK (its
         import and one inspect per container cost more than a quick command's whole budget);
         ``None`` for an engine reached otherwise (TCP, TLS, SSH): the SDK lists."""
-        socket_path = self._unix_socket()
-        if self._client is not None or socket_path is None:
+        local = self._local()
+        if local is None:
             return None
-        import json
-
         query = wire.query({"all": "1", "filters": json.dumps({"label": labels})})
-        try:
-            status, body = wire.request(f"unix:{socket_path}", "GET",
-                                        f"/containers/json?{query}", timeout=30)
-        except OSError as exc:
-            raise Unreachable("Docker", self.where, exc.strerror or str(exc)) from exc
-        if status != 200:
-            raise OperationFailed(f"Docker: listing containers: {status} {body[:200]!r}")
-        return [self._listed(c) for c in json.loads(body)]
+        return [self._listed(c) for c in local.get(f"/containers/json?{query}") or []]
 
     def _listed(self, c: dict[str, Any]) -> Container:
         """A container of ``GET /containers/json`` (what :meth:`_info` makes of the SDK's)."""
