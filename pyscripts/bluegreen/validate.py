@@ -178,16 +178,14 @@ def base_url(value: str, what: str = "--proxy-url") -> str:
 
 
 def ipv4(value: str) -> str | None:
-    """``value`` if it is an IPv4 address in dotted-decimal form (as ``ipaddress``: four
-    numbers from 0 to 255, no leading zeros), else None. (``ipaddress`` costs 3 ms of every
-    start of the CLI.)"""
-    import socket
-
-    try:
-        socket.inet_pton(socket.AF_INET, value)
-    except (OSError, TypeError, ValueError):
-        return None
-    return value
+    """``value`` if it is an IPv4 address in dotted-decimal form (as ``ipaddress`` and
+    ``inet_pton``: four numbers from 0 to 255, no leading zeros), else None. (``ipaddress``
+    costs 3 ms of every start of the CLI, ``socket`` 4 ms.)"""
+    parts = value.split(".") if isinstance(value, str) else ()
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 and
+                               (p == "0" or p[0] != "0") and int(p) <= 255 for p in parts):
+        return value
+    return None
 
 
 def readable_file(value: str, what: str) -> str:

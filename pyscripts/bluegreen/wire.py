@@ -6,11 +6,15 @@ start of the CLI, a third of a rollback's budget (docs/benchmarks.md). A request
 HTTP/1.1 with ``Connection: close``; the answer is read to its end (``Content-Length``,
 chunked, or until the server closes). HTTPS is not spoken here: callers that need it use
 ``http.client`` (the Consul registry does, for ``https://`` agents).
+
+The sockets are ``_socket``'s, the C module that ``socket`` wraps: ``socket``'s import (its
+enum classes, ``selectors``, ``array``) costs about 4 ms of every start of the CLI, and a
+request here needs only connect, send, receive and close.
 """
 
 from __future__ import annotations
 
-import socket
+import _socket
 
 MAX_BODY = 64 * 1024 * 1024  # an answer larger than this is refused, not buffered
 
@@ -38,23 +42,37 @@ def request(where: str, method: str, path: str, body: bytes | None = None,
         sock.close()
 
 
-def _connect(where: str, timeout: float) -> socket.socket:
-    if not where.startswith("unix:"):
-        host, _, port = where.rpartition(":")
-        host = host.strip("[]")  # as bytes, an ASCII name skips the idna codec's import
-        return socket.create_connection((host.encode() if host.isascii() else host, int(port)),
-                                        timeout)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connect(where: str, timeout: float) -> _socket.socket:
+    """A connected socket: to each address ``host:port`` resolves to in turn (as
+    ``socket.create_connection``), or to the unix socket ``unix:/path``."""
+    if where.startswith("unix:"):
+        return _connected(_socket.AF_UNIX, where[5:], timeout)
+    host, _, port = where.rpartition(":")
+    host = host.strip("[]")  # as bytes, an ASCII name skips the idna codec's import
+    infos = _socket.getaddrinfo(host.encode() if host.isascii() else host, int(port), 0,
+                                _socket.SOCK_STREAM)
+    error: OSError = OSError(f"{where}: no address")
+    for family, kind, proto, _, address in infos:
+        try:
+            return _connected(family, address, timeout, kind, proto)
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+def _connected(family: int, address: str | tuple[str, int], timeout: float,
+               kind: int = _socket.SOCK_STREAM, proto: int = 0) -> _socket.socket:
+    sock = _socket.socket(family, kind, proto)
     try:
         sock.settimeout(timeout)
-        sock.connect(where[5:])
-    except OSError:
+        sock.connect(address)
+    except BaseException:
         sock.close()
         raise
     return sock
 
 
-def _response(sock: socket.socket) -> tuple[int, bytes]:
+def _response(sock: _socket.socket) -> tuple[int, bytes]:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
@@ -78,7 +96,7 @@ def _response(sock: socket.socket) -> tuple[int, bytes]:
     return int(parts[1]), _read(sock, rest, int(length) if length is not None else None)
 
 
-def _read(sock: socket.socket, data: bytes, length: int | None) -> bytes:
+def _read(sock: _socket.socket, data: bytes, length: int | None) -> bytes:
     """The body: ``length`` bytes, or (None) everything until the peer closes."""
     while length is None or len(data) < length:
         if len(data) > MAX_BODY:
@@ -92,7 +110,7 @@ def _read(sock: socket.socket, data: bytes, length: int | None) -> bytes:
     return data if length is None else data[:length]
 
 
-def _chunked(sock: socket.socket, data: bytes) -> bytes:
+def _chunked(sock: _socket.socket, data: bytes) -> bytes:
     """A chunked body, decoded (trailers ignored)."""
     data = _read(sock, data, None)  # Connection: close: the peer closes after the last chunk
     body, pos = bytearray(), 0

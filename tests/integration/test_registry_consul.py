@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import _thread
 import itertools
+import time
 
 import pytest
 import requests
@@ -49,3 +51,30 @@ def test_stale_lock_of_a_dead_process_is_freed(sandbox):
     with reg.lock("svc", on_stale=said.append):
         pass
     assert said and "stale lock" in said[0]
+
+
+def test_a_held_lock_is_renewed_until_released(sandbox, monkeypatch):
+    """The renewer renews the session while the lock is held, on Consul itself, and ends
+    with the lock."""
+    from bluegreen.registry import consul
+
+    monkeypatch.setattr(consul, "RENEW_EVERY", 0.02)
+    renewals = []
+    real = consul._ConsulLease.renew
+    monkeypatch.setattr(consul._ConsulLease, "renew",
+                        lambda lease: (renewals.append(lease.sid), real(lease)))
+    reg = ConsulRegistry(sandbox.consul.addr, prefix="renew/")
+    threads = _thread._count()
+    with reg.lock("svc") as lease:
+        deadline = time.monotonic() + 30
+        while len(renewals) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert renewals[:3] == [lease.sid] * 3 and not lease.lost
+        info = requests.get(f"{sandbox.consul.addr}/v1/session/info/{lease.sid}", timeout=5)
+        assert info.json() and info.json()[0]["ID"] == lease.sid
+    deadline = time.monotonic() + 30
+    while _thread._count() > threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _thread._count() == threads, "the renewer outlived the lock"
+    assert requests.get(f"{sandbox.consul.addr}/v1/session/info/{lease.sid}",
+                        timeout=5).json() in (None, [])

@@ -113,6 +113,34 @@ def test_nothing_listening_is_connection_refused():
         wire.request(f"127.0.0.1:{port}", "GET", "/")
 
 
+def test_each_address_of_a_name_is_tried_in_turn(monkeypatch):
+    """As ``socket.create_connection``: a name's addresses are tried in order, the first that
+    accepts is used; when none does, the last error is raised."""
+    import _socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused = s.getsockname()[1]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    asked = []
+
+    def addresses(*ports: int):
+        def getaddrinfo(host, port, *args):
+            asked.append((host, port))
+            return [(_socket.AF_INET, _socket.SOCK_STREAM, 6, "", ("127.0.0.1", p))
+                    for p in ports]
+        return getaddrinfo
+
+    with serving(server):
+        monkeypatch.setattr(_socket, "getaddrinfo", addresses(refused, server.server_port))
+        assert wire.request("db.example:8500", "GET", "/", headers={"X-Token": "n"}) == (
+            201, b"GET / n ")
+        monkeypatch.setattr(_socket, "getaddrinfo", addresses(refused, refused))
+        with pytest.raises(ConnectionRefusedError):
+            wire.request("db.example:8500", "GET", "/")
+    assert asked == [(b"db.example", 8500)] * 2
+
+
 @pytest.mark.parametrize("url, parts", [
     ("http://127.0.0.1:8500", ("http", "127.0.0.1", 8500, "")),
     ("HTTPS://Consul.Example:8501/", ("https", "consul.example", 8501, "/")),

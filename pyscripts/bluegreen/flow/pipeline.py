@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Iterator
 
@@ -100,7 +99,7 @@ class Pipeline(Record):
 
     def _history(self, service: str, entry: dict[str, Any]) -> None:
         entry.setdefault("by", os.environ.get("BUILD_URL") or os.environ.get("USER") or
-                         socket.gethostname())
+                         os.uname().nodename)
         if entry.get("error"):
             entry["error"] = redact(str(entry["error"]))
         with interrupts.shielded():
@@ -201,7 +200,7 @@ class Pipeline(Record):
                 current = self.steps.live_color(service)
                 nxt, todo, started = model.next_color(current), PHASES, time.time()
                 inflight = {"id": os.urandom(6).hex(), "image": opts.spec.image, "from": current,
-                            "to": nxt, "started": started, "host": socket.gethostname(),
+                            "to": nxt, "started": started, "host": os.uname().nodename,
                             "pid": os.getpid()}
             old = current if current and self.steps.healthy(service, current) else None
             summary.update({"from": current, "to": nxt})

@@ -39,7 +39,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -156,6 +155,8 @@ def _ipv4(address: str, port: int) -> str:
         return address
     if address.startswith("["):
         raise UsageError(f"invalid address {address!r}: the dynamic mode routes to IPv4 only")
+    import socket  # a host name, not an address: rare (containers are addressed by IP)
+
     try:
         infos = socket.getaddrinfo(address, port, socket.AF_INET, socket.SOCK_STREAM)
     except OSError as exc:

@@ -66,9 +66,7 @@ class Lease(Record):
 
 
 def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
+    return os.uname().nodename  # socket.gethostname(), without socket's 4 ms import
 
 
 def holder_info() -> dict[str, Any]:

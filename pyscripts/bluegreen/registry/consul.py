@@ -8,11 +8,11 @@ py-consul needs) takes longer than an nginx reload. Agent registration, with its
 
 from __future__ import annotations
 
+import _thread  # not threading: 1 ms of every start of the CLI for one renewer
 import contextlib
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -27,6 +27,8 @@ from bluegreen.registry.base import (
     holder_info,
     holder_is_dead,
 )
+
+RENEW_EVERY = LOCK_TTL_SECONDS / 3  # seconds between two renewals of a held lock's session
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -276,14 +278,14 @@ class ConsulRegistry(Registry):
         me = json.dumps(holder_info())
         lease = _ConsulLease(self, service, path, me)
         sid = lease.sid = self._session(service)
-        stop = threading.Event()
+        stop = _thread.allocate_lock()
+        stop.acquire()  # released with the lock: the renewer's wait ends
 
         def renew() -> None:
-            while not stop.wait(LOCK_TTL_SECONDS / 3):
+            while not stop.acquire(timeout=RENEW_EVERY):
                 with contextlib.suppress(Exception):
                     lease.renew()
 
-        renewer = threading.Thread(target=renew, name="bluegreen-lock-renew", daemon=True)
         deadline = time.monotonic() + wait
         try:
             while True:
@@ -302,10 +304,10 @@ class ConsulRegistry(Registry):
                     who = describe_holder(holder) if holder else "another process"
                     raise LockHeld(f"{service} is locked by {who}")
                 time.sleep(0.25)
-            renewer.start()
+            _thread.start_new_thread(renew, ())  # ends with the process, as a daemon thread
             yield lease
         finally:
-            stop.set()
+            stop.release()
             with contextlib.suppress(Exception):
                 # behavior=delete removes the key
                 self._http("PUT", f"/v1/session/destroy/{lease.sid or sid}")
@@ -320,7 +322,7 @@ class _ConsulLease(Lease):
         self._reg, self._service, self._path, self._holder = registry, service, path, holder
         self.sid = ""
         self._seen = 0
-        self._mutex = threading.Lock()
+        self._mutex = _thread.allocate_lock()
 
     def renew(self) -> None:
         with self._mutex:
