@@ -100,7 +100,8 @@ def test_each_option_is_declared_once():
 def test_quick_commands_do_not_import_heavy_libraries(tmp_path):
     code = ("import sys; from bluegreen.cli import main; main(['color','next','x','--registry','file',"
             f"'--state-file','{tmp_path}/s.json']); "
-            "print(sorted(m for m in ('docker','consul','jenkins','jinja2') if m in sys.modules))")
+            "print(sorted(m for m in ('docker','consul','jenkins','jinja2','argparse','locale') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
@@ -120,3 +121,74 @@ def test_app_deploy_refuses_bad_steps(steps, tmp_path):
     code, out, err = run("app", "deploy", "--file", str(compose), "--steps", steps,
                          env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}"})
     assert code == 2 and "invalid --steps" in err and out == ""
+
+
+def _sample(opt: options.Option) -> str | None:
+    """A value the option accepts, as text (None for a flag)."""
+    if opt.kind == "flag":
+        return None
+    if opt.choices:
+        return opt.choices[-1]
+    return {"int": "7", "float": "2.5"}.get(opt.kind, f"v-{opt.name}")
+
+
+@pytest.mark.parametrize("path", list(options.COMMANDS))
+def test_the_parser_reads_every_command_as_argparse_does(path):
+    """Each command with its positionals and every option it takes (a list option twice),
+    options after the command: the same values as argparse's parser of the help."""
+    args = path.split()
+    for name, spec in options.COMMANDS[path].positionals:
+        args.append(spec["choices"][0] if "choices" in spec else f"p-{name}")
+    for opt in options.OPTIONS:
+        if opt.flag and (not opt.commands or path in opt.commands):
+            flag = opt.cli or f"--{opt.name}"
+            value = _sample(opt)
+            args += [flag] if value is None else [flag, value]
+            if opt.kind == "list":
+                args.append(f"{flag}=second")
+    expected = {k: v for k, v in vars(options.build_parser().parse_args(args)).items()
+                if v is not None}
+    assert options.parse(args) == expected
+
+
+def test_options_before_the_command_count():
+    """argparse's subparsers drop what comes before the command: --dry-run there made a real
+    rollback. Here it counts, as after the command."""
+    assert options.parse(["--dry-run", "--consul-addr", "http://c:1", "rollback", "books"]) == {
+        "command": "rollback", "service": "books", "dry_run": True, "consul_addr": "http://c:1"}
+    assert options.resolve(options.parse(["--dry-run", "rollback", "books"]), {})["dry_run"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "the following arguments are required: COMMAND"),
+    (["sideways"], "argument COMMAND: invalid choice: 'sideways'"),
+    (["app"], "the following arguments are required: ACTION"),
+    (["app", "promote"], "the following arguments are required: APP"),
+    (["rollback", "a", "b"], "unrecognized arguments: b"),
+    (["rollback", "a", "--weight", "3"], "--weight is not an option of rollback"),
+    (["rollback", "a", "--lock-wait"], "argument --lock-wait: expected one argument"),
+    (["rollback", "a", "--lock-wait", "--debug"], "argument --lock-wait: expected one argument"),
+    (["rollback", "a", "--debug=yes"], "argument --debug: ignored explicit argument 'yes'"),
+    (["rollback", "a", "-x"], "unrecognized arguments: -x"),
+    (["rollback", "a", "--consul-token", "s3cret"], "--consul-token is a secret, read from "
+                                                     "$CONSUL_HTTP_TOKEN"),
+])
+def test_a_bad_command_line_is_one_usage_error(args, message):
+    with pytest.raises(UsageError) as err:
+        options.parse(args)
+    assert str(err.value).startswith(message) and "s3cret" not in str(err.value)
+
+
+def test_values_that_look_like_options():
+    """``--`` ends the options; a negative number is a value (refused later by its range)."""
+    assert options.parse(["color", "next", "--", "-svc"])["service"] == "-svc"
+    assert options.parse(["switch", "a", "--weight", "-5"])["weight"] == "-5"
+    with pytest.raises(UsageError, match="--weight"):
+        options.resolve(options.parse(["switch", "a", "--weight", "-5"]), {})
+
+
+def test_help_and_version_exit_0():
+    code, out, _ = run("rollback", "--help")
+    assert code == 0 and "--lock-wait" in out and "--weight" not in out
+    code, out, _ = run("--version")
+    assert code == 0 and out.startswith("bluegreen ")

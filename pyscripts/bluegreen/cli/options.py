@@ -5,15 +5,19 @@ ecosystem's own variable where it has one (``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_T
 ``DOCKER_HOST``), else key ``foo-bar`` (or ``foo_bar``) of the TOML config file (``--config``,
 ``$BLUEGREEN_CONFIG``, or ``./bluegreen.toml`` when it exists), else its default. The parser,
 the help, the resolution and the README's tables all come from the tables below.
+
+The command line is read by :func:`parse`: options before or after the command, ``--name
+value`` or ``--name=value``, ``--`` before positionals that start with ``-``. The help
+(``-h``, ``--help``) and ``--version`` are argparse's, built from the same tables when asked:
+argparse's import and parser cost about 8 ms of every command, a tenth of a rollback's budget.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from bluegreen import __version__, validate
 from bluegreen.errors import UsageError
@@ -21,6 +25,7 @@ from bluegreen.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from typing import Any, NoReturn
 
 TRUE = ("1", "true", "yes", "on")
@@ -230,7 +235,9 @@ REQUIRED = {"record": ("result",), "jenkins job": ("git_url",), "jenkins build":
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
     """argparse's formatter at the terminal's width, found as ``shutil`` would but without
-    importing it (argparse does, for every argument added: 5 ms of a quick command)."""
+    importing it."""
+    import argparse
+
     try:
         columns = int(os.environ.get("COLUMNS", "")) if os.environ.get("COLUMNS") \
             else os.get_terminal_size(sys.__stdout__.fileno()).columns
@@ -239,60 +246,37 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.HelpFormatter(prog, width=max(columns - 2, 20))
 
 
-class Parser(argparse.ArgumentParser):
-    """One-line errors (exit 2 via UsageError); no abbreviated options."""
+def build_parser() -> argparse.ArgumentParser:
+    """argparse's parser of every command, for the help and ``--version``."""
+    import argparse
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["allow_abbrev"] = False
-        kwargs.setdefault("formatter_class", _formatter)
-        super().__init__(*args, **kwargs)
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["allow_abbrev"] = False
+            kwargs.setdefault("formatter_class", _formatter)
+            super().__init__(*args, **kwargs)
 
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(message)
 
-
-def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
-    default = opt.default if opt.default not in (None, "", []) else None
-    help_ = opt.help + (f" [{default}]" if default is not None and opt.kind != "flag" else "")
-    kwargs: dict[str, Any] = {"dest": opt.dest, "help": help_.replace("%", "%%"), "default": None}
-    if opt.kind == "flag":
-        kwargs |= {"action": "store_const", "const": not opt.default}
-    elif opt.kind == "list":
-        kwargs |= {"action": "append", "metavar": opt.metavar}
-    else:
-        kwargs["metavar"] = opt.metavar
-        if opt.choices:
-            kwargs["choices"] = list(opt.choices)
-    parser.add_argument(opt.cli or f"--{opt.name}", **kwargs)
-
-
-def _common() -> argparse.ArgumentParser:
-    p = Parser(add_help=False)
-    g = p.add_argument_group("common options (each also BLUEGREEN_<NAME> or the config file)")
+    common = Parser(add_help=False)
+    group = common.add_argument_group("common options (each also BLUEGREEN_<NAME> or the "
+                                      "config file; before or after the command)")
     for opt in OPTIONS:
         if not opt.commands and opt.flag:
-            _add(g, opt)
-    return p
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with ``only`` (a command), that command's alone: quick commands start fast."""
-    common = _common()
+            _add(group, opt)
     parser = Parser(prog="bluegreen", description="Zero-downtime blue-green deployments "
                     "with Docker, Consul and nginx.", parents=[common])
     parser.add_argument("--version", action="version", version=f"bluegreen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
     families: dict[str, Any] = {}
     for path, command in COMMANDS.items():
         family, _, action = path.partition(" ")
-        if only and family != only:
-            continue  # argv names ``only``: the others are not even built
         if action:
             if family not in families:
                 fam = sub.add_parser(family, help=FAMILIES[family], parents=[common])
                 families[family] = fam.add_subparsers(dest=f"{family}_command", metavar="ACTION",
-                                                      parser_class=Parser, required=True)
+                                                      parser_class=Parser)
             p = families[family].add_parser(action, help=command.help,
                                             description=command.help, parents=[common])
         else:
@@ -309,29 +293,122 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def parse(args: list[str]) -> argparse.Namespace:
-    families = {path.split()[0] for path in COMMANDS}
-    only = next((a for a in args if a in families), None)
-    if only is None or "-h" in args or "--help" in args:
-        return build_parser().parse_args(args)
+def _add(parser: Any, opt: Option) -> None:
+    default = opt.default if opt.default not in (None, "", []) else None
+    help_ = opt.help + (f" [{default}]" if default is not None and opt.kind != "flag" else "")
+    kwargs: dict[str, Any] = {"dest": opt.dest, "help": help_.replace("%", "%%"), "default": None}
+    if opt.kind == "flag":
+        kwargs |= {"action": "store_const", "const": not opt.default}
+    elif opt.kind == "list":
+        kwargs |= {"action": "append", "metavar": opt.metavar}
+    else:
+        kwargs["metavar"] = opt.metavar
+        if opt.choices:
+            kwargs["choices"] = list(opt.choices)
+    parser.add_argument(opt.cli or f"--{opt.name}", **kwargs)
+
+
+def parse(args: list[str]) -> dict[str, Any]:
+    """The command (``command``, and ``<family>_command`` for ``app`` and ``jenkins``), its
+    positionals and the options given, as text (``True``/``False`` for a flag, a list for a
+    repeated option); :func:`resolve` types them. ``-h``, ``--help`` and ``--version`` print
+    and exit."""
+    ends = args.index("--") if "--" in args else len(args)
+    if {"-h", "--help", "--version"} & set(args[:ends]):
+        build_parser().parse_args(args)  # prints the help or the version, exits 0
+    flags = {opt.cli or f"--{opt.name}": opt for opt in OPTIONS}
+    words: list[str] = []
+    given: list[tuple[str, Option, Any]] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg == "--":
+            words += rest
+        elif not arg.startswith("-") or arg == "-":
+            words.append(arg)
+        else:
+            name, eq, value = arg.partition("=")
+            opt = flags.get(name)
+            if opt is None:
+                raise UsageError(f"unrecognized arguments: {arg}")
+            if not opt.flag:
+                raise UsageError(f"{name} is a secret, read from ${opt.env or opt.variable} or "
+                                 f"the config file only (a command line shows in ps)")
+            if opt.kind == "flag":
+                if eq:
+                    raise UsageError(f"argument {name}: ignored explicit argument {value!r}")
+                value = not opt.default
+            elif not eq:
+                value = next(rest, None)
+                if value is None or (value.startswith("-") and not _number(value)):
+                    raise UsageError(f"argument {name}: expected one argument")
+            given.append((name, opt, value))
+    values = _command(words)
+    path = command_path(values)
+    for name, opt, value in given:
+        if opt.commands and path not in opt.commands:
+            raise UsageError(f"{name} is not an option of {path}")
+        if opt.kind == "list":
+            value = [*(values.get(opt.dest) or []), value]
+        values[opt.dest] = value
+    return values
+
+
+def _number(text: str) -> bool:
     try:
-        return build_parser(only).parse_args(args)
-    except UsageError:
-        return build_parser().parse_args(args)  # the guess was wrong: the full parser decides
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
-def command_path(ns: argparse.Namespace) -> str:
-    family = ns.command
-    action = getattr(ns, f"{family}_command", None)
+def _command(words: list[str]) -> dict[str, Any]:
+    """The command and its positionals from the words of the command line."""
+    if not words:
+        raise UsageError("the following arguments are required: COMMAND")
+    family, *words = words
+    actions = [p.partition(" ")[2] for p in COMMANDS if p.partition(" ")[0] == family]
+    if not actions:
+        _invalid("COMMAND", family, dict.fromkeys(p.partition(" ")[0] for p in COMMANDS))
+    values: dict[str, Any] = {"command": family}
+    if actions != [""]:
+        if not words:
+            raise UsageError("the following arguments are required: ACTION")
+        action, *words = words
+        if action not in actions:
+            _invalid("ACTION", action, actions)
+        values[f"{family}_command"] = action
+    missing = []
+    for name, spec in COMMANDS[command_path(values)].positionals:
+        value = words.pop(0) if words else None
+        if value is None and spec.get("nargs") != "?":
+            missing.append(spec.get("metavar", name))
+        elif value is not None and "choices" in spec and value not in spec["choices"]:
+            _invalid(name, value, spec["choices"])
+        values[name] = value
+    if missing:
+        raise UsageError(f"the following arguments are required: {', '.join(missing)}")
+    if words:
+        raise UsageError(f"unrecognized arguments: {' '.join(words)}")
+    return values
+
+
+def _invalid(what: str, value: str, choices: Iterable[str]) -> NoReturn:
+    raise UsageError(f"argument {what}: invalid choice: {value!r} (choose from "
+                     f"{', '.join(repr(c) for c in choices)})")
+
+
+def command_path(values: Mapping[str, Any]) -> str:
+    family = values["command"]
+    action = values.get(f"{family}_command")
     return f"{family} {action}" if action else family
 
 
-def resolve(ns: argparse.Namespace, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Every option's value: flag, else environment, else config file, else default; typed
-    and range-checked (exit 2 on nonsense)."""
+def resolve(given: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every option's value (``given``: :func:`parse`'s): flag, else environment, else config
+    file, else default; typed and range-checked (exit 2 on nonsense)."""
     env = os.environ if env is None else env
-    values = vars(ns).copy()
-    values["command_path"] = path = command_path(ns)
+    values = dict(given)
+    values["command_path"] = path = command_path(given)
     file_values = load_file(values.get("config"), env)
     for opt in OPTIONS:
         if values.get(opt.dest) is None:
