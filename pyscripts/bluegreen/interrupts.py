@@ -9,9 +9,9 @@ recovery.
 
 from __future__ import annotations
 
+import _signal  # signal's C module, loaded at every start: signal.py's enums cost 1 ms
 import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -31,8 +31,8 @@ def install() -> None:
     """Handle SIGTERM and SIGINT from now on (call from the main thread)."""
     global _pending, _stopping, _shield_depth
     _pending, _stopping, _shield_depth = None, False, 0
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _handler)
+    for signum in (_signal.SIGTERM, _signal.SIGINT):
+        _signal.signal(signum, _handler)
 
 
 def _handler(signum: int, _frame: Any) -> None:

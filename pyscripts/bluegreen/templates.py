@@ -57,7 +57,7 @@ KEY_PREFIX = "# bluegreen-template "
 def fingerprint(name: str, **context: Any) -> str:
     """A key of what ``render(name, **context)`` produces, found without Jinja2: the context
     itself (JSON) and a checksum of every template of the same top directory (the included
-    ones with them)."""
+    ones with them) and of its Lua (an upgraded Lua needs a reload to run)."""
     import json
 
     return f"{_templates_crc(name.split('/', 1)[0]):08x} " + json.dumps(
@@ -65,12 +65,13 @@ def fingerprint(name: str, **context: Any) -> str:
 
 
 def _templates_crc(top: str) -> int:
-    """The CRC-32 of every ``*.j2`` under ``resources/<top>``, in path order."""
+    """The CRC-32 of every ``*.j2`` and ``*.lua`` under ``resources/<top>``, in path order:
+    the templates and what their rendered configuration loads (the dynamic mode's Lua)."""
     import binascii
 
     found = []
     for where, _dirs, files in os.walk(os.path.join(resource_root(), top)):
-        found += [os.path.join(where, f) for f in files if f.endswith(".j2")]
+        found += [os.path.join(where, f) for f in files if f.endswith((".j2", ".lua"))]
     crc = 0
     for path in sorted(found, key=lambda p: p.split(os.sep)):  # as sorted Paths
         with open(path, "rb") as fh:

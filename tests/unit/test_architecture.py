@@ -96,7 +96,7 @@ def test_the_switch_and_rollback_path_imports_nothing_heavy():
     """The modules a switch or a rollback loads (docs/architecture.md, start-up cost) leave
     out the SDKs, requests, http.client and dataclasses (each costs tens of milliseconds of a
     rollback's 100) and typing, pathlib, urllib.parse with ipaddress, base64, socket,
-    threading, argparse with gettext and locale (a few each)."""
+    threading, argparse with gettext and locale, signal, math (a few each)."""
     import subprocess
     import sys
 
@@ -107,7 +107,7 @@ def test_the_switch_and_rollback_path_imports_nothing_heavy():
     heavy = ["docker", "consul", "requests", "urllib3", "http.client", "dataclasses", "ssl",
              "email", "jinja2", "subprocess", "shutil", "typing", "pathlib", "urllib.parse",
              "ipaddress", "base64", "zlib", "socket", "selectors", "threading",
-             "argparse", "gettext", "locale"]
+             "argparse", "gettext", "locale", "signal", "math"]
     code = (f"import importlib, sys\nfor m in {path!r}: importlib.import_module(m)\n"
             f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

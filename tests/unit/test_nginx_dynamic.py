@@ -106,7 +106,7 @@ def test_state_file_merges_and_is_written_atomically(tmp_path):
     api = nd.check_routes({"api": [Server("127.0.0.1", 9090, 5)]})
     nd.write_atomic(path, nd.merged_state(path, api))
     assert nd.read_state(path) == web | api
-    assert json.loads(path.read_text()) == {"services": api | web}
+    assert json.loads(path.read_text()) == {"services": api | web, "colors": {}}
     nd.write_atomic(path, nd.merged_state(path, {}, drop=["web"]))
     assert nd.read_state(path) == api
     assert [p.name for p in path.parent.iterdir()] == ["routes.json"]  # no temp file left
@@ -201,10 +201,62 @@ def test_state_file_keeps_each_services_chains(tmp_path):
     nd.write_atomic(path, nd.merged_state(path, services, chains=chains))
     web = nd.check_routes({"web": [Server("127.0.0.1", 9)]})
     nd.write_atomic(path, nd.merged_state(path, web))  # another service: the chains stay
-    assert nd.read_document(path) == {"services": services | web, "chains": chains}
+    assert nd.read_document(path) == {"services": services | web, "chains": chains, "colors": {}}
     nd.write_atomic(path, nd.merged_state(path, services))  # posted without chains: none
     assert nd.read_document(path)["chains"] == {}
     assert "chains" not in json.loads(path.read_text())
     nd.write_atomic(path, nd.merged_state(path, services, chains=chains))
     nd.write_atomic(path, nd.merged_state(path, {}, drop=["api"]))
-    assert nd.read_document(path) == {"services": web, "chains": {}}
+    assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {}}
+
+
+def test_state_file_keeps_each_services_color_in_the_same_write(tmp_path):
+    """Color and weight go with the servers, in one atomic write: set with them, gone when
+    posted without one or dropped; a state file from before takes them from
+    ``<state>.colors.json``, where they were kept."""
+    path = tmp_path / "routes.json"
+    legacy = tmp_path / "routes.colors.json"
+    web = nd.check_routes({"web": [Server("127.0.0.1", 9)]})
+    api = nd.check_routes({"api": [Server("127.0.0.1", 8)]})
+    path.write_text(json.dumps({"services": web | api}))
+    legacy.write_text(json.dumps({"web": {"color": "blue", "weight": 100}}))
+    assert nd.read_document(path)["colors"] == {"web": {"color": "blue", "weight": 100}}
+    colors = nd.route_colors([Route("api", "green", (Server("127.0.0.1", 8),), 40)])
+    assert colors == {"api": {"color": "green", "weight": 40}}
+    nd.write_atomic(path, nd.merged_state(path, api, colors=colors))
+    assert json.loads(path.read_text())["colors"] == {"api": {"color": "green", "weight": 40},
+                                                      "web": {"color": "blue", "weight": 100}}
+    legacy.write_text("{}")  # read no more once the state file has colors
+    assert nd.read_document(path)["colors"]["web"] == {"color": "blue", "weight": 100}
+    nd.write_atomic(path, nd.merged_state(path, web))  # routed without a color: none
+    nd.write_atomic(path, nd.merged_state(path, {}, drop=["api"]))
+    assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {}}
+    assert nd.route_colors([Route("web", None, (Server("127.0.0.1", 9),))]) == {}
+    with pytest.raises(UsageError):
+        nd.route_colors([Route("web", "red", (Server("127.0.0.1", 9),))])
+
+
+def test_the_state_lock_excludes_another_process(tmp_path):
+    """While one process changes a state file, another cannot take its lock (asked without
+    waiting); once the first is done, it can."""
+    import os
+    import subprocess
+    import sys
+
+    state = tmp_path / "state" / "routes.json"
+    code = ("import sys\nfrom bluegreen.proxy.dynamic import state_lock\n"
+            f"with state_lock({str(state)!r}):\n"
+            "    print('held', flush=True)\n    sys.stdin.readline()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with open(f"{state}.lock", "a") as fh, pytest.raises(OSError):
+            os.lockf(fh.fileno(), os.F_TLOCK, 0)
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=30) == 0
+        with nd.state_lock(str(state)):
+            pass
+    finally:
+        holder.kill()

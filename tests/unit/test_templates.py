@@ -30,3 +30,7 @@ def test_the_key_follows_the_templates(tmp_path, monkeypatch):
     endpoint = copy / "nginx" / "endpoint-server.j2"  # included by the http template
     endpoint.write_text(endpoint.read_text() + "\n# changed\n")
     assert templates.fingerprint(NAME, **CONTEXT) != before
+    before = templates.fingerprint(NAME, **CONTEXT)
+    lua = copy / "nginx" / "dynamic" / "bluegreen_dynamic.lua"  # loaded by the rendered text
+    lua.write_text(lua.read_text() + "\n-- changed\n")
+    assert templates.fingerprint(NAME, **CONTEXT) != before

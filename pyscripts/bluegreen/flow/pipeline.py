@@ -342,14 +342,16 @@ class Pipeline(Record):
         validate.service(service)
         started = time.time()
         self.steps.refuse_if_in_release(service)
-        with self.locked(service, lock_wait):
-            with self.steps.snapshot(service):
-                current = self.steps.settled(service)
-                ready = self.steps.ready(service, model.other_color(current)) if current else None
-                if not ready:
-                    self.recover(service)
-                    current = self.steps.live_color(service)
-                release = self.steps.record(service, f"release-{model.next_color(current)}")
+        with self.locked(service, lock_wait), contextlib.ExitStack() as records:
+            records.enter_context(self.steps.snapshot(service))
+            current = self.steps.settled(service)
+            ready = self.steps.ready(service, model.other_color(current)) if current else None
+            if not ready:
+                self.recover(service)
+                current = self.steps.live_color(service)
+            release = self.steps.record(service, f"release-{model.next_color(current)}")
+            if not ready:
+                records.close()  # containers start first: what follows reads the records anew
             if not current:
                 raise OperationFailed(f"{service} has no live color to roll back from")
             previous = model.other_color(current)
@@ -373,6 +375,7 @@ class Pipeline(Record):
                     self.steps.switch(service, previous, ready=ready)
                 summary["result"] = "ok"
             finally:
+                records.close()  # the switch read the color from the records read with the lock
                 if not self.steps.dry_run:
                     self._history(service, {"action": "rollback", "from": current,
                                             "to": previous, "result": summary["result"],

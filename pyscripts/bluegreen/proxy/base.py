@@ -3,7 +3,6 @@ what a service is routed to, and let requests sent to an old route finish."""
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
@@ -65,6 +64,8 @@ def weighted_route(service: str, color: str, new: Sequence[Instance], old: Seque
     if weight == 0:
         return Route(service, old[0].color, tuple(Server(i.address, i.port) for i in old),
                      **exposure)
+    import math  # a weight step only: not on a switch's or a rollback's path
+
     w_new, w_old = weight * len(old), (100 - weight) * len(new)
     g = math.gcd(w_new, w_old)
     servers = ([Server(i.address, i.port, w_new // g) for i in new]

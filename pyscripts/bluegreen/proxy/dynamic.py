@@ -222,19 +222,29 @@ def check_payload(routes: Sequence[Route]) -> tuple[dict[str, Any], dict[str, An
     return services, chains
 
 
+def route_colors(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
+    """The state file's ``colors`` of routes: which color each service is routed to, at what
+    weight (routes without a color have none)."""
+    return {r.service: {"color": validate.color(r.color), "weight": validate.weight(r.weight)}
+            for r in routes if r.color}
+
+
 def read_document(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The ``services`` and ``chains`` recorded in a state file (empty when there is none)."""
+    """The ``services``, ``chains`` and ``colors`` recorded in a state file (empty when there
+    is none). A state file written before ``colors`` were kept in it takes them from
+    ``<state>.colors.json``, where they were."""
     try:
         text = read_text(path)
-        if text is None:
-            return {"services": {}, "chains": {}}
-        doc = json.loads(text)
+        doc = json.loads(text) if text is not None else {}
+        if isinstance(doc, dict) and "colors" not in doc:
+            legacy = read_text(os.path.splitext(os.fspath(path))[0] + ".colors.json")
+            doc["colors"] = json.loads(legacy) if legacy is not None else {}
     except (OSError, ValueError) as exc:
         raise OperationFailed(f"cannot read the state file {path}: {exc}") from exc
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k, {}), dict)
-                                            for k in ("services", "chains")):
+                                            for k in ("services", "chains", "colors")):
         raise OperationFailed(f"cannot read the state file {path}: not a bluegreen state file")
-    return {"services": dict(doc.get("services") or {}), "chains": dict(doc.get("chains") or {})}
+    return {k: dict(doc.get(k) or {}) for k in ("services", "chains", "colors")}
 
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
@@ -242,10 +252,12 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
     return read_document(path)["services"]
 
 
-def _state_text(services: Mapping[str, Any], chains: Mapping[str, Any]) -> str:
+def _state_text(services: Mapping[str, Any], chains: Mapping[str, Any],
+                colors: Mapping[str, Any]) -> str:
     doc = {"services": dict(sorted(services.items()))}
     if chains:
         doc["chains"] = dict(sorted(chains.items()))
+    doc["colors"] = dict(sorted(colors.items()))
     return json.dumps(doc, indent=1) + "\n"
 
 
@@ -307,17 +319,20 @@ class DynamicControl:
         return self.apply_checked(check_routes(routes))
 
     def apply_checked(self, services: Mapping[str, list[dict[str, Any]]],
-                      chains: Mapping[str, list[dict[str, Any]]] | None = None) -> int:
-        """:meth:`apply` for a payload from :func:`check_payload`: record it in the state file,
-        POST it; on any failure the state file is restored and nothing was applied (except
-        when the answer was lost, which the error says)."""
+                      chains: Mapping[str, list[dict[str, Any]]] | None = None,
+                      colors: Mapping[str, dict[str, Any]] | None = None) -> int:
+        """:meth:`apply` for a payload from :func:`check_payload`: record it in the state file
+        (with the ``colors`` of :func:`route_colors`), POST it; on any failure the state file
+        is restored and nothing was applied (except when the answer was lost, which the
+        error says)."""
         with state_lock(self.state_file):
-            return self._post(services, chains or {})
+            return self._post(services, chains or {}, colors or {})
 
     def _post(self, services: Mapping[str, list[dict[str, Any]]],
-              chains: Mapping[str, list[dict[str, Any]]]) -> int:
+              chains: Mapping[str, list[dict[str, Any]]],
+              colors: Mapping[str, dict[str, Any]]) -> int:
         """:meth:`apply_checked` under the state file's lock."""
-        previous = self.record(services, chains)
+        previous = self.record(services, chains, colors)
         body = {"services": services} | ({"chains": chains} if chains else {})
         try:
             status, doc = self._request("POST", json.dumps(body).encode())
@@ -331,42 +346,49 @@ class DynamicControl:
             raise
 
     def record(self, services: Mapping[str, list[dict[str, Any]]],
-               chains: Mapping[str, list[dict[str, Any]]]) -> str | None:
-        """Merge ``services`` (with their ``chains``) into the state file; its previous text."""
+               chains: Mapping[str, list[dict[str, Any]]],
+               colors: Mapping[str, dict[str, Any]]) -> str | None:
+        """Merge ``services`` (with their ``chains`` and ``colors``) into the state file; its
+        previous text."""
         if not self.state_file:
             return None
         previous = read_text(self.state_file)
-        write_atomic(self.state_file, merged_state(self.state_file, services, chains=chains))
+        write_atomic(self.state_file, merged_state(self.state_file, services, chains=chains,
+                                                   colors=colors))
         return previous
 
 
 @contextlib.contextmanager
 def state_lock(state_file: str | None) -> Iterator[None]:
-    """Serialize the processes that change one state file (``flock`` of ``<file>.lock``)."""
+    """Serialize the processes that change one state file: a POSIX lock (``lockf``) of
+    ``<file>.lock``, released when the process ends. (``fcntl.flock`` would cost ``fcntl``'s
+    import, about 1 ms of a switch. Earlier versions took a ``flock``, which a ``lockf``
+    does not exclude: upgrade between two changes of the same nginx, not during one.)"""
     if state_file is None:
         yield
         return
-    import fcntl
-
     os.makedirs(os.path.dirname(state_file) or ".", exist_ok=True)
     with open(f"{state_file}.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        os.lockf(fh.fileno(), os.F_LOCK, 0)
         yield
 
 
 def merged_state(path: str | os.PathLike[str], services: Mapping[str, list[dict[str, Any]]],
                  drop: Iterable[str] = (),
-                 chains: Mapping[str, list[dict[str, Any]]] | None = None) -> str:
+                 chains: Mapping[str, list[dict[str, Any]]] | None = None,
+                 colors: Mapping[str, dict[str, Any]] | None = None) -> str:
     """The text of state file ``path`` with ``services`` set (each with exactly its
-    ``chains``: none when not named) and ``drop`` removed."""
+    ``chains`` and its entry of ``colors``: none when not named) and ``drop`` removed."""
     doc = read_document(path)
     doc["services"].update(services)
     for name in [*services, *drop]:
         doc["chains"].pop(name, None)
-    doc["chains"].update({n: c for n, c in (chains or {}).items() if n in services})
+        doc["colors"].pop(name, None)
+    for key, given in (("chains", chains), ("colors", colors)):
+        doc[key].update({n: v for n, v in (given or {}).items() if n in services})
     for name in drop:
         doc["services"].pop(name, None)
-    return _state_text(doc["services"], doc["chains"])
+    return _state_text(doc["services"], doc["chains"], doc["colors"])
 
 
 # -- the proxy: POST, or reload when the set of services changes ------------------------------
@@ -415,11 +437,13 @@ class DynamicProxy:
         if isinstance(routes, Mapping):
             routes = [Route(name, None, tuple(servers)) for name, servers in routes.items()]
         services, chains = check_payload(routes)
+        colors = route_colors(routes)
         with state_lock(self.state_file):
             plan = self.config_changes(routes)
             if not plan:
-                return self.client._post(services, chains)
-            plan[self.state_file] = merged_state(self.state_file, services, chains=chains)
+                return self.client._post(services, chains, colors)
+            plan[self.state_file] = merged_state(self.state_file, services, chains=chains,
+                                                 colors=colors)
             self._reload(plan, reload_timeout)  # nginx loads the state file as it starts workers
             return int(self.read()["generation"])
 
@@ -536,25 +560,19 @@ class NginxDynamicProxy(Proxy):
     """``--nginx-mode dynamic``: switches, weight steps, chain changes and rollbacks are one
     POST to nginx's control endpoint (no reload, no new workers, client connections untouched);
     adding or removing a service or an internal endpoint is a checked reload. Which color each
-    service is routed to, and at what weight, is kept beside the state file
-    (``<state>.colors.json``), written before the POST."""
+    service is routed to, and at what weight, is kept in the state file with its servers
+    (``colors``), written before the POST in the same write."""
 
     def __init__(self, engine: DynamicProxy) -> None:
         self.engine = engine
         self.where = f"{engine.controller.where}, control {engine.client.where}"
-        self.colors_file = os.path.splitext(engine.state_file)[0] + ".colors.json"
 
     def ping(self) -> None:
         self.engine.controller.ping()
         self.engine.read()
 
     def _colors(self) -> dict[str, dict[str, Any]]:
-        try:
-            text = read_text(self.colors_file)
-            doc = json.loads(text) if text is not None else {}
-        except (OSError, ValueError) as exc:
-            raise OperationFailed(f"cannot read {self.colors_file}: {exc}") from exc
-        return doc if isinstance(doc, dict) else {}
+        return read_document(self.engine.state_file)["colors"]
 
     def _served(self) -> dict[str, Any]:
         """The ``services`` and ``chains`` nginx routes with now; what bluegreen recorded when
@@ -614,39 +632,27 @@ class NginxDynamicProxy(Proxy):
         return "".join(lines)
 
     def apply(self, routes: Sequence[Route]) -> bool:
-        """One POST for every routed service (or a checked reload when the configuration
-        changes), then one reload for the removed ones; the color record beside the state
-        file goes back on any failure, and so do the services already posted."""
+        """One POST for every routed service, with its color in the state file (or a checked
+        reload when the configuration changes), then one reload for the removed ones; the
+        services already posted go back on any failure."""
         served = self._served()  # read once for the diff and for what to put back
         live = [r for r in routes if not r.removed]
         # the configuration files are compared again under the state file's lock
         if not self._route_lines(routes, served) and not (
                 live and self.engine.config_changes(live)):
             return False
-        before = self._colors()
-        after = dict(before)
-        for r in routes:
-            if r.removed:
-                after.pop(r.service, None)
-            else:
-                after[r.service] = {"color": r.color, "weight": r.weight}
         live = [replace(r, servers=tuple(_scaled(r.servers))) for r in live]
         gone = [r.service for r in routes if r.removed]
         previous = [p for p in (self.current(r.service, served) for r in live) if not p.removed]
-        write_atomic(self.colors_file, json.dumps(after, indent=1, sort_keys=True))
+        if live:
+            self.engine.apply(live)
         try:
-            if live:
-                self.engine.apply(live)
-            try:
-                if gone:
-                    self.engine.remove(gone)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    if previous:
-                        self.engine.apply(previous)
-                raise
+            if gone:
+                self.engine.remove(gone)
         except BaseException:
-            write_atomic(self.colors_file, json.dumps(before, indent=1, sort_keys=True))
+            with contextlib.suppress(Exception):
+                if previous:
+                    self.engine.apply(previous)
             raise
         return True
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -153,6 +152,8 @@ class LocalNginx(NginxController):
         return result
 
     def signal_reload(self) -> None:
+        import signal  # a reload only: not on the dynamic mode's path
+
         os.kill(self.master_pid(), signal.SIGHUP)
 
 

@@ -143,11 +143,14 @@ end
 
 -- Validated {name: servers} and {name: chains} from a document {"services": {...},
 -- "chains": {...}} (chains only of services it names), or nil and why.
--- `only_known`: reject services without an upstream (payloads); else skip them (state file).
+-- `only_known`: reject services without an upstream (payloads); else skip them (state file,
+-- where bluegreen also keeps each service's color and weight, "colors", which nginx ignores).
 local function check_document(doc, only_known)
     if type(doc) ~= "table" then return nil, "the body must be a JSON object" end
     for k in pairs(doc) do
-        if k ~= "services" and k ~= "chains" then return nil, "unknown key " .. tostring(k) end
+        if k ~= "services" and k ~= "chains" and (only_known or k ~= "colors") then
+            return nil, "unknown key " .. tostring(k)
+        end
     end
     local services = doc.services
     if type(services) ~= "table" or count(services) == 0 then
