@@ -72,7 +72,7 @@ BAD = [
     (["run", "{s}", "--image", "i:1", "--include-file", "/nonexistent.conf"],
      "invalid --include-file"),
     (["switch", "{s}", "--color", "green", "--check-interval", "fast"], "invalid --check-interval"),
-    (["switch", "{s}", "--color", "green", "--nginx-mode", "remote"], "invalid choice"),
+    (["switch", "{s}", "--color", "green", "--nginx-mode", "remote"], "invalid --nginx-mode"),
     (["nonsense"], "invalid choice"),
 ]
 

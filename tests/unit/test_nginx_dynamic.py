@@ -239,7 +239,7 @@ def test_state_file_keeps_each_services_color_in_the_same_write(tmp_path):
 def test_the_state_lock_excludes_another_process(tmp_path):
     """While one process changes a state file, another cannot take its lock (asked without
     waiting); once the first is done, it can."""
-    import os
+    import fcntl
     import subprocess
     import sys
 
@@ -252,7 +252,7 @@ def test_the_state_lock_excludes_another_process(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         with open(f"{state}.lock", "a") as fh, pytest.raises(OSError):
-            os.lockf(fh.fileno(), os.F_TLOCK, 0)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         holder.stdin.write("\n")
         holder.stdin.flush()
         assert holder.wait(timeout=30) == 0

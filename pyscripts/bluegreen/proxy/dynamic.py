@@ -360,16 +360,16 @@ class DynamicControl:
 
 @contextlib.contextmanager
 def state_lock(state_file: str | None) -> Iterator[None]:
-    """Serialize the processes that change one state file: a POSIX lock (``lockf``) of
-    ``<file>.lock``, released when the process ends. (``fcntl.flock`` would cost ``fcntl``'s
-    import, about 1 ms of a switch. Earlier versions took a ``flock``, which a ``lockf``
-    does not exclude: upgrade between two changes of the same nginx, not during one.)"""
+    """Serialize the processes (and threads) that change one state file (``flock`` of
+    ``<file>.lock``)."""
     if state_file is None:
         yield
         return
+    import fcntl
+
     os.makedirs(os.path.dirname(state_file) or ".", exist_ok=True)
     with open(f"{state_file}.lock", "a") as fh:
-        os.lockf(fh.fileno(), os.F_LOCK, 0)
+        fcntl.flock(fh, fcntl.LOCK_EX)
         yield
 
 
