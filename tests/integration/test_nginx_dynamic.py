@@ -147,6 +147,8 @@ BAD_BODIES = [json.dumps({"services": s}).encode() for s in BAD_SERVICES] + [
     b"", b"{", b"not json", b"null", b"[]", b"{\"services\": []}",
     json.dumps({"services": {SVC: [{"address": "127.0.0.1", "port": 80, "weight": 100}]},
                 "generation": 3}).encode(),                                 # unknown key
+    json.dumps({"services": {SVC: [{"address": "127.0.0.1", "port": 80, "weight": 100}]},
+                "colors": {SVC: {"color": "blue", "weight": 100}}}).encode(),  # state file only
 ]
 
 
