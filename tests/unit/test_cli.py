@@ -187,6 +187,15 @@ def test_values_that_look_like_options():
         options.resolve(options.parse(["switch", "a", "--weight", "-5"]), {})
 
 
+@pytest.mark.parametrize("path", ["", "app", "jenkins", *options.COMMANDS])
+def test_every_help_prints(path, capsys):
+    """The help of the program, of each family and of each command (a ``%`` in a help text
+    once broke ``app --help``)."""
+    with pytest.raises(SystemExit) as done:
+        options.parse([*path.split(), "--help"])
+    assert done.value.code == 0 and "usage: bluegreen" in capsys.readouterr().out
+
+
 def test_help_and_version_exit_0():
     code, out, _ = run("rollback", "--help")
     assert code == 0 and "--lock-wait" in out and "--weight" not in out

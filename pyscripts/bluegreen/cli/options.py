@@ -274,13 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         family, _, action = path.partition(" ")
         if action:
             if family not in families:
-                fam = sub.add_parser(family, help=FAMILIES[family], parents=[common])
+                fam = sub.add_parser(family, help=_escaped(FAMILIES[family]), parents=[common])
                 families[family] = fam.add_subparsers(dest=f"{family}_command", metavar="ACTION",
                                                       parser_class=Parser)
-            p = families[family].add_parser(action, help=command.help,
+            p = families[family].add_parser(action, help=_escaped(command.help),
                                             description=command.help, parents=[common])
         else:
-            families[family] = p = sub.add_parser(path, help=command.help,
+            families[family] = p = sub.add_parser(path, help=_escaped(command.help),
                                                   description=command.help, parents=[common])
         for name, kwargs in command.positionals:
             p.add_argument(name, **kwargs)
@@ -293,10 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _escaped(help_: str) -> str:
+    """A help text as argparse takes it: ``%`` is its formatting character (``100%``)."""
+    return help_.replace("%", "%%")
+
+
 def _add(parser: Any, opt: Option) -> None:
     default = opt.default if opt.default not in (None, "", []) else None
     help_ = opt.help + (f" [{default}]" if default is not None and opt.kind != "flag" else "")
-    kwargs: dict[str, Any] = {"dest": opt.dest, "help": help_.replace("%", "%%"), "default": None}
+    kwargs: dict[str, Any] = {"dest": opt.dest, "help": _escaped(help_), "default": None}
     if opt.kind == "flag":
         kwargs |= {"action": "store_const", "const": not opt.default}
     elif opt.kind == "list":
