@@ -19,7 +19,7 @@ from bluegreen.flow import checks
 from bluegreen.flow.steps import Steps
 from bluegreen.model import DeploySpec
 from bluegreen.record import Record, factory, replace
-from bluegreen.registry.base import Lease
+from bluegreen.registry.base import Lease, hostname
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Pipeline(Record):
 
     def _history(self, service: str, entry: dict[str, Any]) -> None:
         entry.setdefault("by", os.environ.get("BUILD_URL") or os.environ.get("USER") or
-                         os.uname().nodename)
+                         hostname())
         if entry.get("error"):
             entry["error"] = redact(str(entry["error"]))
         with interrupts.shielded():
@@ -200,7 +200,7 @@ class Pipeline(Record):
                 current = self.steps.live_color(service)
                 nxt, todo, started = model.next_color(current), PHASES, time.time()
                 inflight = {"id": os.urandom(6).hex(), "image": opts.spec.image, "from": current,
-                            "to": nxt, "started": started, "host": os.uname().nodename,
+                            "to": nxt, "started": started, "host": hostname(),
                             "pid": os.getpid()}
             old = current if current and self.steps.healthy(service, current) else None
             summary.update({"from": current, "to": nxt})

@@ -571,21 +571,21 @@ class NginxDynamicProxy(Proxy):
         self.engine.controller.ping()
         self.engine.read()
 
-    def _colors(self) -> dict[str, dict[str, Any]]:
-        return read_document(self.engine.state_file)["colors"]
-
     def _served(self) -> dict[str, Any]:
-        """The ``services`` and ``chains`` nginx routes with now; what bluegreen recorded when
-        nginx cannot be asked (nginx restores exactly that when it starts)."""
+        """The ``services`` and ``chains`` nginx routes with now, with the ``colors`` recorded
+        for them in the state file; all three as recorded when nginx cannot be asked (nginx
+        restores exactly that when it starts)."""
+        recorded = read_document(self.engine.state_file)
         try:
-            return self.engine.read()
+            return self.engine.read() | {"colors": recorded["colors"]}
         except Unreachable:
-            return read_document(self.engine.state_file)
+            return recorded
 
     def serving(self, service: str) -> Serving:
-        route = self._colors().get(validate.service(service)) or {}
+        served = self._served()
+        route = served["colors"].get(validate.service(service)) or {}
         servers = tuple(f"{s['address']}:{s['port']}"
-                        for s in self._served()["services"].get(service) or []
+                        for s in served["services"].get(service) or []
                         if s.get("weight", DEFAULT_WEIGHT) > 0)
         color = route.get("color") if servers else None
         return Serving(color if color in COLORS else None, int(route.get("weight", 100)), servers)
@@ -594,7 +594,7 @@ class NginxDynamicProxy(Proxy):
         """What nginx routes the service to: each server's weight, its internal endpoint and
         its chains included (``served``: what :meth:`_served` just read)."""
         served = served or self._served()
-        route = self._colors().get(validate.service(service)) or {}
+        route = served["colors"].get(validate.service(service)) or {}
         servers = tuple(Server(a, p, w) for a, p, w in
                         _served_entries(served["services"].get(service) or []))
         chains = tuple(Chain(c["side"], c["color"], tuple(c["callers"]),
@@ -615,10 +615,10 @@ class NginxDynamicProxy(Proxy):
     def _route_lines(self, routes: Sequence[Route], served: Mapping[str, Any] | None = None
                      ) -> str:
         """:meth:`diff` without the configuration files."""
-        served, colors = served or self._served(), self._colors()
+        served = served or self._served()
         lines = []
         for r in routes:
-            now = colors.get(r.service) or {}
+            now = served["colors"].get(r.service) or {}
             entries = served["services"].get(r.service) or []
             have = (f"{now.get('color')} {now.get('weight', 100)}% "
                     f"{_shown_servers(_served_entries(entries))}" if entries else "(none)")
