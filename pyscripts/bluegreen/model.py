@@ -8,6 +8,15 @@ from __future__ import annotations
 from bluegreen.record import Record, factory
 
 COLORS = ("blue", "green")
+# The phases of every release, in order (``--until`` pauses after any but the last; the Jenkins
+# steps run one stage per phase). The promotion and the stop of the old colors follow them.
+PHASES = ("deploy", "pre-test", "switch", "post-test")
+PHASE_TITLES = {"deploy": "Deploy", "pre-test": "Run pre-integration tests",
+                "switch": "Update proxy", "post-test": "Run post-integration tests"}
+# What an application's containers carry besides their service and color, so that its records
+# can be rebuilt from them (``bluegreen.app.target``).
+LABEL_APP, LABEL_RELEASE, LABEL_RECORD = "bluegreen.app", "bluegreen.release", "bluegreen.record"
+APP_LABELS = (LABEL_APP, LABEL_RELEASE, LABEL_RECORD)
 
 
 def next_color(current: str | None) -> str:
@@ -64,6 +73,10 @@ class Container(Record, frozen=True):
     container_port: int
     health_path: str
     private_address: str | None = None  # its address on its Docker network (as a caller)
+    labels: tuple[tuple[str, str], ...] = ()  # its APP_LABELS, when an application's
+
+    def label(self, name: str) -> str | None:
+        return dict(self.labels).get(name)
 
     @property
     def running(self) -> bool:
@@ -90,6 +103,7 @@ class DeploySpec(Record, frozen=True):
     health_path: str = "/"
     pull: bool = True
     hosts: tuple[tuple[str, str], ...] = ()  # extra /etc/hosts entries (internal endpoints)
+    labels: tuple[tuple[str, str], ...] = ()  # APP_LABELS of an application's containers
 
 
 class Server(Record, frozen=True):

@@ -107,9 +107,11 @@ def ends_on(env: Env, action: str, served: str, allowed: set[str]) -> None:
 
 
 def status(env: Env) -> dict:
+    """``app status --json``: exit 0, or 1 when it reports problems."""
     r = env.bg("app", "status", APP, "--json")
-    assert r.code == 0, r.err
-    return json.loads(r.out)
+    report = json.loads(r.out)
+    assert r.code == (1 if report["problems"] else 0), r.err
+    return report
 
 
 def test_first_release_serves_the_seeds_answer(app, tmp_path):
@@ -231,16 +233,18 @@ def test_failing_tests_return_to_the_old_release(app, tmp_path):
     assert status(app)["inflight"] is None
 
 
-@pytest.mark.parametrize("point", ["deploy:started", "app:started", "switch:proxy-applied",
-                                   "app:at-50"])
+@pytest.mark.parametrize("point", ["deploy:started", "pre-test:before", "switch:proxy-applied",
+                                   "switch:at-50"])
 def test_killed_release_is_undone_by_the_next_command(app, tmp_path, point):
     held = Held(app, tmp_path, [point], "app", "deploy", "--file",
                 compose(tmp_path, a="v1", b="v2"), "--steps", "50,100")
     held.kill(point)
-    assert status(app)["inflight"]["state"] == "deploying"
+    s = status(app)
+    assert s["inflight"]["state"] == "running"
+    assert any("was interrupted" in p for p in s["problems"])
     r = app.bg("app", "deploy", "--file", compose(tmp_path, a="v2", b="v2"))
     assert r.code == 0, r.err
-    assert "was interrupted at" in r.err and "nothing changed" in r.out
+    assert "recover: interrupted release found" in r.err and "nothing changed" in r.out
     assert body(app) == "Welcome to the new world!"
     s = status(app)
     assert not s["problems"] and s["inflight"] is None

@@ -97,8 +97,9 @@ def states(name: str) -> dict[str, str]:
 
 def status(env: Env) -> dict:
     r = env.bg("app", "status", APP, "--json")
-    assert r.code == 0, r.err
-    return json.loads(r.out)
+    report = json.loads(r.out)
+    assert r.code == (1 if report["problems"] else 0), r.err  # problems: exit 1
+    return report
 
 
 def in_proxy(env: Env, name: str) -> bool:
@@ -167,7 +168,7 @@ def test_a_swap_killed_with_both_colors_running_is_undone_by_the_next_command(ap
     assert status(app)["inflight"]["state"] == "swapping"
     r = app.bg("app", "deploy", "--file", compose(tmp_path, mailer="v2", indexer="v2"))
     assert r.code == 0, r.err
-    assert "was interrupted" in r.err and "nothing changed" in r.out
+    assert "interrupted release found" in r.err and "nothing changed" in r.out
     assert states("mailer") == {"blue": "exited", "green": "running"}
     s = status(app)
     assert s["inflight"] is None and s["live_release"] == 2 and not s["problems"]

@@ -80,10 +80,26 @@ def test_backends_import_only_their_interface_and_shared_modules():
         assert graph()[module] <= allowed, (module, graph()[module] - allowed)
 
 
-def test_the_pipeline_speaks_to_the_steps_only():
-    deps = graph()["bluegreen.flow.pipeline"]
-    assert not deps & {m for m in graph() if m.startswith(("bluegreen.registry.consul",
-                                                           "bluegreen.runtime.", "bluegreen.proxy."))}
+def test_the_orchestrator_speaks_to_the_steps_only():
+    """Only the steps layer (flow.steps, flow.records, flow.reconcile) calls the backends: the
+    orchestrator and the targets speak to it."""
+    backends = {m for m in graph() if m.startswith(("bluegreen.registry.consul",
+                                                     "bluegreen.runtime.", "bluegreen.proxy."))}
+    for module in ("bluegreen.flow.release", "bluegreen.flow.target", "bluegreen.app.target",
+                   "bluegreen.app.owner"):
+        assert not graph()[module] & backends, (module, graph()[module] & backends)
+
+
+def test_one_orchestrator_and_steps_without_applications():
+    """One module orchestrates every release (a service's and an application's): nothing else
+    sequences phases; the steps layer knows nothing of applications."""
+    g = graph()
+    assert not any(m in g for m in ("bluegreen.flow.pipeline", "bluegreen.app.release"))
+    for module in ("bluegreen.flow.steps", "bluegreen.flow.records", "bluegreen.flow.reconcile",
+                   "bluegreen.flow.release", "bluegreen.flow.target"):
+        assert not any(d.startswith("bluegreen.app") for d in g[module]), module
+    text = (PKG / "bluegreen" / "flow" / "steps.py").read_text()
+    assert "app" not in {w.strip(".,:()'\"") for w in text.split()}
 
 
 def test_the_product_never_imports_development_code():
@@ -101,7 +117,7 @@ def test_the_switch_and_rollback_path_imports_nothing_heavy():
     import sys
 
     path = [f"bluegreen.{m}" for m in (
-        "cli.main", "cli.options", "cli.commands", "settings", "flow.pipeline",
+        "cli.main", "cli.options", "cli.commands", "settings", "flow.release", "app.owner",
         "registry.consul", "registry.file", "proxy.dynamic", "proxy.nginx", "proxy.fanout",
         "runtime.docker")]
     heavy = ["docker", "consul", "requests", "urllib3", "http.client", "dataclasses", "ssl",

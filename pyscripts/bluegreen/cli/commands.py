@@ -14,22 +14,66 @@ if TYPE_CHECKING:
     from typing import Any
 
     from bluegreen.flow import checks
-    from bluegreen.flow.pipeline import Pipeline
+    from bluegreen.flow.records import Records
+    from bluegreen.flow.release import Release, ReleaseOptions
     from bluegreen.flow.steps import Steps
+    from bluegreen.flow.target import Target
 
-# Quick commands start fast: the steps, the pipeline and the client libraries are imported
+# Quick commands start fast: the steps, the orchestrator and the client libraries are imported
 # by the commands that use them.
-
-
-def _pipeline(steps: Steps) -> Pipeline:
-    from bluegreen.flow.pipeline import Pipeline
-
-    return Pipeline(steps)
 
 
 def _steps(opts: dict[str, Any], runtime: bool = False, proxy: bool = False,
            lazy_runtime: bool = False, ping: bool = True) -> Steps:
     return settings.steps(opts, runtime, proxy, lazy_runtime, ping)
+
+
+def _records(steps: Steps) -> Records:
+    from bluegreen.flow.records import Records
+
+    return Records(steps.registry, steps.say, steps.dry_run)
+
+
+def _release(steps: Steps, target: Target, ropts: ReleaseOptions | None = None) -> Release:
+    """The one orchestrator, for a service or an application."""
+    from bluegreen.flow.release import Release, ReleaseOptions
+
+    return Release(steps, _records(steps), target, ropts or ReleaseOptions())
+
+
+def _service_release(opts: dict[str, Any], steps: Steps, **target: Any) -> Release:
+    from bluegreen.flow.release import ReleaseOptions
+    from bluegreen.flow.target import ServiceTarget
+
+    return _release(steps, ServiceTarget(validate.service(opts["service"]), **target),
+                    ReleaseOptions(keep_old=opts.get("keep_old") or 0.0,
+                                   lock_wait=opts.get("lock_wait") or 0.0,
+                                   proxy_url=validate.base_url(opts.get("proxy_url")
+                                                               or "http://127.0.0.1")))
+
+
+def _guard(steps: Steps, service: str) -> None:
+    """A command that changes one service: refused for a service of an application (its
+    application's commands change it) and while a run of it is unfinished (paused or
+    interrupted: run --resume or recover ends it)."""
+    from bluegreen.app.owner import refuse_outside
+    from bluegreen.errors import OperationFailed
+
+    records = _records(steps)
+    refuse_outside(steps, records, service)
+    inflight = records.get(service, "inflight")
+    if inflight:
+        state = f"paused after {inflight['paused_after']}" if inflight.get("paused_after") \
+            else "in progress or was interrupted"
+        raise OperationFailed(f"{service}: a run ({inflight.get('from') or '(none)'} -> "
+                              f"{inflight.get('to')}, {inflight.get('image')}) is {state}; go on "
+                              f"with run --resume, or undo it with recover")
+
+
+def _locked_step(opts: dict[str, Any], steps: Steps, service: str) -> Any:
+    """The service's lock for a single step (none on a dry run), after :func:`_guard`."""
+    _guard(steps, service)
+    return _records(steps).lock(service, opts.get("lock_wait") or 0.0)
 
 
 def _need(opts: dict[str, Any], name: str) -> Any:
@@ -96,7 +140,9 @@ def cmd_deploy(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     color = validate.color(_need(opts, "color"))
     spec = _deploy_spec(opts)
-    started = _steps(opts, runtime=True, proxy=True).deploy(service, color, spec)
+    steps = _steps(opts, runtime=True, proxy=True)
+    with _locked_step(opts, steps, service):
+        started = steps.deploy(service, color, spec)
     emit(opts, [{"name": c.name, "address": f"{c.address}:{c.port}"} for c in started],
          "\n".join(f"{c.name} {c.address}:{c.port}" for c in started))
     return ExitStatus.OK
@@ -107,10 +153,10 @@ def cmd_switch(opts: dict[str, Any]) -> int:
     color = validate.color(_need(opts, "color"))
     weight = validate.weight(opts["weight"])
     steps = _steps(opts, runtime=opts["nginx_mode"] == "container", proxy=True)
-    steps.refuse_if_in_release(service)
-    changed = steps.switch(service, color, weight)
-    if weight == 100 and not opts["dry_run"]:
-        steps.verify_release(service, color)  # the operator routed users to it
+    with _locked_step(opts, steps, service):
+        changed = steps.switch(service, color, weight)
+        if weight == 100 and not opts["dry_run"]:
+            steps.verify_release(service, color)  # the operator routed users to it
     emit(opts, {"service": service, "color": color, "weight": weight, "changed": changed},
          f"{service} -> {color}" + (f" ({weight}%)" if weight != 100 else "")
          + (" (dry run: nothing changed)" if opts["dry_run"] else "" if changed else " (unchanged)"))
@@ -121,7 +167,8 @@ def cmd_stop(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     color = validate.color(_need(opts, "color"))
     steps = _steps(opts, runtime=True, proxy=True)
-    stopped = steps.stop(service, color, force=bool(opts["force"]))
+    with _locked_step(opts, steps, service):
+        stopped = steps.stop(service, color, force=bool(opts["force"]))
     emit(opts, stopped, "\n".join(stopped))
     return ExitStatus.OK
 
@@ -131,7 +178,8 @@ def cmd_status(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     steps = _steps(opts, runtime=True, proxy=True, ping=False)
     report = steps.status(service)
-    done = ExitStatus.UNREACHABLE if report["unreachable"] else ExitStatus.OK
+    done = ExitStatus.UNREACHABLE if report["unreachable"] else \
+        ExitStatus.FAILED if report["problems"] else ExitStatus.OK
     if opts["json"]:
         emit(opts, report)
         return done
@@ -159,7 +207,9 @@ def cmd_pre_test(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     color = validate.color(_need(opts, "color"))
     spec = _outcome_or_tests(opts)
-    _pipeline(_steps(opts, runtime=True, proxy=True)).pre_test(service, color, spec)
+    steps = _steps(opts, runtime=True, proxy=True)
+    _guard(steps, service)
+    _service_release(opts, steps, pre=spec).pre_test(color)
     return ExitStatus.OK
 
 
@@ -181,42 +231,65 @@ def cmd_post_test(opts: dict[str, Any]) -> int:
     nxt = validate.color(_need(opts, "next"))
     current = validate.color(opts["current"]) if opts.get("current") else None
     spec = _outcome_or_tests(opts)
-    proxy_url = validate.base_url(opts["proxy_url"])
     steps = _steps(opts, runtime=True, proxy=True)
-    pipe = _pipeline(steps)
-    with pipe.locked(service, opts["lock_wait"]):
-        pipe.post_test(service, current, nxt, spec, proxy_url)
-    if current != nxt:
-        pipe.stop_old(service, current, opts["keep_old"])
+    _guard(steps, service)
+    _service_release(opts, steps, post=spec).post_test(current, nxt)
     return ExitStatus.OK
 
 
+def _release_options(opts: dict[str, Any]) -> ReleaseOptions:
+    """What every release takes from the command line (``run`` and ``app``)."""
+    from bluegreen.flow.release import ReleaseOptions
+
+    outcome = opts.get("outcome")
+    if outcome and not opts.get("resume"):
+        raise UsageError("--outcome goes with --resume (it is the result of the next test phase)")
+    steps = opts.get("steps")
+    return ReleaseOptions(steps=_weights("100" if steps is None else steps),
+                          step_wait=opts.get("step_wait") or 0.0,
+                          confirm=bool(opts.get("confirm")), keep_old=opts.get("keep_old") or 0.0,
+                          proxy_url=validate.base_url(opts.get("proxy_url") or "http://127.0.0.1"),
+                          lock_wait=opts.get("lock_wait") or 0.0, until=opts.get("until"),
+                          outcome=None if not outcome else outcome == "passed")
+
+
 def cmd_run(opts: dict[str, Any]) -> int:
+    from bluegreen.flow.target import ServiceTarget
+
     service = validate.service(opts["service"])
     resume = bool(opts.get("resume"))
-    if opts.get("outcome") and not resume:
-        raise UsageError("--outcome goes with --resume (it is the result of the next test phase)")
-    spec_tests = _tests(opts)
-    from bluegreen.flow.pipeline import RunOptions
-
+    ropts = _release_options(opts)
+    tests = _tests(opts)
     # resuming: the paused run's image (its deploy phase is behind it)
-    spec = model.DeploySpec("") if resume and not opts.get("image") else _deploy_spec(opts)
-    ropts = RunOptions(spec, pre=spec_tests, post=spec_tests, keep_old=opts["keep_old"],
-                       proxy_url=validate.base_url(opts["proxy_url"]), lock_wait=opts["lock_wait"],
-                       outcome=None if not opts.get("outcome") else opts["outcome"] == "passed")
-    summary = _pipeline(_steps(opts, runtime=True, proxy=True)).run(
-        service, ropts, until=opts.get("until"), resume=resume)
-    plain = {"ok": f"{service}: {summary['to']} is live",
-             "paused": f"{service}: {summary['to']} paused after {summary.get('paused_after')}",
+    spec = None if resume and not opts.get("image") else _deploy_spec(opts)
+    steps = _steps(opts, runtime=True, proxy=True)
+    _refuse_app_service(steps, service)
+    target = ServiceTarget(service, spec, pre=tests, post=tests)
+    release = _release(steps, target, ropts)
+    if resume:
+        summary = release.resume()
+    else:
+        assert spec is not None
+        summary = release.start(lambda: ([target.unit(steps.live_color(service), spec.image)],
+                                         {}))
+    plain = {"ok": f"{service}: {summary.get('to')} is live",
+             "paused": f"{service}: {summary.get('to')} paused after {summary.get('paused_after')}",
              }.get(summary["result"], f"{service}: dry run, nothing changed")
     emit(opts, summary, plain)
     return ExitStatus.OK
 
 
+def _refuse_app_service(steps: Steps, service: str) -> None:
+    from bluegreen.app.owner import refuse_outside
+
+    refuse_outside(steps, _records(steps), service)
+
+
 def cmd_rollback(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
     steps = _steps(opts, runtime=True, proxy=True, lazy_runtime=True)
-    summary = _pipeline(steps).rollback(service, opts["lock_wait"], bool(opts["stop"]))
+    _refuse_app_service(steps, service)
+    summary = _service_release(opts, steps).rollback(bool(opts["stop"]))
     emit(opts, summary, f"{service}: {summary['to']} is live")
     return ExitStatus.OK
 
@@ -225,7 +298,7 @@ def cmd_history(opts: dict[str, Any]) -> int:
     import time
 
     service = validate.service(opts["service"])
-    items = _pipeline(_steps(opts)).history(service)
+    items = _records(_steps(opts)).history(service)
     if opts["json"]:
         emit(opts, items)
         return ExitStatus.OK
@@ -249,25 +322,24 @@ def cmd_record(opts: dict[str, Any]) -> int:
             validate.color(opts[key])
     image = validate.image(opts["image"]) if opts.get("image") else None
     phase = opts.get("failed_phase") or None
-    from bluegreen.flow.pipeline import PHASES
-
-    if phase and phase not in (*PHASES, "gate", "build", "test"):
+    if phase and phase not in (*model.PHASES, "gate", "build", "test"):
         raise UsageError(f"invalid --failed-phase {phase!r}")
     entry = {"action": opts["action"], "image": image, "from": opts.get("from_color") or None,
              "to": opts.get("to_color") or None, "result": opts["result"], "failed_phase": phase,
              "start": opts.get("start") or time.time(), "end": time.time()}
-    pipe = _pipeline(_steps(opts))
     if not opts["dry_run"]:
-        pipe.record(service, entry)
+        _records(_steps(opts)).add_history(service, entry)
     emit(opts, entry, "")
     return ExitStatus.OK
 
 
 def cmd_recover(opts: dict[str, Any]) -> int:
     service = validate.service(opts["service"])
-    pipe = _pipeline(_steps(opts, runtime=True, proxy=True))
-    with pipe.locked(service, opts["lock_wait"]):
-        actions = pipe.recover(service)
+    steps = _steps(opts, runtime=True, proxy=True)
+    _refuse_app_service(steps, service)
+    release = _service_release(opts, steps)
+    with release.locked():
+        actions = release.recover()
     emit(opts, actions, "\n".join(actions) or "nothing to recover")
     return ExitStatus.OK
 
@@ -278,15 +350,14 @@ def cmd_app_check(opts: dict[str, Any]) -> int:
     return spec.cmd_app_check(opts)
 
 
-def _app(opts: dict[str, Any]) -> Any:
-    from bluegreen.app.release import AppOptions, AppRelease
+def _app(opts: dict[str, Any], name: str, spec: Any = None) -> tuple[Release, Any]:
+    """The orchestrator for an application (``spec``: its file, to deploy)."""
+    from bluegreen.app.target import AppTarget
 
     listen = settings.internal_listen(opts)
-    aopts = AppOptions(steps=_weights(opts["steps"]), step_wait=opts["step_wait"],
-                       confirm=bool(opts["confirm"]), keep_old=opts["keep_old"],
-                       proxy_url=validate.base_url(opts["proxy_url"]),
-                       internal_addr=listen.rpartition(":")[0], lock_wait=opts["lock_wait"])
-    return AppRelease(_steps(opts, runtime=True, proxy=True), aopts)
+    target = AppTarget(name, spec, internal_addr=listen.rpartition(":")[0])
+    ropts = _release_options(opts)  # at the edge, before anything is contacted
+    return _release(_steps(opts, runtime=True, proxy=True), target, ropts), target
 
 
 def _weights(text: str) -> tuple[int, ...]:
@@ -303,18 +374,29 @@ def _weights(text: str) -> tuple[int, ...]:
     return weights
 
 
+def _app_summary(opts: dict[str, Any], summary: dict[str, Any], outcome: str = "") -> int:
+    name, release = summary["app"], summary.get("release")
+    plain = {"ok": f"{name}: release {release} is live",
+             "paused": f"{name}: release {release} paused at {summary.get('weight')}%"
+                       + (f" after {summary['paused_after']}"
+                          if summary.get("paused_after") not in (None, "switch") else ""),
+             "unchanged": f"{name}: nothing changed",
+             "aborted": f"{name}: release {release} undone"}.get(
+                 summary["result"], f"{name}: dry run, nothing changed" if not outcome else
+                 f"{name}: release {release} would be {outcome} (dry run, nothing changed)")
+    emit(opts, summary, plain)
+    return ExitStatus.OK
+
+
 def cmd_app_deploy(opts: dict[str, Any]) -> int:
     from bluegreen.app import spec
 
     app_spec = spec.load(opts["file"])
-    summary = _app(opts).deploy(app_spec)
-    plain = {"ok": f"{app_spec.name}: release {summary['release']} is live",
-             "paused": f"{app_spec.name}: release {summary['release']} paused at "
-                       f"{summary.get('weight')}%",
-             "unchanged": f"{app_spec.name}: nothing changed"}.get(
-                 summary["result"], f"{app_spec.name}: dry run, nothing changed")
-    emit(opts, summary, plain)
-    return ExitStatus.OK
+    release, target = _app(opts, app_spec.name, app_spec)
+    summary = release.start(lambda: target.plan(release))
+    if summary["result"] == "unchanged":
+        summary["release"] -= 1
+    return _app_summary(opts, summary)
 
 
 def _app_name(opts: dict[str, Any]) -> str:
@@ -323,31 +405,48 @@ def _app_name(opts: dict[str, Any]) -> str:
     return validate.matching(spec._APP_RE, opts["app"], "application name")
 
 
-# app promote | abort | rollback: the release method, and what the release is afterwards
-_APP_ACTIONS = {"app promote": ("promote", "is live"), "app abort": ("abort", "undone"),
-                "app rollback": ("rollback", "is live again")}
-
-
 def cmd_app_action(opts: dict[str, Any]) -> int:
-    method, outcome = _APP_ACTIONS[opts["command_path"]]
+    """app promote | resume | abort | rollback | recover."""
+    action = opts["command_path"].split()[1]
     name = _app_name(opts)  # at the edge, before anything is contacted
-    summary = getattr(_app(opts), method)(name)
+    release, _ = _app(opts, name)
+    if action == "promote" and opts.get("until"):
+        raise UsageError("app promote goes to the end: use app resume --until PHASE")
+    if action in ("promote", "resume"):
+        summary = release.resume()
+    elif action == "abort":
+        summary = release.abort()
+    elif action == "rollback":
+        summary = release.rollback()
+    else:
+        with release.locked():
+            actions = release.recover()
+        emit(opts, actions, "\n".join(actions) or "nothing to recover")
+        return ExitStatus.OK
     if opts["dry_run"]:
-        summary["result"], outcome = "dry-run", f"would be {outcome} (dry run, nothing changed)"
-    emit(opts, summary, f"{summary['app']}: release {summary['release']} {outcome}")
-    return ExitStatus.OK
+        summary["result"] = "dry-run"
+    outcome = {"promote": "live", "resume": "resumed", "abort": "undone",
+               "rollback": "live again"}[action]
+    if action == "rollback" and summary["result"] == "ok":
+        emit(opts, summary, f"{name}: release {summary['release']} is live again")
+        return ExitStatus.OK
+    return _app_summary(opts, summary, outcome)
 
 
 def cmd_app_status(opts: dict[str, Any]) -> int:
+    """Every disagreement between the records and reality is a problem: exit 1."""
     name = _app_name(opts)  # at the edge, before anything is contacted
-    report = _app(opts).status(name)
+    release, target = _app(opts, name)
+    report = target.status(release)
+    done = ExitStatus.FAILED if report["problems"] else ExitStatus.OK
     if opts["json"]:
         emit(opts, report)
-        return ExitStatus.OK
+        return done
     print(f"application: {report['app']}, live release {report['live_release']}")
     if report["inflight"]:
         i = report["inflight"]
-        print(f"unfinished release {i['release']}: {i['state']} at {i['weight']}%")
+        print(f"unfinished release {i['release']}: {i['state']} at {i['weight']}%"
+              + (f" (paused after {i['paused_after']})" if i.get("paused_after") else ""))
     for name, e in report["services"].items():
         moving = f" moving {e['moving']['from'] or '-'} -> {e['moving']['to']}" \
             if e.get("moving") else ""
@@ -363,22 +462,25 @@ def cmd_app_status(opts: dict[str, Any]) -> int:
               f"{','.join(c for c, ok in e['healthy'].items() if ok) or 'none'}")
     for problem in report["problems"]:
         print(f"PROBLEM: {problem}")
-    return ExitStatus.OK
+    return done
 
 
 def cmd_app_history(opts: dict[str, Any]) -> int:
     import time
 
+    from bluegreen.app.owner import records_of
+
     name = _app_name(opts)  # at the edge, before anything is contacted
-    items = _app(opts).history(name)
+    items = _records(_steps(opts)).history(records_of(name))
     if opts["json"]:
         emit(opts, items)
         return ExitStatus.OK
     for e in items:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.get("start") or 0))
         moved = ", ".join(f"{n} {c}" for n, c in (e.get("changed") or {}).items())
-        print(f"{when} release {e.get('release')} {e.get('result')} at {e.get('weight')}%: "
-              f"{moved}" + (f" ({e['error']})" if e.get("error") else ""))
+        print(f"{when} {e.get('action')} release {e.get('release')} {e.get('result')} at "
+              f"{e.get('weight')}%: {moved} by {e.get('by', '?')}"
+              + (f" ({e['error']})" if e.get("error") else ""))
     return ExitStatus.OK
 
 
@@ -394,8 +496,9 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "post-test": cmd_post_test, "run": cmd_run, "rollback": cmd_rollback,
     "history": cmd_history, "recover": cmd_recover, "record": cmd_record,
     "app check": cmd_app_check, "app deploy": cmd_app_deploy, "app promote": cmd_app_action,
-    "app abort": cmd_app_action, "app status": cmd_app_status, "app history": cmd_app_history,
-    "app rollback": cmd_app_action,
+    "app resume": cmd_app_action, "app abort": cmd_app_action, "app rollback": cmd_app_action,
+    "app recover": cmd_app_action, "app status": cmd_app_status,
+    "app history": cmd_app_history,
     "jenkins job": cmd_jenkins, "jenkins index": cmd_jenkins,
     "jenkins build": cmd_jenkins,
 }

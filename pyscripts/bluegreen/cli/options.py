@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 
 from bluegreen import __version__, validate
 from bluegreen.errors import UsageError
+from bluegreen.model import PHASES
 from bluegreen.record import Record
 
 TYPE_CHECKING = False
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
-PHASES = ("deploy", "pre-test", "switch")  # where run --until may pause
 
 
 class Option(Record, frozen=True):
@@ -78,7 +78,8 @@ COMMANDS: dict[str, Command] = {
     "status": Command("recorded color, instances, health, proxy; flags disagreements"),
     "pre-test": Command("test the new color directly; stop it on failure"),
     "post-test": Command("test through the proxy; roll back on failure, else stop the old color"),
-    "run": Command("the whole blue-green deployment of an image"),
+    "run": Command("the whole blue-green release of an image (one service: an application of "
+                   "one)"),
     "rollback": Command("route back to the previous color (starting it when stopped)"),
     "history": Command("the last deployments and rollbacks"),
     "record": Command("append a history record (for flows run step by step)"),
@@ -87,7 +88,11 @@ COMMANDS: dict[str, Command] = {
     "app deploy": Command("release the changed services of an application file as one", ()),
     "app promote": Command("finish a paused application release (100%, old colors stopped)",
                            APP),
+    "app resume": Command("go on with a paused application release's next phase (--until: "
+                          "pause again after it)", APP),
     "app abort": Command("return an unfinished application release to the old one", APP),
+    "app recover": Command("rebuild the application's lost records from its containers and "
+                           "the proxy; undo an interrupted release", APP),
     "app status": Command("each service's colors, weights and health; disagreements", APP),
     "app history": Command("the last application releases", APP),
     "app rollback": Command("back to the previous release, all its services in one proxy change",
@@ -104,7 +109,11 @@ FAMILIES = {
 
 DEPLOY = ("deploy", "run")
 TESTS = ("pre-test", "post-test", "run")
-LOCKING = ("run", "rollback", "recover", "post-test")
+LOCKING = ("run", "rollback", "recover", "post-test", "pre-test", "deploy", "switch", "stop")
+RELEASES = ("run", "app deploy")  # a new release: its weight steps
+FINISHING = ("run", "app deploy", "app promote", "app resume")  # the phases to the end
+APP_LOCKING = ("app deploy", "app promote", "app resume", "app abort", "app rollback",
+               "app recover")
 OPTIONS: tuple[Option, ...] = (
     # -- common: where things are --------------------------------------------------------
     Option("config", None, "TOML config file (default ./bluegreen.toml if present)"),
@@ -180,21 +189,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("test-timeout", 5.0, "seconds per request or for the command", kind="float",
            commands=TESTS, group="tests"),
     Option("retries", 3, "attempts per check", kind="int", commands=TESTS, group="tests"),
-    Option("outcome", None, "the result of tests run elsewhere (a Jenkins closure); with run, "
-           "of the next test phase of a resumed run", choices=("passed", "failed"),
-           commands=TESTS),
+    Option("outcome", None, "the result of tests run elsewhere (a Jenkins closure); with run "
+           "--resume and app resume, of the next test phase", choices=("passed", "failed"),
+           commands=(*TESTS, "app resume")),
     # -- the pipeline -----------------------------------------------------------------------
     Option("current", None, "the old color ('' for a first deployment); with color next: the "
            "color after this one, the registry is not asked", commands=("color", "post-test")),
     Option("next", None, "the new color", commands=("post-test",)),
     Option("proxy-url", "http://127.0.0.1", "the proxy's base URL for post-tests",
-           commands=("post-test", "run", "app deploy", "app promote")),
+           commands=("post-test", *FINISHING)),
     Option("keep-old", 0.0, "seconds before stopping the old color", kind="float",
-           commands=("post-test", "run", "app deploy", "app promote")),
+           commands=("post-test", *FINISHING)),
     Option("lock-wait", 0.0, "seconds to wait for the deploy lock", kind="float",
-           commands=(*LOCKING, "app deploy", "app promote", "app abort", "app rollback")),
-    Option("until", None, "pause after this phase (a promotion gate); go on with --resume",
-           choices=PHASES, commands=("run",)),
+           commands=(*LOCKING, *APP_LOCKING)),
+    Option("until", None, "pause after this phase (a promotion gate); go on with run --resume "
+           "or app resume", choices=PHASES[:-1], commands=("run", "app deploy", "app resume")),
     Option("resume", False, "go on with the paused run's next phase (--image not needed)",
            kind="flag", commands=("run",)),
     # -- record -----------------------------------------------------------------------------
@@ -209,11 +218,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("file", None, "the application's Compose file", commands=("app check", "app deploy"),
            metavar="FILE"),
     Option("steps", "100", "weights of the new release, in order (e.g. 10,50,100)",
-           commands=("app deploy",)),
+           commands=RELEASES),
     Option("step-wait", 0.0, "seconds to wait at each step after its tests passed", kind="float",
-           commands=("app deploy",)),
-    Option("confirm", False, "stop before 100%: app promote or app abort decides", kind="flag",
-           commands=("app deploy",)),
+           commands=(*RELEASES, "app promote", "app resume")),
+    Option("confirm", False, "stop before 100%: promote (app promote, run --resume) or abort "
+           "(app abort, recover) decides", kind="flag", commands=RELEASES),
     # -- jenkins ----------------------------------------------------------------------------
     Option("git-url", None, "the repository of the job", commands=("jenkins job",)),
     Option("include", "*blue-green*", "branch filter", commands=("jenkins job",)),

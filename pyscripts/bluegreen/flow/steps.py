@@ -4,17 +4,16 @@ registry, the runtime and the proxy."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from collections.abc import Callable, Mapping
 
 from bluegreen import interrupts, model, validate
-from bluegreen.errors import InvalidRecord, OperationFailed, Unreachable, redact
+from bluegreen.errors import InvalidRecord, OperationFailed, Unreachable, UsageError, redact
 from bluegreen.model import Container, DeploySpec, Instance, Move, Route, Server
 from bluegreen.proxy.base import Proxy, weighted_route
 from bluegreen.record import Record, replace
-from bluegreen.registry.base import Lease, Registry
+from bluegreen.registry.base import Registry
 from bluegreen.runtime.base import Runtime
 
 TYPE_CHECKING = False
@@ -24,9 +23,6 @@ if TYPE_CHECKING:
 
 def _stderr(line: str) -> None:
     print(redact(line), file=sys.stderr, flush=True)
-
-
-APP_INFLIGHT = "app-inflight"  # an application's unfinished release (bluegreen.app.release)
 
 
 class Steps(Record):
@@ -69,30 +65,47 @@ class Steps(Record):
     def deploy(self, service: str, color: str, spec: DeploySpec) -> list[Container]:
         """Start ``spec.scale`` instances of ``spec.image`` as ``color``, healthy and
         registered."""
+        return self.deploy_many([(service, color, spec)])
+
+    def deploy_many(self, colors: list[tuple[str, str, DeploySpec]]) -> list[Container]:
+        """Start every color of ``(service, color, spec)`` together: all created and started,
+        then waited for at once, healthy and registered. On any failure every color this
+        started is removed (the others, and what the proxy routes, are left as they were)."""
         assert self.runtime
-        validate.service(service)
-        validate.color(color)
-        image = validate.image(spec.image)
-        if self.live_color(service) == color and any(
-                c.running for c in self.runtime.containers(service, color)):
-            raise OperationFailed(f"{service}-{color} is live (the proxy routes to it); "
-                                  f"deploy the other color")
+        for service, color, spec in colors:
+            validate.service(service)
+            validate.color(color)
+            validate.image(spec.image)
+            if self.live_color(service) == color and self.running(service, color):
+                raise OperationFailed(f"{service}-{color} is live (the proxy routes to it); "
+                                      f"deploy the other color")
         if self.dry_run:
-            old = [c.name for c in self.runtime.containers(service, color)]
-            if old:
-                self.say(f"would remove {', '.join(old)}")
-            self.say(f"would start {spec.scale} instance(s) {service}-{color} of {image} "
-                     f"(port {spec.port}, health {spec.health_path}) and register them")
+            for service, color, spec in colors:
+                old = [c.name for c in self.runtime.containers(service, color)]
+                if old:
+                    self.say(f"would remove {', '.join(old)}")
+                self.say(f"would start {spec.scale} instance(s) {service}-{color} of "
+                         f"{spec.image} (port {spec.port}, health {spec.health_path}) and "
+                         f"register them")
             return []
-        self._forget(service, color, image, spec.pull)
+        for _service, _color, spec in colors:  # every image present before anything changes
+            self.runtime.ensure_image(spec.image, spec.pull)
+        begun: list[tuple[str, str]] = []
         try:
-            started = self.runtime.start(service, color, spec)
+            started: list[Container] = []
+            for service, color, spec in colors:
+                begun.append((service, color))
+                self._forget(service, color, spec.image)
+                started += self.runtime.start(service, color, spec)
             interrupts.hold("deploy:started")
             started = self.runtime.wait_healthy(started, self.health_timeout)
-            self.register_healthy(service, color, started)
+            for service, color in begun:
+                self.register_healthy(service, color, [c for c in started if
+                                                       (c.service, c.color) == (service, color)])
         except BaseException:
-            self.say(f"deploy of {service}-{color} failed: removing its containers")
-            self.discard(service, color)
+            for service, color in begun:
+                self.say(f"deploy of {service}-{color} failed: removing its containers")
+                self.discard(service, color)
             raise
         return started
 
@@ -110,14 +123,13 @@ class Steps(Record):
             self.say(f"would create {spec.scale} instance(s) {service}-{color} of {image}, "
                      f"started when swapped in")
             return []
-        self._forget(service, color, image, spec.pull)
+        self.runtime.ensure_image(image, spec.pull)
+        self._forget(service, color, image)
         return self.runtime.create(service, color, spec)
 
-    def _forget(self, service: str, color: str, image: str, pull: bool) -> None:
-        """Before a color is replaced: the new image present (before anything is changed),
-        the color recorded as holding it unverified, its old instances deregistered."""
-        assert self.runtime
-        self.runtime.ensure_image(image, pull)
+    def _forget(self, service: str, color: str, image: str) -> None:
+        """Before a color is replaced: the color recorded as holding ``image`` unverified, its
+        old instances deregistered."""
         self.set_release(service, color, image, verified=False)
         self.deregister(service, color)
 
@@ -279,6 +291,7 @@ class Steps(Record):
         routes = [self._route(move, planned or {}, ready.get((move.service, move.color)))
                   for move in moves]
         routes += [Route(validate.service(s), None) for s in unrouted]
+        self._refuse_clashes(routes)
         records: list[tuple[str, str | None]] = [
             (m.service, m.color) for m in moves
             if m.weight == 100 and self._recorded(m.service) != m.color]
@@ -296,6 +309,40 @@ class Steps(Record):
             for service, color in records:
                 self.registry.set_color(service, color)
         return changed
+
+    def _refuse_clashes(self, routes: list[Route]) -> None:
+        """A public location or an internal endpoint belongs to one service: a change that
+        would give one to a second service is refused (exit 2) before anything is written
+        (nginx would refuse a duplicate location, and serve only one of two server names).
+        Only a route that exposes something its service does not yet have is looked at."""
+        assert self.proxy
+        wanted: dict[str, set[str]] = {}
+        for r in routes:
+            if r.removed:
+                continue
+            own = self.proxy.exposed(r.service)
+            location = r.location
+            if location is None:
+                location = next((k[6:] for k in own if k.startswith("route:")),
+                                self.proxy.location)
+            keys = {f"route:{location}"} if location else set()
+            keys |= {f"endpoint:{r.endpoint}"} if r.endpoint else set()
+            if keys - own:
+                wanted[r.service] = keys
+        if not wanted:
+            return
+        changed = {r.service for r in routes}
+        owners = {k: s for k, s in self.proxy.exposures().items() if s not in changed}
+        problems = []
+        for service, keys in wanted.items():
+            for key in sorted(keys):
+                owner = owners.setdefault(key, service)
+                if owner != service:
+                    kind, _, value = key.partition(":")
+                    problems.append(f"{service}: {kind} {value} belongs to {owner}")
+        if problems:
+            raise UsageError("; ".join(problems) + " (one service per public location and "
+                             "per internal endpoint on a proxy); nothing changed")
 
     def _route(self, move: Move, planned: Mapping[tuple[str, str], DeploySpec],
                ready: list[Instance] | None = None) -> Route:
@@ -352,68 +399,42 @@ class Steps(Record):
              ) -> list[str]:
         """Deregister and stop a color's containers (kept for rollback). ``drain``: first let
         the proxy finish requests sent to it (not needed for a color never routed to)."""
-        assert self.runtime
         validate.service(service)
         validate.color(color)
         if not force and self.proxy and self.proxy.serving(service).color == color:
             raise OperationFailed(f"{service}-{color} is live (the proxy routes to it); "
                                   f"switch first, or use --force")
-        running = [c.name for c in self.runtime.containers(service, color) if c.running]
+        return self.stop_many([(service, color)], drain)
+
+    def stop_many(self, colors: list[tuple[str, str]], drain: bool = True) -> list[str]:
+        """Stop several colors together: each deregistered, the proxy drained once, then
+        their containers stopped at the same time (kept for rollback). Every color is tried;
+        the first failure is raised after."""
+        assert self.runtime
+        running = {sc: [c.name for c in self.runtime.containers(*sc) if c.running]
+                   for sc in colors}
         if self.dry_run:
-            self.say(f"would deregister and stop {', '.join(running) or 'nothing'}")
-            return running
-        self.deregister(service, color)
-        if drain and self.proxy and running and not self.proxy.drain(self.drain_timeout):
+            for names in running.values():
+                self.say(f"would deregister and stop {', '.join(names) or 'nothing'}")
+            return [n for names in running.values() for n in names]
+        for service, color in colors:
+            self.deregister(service, color)
+        if drain and self.proxy and any(running.values()) and \
+                not self.proxy.drain(self.drain_timeout):
             self.say(f"nginx still finishing old requests after {self.drain_timeout:g}s; stopping")
-        return self.runtime.stop(service, color, self.stop_timeout)
+        todo = [sc for sc in colors if running[sc]]
+        if len(todo) < 2:
+            return [n for sc in todo for n in self.runtime.stop(*sc, self.stop_timeout)]
+        from concurrent.futures import ThreadPoolExecutor  # several: a stop waits for its exit
 
-    # -- what the pipeline keeps in the registry ----------------------------------------
+        with ThreadPoolExecutor(min(len(todo), 8)) as pool:
+            futures = [pool.submit(self.runtime.stop, *sc, self.stop_timeout) for sc in todo]
+        errors = [f.exception() for f in futures if f.exception()]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+        return [n for f in futures for n in f.result()]
 
-    def lock(self, target: str, wait: float, on_stale: Callable[[str], None]
-             ) -> contextlib.AbstractContextManager[Lease | None]:
-        """The target's lock; none on a dry run (it changes nothing)."""
-        if self.dry_run:
-            return contextlib.nullcontext()
-        return self.registry.lock(target, wait, on_stale=on_stale)
-
-    def snapshot(self, target: str) -> contextlib.AbstractContextManager[None]:
-        """Read ``target``'s records once for the section (see ``Registry.snapshot``)."""
-        return self.registry.snapshot(target)
-
-    def record(self, target: str, name: str) -> Any:
-        """A JSON record of the target (``inflight``, ``history``, ``scale-down``, ...)."""
-        return self.registry.get_json(target, name)
-
-    def set_record(self, target: str, name: str, value: Any) -> None:
-        """Write (``None``: delete) a record; a signal waits until it is written. A dry run
-        says so and writes nothing."""
-        if self.dry_run:
-            self.say(f"would {'delete' if value is None else 'write'} the {name} record of "
-                     f"{target}")
-            return
-        with interrupts.shielded():
-            self.registry.put_json(target, name, value)
-
-    def append_history(self, target: str, entry: dict[str, Any], keep: int) -> None:
-        if self.dry_run:
-            self.say(f"would add {entry.get('action', 'an entry')} to the history of {target}")
-            return
-        with interrupts.shielded():
-            self.registry.append_json(target, "history", entry, keep)
-
-    def refuse_if_in_release(self, service: str) -> None:
-        """A service of an unfinished application release (``<app>.<name>``) is moved by that
-        release only: single-service commands are refused, naming it."""
-        app, dot, name = service.partition(".")
-        if not dot:
-            return
-        inflight = self.registry.get_json(f"{app}._app", APP_INFLIGHT)
-        if inflight and (name in (inflight.get("moving") or {})
-                         or name in (inflight.get("removing") or {})):
-            raise OperationFailed(
-                f"{service} is part of the unfinished application release {app} "
-                f"#{inflight.get('release')} ({inflight.get('state')} at "
-                f"{inflight.get('weight')}%): use bluegreen app promote|abort {app}")
+    # -- reading ---------------------------------------------------------------------
 
     def recorded_color(self, service: str) -> str | None:
         return self.registry.get_color(service)
@@ -437,27 +458,6 @@ class Steps(Record):
             if running != {i.id for i in registered}:
                 return None
         return registered
-
-    def due_scale_down(self, service: str) -> dict[str, Any] | None:
-        """The scale-down record (an old color to stop) once its time has come; else None."""
-        pending = self.registry.get_json(service, "scale-down")
-        return pending if pending and pending["not_before"] <= time.time() else None
-
-    def settled(self, service: str) -> str | None:
-        """The live color when nothing waits for :meth:`reconcile` or the pipeline's recovery
-        (no run in flight, no scale-down due, readable records, the recorded color the one
-        every proxy routes to); else None."""
-        try:
-            if self.registry.get_json(service, "inflight"):
-                return None
-            if self.due_scale_down(service):
-                return None
-            recorded = self.registry.get_color(service)
-        except InvalidRecord:
-            return None
-        if not recorded or not self.proxy or self.proxy.disagreements(service):
-            return None
-        return recorded if self.proxy.serving(service).color == recorded else None
 
     def healthy(self, service: str, color: str | None) -> bool:
         """Every registered instance of the color passes its check (so it runs and answers).
@@ -492,94 +492,6 @@ class Steps(Record):
         if not passing:
             raise OperationFailed(f"no passing instance of {service}-{color} to test")
         return f"http://{passing[0].hostport}"
-
-    # -- reality before records ---------------------------------------------------------
-
-    def reconcile(self, service: str) -> list[str]:
-        """Rebuild registry state that was lost or contradicts what runs and what the proxy
-        routes to (a registry restarted empty, a record someone broke). Returns what was done;
-        changes nothing on a dry run. Records that cannot be rebuilt are set aside, not lost."""
-        reg, actions = self.registry, []
-        if self.proxy:
-            actions += self._agree(service)
-        serving = self.proxy.serving(service) if self.proxy else None
-        every = self.runtime.containers(service) if self.runtime else []
-        listed = {c: [x for x in every if x.color == c] for c in model.COLORS} \
-            if self.runtime else {}
-        running = {color: [c for c in found if c.running and c.port]
-                   for color, found in listed.items()}
-        for color, found in listed.items():
-            actions += self.refresh(service, color, wait=False, listed=found)
-        live = serving.color if serving else None
-        try:
-            inflight = reg.get_json(service, "inflight")
-        except InvalidRecord:
-            inflight = None
-            actions.append(self._set_aside(service, "inflight"))
-        try:
-            recorded = reg.get_color(service)
-        except InvalidRecord as exc:
-            recorded = None
-            actions.append(f"{exc.key} was invalid")
-            if not self.dry_run:
-                reg.set_color(service, None)
-        if live and recorded != live and not inflight and self._any_running(running, live):
-            actions.append(f"color record {recorded or '(none)'} set to {live}, which the proxy "
-                           f"routes to")
-            if not self.dry_run:
-                reg.set_color(service, live)
-        for color in model.COLORS:
-            actions += self._rebuild_release(service, color, live, inflight, listed.get(color, []))
-        for name in ("history", "scale-down"):
-            try:
-                reg.get_json(service, name)
-            except InvalidRecord:
-                actions.append(self._set_aside(service, name))
-        if actions:
-            self.say(f"{service}: the registry had lost or contradicted its state; rebuilt from "
-                     f"the proxy and the containers: {'; '.join(actions)}")
-        return actions
-
-    def _agree(self, service: str) -> list[str]:
-        """Proxies that disagree routed like the first one on a healthy color."""
-        assert self.proxy
-        found = self.proxy.disagreements(service)
-        if not found or self.dry_run:
-            return [f"would repair: {line}" for line in found]
-        return self.proxy.repair(service, lambda s: self.healthy(service, s.color))
-
-    @staticmethod
-    def _any_running(running: dict[str, list[Container]], color: str) -> bool:
-        return bool(running.get(color)) or not running  # no runtime: trust the proxy
-
-    def _set_aside(self, service: str, name: str) -> str:
-        if self.dry_run:
-            return f"would set the invalid {name} record aside"
-        return f"invalid {name} record kept as {self.registry.set_aside(service, name)}"
-
-    def _rebuild_release(self, service: str, color: str, live: str | None,
-                         inflight: Any, listed: list[Container]) -> list[str]:
-        """A color's release record, from its containers when missing or invalid. Only the
-        color the proxy routes to, with no run in flight, counts as verified."""
-        name = f"release-{color}"
-        try:
-            if self.registry.get_json(service, name) is not None:
-                return []
-            problem = "missing"
-        except InvalidRecord:
-            problem = "invalid"
-        images = {c.image for c in listed}
-        if len(images) != 1:
-            if problem == "invalid":
-                return [self._set_aside(service, name)]
-            return []
-        image = images.pop()
-        verified = color == live and not inflight
-        if not self.dry_run:
-            if problem == "invalid":
-                self.registry.set_aside(service, name)
-            self.set_release(service, color, image, verified=verified, rebuilt=True)
-        return [f"{name} ({problem}) rebuilt: {image}, {'verified' if verified else 'unverified'}"]
 
     # -- status ----------------------------------------------------------------------
 

@@ -15,6 +15,16 @@ if TYPE_CHECKING:
 
 class Proxy(ABC):
     where: str
+    location: str = "/"  # the public location of a route that names none
+
+    def exposures(self) -> dict[str, str]:
+        """What the proxy exposes, each owned by one service: ``route:<location>`` and
+        ``endpoint:<name>`` -> service."""
+        return {}
+
+    def exposed(self, service: str) -> set[str]:
+        """What :meth:`exposures` gives ``service`` (backends read just its own files)."""
+        return {k for k, s in self.exposures().items() if s == service}
 
     @abstractmethod
     def ping(self) -> None:

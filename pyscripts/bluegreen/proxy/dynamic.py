@@ -46,7 +46,14 @@ from bluegreen import templates, validate, wire
 from bluegreen.errors import OperationFailed, Unreachable, UsageError
 from bluegreen.model import COLORS, Chain, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
-from bluegreen.proxy.nginx import NginxController, apply_files, files_diff, read_text, write_atomic
+from bluegreen.proxy.nginx import (
+    NginxController,
+    apply_files,
+    files_diff,
+    located,
+    read_text,
+    write_atomic,
+)
 from bluegreen.record import replace
 
 TYPE_CHECKING = False
@@ -567,9 +574,22 @@ class NginxDynamicProxy(Proxy):
         self.engine = engine
         self.where = f"{engine.controller.where}, control {engine.client.where}"
 
+    @property
+    def location(self) -> str:  # type: ignore[override]
+        return self.engine.location
+
     def ping(self) -> None:
         self.engine.controller.ping()
         self.engine.read()
+
+    def exposures(self) -> dict[str, str]:
+        return located(self.engine.include_dir) | {
+            f"endpoint:{e}": s for s, e in self.engine.endpoints().items()}
+
+    def exposed(self, service: str) -> set[str]:
+        endpoint = self.engine.endpoints().get(service)
+        return set(located(self.engine.include_dir, service)) | (
+            {f"endpoint:{endpoint}"} if endpoint else set())
 
     def _served(self) -> dict[str, Any]:
         """The ``services`` and ``chains`` nginx routes with now, with the ``colors`` recorded

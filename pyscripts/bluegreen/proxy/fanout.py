@@ -60,6 +60,15 @@ class FanoutProxy(Proxy):
     def ping(self) -> None:
         self._each(lambda _n, p: p.ping())
 
+    @property
+    def location(self) -> str:  # type: ignore[override]
+        return self.proxies[0][1].location
+
+    def exposures(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        self._each(lambda _n, p: found.update(p.exposures()))
+        return found
+
     def serving(self, service: str) -> Serving:
         name, first = self.proxies[0]
         try:

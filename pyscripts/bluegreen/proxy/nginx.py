@@ -37,6 +37,30 @@ ENDPOINT_RE = validate.Lazy(r"^    server_name (?P<name>\S+);$", re.M)
 CHAIN_RE = validate.Lazy(r"^# (?P<side>new|old) release: its callers reach \S+-(?P<color>blue|green) "
                       r"only\nupstream \S+ \{\n(?P<servers>[^}]*)\}", re.M)
 CALLER_RE = validate.Lazy(r"^    (?P<ip>\S+) (?P<side>new|old);$", re.M)
+# a public location's file (resources/nginx/include.conf.j2)
+INCLUDE_RE = validate.Lazy(r"\A# Managed by bluegreen: service=(?P<service>\S+)\n"
+                           r"location (?P<location>\S+) \{", re.M)
+
+
+def located(include_dir: str | os.PathLike[str], service: str | None = None
+            ) -> dict[str, str]:
+    """``route:<location>`` -> service, of the location files bluegreen wrote (of one
+    service's file only, given ``service``)."""
+    found = {}
+    with contextlib.suppress(OSError):
+        names = [f"{validate.service(service)}.conf"] if service else \
+            sorted(n for n in os.listdir(include_dir) if n.endswith(".conf"))
+        for name in names:
+            m = INCLUDE_RE.match(read_text(os.path.join(include_dir, name)) or "")
+            if m:
+                found[f"route:{m['location']}"] = m["service"]
+    return found
+
+
+def _endpoint_of(text: str | None) -> tuple[str, str] | None:
+    """(service, internal endpoint) of an upstream file that serves one."""
+    head, endpoint = HEADER_RE.search(text or ""), ENDPOINT_RE.search(text or "")
+    return (head["service"], endpoint["name"]) if head and endpoint else None
 
 
 class NginxController(ABC):
@@ -238,6 +262,19 @@ class NginxProxy(Proxy):
 
     def serving(self, service: str) -> Serving:
         return read_serving(self.upstream_dir, service)
+
+    def exposures(self) -> dict[str, str]:
+        found = located(self.include_dir)
+        for path in sorted(self.upstream_dir.glob("*.conf")):
+            pair = _endpoint_of(read_text(path))
+            if pair:
+                found[f"endpoint:{pair[1]}"] = pair[0]
+        return found
+
+    def exposed(self, service: str) -> set[str]:
+        pair = _endpoint_of(read_text(self.paths(service)[0]))
+        return set(located(self.include_dir, service)) | ({f"endpoint:{pair[1]}"} if pair
+                                                           else set())
 
     def current(self, service: str) -> Route:
         """The route of the upstream file: each server's weight, the internal endpoint and its

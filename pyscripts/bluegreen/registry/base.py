@@ -39,9 +39,11 @@ _RECORDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "release": (lambda v: isinstance(v, dict) and isinstance(v.get("verified"), bool)
                 and isinstance(v.get("image"), (str, type(None))),
                 "a release record with image and verified"),
-    "scale-down": (lambda v: isinstance(v, dict) and v.get("color") in model.COLORS
-                   and isinstance(v.get("not_before"), (int, float)),
-                   "a scale-down record with color and not_before"),
+    "scale-down": (lambda v: isinstance(v, dict) and isinstance(v.get("not_before"), (int, float))
+                   and (v.get("color") in model.COLORS or (
+                       isinstance(v.get("colors"), dict)
+                       and all(c in model.COLORS for c in v["colors"].values()))),
+                   "a scale-down record with colors and not_before"),
 }
 
 

@@ -23,6 +23,10 @@ class Runtime(ABC):
     def containers(self, service: str, color: str | None = None) -> list[Container]:
         """The service's instances (of one color), running or not, sorted by name."""
 
+    def app_containers(self, app: str) -> list[Container]:
+        """Every instance of an application's services (label ``bluegreen.app``), sorted."""
+        raise NotImplementedError
+
     @abstractmethod
     def ensure_image(self, image: str, pull: bool = True) -> None:
         """Make ``image`` available, before anything is changed."""

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from bluegreen import validate, wire
 from bluegreen.errors import OperationFailed, Unreachable, reaching
-from bluegreen.model import Container, DeploySpec, color_name, container_names
+from bluegreen.model import APP_LABELS, LABEL_APP, Container, DeploySpec, color_name, container_names
 from bluegreen.runtime.base import Runtime
 
 TYPE_CHECKING = False
@@ -134,7 +134,8 @@ class DockerRuntime(DockerEngine, Runtime):
                          service=labels.get(LABEL_SERVICE, ""), color=labels.get(LABEL_COLOR, ""),
                          image=(attrs.get("Config") or {}).get("Image", ""), state=state,
                          address=self.advertise_addr, port=port, container_port=cport,
-                         health_path=labels.get(LABEL_HEALTH, "/"), private_address=private)
+                         health_path=labels.get(LABEL_HEALTH, "/"), private_address=private,
+                         labels=_app_labels(labels))
 
     def _inspect(self, container_id: str) -> Container:
         local = self._local()
@@ -180,6 +181,12 @@ class DockerRuntime(DockerEngine, Runtime):
         filters = [f"{LABEL_SERVICE}={validate.service(service)}"]
         if color:
             filters.append(f"{LABEL_COLOR}={validate.color(color)}")
+        return self._find(filters)
+
+    def app_containers(self, app: str) -> list[Container]:
+        return self._find([f"{LABEL_APP}={validate.service(app)}"])
+
+    def _find(self, filters: list[str]) -> list[Container]:
         listed = self._list_unix(filters)
         if listed is not None:
             return sorted(listed, key=lambda c: c.name)
@@ -211,7 +218,7 @@ class DockerRuntime(DockerEngine, Runtime):
                          service=labels.get(LABEL_SERVICE, ""), color=labels.get(LABEL_COLOR, ""),
                          image=c.get("Image", ""), state=state, address=self.advertise_addr,
                          port=port, container_port=cport, health_path=labels.get(LABEL_HEALTH, "/"),
-                         private_address=private)
+                         private_address=private, labels=_app_labels(labels))
 
     def image_exists(self, image: str) -> bool:
         local = self._local()
@@ -242,7 +249,7 @@ class DockerRuntime(DockerEngine, Runtime):
         environment["SERVICE_NAME"] = color_name(service, color)
         # SERVICE_IGNORE: Registrator, where it runs too, leaves these containers to us.
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
-                  LABEL_HEALTH: health_path, "SERVICE_IGNORE": "true"}
+                  LABEL_HEALTH: health_path, "SERVICE_IGNORE": "true", **dict(spec.labels)}
 
         def create(name: str) -> Container:
             local = self._local()
@@ -382,3 +389,7 @@ def _demuxed(stream: bytes) -> bytes:
         out += stream[pos + 8:pos + 8 + size]
         pos += 8 + size
     return bytes(out)
+
+
+def _app_labels(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, labels[k]) for k in APP_LABELS if k in labels)

@@ -39,13 +39,14 @@ import time
 
 from bluegreen import validate
 from bluegreen.errors import OperationFailed
-from bluegreen.model import Container, DeploySpec, color_name
+from bluegreen.model import LABEL_APP, Container, DeploySpec, color_name
 from bluegreen.runtime.docker import (
     LABEL_COLOR,
     LABEL_HEALTH,
     LABEL_PORT,
     LABEL_SERVICE,
     DockerRuntime,
+    _app_labels,
 )
 
 TYPE_CHECKING = False
@@ -79,8 +80,10 @@ class SwarmRuntime(DockerRuntime):
 
     # -- reading ---------------------------------------------------------------------
 
-    def _services(self, service: str, color: str | None = None) -> list[Any]:
-        filters = [f"{LABEL_SERVICE}={validate.service(service)}"]
+    def _services(self, service: str | None, color: str | None = None,
+                  app: str | None = None) -> list[Any]:
+        filters = [f"{LABEL_SERVICE}={validate.service(service)}"] if service else \
+            [f"{LABEL_APP}={validate.service(app or '')}"]
         if color:
             filters.append(f"{LABEL_COLOR}={validate.color(color)}")
         with self.call():
@@ -118,7 +121,8 @@ class SwarmRuntime(DockerRuntime):
         return Container(name=name, id=task["ID"], service=labels.get(LABEL_SERVICE, ""),
                          color=labels.get(LABEL_COLOR, ""), image=_image(svc),
                          state=state, address=addr, port=port if state == "running" else None,
-                         container_port=cport, health_path=labels.get(LABEL_HEALTH, "/"))
+                         container_port=cport, health_path=labels.get(LABEL_HEALTH, "/"),
+                         labels=_app_labels(labels))
 
     def _service_containers(self, svc: Any, nodes: dict[str, tuple[str, bool]]) -> list[Container]:
         labels = svc.attrs["Spec"].get("Labels") or {}
@@ -129,12 +133,18 @@ class SwarmRuntime(DockerRuntime):
                               color=labels.get(LABEL_COLOR, ""), image=_image(svc), state="exited",
                               address="", port=None,
                               container_port=int(labels.get(LABEL_PORT, "0") or 0),
-                              health_path=labels.get(LABEL_HEALTH, "/"))
+                              health_path=labels.get(LABEL_HEALTH, "/"),
+                              labels=_app_labels(labels))
                     for slot in range(1, int(labels.get(LABEL_SCALE, "1") or 1) + 1)]
         return [self._task_info(svc, t, nodes) for t in self._tasks(svc)]
 
     def containers(self, service: str, color: str | None = None) -> list[Container]:
-        services = self._services(service, color)
+        return self._containers(self._services(service, color))
+
+    def app_containers(self, app: str) -> list[Container]:
+        return self._containers(self._services(None, app=app))
+
+    def _containers(self, services: list[Any]) -> list[Container]:
         if not services:
             return []
         nodes = self._nodes()
@@ -163,7 +173,8 @@ class SwarmRuntime(DockerRuntime):
         name = color_name(validate.service(service), validate.color(color))
         environment = {**env, "SERVICE_NAME": name}
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
-                  LABEL_HEALTH: health_path, LABEL_SCALE: str(scale), "SERVICE_IGNORE": "true"}
+                  LABEL_HEALTH: health_path, LABEL_SCALE: str(scale), "SERVICE_IGNORE": "true",
+                  **dict(spec.labels)}
         ports = [{"TargetPort": port, "Protocol": "tcp", "PublishMode": "host"}] if port else []
         with self.call():
             svc = self.client.services.create(
