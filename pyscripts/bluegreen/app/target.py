@@ -162,6 +162,9 @@ class AppTarget(Target):
     def paused_hint(self) -> str:
         return f"bluegreen app promote {self.app} | bluegreen app abort {self.app}"
 
+    def recover_hint(self) -> str:
+        return f"bluegreen app recover {self.app}"
+
     # -- reality before records -----------------------------------------------------------
 
     def rebuild(self, reality: Reality, records: Records) -> list[str]:

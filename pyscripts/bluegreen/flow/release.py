@@ -394,6 +394,8 @@ class Release(Record):
         for u in units:
             if u.moving:
                 self.steps.verify_release(u.service, u.color)
+                if u.routed:
+                    self.steps.record_color(u.service, u.color)
         self._swap_workers(inflight)
         old = {u.service: u.before for u in units
                if u.routed and u.before and (u.moving or u.removed)}
@@ -553,7 +555,8 @@ class Release(Record):
                 self.say(f"{self.target.label}: {_describe(inflight)} undone; the old "
                          f"{'release' if len(units) > 1 else 'color'} serves")
         except Exception as exc:
-            self.say(f"{self.target.label}: undoing {_describe(inflight)}: {redact(str(exc))}")
+            self.say(f"{self.target.label}: undoing {_describe(inflight)}: {redact(str(exc))}; "
+                     f"it stays recorded as unfinished: {self.target.recover_hint()} settles it")
             if why is None:
                 raise
 

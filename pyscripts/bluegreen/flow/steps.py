@@ -382,6 +382,12 @@ class Steps(Record):
                                   f"it is")
         return found
 
+    def record_color(self, service: str, color: str) -> None:
+        """The color record set to ``color`` unless it says so already (a registry that
+        restarted empty after the switch lost it)."""
+        if self._recorded(service) != color and not self.dry_run:
+            self.registry.set_color(service, color)
+
     def _recorded(self, service: str) -> str | None:
         """The recorded color, an unreadable record counting as none (it is overwritten)."""
         try:

@@ -143,6 +143,10 @@ class Target:
     def paused_hint(self) -> str:
         raise NotImplementedError
 
+    def recover_hint(self) -> str:
+        """The command that settles an unfinished release."""
+        raise NotImplementedError
+
 
 class ServiceTarget(Target):
     """The book's single service: its records stay where the book and ``blueGreenDeploy``
@@ -186,6 +190,9 @@ class ServiceTarget(Target):
 
     def paused_hint(self) -> str:
         return "go on with run --resume, or undo it with recover"
+
+    def recover_hint(self) -> str:
+        return f"bluegreen recover {self.name}"
 
     def rollback_plan(self, release: Release, snapshot: contextlib.ExitStack) -> RollbackPlan:
         """The other color. Switched first (before recovery) when the service is settled and
