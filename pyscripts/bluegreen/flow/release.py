@@ -60,6 +60,7 @@ class Release(Record):
     opts: ReleaseOptions = factory(ReleaseOptions)
     phases: list[dict[str, Any]] = factory(list)
     lease: Lease | None = None
+    applied: bool = False  # this process changed a proxy for the release
 
     @property
     def say(self) -> Any:
@@ -279,7 +280,7 @@ class Release(Record):
         the services answering an endpoint first (their callers need them)."""
         endpoints = [m for m in self._moves(inflight, 0) if m.endpoint]
         if endpoints:
-            self.steps.route(endpoints)
+            self._route(endpoints)
         for u in sorted(moving, key=lambda u: u.endpoint is None):
             tests = self.target.tests(u, "pre")
             if not u.routed or tests.empty:
@@ -310,13 +311,24 @@ class Release(Record):
                      f"{'release' if len(units) > 1 else 'color'}")
             leaving = tuple(u.service for u in units if u.removed and u.routed) \
                 if weight == 100 else ()
-            self.steps.route(self._moves(inflight, weight), unrouted=leaving)
+            self._route(self._moves(inflight, weight), unrouted=leaving)
             self.checkpoint(f"switch:at-{weight}", inflight)
             if weight != last:
                 self._proxy_tests(units, weight, final=False)
                 if self.opts.step_wait:
                     time.sleep(self.opts.step_wait)
         return inflight, False
+
+    def _route(self, moves: list[Move], unrouted: tuple[str, ...] = ()) -> None:
+        """A change of the release's own: remembered, so that an undo in this process knows
+        whether the proxy holds anything of it (a change that failed was put back, unless
+        the error names proxies left changed)."""
+        try:
+            self.steps.route(moves, unrouted=unrouted)
+        except BaseException as exc:
+            self.applied = self.applied or bool(getattr(exc, "stuck", None))
+            raise
+        self.applied = True
 
     def _proxy_tests(self, units: list[Unit], weight: int, final: bool) -> None:
         """The tests through the proxy of every unit that has them (unchanged ones too: their
@@ -499,7 +511,8 @@ class Release(Record):
         return self._summary(inflight) | {"result": "aborted"}
 
     def _undo(self, inflight: dict[str, Any], why: BaseException | None,
-              failed_phase: str | None = None, history: bool = True) -> None:
+              failed_phase: str | None = None, history: bool = True,
+              recovered: bool = False) -> None:
         """Every moving unit back on its old color and every removed one routed again, new
         ones out of the proxy, in ONE proxy change (an old color that stopped is started
         first; with none healthy a unit keeps its new color rather than nothing); the new
@@ -523,34 +536,40 @@ class Release(Record):
                             steps.healthy(u.service, u.color):
                         kept_new.add(u.name)
                         self.say(f"{u.service}: no healthy old color; it stays on {u.color}")
-            served = {u.service: steps.serving_color(u.service) for u in units
-                      if u.routed and (u.moving or u.removed)}
             # what the release changed on the proxy: a new color served, a removed service
-            # unrouted, callers chained; the rest is left as it is (nothing to undo there)
-            touched = {u.service for u in units if u.name not in kept_new and (
-                (u.moving and served.get(u.service) == u.color)
-                or (u.removed and served.get(u.service) is None)
-                or (u.endpoint and u.moving and steps.proxy_chains(u.service)))}
+            # unrouted, callers chained; the rest is left as it is (nothing to undo there).
+            # A failure in this process before any change of the release reached a proxy
+            # needs no proxy to undo (it may be the proxy that is gone).
+            untouched = why is not None and not self.applied
+            served = {} if untouched else {
+                u.service: steps.serving_color(u.service) for u in units
+                if u.routed and (u.moving or u.removed)}
+            touched = set() if untouched else {
+                u.service for u in units if u.name not in kept_new and (
+                    (u.moving and served.get(u.service) == u.color)
+                    or (u.removed and served.get(u.service) is None)
+                    or (u.endpoint and u.moving and steps.proxy_chains(u.service)))}
             back = [m for m in self._moves(inflight, 100, back=True) if m.service in touched]
             new = tuple(u.service for u in units if u.moving and u.routed and u.before is None
-                        and before.get(u.name) is None and served[u.service])
+                        and before.get(u.name) is None and served.get(u.service))
             steps.route(back, unrouted=new)
             for m in back:
                 if served.get(m.service) != m.color:
                     self.say(f"proxy switched back to {m.service}-{m.color}")
             for service in new:
                 self.say(f"first deployment: {service} removed from the proxy")
-            self._stop_new(units, kept_new, before)
+            self._stop_new(units, kept_new, before, drain=not untouched)
             if any(m.chains for m in back):  # the new callers are gone: no chains
                 steps.route(self._moves(inflight, 100, back=True, chained=False))
             self.settle_workers([Unit(u.name, u.service, u.kind, u.before, u.before)
                                  for u in units if not u.routed and u.moving])
             with interrupts.shielded():
                 self.records.put(self.target.name, self.target.inflight_key, None)
-                result = "aborted" if why is None or isinstance(
+                result = "recovered" if recovered else "aborted" if why is None or isinstance(
                     why, (Interrupted, KeyboardInterrupt)) else "failed"
                 if history:
-                    self._history(inflight, result, why, failed_phase or inflight.get("phase"))
+                    self._history(inflight, result, why, failed_phase or inflight.get("phase"),
+                                  action="recover" if recovered else None)
             if not self.dry_run:
                 self.say(f"{self.target.label}: {_describe(inflight)} undone; the old "
                          f"{'release' if len(units) > 1 else 'color'} serves")
@@ -560,7 +579,8 @@ class Release(Record):
             if why is None:
                 raise
 
-    def _stop_new(self, units: list[Unit], kept: set[str], before: dict[str, Any]) -> None:
+    def _stop_new(self, units: list[Unit], kept: set[str], before: dict[str, Any],
+                  drain: bool = True) -> None:
         """The new colors stopped, callers first (a request inside a new caller finishes on
         the new callee), never one the proxy routed before the release; a color never
         started is only deregistered."""
@@ -575,7 +595,7 @@ class Release(Record):
         for callee in (False, True):
             batch = [(u.service, u.color) for u, e in stop if e == callee]
             if batch:
-                self.steps.stop_many(batch)
+                self.steps.stop_many(batch, drain=drain)
                 for service, color in batch:
                     self.say(f"stopped the unverified {service}-{color}")
 
@@ -606,7 +626,7 @@ class Release(Record):
                 actions.append(f"{state} {t.noun} found ({_describe(inflight)}, phase "
                                f"{inflight.get('phase')}, at {inflight.get('weight')}%)")
                 if not self.dry_run:
-                    self._undo(inflight, None)
+                    self._undo(inflight, None, recovered=True)
             else:
                 actions += self._settle_live_workers()
             actions += self._scale_down(due_only=True)
@@ -634,8 +654,9 @@ class Release(Record):
         return [f"worker {u.service} settled on {u.color}" for u in found]
 
     def _history(self, inflight: dict[str, Any], result: str,
-                 why: BaseException | None = None, failed_phase: str | None = None) -> None:
-        entry = self.target.entry(inflight, result) | {
+                 why: BaseException | None = None, failed_phase: str | None = None,
+                 action: str | None = None) -> None:
+        entry = self.target.entry(inflight, result) | ({"action": action} if action else {}) | {
             "weight": inflight.get("weight"), "start": inflight.get("started"),
             "end": time.time(), "by": inflight.get("by") or who()}
         if result != "ok":

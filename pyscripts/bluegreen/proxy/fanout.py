@@ -102,6 +102,7 @@ class FanoutProxy(Proxy):
                 if not isinstance(exc, Exception):
                     raise
                 err = _named(name, proxy, exc)
+                err.stuck = stuck  # type: ignore[attr-defined]  # proxies left changed
                 if stuck:
                     err.args = (f"{err.args[0]}; could not put back {', '.join(stuck)}: "
                                 f"the next run or recover repairs them",)
