@@ -323,12 +323,14 @@ class Release(Record):
         """A change of the release's own: remembered, so that an undo in this process knows
         whether the proxy holds anything of it (a change that failed was put back, unless
         the error names proxies left changed)."""
+        done = self.steps.proxy_changes
         try:
             self.steps.route(moves, unrouted=unrouted)
         except BaseException as exc:
             self.applied = self.applied or bool(getattr(exc, "stuck", None))
             raise
-        self.applied = True
+        finally:  # applied, even when what came after it (a record, a signal) failed
+            self.applied = self.applied or self.steps.proxy_changes > done
 
     def _proxy_tests(self, units: list[Unit], weight: int, final: bool) -> None:
         """The tests through the proxy of every unit that has them (unchanged ones too: their

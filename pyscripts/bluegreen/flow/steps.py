@@ -38,6 +38,7 @@ class Steps(Record):
     health_timeout: float = 60.0
     drain_timeout: float = 30.0
     stop_timeout: int = 10
+    proxy_changes: int = 0  # changes this object made to the proxy (applied, not put back)
 
     def preload(self) -> None:
         """Start importing, in the background, the client libraries that changing containers
@@ -305,6 +306,7 @@ class Steps(Record):
         interrupts.hold("switch:before")
         with interrupts.shielded():  # the proxy and the records change together
             changed = self.proxy.apply(routes)
+            self.proxy_changes += 1
             interrupts.hold("switch:proxy-applied")
             for service, color in records:
                 self.registry.set_color(service, color)
