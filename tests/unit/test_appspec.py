@@ -3,6 +3,7 @@ all problems come at once, and the release plan of the seed's three scenarios.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -667,3 +668,5 @@ def test_cmd_app_check_exit_codes(tmp_path: Path) -> None:
     ]
     assert out.stdout == ""
     assert '"valid": false' in _check(str(bad), "json").stdout
+    good = json.loads(_check(str(EXAMPLE), "json").stdout)
+    assert (good["name"], good["phases"]) == ("hello-world", list(appspec.model.PHASES))

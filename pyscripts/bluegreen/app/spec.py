@@ -931,7 +931,8 @@ def per_color_conflicts(table: dict[tuple[str, str], dict[str, dict]]) -> list[s
 
 def cmd_app_check(opts: dict[str, Any]) -> int:
     """``bluegreen app check --file F``: validate without contacting anything; exit 0 or 2
-    with one line per problem on stderr."""
+    with one line per problem on stderr. ``--json`` names the release's phases (for one
+    Jenkins stage per phase: blueGreenDeployApp)."""
     import json
     import sys
 
@@ -948,7 +949,8 @@ def cmd_app_check(opts: dict[str, Any]) -> int:
                              indent=2))
         return int(exc.status)
     summary = {"file": str(path), "valid": True, "name": spec.name,
-               "services": {s.name: s.kind for s in spec.services.values()}}
+               "services": {s.name: s.kind for s in spec.services.values()},
+               "phases": list(model.PHASES)}  # what app deploy --until / app resume go through
     if opts.get("json"):
         print(json.dumps(summary, indent=2))
     else:
