@@ -146,8 +146,10 @@ def snapshot(env: Env) -> dict:
         control = {k: served[k] for k in ("generation", "services", "chains")}
     kv = requests.get(f"{env.consul_addr}/v1/kv/{APP}?recurse=1", timeout=5).json()
     agent = requests.get(f"{env.consul_addr}/v1/agent/services", timeout=5).json()
-    containers = {c.name: (c.id, c.status) for c in docker.from_env().containers.list(all=True)
-                  if c.labels.get("bluegreen.service") in SERVICES}
+    # ignore_removed: other tests share the engine; a container of theirs removed between the
+    # list and its inspection is not this application's
+    containers = {c.name: (c.id, c.status) for c in docker.from_env().containers.list(
+                  all=True, ignore_removed=True) if c.labels.get("bluegreen.service") in SERVICES}
     return {"files": files, "control": control, "agent": sorted(agent), "containers": containers,
             "kv": sorted((k["Key"], k["Value"], k["ModifyIndex"]) for k in kv)}
 
