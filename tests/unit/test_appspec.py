@@ -581,6 +581,10 @@ def test_a_route_or_endpoint_of_another_live_service_is_a_conflict() -> None:
         "frontend takes route / of serviceb, which the file removes (it serves until "
         "promotion): the proxy cannot serve both; move it in two releases"]
     assert appspec.live_conflicts(appspec.load(EXAMPLE), live) == []  # each keeps its own
+    backend = appspec.loads(text.replace("  servicea:", "  backend:"))
+    assert "backend takes endpoint servicea.local of servicea, which the file removes (it " \
+           "serves until promotion): the proxy cannot serve both; move it in two releases" \
+           in appspec.live_conflicts(backend, live)
     moved = {n: r | ({"route": "/old"} if n == "serviceb" else {}) for n, r in live.items()}
     moved["servicea"] |= {"route": "/"}  # the live release gives / to servicea
     assert appspec.live_conflicts(appspec.load(EXAMPLE), moved) == [
