@@ -4,6 +4,7 @@
 // CPS-safe: no closure is handed to a collection method; pure helpers are @NonCPS.
 
 import groovy.json.JsonOutput
+import groovy.json.JsonSlurperClassic
 
 def call(Map params, List argv, Map how = [:]) {
     List args = strings(argv)
@@ -23,6 +24,16 @@ def call(Map params, List argv, Map how = [:]) {
         }
     }
     return creds ? withCredentials(creds, run) : run()
+}
+
+/** The CLI's answer to argv with --json, parsed (a non-zero exit fails the build). */
+Map json(Map params, List argv) {
+    return parsed(call(params, argv + ['--json'], [returnStdout: true]))
+}
+
+@NonCPS
+Map parsed(String text) {
+    return new JsonSlurperClassic().parseText(text) as Map
 }
 
 /**

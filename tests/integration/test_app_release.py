@@ -146,8 +146,10 @@ def snapshot(env: Env) -> dict:
         control = {k: served[k] for k in ("generation", "services", "chains")}
     kv = requests.get(f"{env.consul_addr}/v1/kv/{APP}?recurse=1", timeout=5).json()
     agent = requests.get(f"{env.consul_addr}/v1/agent/services", timeout=5).json()
-    containers = {c.name: (c.id, c.status) for c in docker.from_env().containers.list(all=True)
-                  if c.labels.get("bluegreen.service") in SERVICES}
+    # ignore_removed: other tests share the engine; a container of theirs removed between the
+    # list and its inspection is not this application's
+    containers = {c.name: (c.id, c.status) for c in docker.from_env().containers.list(
+                  all=True, ignore_removed=True) if c.labels.get("bluegreen.service") in SERVICES}
     return {"files": files, "control": control, "agent": sorted(agent), "containers": containers,
             "kv": sorted((k["Key"], k["Value"], k["ModifyIndex"]) for k in kv)}
 
@@ -286,3 +288,62 @@ def test_rollback_goes_back_and_forth_in_one_change(app):
     assert body(app) == before
     hist = json.loads(app.bg("app", "history", APP, "--json").out)
     assert [h["action"] for h in hist[-2:]] == ["app rollback", "app rollback"]
+
+
+def test_one_call_per_phase_as_blue_green_deploy_app_makes_them(app, tmp_path):
+    """The CLI as blueGreenDeployApp drives it, one Jenkins stage per call: `app check --json`
+    names the phases (model.PHASES); `app deploy --until` the first, `app resume --until` each
+    next one (after the last: the promotion); with --confirm the switch stops at the gate
+    ("gate": true) and the same phase goes on. Under load: no failed request."""
+    from bluegreen.model import PHASES
+
+    path = compose(tmp_path, a="v1", b="v2")
+    r = app.bg("app", "check", "--file", path, "--json")
+    assert r.code == 0, r.err
+    phases = json.loads(r.out)["phases"]
+    assert phases == list(PHASES)
+    release = status(app)["live_release"] + 1
+    answers = []
+    with load(app):
+        argv = ["app", "deploy", "--file", path, "--steps", "50,100", "--confirm"]
+        for phase in phases:
+            while True:
+                r = app.bg(*argv, "--until", phase, "--json")
+                assert r.code == 0, r.err
+                done = json.loads(r.out)
+                answers.append((phase, done["result"], done.get("weight"), done.get("gate")))
+                argv = ["app", "resume", APP]
+                if not done.get("gate"):
+                    break
+    assert answers == [("deploy", "paused", 0, False), ("pre-test", "paused", 0, False),
+                       ("switch", "paused", 50, True), ("switch", "paused", 100, False),
+                       ("post-test", "ok", None, None)]
+    s = status(app)
+    assert s["live_release"] == release and s["inflight"] is None and not s["problems"]
+
+
+def test_values_are_interpolated_from_the_environment(app, tmp_path):
+    text = Path(compose(tmp_path, a="v1", b="v2")).read_text()
+    path = tmp_path / "interpolated.yaml"
+    path.write_text(text.replace("bluegreen-serviceb:v2", "bluegreen-serviceb:${BUILD_NUMBER}"))
+    r = app.bg("app", "deploy", "--file", str(path), env=app.env | {"BUILD_NUMBER": "v2"})
+    assert r.code == 0 and "nothing changed" in r.out, r.err  # the live release's image
+    env = {k: v for k, v in app.env.items() if k != "BUILD_NUMBER"}
+    r = app.bg("app", "deploy", "--file", str(path), env=env)
+    assert r.code == 2
+    assert "services.serviceb.image: variable BUILD_NUMBER is not set" in r.err
+
+
+def test_a_renamed_service_taking_the_live_route_is_refused_before_anything_changes(app, tmp_path):
+    """Renaming serviceb onto its own route passed check and --dry-run, then nginx refused it
+    (duplicate location "/"): the removed service serves until promotion."""
+    path = tmp_path / "renamed.yaml"
+    path.write_text(Path(compose(tmp_path, a="v1", b="v2")).read_text().replace(
+        "  serviceb:", "  frontend:"))
+    assert app.bg("app", "check", "--file", str(path)).code == 0  # the file alone is valid
+    before = snapshot(app)
+    for extra in (["--dry-run"], []):
+        r = app.bg("app", "deploy", "--file", str(path), *extra)
+        assert r.code == 2, r.err
+        assert "frontend takes route / of serviceb, which the file removes" in r.err
+    assert snapshot(app) == before

@@ -3,9 +3,12 @@ all problems come at once, and the release plan of the seed's three scenarios.""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -290,12 +293,146 @@ def test_recursive_alias_and_deep_nesting_are_refused() -> None:
 def test_big_file_and_bad_bytes_and_missing_file(tmp_path: Path) -> None:
     big = tmp_path / "big.yaml"
     big.write_text("# " + "x" * appspec.MAX_BYTES + "\n")
-    assert appspec.check_file(big) == [f"{big}: larger than 256 KiB"]
+    assert appspec.check_file(big) == [f"{big}: larger than 8 MiB"]
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"name: \xff\n")
     assert appspec.check_file(binary) == [f"{binary}: not UTF-8 text (byte 6)"]
     missing = tmp_path / "none.yaml"
     assert appspec.check_file(missing)[0].startswith(f"{missing}: cannot read")
+
+
+def test_a_5_mb_file_with_long_values_is_read_whole(tmp_path: Path) -> None:
+    """Values that made the URL scan quadratic (a 250 KB value took 93 s): long runs of scheme
+    characters before and without ``://``. The time is printed, never asserted."""
+    run = "x" * 12_000 + "a1." * 4_000  # scheme characters, no ://
+    lines = ["name: big", "services:"]
+    for i in range(40):
+        lines += [f"  s{i}:", f"    image: app:${{TAG:-{i}}}", "    environment:"]
+        lines += [f"      A{j}: '{run}http://s{(i + 1) % 40}.local/{'p' * 1_000}'"
+                  for j in range(5)]
+        lines += ["    labels:", f"      bluegreen.endpoint: s{i}.local"]
+    lines.append(f"x-pad: '{run * 2}'")
+    big = tmp_path / "big.yaml"
+    big.write_text("\n".join(lines) + "\n")
+    assert big.stat().st_size > 5_000_000
+    started = time.perf_counter()
+    spec = appspec.load(big, environ={})
+    print(f"5 MB file read in {time.perf_counter() - started:.3f} s")
+    assert len(spec.services) == 40
+    s7 = spec.services["s7"]
+    assert (s7.image, s7.depends_on) == ("app:7", ("s8.local",))
+    assert s7.environment["A4"] == run + "http://s8.local/" + "p" * 1_000
+    long_value = with_service(f"image: a\nenvironment:\n  K: '{'a' * 250_000}'\n")
+    assert appspec.loads(long_value).services["web"].environment["K"] == "a" * 250_000
+
+
+def test_url_hosts_are_found_as_before() -> None:
+    env = {"A": "see http://u:p@API.local:80/x and 1ftp://b.local/, git+ssh://c.local",
+           "B": "://nohost 12://d.local s:///path", "C": "no url"}
+    assert list(appspec._url_hosts(env)) == [("A", "api.local"), ("A", "b.local"),
+                                             ("A", "c.local")]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_only_a_regular_file_is_read(tmp_path: Path, kind: str) -> None:
+    """A FIFO without a writer would block a plain open: it is refused at once."""
+    path = {"fifo": tmp_path / "pipe.yaml", "directory": tmp_path, "device": Path("/dev/null")}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    name = {"fifo": "a FIFO", "directory": "a directory", "device": "a device"}[kind]
+    assert appspec.check_file(path) == [f"{path}: not a regular file ({name})"]
+
+
+@pytest.mark.parametrize(("value", "char"), [
+    ("'a\\nb'", "a newline"), ("'a\\rb'", "a carriage return"), ("'a\\x1bb'", "control character U+001B"),
+])
+def test_control_characters_in_environment_values_are_refused(value: str, char: str) -> None:
+    body = f"image: a\nenvironment:\n  OK: \"tab\\tis fine\"\n  BAD: \"{value[1:-1]}\"\n"
+    assert problems(with_service(body)) == [
+        f"services.web.environment.BAD: {char} in the value of BAD of service web (environment "
+        "values are one line)"]
+    block = with_service("image: a\nenvironment:\n  - |\n    K=two\n    lines\n")
+    assert problems(block)[0].startswith("services.web.environment.K: a newline")
+    assert appspec.loads(with_service('image: a\nenvironment: {T: "a\\tb"}\n')
+                         ).services["web"].environment == {"T": "a\tb"}
+
+
+# -- interpolation ----------------------------------------------------------------------
+
+ENV = {"TAG": "7", "EMPTY": "", "HOST": "api.local", "NL": "a\nb"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("app:${TAG}", "app:7"), ("app:$TAG", "app:7"), ("$TAG$TAG", "77"),
+    ("${MISSING:-d}", "d"), ("${EMPTY:-d}", "d"), ("${EMPTY-d}", ""), ("${MISSING-d}", "d"),
+    ("${TAG:-d}", "7"), ("${TAG:?no tag}", "7"), ("${EMPTY?x}", ""),
+    ("${TAG:+set}", "set"), ("${EMPTY:+set}", ""), ("${EMPTY+set}", "set"), ("${MISSING+s}", ""),
+    ("$$TAG", "$TAG"), ("$${TAG}", "${TAG}"), ("a$$$$b", "a$$b"), ("$$$TAG", "$7"),
+    ("world!$", "world!$"), ("$1 $-", "$1 $-"),  # a $ before anything else stays, as in Compose
+    ("${MISSING:-${TAG}}", "7"), ("${MISSING:-x${MISSING2:-y}z}", "xyz"),
+    ("${TAG:-${MISSING}}", "7"),  # a default not taken is not evaluated
+    ("${MISSING:-a:b/c}", "a:b/c"), ("no dollar", "no dollar"),
+])
+def test_interpolation_as_compose(text: str, expected: str) -> None:
+    assert appspec.interpolate(text, ENV) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("app:${BUILD_NUMBER}", "variable BUILD_NUMBER is not set (set it, or give a default: "
+                            "${BUILD_NUMBER:-default})"),
+    ("$MISSING", "variable MISSING is not set"),
+    ("${MISSING:?give the tag}", "required variable MISSING is not set: give the tag"),
+    ("${EMPTY:?}", "required variable EMPTY is empty"),
+    ("${MISSING?}", "required variable MISSING is not set"),
+    ("${}", "invalid interpolation '${}'"), ("${1A}", "invalid interpolation"),
+    ("${TAG", "invalid interpolation"), ("${TAG:=x}", "invalid interpolation"),
+    ("${A:-${B:-${C:-${D:-${E:-${F:-${G:-${H:-${I:-x}}}}}}}}}", "interpolation nested more than 8 levels"),
+    ("${MISSING:-x", "invalid interpolation: no }"),
+])
+def test_interpolation_refusals_name_the_variable(text: str, message: str) -> None:
+    with pytest.raises(appspec.UsageError) as info:
+        appspec.interpolate(text, ENV)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_interpolation_comes_before_validation_in_every_value() -> None:
+    text = with_service("""\
+        image: registry:5000/app:${TAG}
+        deploy: {replicas: "${SCALE:-2}"}
+        environment:
+          API: http://${HOST}/v1
+          PRICE: "$$5"
+        labels:
+          bluegreen.route: ${ROUTE:-/}
+          bluegreen.test.expect-body: "ok$"
+        """, "  api:\n    image: a\n    labels: {bluegreen.endpoint: api.local}\n")
+    web = appspec.loads(text, environ=ENV).services["web"]
+    assert (web.image, web.scale, web.route, web.tests.expect_body) == (
+        "registry:5000/app:7", 2, "/", "ok$")
+    assert web.environment == {"API": "http://api.local/v1", "PRICE": "$5"}
+    assert web.depends_on == ("api.local",)  # found in the interpolated URL
+    assert appspec.loads(text.replace("${TAG}", "$TAG"), environ=ENV).services["web"].image \
+        == "registry:5000/app:7"
+    # an interpolated value is validated; an unset variable is named where it is used
+    found = problems_in(text.replace("${TAG}", "${BAD}").replace("${HOST}", "${NL}"),
+                        ENV | {"BAD": "UPPER CASE"})
+    assert found[0].startswith("services.web.image: invalid image reference 'registry:5000/app:UPPER CASE'")
+    assert found[1].startswith("services.web.environment.API: a newline in the value of API")
+    assert problems_in(text.replace("${TAG}", "${BUILD_NUMBER}"), ENV) == [
+        "services.web.image: variable BUILD_NUMBER is not set (set it, or give a default: "
+        "${BUILD_NUMBER:-default})"]
+
+
+def test_interpolation_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUILD_NUMBER", "42")
+    assert appspec.loads(with_service("image: app:${BUILD_NUMBER}\n")).services["web"].image \
+        == "app:42"
+
+
+def problems_in(text: str, environ: dict[str, str]) -> list[str]:
+    with pytest.raises(AppSpecError) as info:
+        appspec.loads(text, environ=environ)
+    return info.value.problems
 
 
 # -- the release plan: the seed's three scenarios ---------------------------------------
@@ -432,6 +569,29 @@ def test_a_service_still_calling_a_removed_endpoint_is_named() -> None:
     assert appspec.live_conflicts(appspec.load(EXAMPLE), live) == []  # nothing removed
 
 
+def test_a_route_or_endpoint_of_another_live_service_is_a_conflict() -> None:
+    """Renaming a service onto the live route passed check and --dry-run, then nginx refused
+    (duplicate location "/"): the removed service serves until promotion."""
+    live = _live()
+    live["servicea"] |= {"endpoint": "servicea.local", "route": None}
+    live["serviceb"] |= {"endpoint": None, "route": "/"}
+    text = EXAMPLE.read_text()
+    renamed = appspec.loads(text.replace("  serviceb:", "  frontend:"))
+    assert appspec.live_conflicts(renamed, live) == [
+        "frontend takes route / of serviceb, which the file removes (it serves until "
+        "promotion): the proxy cannot serve both; move it in two releases"]
+    assert appspec.live_conflicts(appspec.load(EXAMPLE), live) == []  # each keeps its own
+    backend = appspec.loads(text.replace("  servicea:", "  backend:"))
+    assert "backend takes endpoint servicea.local of servicea, which the file removes (it " \
+           "serves until promotion): the proxy cannot serve both; move it in two releases" \
+           in appspec.live_conflicts(backend, live)
+    moved = {n: r | ({"route": "/old"} if n == "serviceb" else {}) for n, r in live.items()}
+    moved["servicea"] |= {"route": "/"}  # the live release gives / to servicea
+    assert appspec.live_conflicts(appspec.load(EXAMPLE), moved) == [
+        "serviceb takes route / of servicea, in the live release: the proxy cannot serve "
+        "both; move it in two releases"]
+
+
 def test_a_service_cannot_turn_between_routed_and_worker() -> None:
     live = {n: r | {"route": "/" if n == "serviceb" else None, "endpoint": None}
             for n, r in _live().items()}  # servicea recorded as a worker
@@ -512,3 +672,5 @@ def test_cmd_app_check_exit_codes(tmp_path: Path) -> None:
     ]
     assert out.stdout == ""
     assert '"valid": false' in _check(str(bad), "json").stdout
+    good = json.loads(_check(str(EXAMPLE), "json").stdout)
+    assert (good["name"], good["phases"]) == ("hello-world", list(appspec.model.PHASES))

@@ -10,6 +10,10 @@ What Compose has no word for is said with labels under ``bluegreen.`` (see ``LAB
 other key, at any level, and every other label is refused by name; nothing is silently ignored.
 All problems are collected, so ``bluegreen app check`` prints one line per problem.
 
+Values are interpolated from the process environment as Compose does (``interpolate``) before
+they are validated. Only a regular file is read (a FIFO or a device is refused, never waited
+on), and reading is linear in the file's size.
+
 A service with a public route or an internal endpoint is *routed* (blue-green with weights); one
 with neither is a *worker* (swapped at promotion: not blue-green).
 """
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
 
     from bluegreen.flow import checks
 
-MAX_BYTES = 256 * 1024
+MAX_BYTES = 8 * 1024 * 1024
 MAX_NODES = 20_000  # YAML nodes after alias expansion (a billion laughs stops here)
 MAX_DEPTH = 32
 MAX_SERVICES = 64
@@ -61,7 +65,15 @@ _HINTS = {
 }
 _APP_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")  # Compose's project name rule (no dots)
 _ENDPOINT_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
-_URL_HOST_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^/:?#\[\]]+)")
+# A URL's host in an environment value: a run of scheme characters before ``://`` (only at the
+# start of a run, so each run is scanned once: linear), its first letter starts the scheme.
+_SCHEME_RUN_RE = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z0-9+.-]+://")
+_LETTER_RE = re.compile(r"[A-Za-z]")
+_URL_HOST_RE = re.compile(r"(?:[^@/?#]*@)?([^/:?#\[\]]+)")  # after ://
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed
+_VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOLLAR_OR_BRACE_RE = re.compile(r"[$}]")
+MAX_PROBLEM = 300  # characters of a problem line (a value may be megabytes)
 _IPV4_RE = re.compile(r"[0-9.]+")
 _ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -152,7 +164,8 @@ class _Problems:
         self.items: list[str] = []
 
     def add(self, where: str, message: str) -> None:
-        self.items.append(f"{where}: {message}" if where else message)
+        line = f"{where}: {message}" if where else message
+        self.items.append(line if len(line) <= MAX_PROBLEM else line[:MAX_PROBLEM] + "...")
 
     def check(self, where: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``, or None after recording its UsageError at ``where``."""
@@ -163,19 +176,28 @@ class _Problems:
             return None
 
 
-def load(path: str | Path) -> AppSpec:
-    """Read and validate an application file; ``AppSpecError`` lists every problem."""
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> AppSpec:
+    """Read and validate an application file, its values interpolated from ``environ`` (the
+    process environment by default); ``AppSpecError`` lists every problem."""
     problems = _Problems()
-    return _finish(_read_yaml(Path(path), problems), problems, str(path))
+    return _finish(_read_yaml(Path(path), problems), problems, str(path), environ)
 
 
-def loads(text: str, source: str = "<text>") -> AppSpec:
+def loads(text: str, source: str = "<text>", environ: Mapping[str, str] | None = None
+          ) -> AppSpec:
     """As ``load``, from a string."""
     problems = _Problems()
-    return _finish(_parse_yaml(text, problems), problems, source)
+    return _finish(_parse_yaml(text, problems), problems, source, environ)
 
 
-def _finish(data: Any, problems: _Problems, source: str) -> AppSpec:
+def _finish(data: Any, problems: _Problems, source: str,
+            environ: Mapping[str, str] | None) -> AppSpec:
+    import os
+
+    if data is not None and not problems.items:
+        data = _interpolated(data, os.environ if environ is None else environ, "", problems)
+        if problems.items:  # every interpolation problem; the values are validated after
+            raise AppSpecError(source, problems.items)
     # data is None after an unreadable file, and for a document that is just ``null``
     spec = _parse(data, problems, source) if data is not None or not problems.items else None
     if problems.items or spec is None:
@@ -193,14 +215,33 @@ def check_file(path: str | Path) -> list[str]:
 
 
 def _read_yaml(path: Path, problems: _Problems) -> Any:
+    """A regular file's text: opened without blocking (a FIFO has no writer to wait for), then
+    refused by its type when it is not a regular file."""
+    import os
+    import stat
+
     try:
-        with path.open("rb") as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        problems.add("", f"cannot read: {exc.strerror or exc}")
+        return None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "of an unknown type")
+            problems.add("", f"not a regular file ({kind})")
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
             raw = f.read(MAX_BYTES + 1)
     except OSError as exc:
         problems.add("", f"cannot read: {exc.strerror or exc}")
         return None
+    finally:
+        os.close(fd)
     if len(raw) > MAX_BYTES:
-        problems.add("", f"larger than {MAX_BYTES // 1024} KiB")
+        problems.add("", f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
         return None
     try:
         text = raw.decode("utf-8")
@@ -215,7 +256,7 @@ def _parse_yaml(text: str, problems: _Problems) -> Any:
     import yaml
 
     if len(text) > MAX_BYTES:
-        problems.add("", f"larger than {MAX_BYTES // 1024} KiB")
+        problems.add("", f"larger than {MAX_BYTES // (1024 * 1024)} MiB")
         return None
     loader = _loader_class()(text)
     try:
@@ -295,6 +336,122 @@ def _check_nodes(root: Any, problems: _Problems) -> bool:
 
 def _join(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
+
+
+# -- interpolation ----------------------------------------------------------------------
+
+MAX_NESTING = 8  # ${A:-${B:-...}} levels
+
+
+def interpolate(text: str, environ: Mapping[str, str]) -> str:
+    """One value interpolated as Compose does: ``$$`` is ``$``; ``$VAR`` and ``${VAR}`` its
+    value; ``${VAR:-default}`` (unset or empty) and ``${VAR-default}`` (unset); ``${VAR:?msg}``
+    and ``${VAR?msg}`` refuse with msg; ``${VAR:+alt}`` and ``${VAR+alt}``; defaults may nest.
+    A ``$`` before anything else stays (a regex's ``$``). An unset variable without a default
+    is a UsageError naming it (Compose would warn and pass an empty string). Linear time."""
+    if "$" not in text:
+        return text
+    value, _ = _expand(text, 0, environ, 0, True)
+    return value
+
+
+def _expand(text: str, i: int, env: Mapping[str, str], depth: int, use: bool
+            ) -> tuple[str, int]:
+    """``text`` from ``i`` to its end (depth 0) or to the ``}`` closing a nested default
+    (returned index just past it); ``use`` False only parses (a default that is not taken)."""
+    out: list[str] = []
+    n = len(text)
+    while True:
+        if depth:
+            m = _DOLLAR_OR_BRACE_RE.search(text, i)
+            j = m.start() if m else -1
+        else:
+            j = text.find("$", i)
+        if j < 0:
+            if depth:
+                raise UsageError(f"invalid interpolation: no }} closes {text[:40]!r}")
+            out.append(text[i:])
+            return "".join(out), n
+        out.append(text[i:j])
+        if text[j] == "}":
+            return "".join(out), j + 1
+        nxt = text[j + 1] if j + 1 < n else ""
+        if nxt == "$":
+            out.append("$")
+            i = j + 2
+        elif nxt == "{":
+            value, i = _braced(text, j + 2, env, depth, use)
+            out.append(value)
+        elif (m := _VAR_RE.match(text, j + 1)) is not None:
+            out.append(_variable(m.group(), env, use))
+            i = m.end()
+        else:
+            out.append("$")  # as Compose: a $ before anything else stays
+            i = j + 1
+
+
+def _braced(text: str, i: int, env: Mapping[str, str], depth: int, use: bool
+            ) -> tuple[str, int]:
+    """``${...}`` from just after ``${``: its value and the index past its ``}``."""
+    m = _VAR_RE.match(text, i)
+    if m is None:
+        raise UsageError(f"invalid interpolation {text[i - 2:i + 20]!r}: use ${{NAME}} with "
+                         "NAME of [A-Za-z_][A-Za-z0-9_]*, or $$ for a literal $")
+    name, i = m.group(), m.end()
+    if text.startswith("}", i):
+        return _variable(name, env, use), i + 1
+    op = text[i:i + 2] if text.startswith(":", i) else text[i:i + 1]
+    if op not in (":-", "-", ":?", "?", ":+", "+"):
+        raise UsageError(f"invalid interpolation {text[i - len(name) - 2:i + 20]!r}: after "
+                         "${NAME use }, :-, -, :?, ?, :+ or +")
+    if depth >= MAX_NESTING:
+        raise UsageError(f"interpolation nested more than {MAX_NESTING} levels deep")
+    value = env.get(name)
+    unset = value is None or (op.startswith(":") and value == "")
+    taken = use and (unset if op[-1] in "-?" else not unset)
+    arg, end = _expand(text, i + len(op), env, depth + 1, taken)
+    if not use:
+        return "", end
+    if op[-1] == "-":
+        return (arg if unset else str(value)), end
+    if op[-1] == "+":
+        return ("" if unset else arg), end
+    if unset:
+        raise UsageError(f"required variable {name} is "
+                         + ("empty" if value == "" else "not set") + (f": {arg}" if arg else ""))
+    return str(value), end
+
+
+def _variable(name: str, env: Mapping[str, str], use: bool) -> str:
+    if not use:
+        return ""
+    if name not in env:
+        raise UsageError(f"variable {name} is not set (set it, or give a default: "
+                         f"${{{name}:-default}})")
+    return env[name]
+
+
+_INTEGERS = ("scale", "replicas")  # a number after interpolation, as Compose casts it
+
+
+def _interpolated(data: Any, env: Mapping[str, str], where: str, problems: _Problems) -> Any:
+    """Every string value of the document interpolated (keys are not, as in Compose)."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            at = _join(where, key)
+            new = _interpolated(value, env, at, problems)
+            if (key in _INTEGERS and isinstance(value, str) and "$" in value
+                    and isinstance(new, str) and new.isascii() and new.isdigit()):
+                new = int(new)
+            out[key] = new
+        return out
+    if isinstance(data, list):
+        return [_interpolated(v, env, f"{where}[{i}]", problems) for i, v in enumerate(data)]
+    if isinstance(data, str) and "$" in data:
+        found = problems.check(where, interpolate, data, env)
+        return data if found is None else found
+    return data
 
 
 # -- validating -------------------------------------------------------------------------
@@ -464,6 +621,14 @@ def _service(key: Any, body: Any, problems: _Problems, app: str) -> ServiceSpec 
         image = problems.check(_join(where, "image"), validate.image, image)
     env = _pairs(body.get("environment", {}), _join(where, "environment"), problems,
                  "environment", _env_key)
+    for var, value in list(env.items()):
+        if (bad := _CONTROL_RE.search(value)) is not None:
+            char = {"\n": "a newline", "\r": "a carriage return"}.get(
+                bad.group(), f"control character U+{ord(bad.group()):04X}")
+            problems.add(_join(_join(where, "environment"), var),
+                         f"{char} in the value of {var} of service {key} (environment values "
+                         "are one line)")
+            del env[var]
     labels = _pairs(body.get("labels", {}), _join(where, "labels"), problems, "label", _label_key)
     scale = _scale(body, where, problems)
     fields = _labels(labels, _join(where, "labels"), problems)
@@ -531,9 +696,16 @@ def _labels(labels: dict[str, str], where: str, problems: _Problems) -> dict[str
 
 
 def _url_hosts(env: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """(variable, host) of every URL in the environment values; linear in their size."""
     for key, value in env.items():
-        for m in _URL_HOST_RE.finditer(value):
-            yield key, m.group(1).lower()
+        if "://" not in value:
+            continue
+        for run in _SCHEME_RUN_RE.finditer(value):
+            if _LETTER_RE.search(value, run.start(), run.end() - 3) is None:
+                continue  # no letter to start a scheme
+            host = _URL_HOST_RE.match(value, run.end())
+            if host is not None:
+                yield key, host.group(1).lower()
 
 
 def _check_cross(services: dict[str, ServiceSpec], problems: _Problems) -> None:
@@ -659,15 +831,25 @@ def kind_of(record: Mapping[str, Any]) -> str:
 def live_conflicts(spec: AppSpec, live: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """What no release can do from ``live`` to this file (``app check`` cannot know: only
     the live release tells): a service that still calls the endpoint of a service the file
-    removes; a service that turns from routed to worker or back (remove it in one release,
-    add it in the next)."""
+    removes; a service that takes the route or endpoint of another live service (removed or
+    not: both serve during the release); a service that turns from routed to worker or back
+    (remove it in one release, add it in the next)."""
     gone = {r["endpoint"]: name for name, r in live.items()
             if name not in spec.services and r.get("endpoint")}
+    owners = {(kind, r[kind]): name for name, r in live.items()
+              for kind in ("route", "endpoint") if r.get(kind)}
     found = []
     for s in spec.services.values():
         calls = set(s.depends_on) | {host for _, host in _url_hosts(s.environment)}
         found += [f"{s.name} calls {e}, the endpoint of {gone[e]}, which the file removes"
                   for e in sorted(calls & gone.keys())]
+        for kind, value in (("route", s.route), ("endpoint", s.endpoint)):
+            owner = owners.get((kind, value))
+            if value and owner and owner != s.name:
+                how = ("which the file removes (it serves until promotion)"
+                       if owner not in spec.services else "in the live release")
+                found.append(f"{s.name} takes {kind} {value} of {owner}, {how}: the proxy "
+                             f"cannot serve both; move it in two releases")
         was = kind_of(live[s.name]) if s.name in live else s.kind
         if was != s.kind:
             found.append(f"{s.name} would turn from {was} to {s.kind}: remove it in one "
@@ -749,7 +931,8 @@ def per_color_conflicts(table: dict[tuple[str, str], dict[str, dict]]) -> list[s
 
 def cmd_app_check(opts: dict[str, Any]) -> int:
     """``bluegreen app check --file F``: validate without contacting anything; exit 0 or 2
-    with one line per problem on stderr."""
+    with one line per problem on stderr. ``--json`` names the release's phases (for one
+    Jenkins stage per phase: blueGreenDeployApp)."""
     import json
     import sys
 
@@ -766,7 +949,8 @@ def cmd_app_check(opts: dict[str, Any]) -> int:
                              indent=2))
         return int(exc.status)
     summary = {"file": str(path), "valid": True, "name": spec.name,
-               "services": {s.name: s.kind for s in spec.services.values()}}
+               "services": {s.name: s.kind for s in spec.services.values()},
+               "phases": list(model.PHASES)}  # what app deploy --until / app resume go through
     if opts.get("json"):
         print(json.dumps(summary, indent=2))
     else:

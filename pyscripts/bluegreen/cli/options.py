@@ -202,8 +202,9 @@ OPTIONS: tuple[Option, ...] = (
            commands=("post-test", *FINISHING)),
     Option("lock-wait", 0.0, "seconds to wait for the deploy lock", kind="float",
            commands=(*LOCKING, *APP_LOCKING)),
-    Option("until", None, "pause after this phase (a promotion gate); go on with run --resume "
-           "or app resume", choices=PHASES[:-1], commands=("run", "app deploy", "app resume")),
+    Option("until", None, "pause after this phase (a promotion gate; after the last one: no "
+           "pause); go on with run --resume or app resume", choices=PHASES,
+           commands=("run", "app deploy", "app resume")),
     Option("resume", False, "go on with the paused run's next phase (--image not needed)",
            kind="flag", commands=("run",)),
     # -- record -----------------------------------------------------------------------------

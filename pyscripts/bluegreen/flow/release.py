@@ -158,7 +158,10 @@ class Release(Record):
             inflight = self._paused()
             todo = self._remaining(inflight)
             self._apply_outcome(todo[0])
-            inflight = inflight | {"confirm": False}
+            # the --confirm gate is passed when resuming from it or to the end (promote); a
+            # resume --until a phase before it keeps it (one Jenkins stage per phase)
+            keep_gate = bool(self.opts.until) and todo[0] != inflight["paused_after"]
+            inflight = inflight | {"confirm": bool(inflight.get("confirm")) and keep_gate}
             summary = self._summary(inflight)
             self.say(f"{self.target.label}: resuming {_describe(inflight)} with {todo[0]}")
             if self.dry_run:
@@ -220,7 +223,7 @@ class Release(Record):
                     self.say(f"{self.target.label}: {_describe(inflight)} paused after {phase}"
                              f"{at}; {self.target.paused_hint()}")
                     return summary | {"result": "paused", "paused_after": phase,
-                                      "weight": inflight["weight"]}, {}
+                                      "weight": inflight["weight"], "gate": gate}, {}
             self.checkpoint("verified:before", inflight)
             old = self._promote(inflight)
         except BaseException as exc:
