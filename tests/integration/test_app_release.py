@@ -278,13 +278,19 @@ def test_rollback_goes_back_and_forth_in_one_change(app):
     r = app.bg("app", "rollback", APP, "--dry-run")
     assert r.code == 0 and "dry run, nothing changed" in r.out, r.err
     assert snapshot(app) == unchanged and body(app) == before
-    r = app.bg("app", "rollback", APP, "--json")
+    chains = {"Welcome to the new world!", "Hello world!"}  # a mix of releases is neither
+    with load(app) as users:  # the chains hold across a rollback as across promote and abort
+        r = app.bg("app", "rollback", APP, "--json")
     assert r.code == 0, r.err
+    assert set(users.seen) <= chains, users.seen
     assert json.loads(r.out)["services"] == ["servicea", "serviceb"]
     assert body(app) == "Welcome to the new world!"  # the release before it
     assert not status(app)["problems"]
-    r = app.bg("app", "rollback", APP)  # the rolled-back release still runs: forward again
+    assert status(app)["services"]["servicea"]["proxy_chains"] == {}
+    with load(app) as users:  # the rolled-back release still runs: forward again
+        r = app.bg("app", "rollback", APP)
     assert r.code == 0, r.err
+    assert set(users.seen) <= chains, users.seen
     assert body(app) == before
     hist = json.loads(app.bg("app", "history", APP, "--json").out)
     assert [h["action"] for h in hist[-2:]] == ["app rollback", "app rollback"]
