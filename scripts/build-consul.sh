@@ -19,6 +19,15 @@ if [[ -x "$BIN" ]] && "$BIN" version >/dev/null 2>&1; then
   exit 0
 fi
 
+# One build at a time: a second caller waits for the first one's binary.
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/.build-consul.lock"
+flock 9
+if [[ -x "$BIN" ]] && "$BIN" version >/dev/null 2>&1; then
+  echo "$BIN"
+  exit 0
+fi
+
 command -v go >/dev/null || export PATH="$PATH:/usr/local/go/bin:/usr/lib/go/bin"
 command -v go >/dev/null || { echo "build-consul: go is not installed (apt-get install golang-go)" >&2; exit 3; }
 mkdir -p "$CACHE_DIR"
