@@ -16,6 +16,13 @@ class ExitStatus(enum.IntEnum):
     2 USAGE: bad usage or input; nothing was changed.
     3 UNREACHABLE: a dependency (Consul, Docker, nginx) cannot be reached;
       nothing was changed (what a run had started is undone first).
+    4 TLS: a TLS session with Consul failed: its certificate does not verify, or it
+      wants (or refuses) a client certificate. The message names the address and why.
+    5 TLS_FILE: a CA, client certificate or key file (CONSUL_CACERT, CONSUL_CAPATH,
+      CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY) is missing, unreadable or not PEM; named.
+    6 DENIED: Consul's ACLs refused the token: the message names the permission missing
+      and the key, service or session it was for (``bluegreen consul policy`` prints the
+      policy a token needs).
     130 / 143: stopped by SIGINT / SIGTERM (a Jenkins abort) at a safe point, after
       routing users back to the old color and undoing the unverified one.
     """
@@ -24,6 +31,9 @@ class ExitStatus(enum.IntEnum):
     FAILED = 1
     USAGE = 2
     UNREACHABLE = 3
+    TLS = 4
+    TLS_FILE = 5
+    DENIED = 6
     SIGINT = 130
     SIGTERM = 143
 
@@ -94,6 +104,28 @@ class Unreachable(BlueGreenError):
         self.what, self.where = what, where
         msg = f"{what} unreachable at {where}"
         super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class TLSFailed(BlueGreenError):
+    """A TLS session failed: a certificate that does not verify, a client certificate
+    wanted or refused (exit 4)."""
+
+    status = ExitStatus.TLS
+
+    def __init__(self, what: str, where: str, reason: str) -> None:
+        super().__init__(f"TLS with {what} at {where} failed: {reason}")
+
+
+class TLSFileError(BlueGreenError):
+    """A CA, client certificate or key file that cannot be used, named (exit 5)."""
+
+    status = ExitStatus.TLS_FILE
+
+
+class AccessDenied(BlueGreenError):
+    """An ACL refused the token: which permission, on what (exit 6)."""
+
+    status = ExitStatus.DENIED
 
 
 @contextlib.contextmanager

@@ -119,7 +119,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("config", None, "TOML config file (default ./bluegreen.toml if present)"),
     Option("registry", "consul", "registry backend", choices=("consul", "file")),
     Option("runtime", "docker", "runtime backend", choices=("docker", "swarm")),
-    Option("consul-addr", "http://127.0.0.1:8500", "Consul HTTP address", env="CONSUL_HTTP_ADDR"),
+    Option("consul-addr", "127.0.0.1:8500", "Consul HTTP address ([scheme://]host:port; https "
+           "also with CONSUL_HTTP_SSL=true)", env="CONSUL_HTTP_ADDR"),
     Option("consul-token", None, "Consul ACL token", env="CONSUL_HTTP_TOKEN", flag=False),
     Option("kv-prefix", "", "prefix of the KV keys ('' gives books-ms/color)"),
     Option("state-file", ".bluegreen/state.json", "the file registry's state"),
