@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from bluegreen import validate, wire
+from bluegreen import model, validate, wire
 from bluegreen.errors import (
     AccessDenied,
     LockHeld,
@@ -131,6 +131,26 @@ def _permission_of(method: str, path: str) -> tuple[str, str]:
     return "an ACL permission", ""
 
 
+def policy(prefix: str, services: list[str], app: str | None = None) -> list[tuple[str, str, str]]:
+    """The least-privilege ACL rules (resource, name, access) a token needs to release
+    ``services`` (and the application ``app``) under the KV ``prefix``: its keys, its colors'
+    agent services, sessions for the lock, node read for health. Names are validated."""
+    prefix = validate.kv_prefix(prefix)
+    rules = []
+    if app:
+        rules += [("key_prefix", f"{prefix}{app}.", "write"), ("service_prefix", f"{app}.", "write")]
+    for service in services:
+        service = validate.service(service)
+        rules.append(("key_prefix", f"{prefix}{service}/", "write"))
+        rules += [("service", model.color_name(service, c), "write") for c in COLORS]
+    return [*rules, ("session_prefix", "", "write"), ("node_prefix", "", "read")]
+
+
+def policy_hcl(rules: list[tuple[str, str, str]]) -> str:
+    """The rules as a Consul policy in HCL (``consul acl policy create -rules @FILE``)."""
+    return "".join(f'{kind} "{name}" {{\n  policy = "{access}"\n}}\n' for kind, name, access in rules)
+
+
 class ConsulRegistry(Registry):
     """The registry on a Consul agent (``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``, the TLS
     variables of ``consul_tls``, the proxy variables)."""
@@ -218,6 +238,7 @@ class ConsulRegistry(Registry):
                   {"Resource": "session", "Segment": "", "Access": "write"}]
         checks += [{"Resource": "service", "Segment": self.color_service(service, c),
                     "Access": "write"} for c in COLORS]
+        checks.append({"Resource": "node", "Segment": "", "Access": "read"})
         status, data = self._http("POST", "/v1/internal/acl/authorize", json.dumps(checks))
         if status == 404:  # an agent older than 1.11: the first refused call will say
             return
