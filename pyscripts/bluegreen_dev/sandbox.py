@@ -149,6 +149,7 @@ class ConsulAgent:
     tls: Any = None  # (CA file, server certificate pair): bluegreen_dev.certs
     client: str = "127.0.0.1"
     acl_token: str | None = None
+    operator_cert: Any = None  # the client certificate the operator's requests use
 
     @property
     def addr(self) -> str:
@@ -173,6 +174,7 @@ class ConsulAgent:
         """``requests`` arguments that reach this agent as its operator: the CA, a client
         certificate (``client``, a certs pair) and the management token."""
         kwargs: dict[str, Any] = {"timeout": 5}
+        client = client or self.operator_cert
         if self.tls:
             kwargs["verify"] = str(self.tls[0])
             if client is not None:
@@ -182,6 +184,7 @@ class ConsulAgent:
         return kwargs
 
     def start(self, client_cert: Any = None) -> ConsulAgent:
+        self.operator_cert = client_cert or self.operator_cert
         self.http_port = self.http_port or free_port()
         ports = [free_port() for _ in range(3)]
         self.workdir.mkdir(parents=True, exist_ok=True)
