@@ -231,7 +231,7 @@ def test_every_command_works_with_exactly_the_printed_policy(asvc):
           ("deploy", s, "--color", "green", "--image", "bluegreen-sample:v2"),
           ("pre-test", s, "--color", "green", "--http", "/api/v1/books"),
           ("switch", s, "--color", "green"),
-          ("post-test", s, "--http", "/api/v1/books"),
+          ("post-test", s, "--next", "green", "--http", "/api/v1/books"),
           ("run", s, "--image", "bluegreen-sample:v3", "--http", "/api/v1/books"),
           ("rollback", s), ("stop", s, "--color", "blue"), ("recover", s), ("history", s),
           ("status", s)]
