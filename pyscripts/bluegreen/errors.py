@@ -130,10 +130,33 @@ class AccessDenied(BlueGreenError):
 
 @contextlib.contextmanager
 def reaching(what: str, where: str) -> Iterator[None]:
-    """Turn a connection failure of an HTTP client (requests) into ``Unreachable``."""
+    """Turn a connection failure of an HTTP client (requests) into ``Unreachable``, a TLS
+    failure into ``TLSFailed``."""
     import requests
 
     try:
         yield
+    except requests.exceptions.SSLError as exc:
+        raise TLSFailed(what, where, tls_reason(exc) or str(exc)[:200]) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise Unreachable(what, where, type(exc).__name__) from exc
+
+
+def tls_reason(exc: BaseException) -> str | None:
+    """The TLS library's reason when ``exc`` is, or wraps, a TLS failure; else None."""
+    import ssl
+
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {e.verify_message}"
+        if isinstance(e, ssl.SSLError):
+            return str(e.reason or e).replace("_", " ").lower()
+        todo += [x for x in (e.__cause__, e.__context__, getattr(e, "reason", None),
+                             *getattr(e, "args", ())) if isinstance(x, BaseException)]
+    return None
