@@ -302,3 +302,59 @@ def test_a_token_that_cannot_read_the_keys_exit_6(asvc):
     r = asvc.bg("color", "current", s)
     assert r.code == 6, r.err
     assert f"lacks key:read on '{s}/color'" in one_line(r.err)
+
+
+# -- plain http on ::1, and every call through a proxy ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def v6_consul(tmp_path_factory) -> Iterator[ConsulAgent]:
+    agent = ConsulAgent(tmp_path_factory.mktemp("consul-v6"), client="::1").start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture
+def v6svc(sandbox, v6_consul, request) -> Iterator[Env]:
+    env = make_env(sandbox, v6_consul, request.node.name.removeprefix("test_"), {})
+    yield env
+    cleanup(sandbox, env.service, env.nginx, v6_consul)
+
+
+def test_deploy_run_and_stop_over_http_on_ipv6(v6svc):
+    """Issue 20's first finding: these ended in a traceback from the registration path."""
+    s = v6svc.service
+    assert v6svc.consul_addr.startswith("http://[::1]:")
+    r = v6svc.bg("run", s, "--image", "bluegreen-sample:v1", "--http", "/api/v1/books")
+    assert r.code == 0, r.err
+    r = v6svc.bg("deploy", s, "--color", "green", "--image", "bluegreen-sample:v2")
+    assert r.code == 0, r.err
+    r = v6svc.bg("stop", s, "--color", "green")
+    assert r.code == 0, r.err
+    r = v6svc.bg("recover", s)
+    assert r.code == 0, r.err
+    v6svc.assert_safe()
+
+
+def test_every_consul_call_of_a_run_goes_through_the_proxy(svc):
+    """Issue 20's third finding: registration used the proxy variables, KV, health and the
+    lock did not. Now one client: every call of a run, registration included, is proxied."""
+    from tests.unit.test_wire_client import TinyProxy
+
+    proxy = TinyProxy()
+    try:
+        env = svc.env | {"HTTP_PROXY": f"http://127.0.0.1:{proxy.port}", "NO_PROXY": "",
+                         "http_proxy": "", "no_proxy": ""}
+        r = svc.bg("run", svc.service, "--image", "bluegreen-sample:v1", "--http",
+                   "/api/v1/books", env=env)
+        assert r.code == 0, r.err
+    finally:
+        proxy.close()
+    agent = svc.consul_addr
+    paths = {line.split(" ")[1].removeprefix(agent).split("?")[0] for line, _ in proxy.seen}
+    assert all(line.split(" ")[1].startswith(agent) for line, _ in proxy.seen)
+    for wanted in (f"/v1/kv/{svc.service}/color", f"/v1/kv/{svc.service}/lock",
+                   "/v1/session/create", "/v1/agent/service/register",
+                   f"/v1/health/service/{svc.service}-blue"):
+        assert wanted in paths, sorted(paths)
+    assert svc.version() == "v1"
