@@ -122,8 +122,10 @@ def _permission_of(method: str, path: str) -> tuple[str, str]:
     write = method in ("PUT", "POST", "DELETE")
     if path.startswith("/v1/kv/"):
         return ("key:write" if write else "key:read"), path[7:]
+    if path.startswith("/v1/agent/service/deregister/"):
+        return "service:write", path.rsplit("/", 1)[-1]  # the instance's ID
     if path.startswith("/v1/agent/service/"):
-        return "service:write", path.rsplit("/", 1)[-1]
+        return "service:write", ""  # the name is in the body; Consul's answer names it
     if path.startswith("/v1/health/service/"):
         return "service:read", path.rsplit("/", 1)[-1]
     if path.startswith("/v1/session/"):
@@ -165,7 +167,8 @@ class ConsulRegistry(Registry):
                                     consul_tls(env) if self.scheme == "https" else None,
                                     timeout, env)
         except wire.ProxyError as exc:
-            raise validate.UsageError(f"Consul at {self.scheme}://{self.host}: {exc}") from None
+            where = wire.host_header(self.host, self.port)
+            raise validate.UsageError(f"Consul at {self.scheme}://{where}: {exc}") from None
         self.where = self.wire.url
         self._token = token or None
         add_secret(self._token)
