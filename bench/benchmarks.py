@@ -502,8 +502,8 @@ requests: the process start, the deploy lock (taken twice: for the run, then to 
 color after `--keep-old`), the records, removing the color's previous containers before
 creating the new ones, and in the reload mode the wait for nginx's old workers before the old
 color stops. On Docker's local socket a run speaks the Engine API itself: the Docker SDK with
-`requests` is not imported (about 0.2 s here), and py-consul, which registers the new color,
-is imported in a background thread while the new containers start. A new color is
+`requests` is not imported (about 0.2 s here), nor is a Consul client library: the new color
+is registered over the same small HTTP client as the KV and the lock. A new color is
 registered once, passing, after bluegreen's own probe saw it healthy: Consul keeps a check's
 previous status when its service is registered again, so registering it first as critical
 made every deploy wait for Consul's first check.

@@ -16,6 +16,13 @@ class ExitStatus(enum.IntEnum):
     2 USAGE: bad usage or input; nothing was changed.
     3 UNREACHABLE: a dependency (Consul, Docker, nginx) cannot be reached;
       nothing was changed (what a run had started is undone first).
+    4 TLS: a TLS session with Consul failed: its certificate does not verify, or it
+      wants (or refuses) a client certificate. The message names the address and why.
+    5 TLS_FILE: a CA, client certificate or key file (CONSUL_CACERT, CONSUL_CAPATH,
+      CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY) is missing, unreadable or not PEM; named.
+    6 DENIED: Consul's ACLs refused the token: the message names the permission missing
+      and the key, service or session it was for (``bluegreen consul policy`` prints the
+      policy a token needs).
     130 / 143: stopped by SIGINT / SIGTERM (a Jenkins abort) at a safe point, after
       routing users back to the old color and undoing the unverified one.
     """
@@ -24,6 +31,9 @@ class ExitStatus(enum.IntEnum):
     FAILED = 1
     USAGE = 2
     UNREACHABLE = 3
+    TLS = 4
+    TLS_FILE = 5
+    DENIED = 6
     SIGINT = 130
     SIGTERM = 143
 
@@ -96,12 +106,57 @@ class Unreachable(BlueGreenError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 
+class TLSFailed(BlueGreenError):
+    """A TLS session failed: a certificate that does not verify, a client certificate
+    wanted or refused (exit 4)."""
+
+    status = ExitStatus.TLS
+
+    def __init__(self, what: str, where: str, reason: str) -> None:
+        super().__init__(f"TLS with {what} at {where} failed: {reason}")
+
+
+class TLSFileError(BlueGreenError):
+    """A CA, client certificate or key file that cannot be used, named (exit 5)."""
+
+    status = ExitStatus.TLS_FILE
+
+
+class AccessDenied(BlueGreenError):
+    """An ACL refused the token: which permission, on what (exit 6)."""
+
+    status = ExitStatus.DENIED
+
+
 @contextlib.contextmanager
 def reaching(what: str, where: str) -> Iterator[None]:
-    """Turn a connection failure of an HTTP client (requests) into ``Unreachable``."""
+    """Turn a connection failure of an HTTP client (requests) into ``Unreachable``, a TLS
+    failure into ``TLSFailed``."""
     import requests
 
     try:
         yield
+    except requests.exceptions.SSLError as exc:
+        raise TLSFailed(what, where, tls_reason(exc) or str(exc)[:200]) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise Unreachable(what, where, type(exc).__name__) from exc
+
+
+def tls_reason(exc: BaseException) -> str | None:
+    """The TLS library's reason when ``exc`` is, or wraps, a TLS failure; else None."""
+    import ssl
+
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {e.verify_message}"
+        if isinstance(e, ssl.SSLError):
+            return str(e.reason or e).replace("_", " ").lower()
+        todo += [x for x in (e.__cause__, e.__context__, getattr(e, "reason", None),
+                             *getattr(e, "args", ())) if isinstance(x, BaseException)]
+    return None

@@ -1,7 +1,7 @@
 """Heavy client libraries imported in the background while a command waits on the network.
 
-``run`` needs the Docker SDK to create containers and py-consul to register them, and their
-imports (with ``requests``) cost more than an nginx reload on the machines we measured
+``run`` needs the Docker SDK to create containers on a remote engine, and its
+import (with ``requests``) costs more than an nginx reload on the machines we measured
 (docs/benchmarks.md). Started at the beginning of a run, they load while the main thread
 waits for the lock, the registry and the new containers' health; a later ``import`` of one
 waits for that import (Python's import lock) instead of starting it again.

@@ -4,7 +4,8 @@ defaults once, when the class is made, and builds nothing with ``exec``.
 Why not ``dataclasses``: importing it (with ``inspect``) and generating the methods of the
 package's classes cost about 30 ms at every start of the CLI on the machines we measured, a
 third of a rollback's budget (docs/benchmarks.md). What the package needs of it is here:
-positional or keyword fields with defaults, ``factory`` for mutable defaults, ``frozen``,
+positional or keyword fields with defaults (a subclass may give an inherited field a new one),
+``factory`` for mutable defaults (a mutable default itself is refused when the class is made), ``frozen``,
 equality, hashing of frozen records, ``repr``, :func:`replace` and :func:`asdict`.
 
     class Server(Record, frozen=True):
@@ -36,6 +37,15 @@ class factory:
         self.make = make
 
 
+def _checked(cls: type, name: str, default: Any) -> Any:
+    """``default``, unless it is mutable (unhashable, as ``dataclasses`` judges it): one list
+    or dict would be shared by every record."""
+    if not isinstance(default, factory) and type(default).__hash__ is None:
+        raise TypeError(f"{cls.__name__}.{name}: mutable default {type(default).__name__} "
+                        f"would be shared by every record; use factory({type(default).__name__})")
+    return default
+
+
 @dataclass_transform(kw_only_default=False, field_specifiers=(factory,))
 class Record:
     """Base of the package's value classes; ``frozen=True`` forbids assignment after init and
@@ -50,12 +60,17 @@ class Record:
         super().__init_subclass__(**kwargs)
         fields = list(cls.__fields__)
         defaults = dict(cls.__defaults__)
-        for name, note in vars(cls).get("__annotations__", {}).items():
+        own = vars(cls)
+        for name in fields:  # a subclass's new default for an inherited field
+            if name in own:
+                defaults[name] = _checked(cls, name, own[name])
+                delattr(cls, name)
+        for name, note in own.get("__annotations__", {}).items():
             if "ClassVar" in str(note) or name in fields:
                 continue
             fields.append(name)
-            if name in cls.__dict__:
-                defaults[name] = cls.__dict__[name]
+            if name in own:
+                defaults[name] = _checked(cls, name, own[name])
                 delattr(cls, name)  # the instance holds every field
             elif defaults:
                 raise TypeError(f"{cls.__name__}.{name}: a field without a default follows "

@@ -33,6 +33,15 @@ def _consul(opts: Opts) -> Registry:
                           prefix=opts["kv_prefix"])
 
 
+def consul_policy(prefix: str, services: list[str],
+                  app: str | None) -> tuple[list[tuple[str, str, str]], str]:
+    """The Consul ACL rules a deploy token needs, and the policy in HCL."""
+    from bluegreen.registry import consul
+
+    rules = consul.policy(prefix, services, app)
+    return rules, consul.policy_hcl(rules)
+
+
 def _file(opts: Opts) -> Registry:
     from bluegreen.registry.file import FileRegistry
 

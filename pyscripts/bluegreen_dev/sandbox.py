@@ -138,37 +138,83 @@ def consul_binary() -> Path:
 
 @dataclass
 class ConsulAgent:
-    """``consul agent -dev`` on free loopback ports; DNS, gRPC and UI off."""
+    """``consul agent -dev`` on free loopback ports; DNS, gRPC and UI off. ``tls``: HTTPS only,
+    with this server certificate and CA, client certificates verified (``verify_incoming``).
+    ``client``: the address the API listens on (``::1`` for IPv6). ``acl_token``: ACLs on,
+    ``default_policy = "deny"``, this management token."""
 
     workdir: Path
     http_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    tls: Any = None  # (CA file, server certificate pair): bluegreen_dev.certs
+    client: str = "127.0.0.1"
+    acl_token: str | None = None
+    operator_cert: Any = None  # the client certificate the operator's requests use
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        host = f"[{self.client}]" if ":" in self.client else self.client
+        return f"{'https' if self.tls else 'http'}://{host}:{self.http_port}"
 
-    def start(self) -> ConsulAgent:
+    def config(self) -> str:
+        """The agent's extra HCL configuration (TLS, ACLs)."""
+        hcl = ""
+        if self.tls:
+            ca, pair = self.tls
+            hcl += (f'ports {{ http = -1, https = {self.http_port} }}\n'
+                    f'tls {{ defaults {{ ca_file = "{ca}", cert_file = "{pair.cert}", '
+                    f'key_file = "{pair.key}", verify_incoming = true }} }}\n')
+        if self.acl_token:
+            hcl += ('acl { enabled = true, default_policy = "deny", enable_token_persistence = '
+                    f'false, tokens {{ initial_management = "{self.acl_token}", agent = '
+                    f'"{self.acl_token}" }} }}\n')
+        return hcl
+
+    def requests_kwargs(self, client: Any = None) -> dict[str, Any]:
+        """``requests`` arguments that reach this agent as its operator: the CA, a client
+        certificate (``client``, a certs pair) and the management token."""
+        kwargs: dict[str, Any] = {"timeout": 5}
+        client = client or self.operator_cert
+        if self.tls:
+            kwargs["verify"] = str(self.tls[0])
+            if client is not None:
+                kwargs["cert"] = (str(client.cert), str(client.key))
+        if self.acl_token:
+            kwargs["headers"] = {"X-Consul-Token": self.acl_token}
+        return kwargs
+
+    def start(self, client_cert: Any = None) -> ConsulAgent:
+        self.operator_cert = client_cert or self.operator_cert
         self.http_port = self.http_port or free_port()
         ports = [free_port() for _ in range(3)]
         self.workdir.mkdir(parents=True, exist_ok=True)
+        extra: list[str] = []
+        if self.tls or self.acl_token:
+            (self.workdir / "extra.hcl").write_text(self.config())
+            extra = [f"-config-file={self.workdir / 'extra.hcl'}"]
         log = open(self.workdir / "consul.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(consul_binary()), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-             f"-http-port={self.http_port}", "-dns-port=-1", "-grpc-port=-1",
+            [str(consul_binary()), "agent", "-dev", "-bind=127.0.0.1", f"-client={self.client}",
+             *([] if self.tls else [f"-http-port={self.http_port}"]), "-dns-port=-1", "-grpc-port=-1",
              "-grpc-tls-port=-1", f"-serf-lan-port={ports[0]}", f"-serf-wan-port={ports[1]}",
              f"-server-port={ports[2]}", "-ui=false", "-log-level=warn",
-             f"-node=bluegreen-{self.http_port}"],
+             f"-node=bluegreen-{self.http_port}", *extra],
             stdout=log, stderr=log, start_new_session=True)
+        kwargs = self.requests_kwargs(client_cert)
+        kwargs.pop("timeout")
 
         def leader() -> bool:
             import requests
 
             if self.proc and self.proc.poll() is not None:
                 raise OperationFailed(f"consul exited; see {self.workdir / 'consul.log'}")
-            return bool(requests.get(f"{self.addr}/v1/status/leader", timeout=1).json())
+            return bool(requests.get(f"{self.addr}/v1/status/leader", timeout=1,
+                                     **kwargs).json())
 
         wait_for(leader, 60, "Consul agent")
+        if self.acl_token:  # the management token works once the ACL system is bootstrapped
+            wait_for(lambda: requests_ok_with(f"{self.addr}/v1/acl/token/self", kwargs), 60,
+                     "Consul ACLs")
         return self
 
     def stop(self) -> None:
@@ -337,6 +383,12 @@ def primitive_cycle(image: str, path: str, reload: Any) -> dict[str, float]:
     reload()
     took["reload"] = time.perf_counter() - t0
     return took
+
+
+def requests_ok_with(url: str, kwargs: dict[str, Any]) -> bool:
+    import requests
+
+    return requests.get(url, timeout=1, **kwargs).status_code == 200
 
 
 def requests_ok(url: str) -> bool:

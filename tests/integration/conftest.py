@@ -54,6 +54,11 @@ class Env:
         return (self.consul or self.sandbox.consul).addr
 
     @property
+    def consul_kwargs(self) -> dict:
+        """``requests`` arguments for the agent (its CA, a client certificate, a token)."""
+        return (self.consul or self.sandbox.consul).requests_kwargs()
+
+    @property
     def env(self) -> dict[str, str]:
         return self.sandbox.env(self.nginx) | {"CONSUL_HTTP_ADDR": self.consul_addr} | self.extra_env
 
@@ -74,17 +79,17 @@ class Env:
         return json.loads(r.text)[0]["version"] if r.status_code == 200 else None
 
     def kv(self, name: str) -> str | None:
-        r = requests.get(f"{self.consul_addr}/v1/kv/{self.service}/{name}?raw", timeout=5)
+        r = requests.get(f"{self.consul_addr}/v1/kv/{self.service}/{name}?raw", **self.consul_kwargs)
         return r.text if r.status_code == 200 else None
 
     def passing(self, color: str) -> list[dict]:
         r = requests.get(f"{self.consul_addr}/v1/health/service/"
-                         f"{self.service}-{color}?passing=1", timeout=5)
+                         f"{self.service}-{color}?passing=1", **self.consul_kwargs)
         return r.json()
 
     def catalog_services(self) -> list[str]:
         return list(requests.get(f"{self.consul_addr}/v1/catalog/services",
-                                 timeout=5).json())
+                                 **self.consul_kwargs).json())
 
     def containers(self) -> dict[str, str]:
         out = subprocess.run(["docker", "ps", "-a", "--filter",
@@ -101,7 +106,7 @@ class Env:
     def snapshot(self) -> dict:
         """Everything a command could change: nginx files, KV, catalog, containers."""
         kv = requests.get(f"{self.consul_addr}/v1/kv/{self.service}?recurse=1",
-                          timeout=5)
+                          **self.consul_kwargs)
         return {"files": self.proxy_files(),
                 "kv": sorted((k["Key"], k["Value"]) for k in kv.json()) if kv.ok else [],
                 "catalog": sorted(self.catalog_services()), "containers": self.containers()}
@@ -138,10 +143,11 @@ class Env:
 def cleanup(sandbox: Sandbox, name: str, nginx: Nginx, consul: ConsulAgent | None = None) -> None:
     nginx.stop()
     sandbox.remove_containers(name)
-    agent = f"{(consul or sandbox.consul).addr}/v1/agent"
-    for sid, svc_def in requests.get(f"{agent}/services", timeout=5).json().items():
+    consul = consul or sandbox.consul
+    agent, kwargs = f"{consul.addr}/v1/agent", consul.requests_kwargs()
+    for sid, svc_def in requests.get(f"{agent}/services", **kwargs).json().items():
         if svc_def.get("Meta", {}).get("bluegreen_service") == name:
-            requests.put(f"{agent}/service/deregister/{sid}", timeout=5)
+            requests.put(f"{agent}/service/deregister/{sid}", **kwargs)
 
 
 def service_name(hint: str) -> str:

@@ -23,7 +23,7 @@ def run(*args, env=None):
 
 
 def test_exit_status_values_are_documented():
-    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 130, 143]
+    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 4, 5, 6, 130, 143]
 
 
 def test_usage_errors_are_one_line_exit_2():

@@ -77,3 +77,39 @@ def test_a_field_without_default_after_one_with_is_refused():
         class Bad(Record):
             a: int = 0
             b: int
+
+
+@pytest.mark.parametrize("default", [[], {}, set(), bytearray(), Counter()])
+def test_a_mutable_default_is_refused_when_the_class_is_made(default):
+    with pytest.raises(TypeError, match=r"Bad\.items: mutable default .* use factory\("):
+        type("Bad", (Record,), {"__annotations__": {"items": "list"}, "items": default})
+
+
+def test_an_immutable_default_and_a_factory_are_accepted():
+    class Fine(Record):
+        names: tuple[str, ...] = ()
+        seen: frozenset[str] = frozenset()
+        items: list[int] = factory(list)
+
+    a, b = Fine(), Fine()
+    a.items.append(1)
+    assert b.items == [] and a.names == () and a.seen == frozenset()
+
+
+def test_a_subclass_overrides_an_inherited_default():
+    class Base(Record):
+        n: int = 0
+        label: str = "base"
+
+    class Annotated(Base):
+        n: int = 5  # re-declared, as dataclasses wants
+
+    class Assigned(Base):
+        label = "sub"  # assigned only
+
+    assert (Annotated().n, Annotated().label) == (5, "base")
+    assert (Assigned().n, Assigned().label) == (0, "sub")
+    assert Base().n == 0 and Base().label == "base"
+    assert Annotated.__fields__ == Base.__fields__ == ("n", "label")
+    with pytest.raises(TypeError, match="mutable default"):
+        type("Worse", (Base,), {"label": []})

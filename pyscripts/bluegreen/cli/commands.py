@@ -484,6 +484,18 @@ def cmd_app_history(opts: dict[str, Any]) -> int:
     return ExitStatus.OK
 
 
+def cmd_consul_policy(opts: dict[str, Any]) -> int:
+    services, app = opts.get("services") or [], opts.get("policy_app")
+    if not services and not app:
+        raise UsageError("name at least one SERVICE or --app APP")
+    if app:
+        app = _app_name({"app": app})
+    rules, hcl = settings.consul_policy(opts["kv_prefix"], services, app)
+    emit(opts, {"policy": hcl, "rules": [{"resource": k, "name": n, "policy": p}
+                                         for k, n, p in rules]}, hcl.rstrip("\n"))
+    return ExitStatus.OK
+
+
 def cmd_jenkins(opts: dict[str, Any]) -> int:
     from bluegreen.jenkins import jobs
 
@@ -500,7 +512,7 @@ COMMANDS: dict[str, Callable[[dict[str, Any]], int]] = {
     "app recover": cmd_app_action, "app status": cmd_app_status,
     "app history": cmd_app_history,
     "jenkins job": cmd_jenkins, "jenkins index": cmd_jenkins,
-    "jenkins build": cmd_jenkins,
+    "jenkins build": cmd_jenkins, "consul policy": cmd_consul_policy,
 }
 
 

@@ -97,11 +97,15 @@ COMMANDS: dict[str, Command] = {
     "app history": Command("the last application releases", APP),
     "app rollback": Command("back to the previous release, all its services in one proxy change",
                             APP),
+    "consul policy": Command("print the least-privilege Consul ACL policy (HCL) a token needs for "
+                             "these services (and --app's)", (("services", {
+                                 "metavar": "SERVICE", "nargs": "*"}),)),
     "jenkins job": Command("create or update the multibranch job", JOB),
     "jenkins index": Command("trigger branch indexing", JOB),
     "jenkins build": Command("build one branch, stream its console, exit with its result", JOB),
 }
 FAMILIES = {
+    "consul": "Consul ACLs: the policy a deploy token needs",
     "app": "application releases: several services in one Compose file",
     "jenkins": "manage the multibranch job with python-jenkins "
                "($JENKINS_URL, $JENKINS_USER, $JENKINS_API_TOKEN)",
@@ -119,7 +123,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("config", None, "TOML config file (default ./bluegreen.toml if present)"),
     Option("registry", "consul", "registry backend", choices=("consul", "file")),
     Option("runtime", "docker", "runtime backend", choices=("docker", "swarm")),
-    Option("consul-addr", "http://127.0.0.1:8500", "Consul HTTP address", env="CONSUL_HTTP_ADDR"),
+    Option("consul-addr", "127.0.0.1:8500", "Consul HTTP address ([scheme://]host:port; https "
+           "also with CONSUL_HTTP_SSL=true)", env="CONSUL_HTTP_ADDR"),
     Option("consul-token", None, "Consul ACL token", env="CONSUL_HTTP_TOKEN", flag=False),
     Option("kv-prefix", "", "prefix of the KV keys ('' gives books-ms/color)"),
     Option("state-file", ".bluegreen/state.json", "the file registry's state"),
@@ -160,6 +165,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("json", False, "JSON output", kind="flag"),
     Option("dry-run", False, "print what would change; change nothing", kind="flag"),
     Option("debug", False, "traceback on errors", kind="flag"),
+    Option("policy-app", None, "the application (its records and services) the policy also "
+           "covers", commands=("consul policy",), cli="--app", metavar="APP"),
     # -- what a color runs -------------------------------------------------------------------
     Option("color", None, "the color", commands=("deploy", "address", "switch", "stop",
                                                    "pre-test")),
@@ -394,6 +401,9 @@ def _command(words: list[str]) -> dict[str, Any]:
         values[f"{family}_command"] = action
     missing = []
     for name, spec in COMMANDS[command_path(values)].positionals:
+        if spec.get("nargs") == "*":
+            values[name], words = words, []
+            continue
         value = words.pop(0) if words else None
         if value is None and spec.get("nargs") != "?":
             missing.append(spec.get("metavar", name))

@@ -1,9 +1,11 @@
 """The Consul registry: KV ``<prefix><service>/color`` (``books-ms/color`` as in the book),
 services ``<service>-<color>`` on the agent with an HTTP check, a session lock.
 
-KV, health reads and the lock go over ``bluegreen.wire`` (``http.client`` for ``https://``
-agents): they are on the switch and rollback hot path, and importing ``requests`` (which
-py-consul needs) takes longer than an nginx reload. Agent registration, with its check, uses py-consul.
+Every call (KV, health, the lock, agent registration) goes through one ``wire.Client``: http
+or https with the consul CLI's variables (``CONSUL_CACERT``, ``CONSUL_CAPATH``,
+``CONSUL_CLIENT_CERT``, ``CONSUL_CLIENT_KEY``, ``CONSUL_TLS_SERVER_NAME``, ``CONSUL_HTTP_SSL``,
+``CONSUL_HTTP_SSL_VERIFY``) and the proxy variables, the same for every call. No client
+library: importing ``requests`` (which py-consul needs) takes longer than an nginx reload.
 """
 
 from __future__ import annotations
@@ -14,11 +16,20 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
-from bluegreen import validate, wire
-from bluegreen.errors import LockHeld, OperationFailed, Unreachable, add_secret, reaching, redact
-from bluegreen.model import Instance
+from bluegreen import model, validate, wire
+from bluegreen.errors import (
+    AccessDenied,
+    LockHeld,
+    OperationFailed,
+    TLSFailed,
+    TLSFileError,
+    Unreachable,
+    add_secret,
+    redact,
+)
+from bluegreen.model import COLORS, Instance
 from bluegreen.registry.base import (
     LOCK_TTL_SECONDS,
     Lease,
@@ -38,24 +49,52 @@ LEADERLESS_WAIT = 15.0  # seconds: Consul's elections take ~1-2 s (raft_multipli
 # Consul's 500 answers while its servers elect a leader or one is unreachable.
 LEADERLESS = validate.Lazy(r"No cluster leader|leadership lost|rpc error|Raft leader not found",
                         re.IGNORECASE)
+# Consul's 403: "Permission denied: token with AccessorID '...' lacks permission 'key:write'
+# on \"books-ms/color\"" (older agents: "Permission denied").
+LACKS = validate.Lazy(r"lacks permission '([a-z_]+:[a-z]+)'(?: on \"?([^\"]*)\"?)?")
 
 
 class _Leaderless(Exception):
     """A 500 from Consul servers without a leader (retried, never raised to the user)."""
 
 
-def parse_consul_addr(addr: str) -> tuple[str, str, int]:
-    """``CONSUL_HTTP_ADDR`` forms: ``host:port``, ``http://host:port``, ``https://host``."""
+def _bool(env: Mapping[str, str], name: str) -> bool | None:
+    """A boolean variable as Go's ``strconv.ParseBool`` reads it (the consul CLI does)."""
+    value = env.get(name)
+    if value is None or value == "":
+        return None
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise validate.UsageError(f"invalid {name} {value!r}: use true or false")
+
+
+def parse_consul_addr(addr: str, env: Mapping[str, str] | None = None) -> tuple[str, str, int]:
+    """``CONSUL_HTTP_ADDR`` forms: ``host:port``, ``http://host:port``, ``https://host``,
+    ``[::1]:8500``; ``CONSUL_HTTP_SSL=true`` makes any of them https, as for the consul CLI."""
+    env = os.environ if env is None else env
     if "://" not in addr:
-        scheme = "https" if os.environ.get("CONSUL_HTTP_SSL", "").lower() in ("1", "true") else "http"
-        addr = f"{scheme}://{addr}"
+        addr = f"http://{addr}"
     try:
         scheme, host, port, rest = wire.split_url(addr)
     except ValueError:
         raise validate.UsageError(f"invalid Consul address {addr!r}") from None
     if scheme not in ("http", "https") or rest not in ("", "/"):
         raise validate.UsageError(f"invalid Consul address {addr!r}")
-    return scheme, host, port or (443 if scheme == "https" else 8500)
+    if _bool(env, "CONSUL_HTTP_SSL"):
+        scheme = "https"
+    return scheme, host, port or (443 if addr.startswith("https://") else 8500)
+
+
+def consul_tls(env: Mapping[str, str] | None = None) -> wire.TLS:
+    """TLS settings from the consul CLI's variables."""
+    env = os.environ if env is None else env
+    return wire.TLS(cafile=env.get("CONSUL_CACERT") or None, capath=env.get("CONSUL_CAPATH") or None,
+                    certfile=env.get("CONSUL_CLIENT_CERT") or None,
+                    keyfile=env.get("CONSUL_CLIENT_KEY") or None,
+                    server_name=env.get("CONSUL_TLS_SERVER_NAME") or None,
+                    verify=_bool(env, "CONSUL_HTTP_SSL_VERIFY") is not False)
 
 
 def _decoded(value: str) -> str:
@@ -65,51 +104,76 @@ def _decoded(value: str) -> str:
     return binascii.a2b_base64(value.encode("ascii")).decode()
 
 
-class ConsulRegistry(Registry):
-    """The registry on a Consul agent (``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``,
-    ``CONSUL_CACERT``, ``CONSUL_HTTP_SSL_VERIFY``)."""
+def _denied(where: str, method: str, path: str, text: str) -> AccessDenied:
+    """Consul's 403 as one line: the permission missing and what it was for."""
+    found = LACKS.search(text)
+    if found:
+        perm, on = found.group(1), found.group(2)
+    else:
+        perm, on = _permission_of(method, path)
+    on_text = f" on {on!r}" if on else ""
+    return AccessDenied(f"Consul at {where} denied {method} {path.split('?')[0]}: the token lacks "
+                        f"{perm}{on_text} (bluegreen consul policy prints the policy it needs)")
 
-    client_modules = ("consul",)
+
+def _permission_of(method: str, path: str) -> tuple[str, str]:
+    """What a request needs, when Consul's answer does not say."""
+    path = path.split("?")[0]
+    write = method in ("PUT", "POST", "DELETE")
+    if path.startswith("/v1/kv/"):
+        return ("key:write" if write else "key:read"), path[7:]
+    if path.startswith("/v1/agent/service/deregister/"):
+        return "service:write", path.rsplit("/", 1)[-1]  # the instance's ID
+    if path.startswith("/v1/agent/service/"):
+        return "service:write", ""  # the name is in the body; Consul's answer names it
+    if path.startswith("/v1/health/service/"):
+        return "service:read", path.rsplit("/", 1)[-1]
+    if path.startswith("/v1/session/"):
+        return ("session:write" if write else "session:read"), ""
+    return "an ACL permission", ""
+
+
+def policy(prefix: str, services: list[str], app: str | None = None) -> list[tuple[str, str, str]]:
+    """The least-privilege ACL rules (resource, name, access) a token needs to release
+    ``services`` (and the application ``app``) under the KV ``prefix``: its keys, its colors'
+    agent services, sessions for the lock, node read for health. Names are validated."""
+    prefix = validate.kv_prefix(prefix)
+    rules = []
+    if app:
+        rules += [("key_prefix", f"{prefix}{app}.", "write"), ("service_prefix", f"{app}.", "write")]
+    for service in services:
+        service = validate.service(service)
+        rules.append(("key_prefix", f"{prefix}{service}/", "write"))
+        rules += [("service", model.color_name(service, c), "write") for c in COLORS]
+    return [*rules, ("session_prefix", "", "write"), ("node_prefix", "", "read")]
+
+
+def policy_hcl(rules: list[tuple[str, str, str]]) -> str:
+    """The rules as a Consul policy in HCL (``consul acl policy create -rules @FILE``)."""
+    return "".join(f'{kind} "{name}" {{\n  policy = "{access}"\n}}\n' for kind, name, access in rules)
+
+
+class ConsulRegistry(Registry):
+    """The registry on a Consul agent (``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN``, the TLS
+    variables of ``consul_tls``, the proxy variables)."""
 
     def __init__(self, addr: str, token: str | None = None, prefix: str = "",
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, env: Mapping[str, str] | None = None) -> None:
         super().__init__(prefix)
-        self.scheme, self.host, self.port = parse_consul_addr(addr)
-        self.where = f"{self.scheme}://{self.host}:{self.port}"
+        env = os.environ if env is None else env
+        self.scheme, self.host, self.port = parse_consul_addr(addr, env)
+        try:
+            self.wire = wire.Client(self.scheme, self.host, self.port,
+                                    consul_tls(env) if self.scheme == "https" else None,
+                                    timeout, env)
+        except wire.ProxyError as exc:
+            where = wire.host_header(self.host, self.port)
+            raise validate.UsageError(f"Consul at {self.scheme}://{where}: {exc}") from None
+        self.where = self.wire.url
         self._token = token or None
         add_secret(self._token)
         self._timeout = timeout
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            import consul  # heavy: imported on first use
-
-            cafile, check = self._tls()
-            verify: bool | str = (cafile or True) if check else False
-            self._client = consul.Consul(host=self.host, port=self.port, scheme=self.scheme,
-                                         token=self._token, verify=verify,
-                                         connections_timeout=self._timeout)
-        return self._client
-
-    @staticmethod
-    def _tls() -> tuple[str | None, bool]:
-        """(CA file, whether to verify) from Consul's own environment variables."""
-        check = os.environ.get("CONSUL_HTTP_SSL_VERIFY", "").lower() not in ("0", "false")
-        return os.environ.get("CONSUL_CACERT") or None, check
-
-    @contextlib.contextmanager
-    def _call(self) -> Iterator[None]:
-        import consul
-
-        try:
-            with reaching("Consul", self.where):
-                yield
-        except consul.ACLPermissionDenied as exc:
-            raise OperationFailed(f"Consul at {self.where} denied the request (ACL)") from exc
-        except consul.ConsulException as exc:
-            raise OperationFailed(f"Consul at {self.where}: {redact(str(exc))[:200]}") from exc
+        self._authorized: set[str] = set()
 
     def _http(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
         """One request; while the servers have no leader (an election after a server was
@@ -131,42 +195,64 @@ class ConsulRegistry(Registry):
         headers = {"X-Consul-Token": self._token} if self._token else {}
         payload = body.encode() if body is not None else None
         try:
-            if self.scheme == "https":
-                status, data = self._https(method, path, payload, headers)
-            else:
-                status, data = wire.request(f"{self.host}:{self.port}", method, path, payload,
-                                            headers, self._timeout)
+            status, fields, data = self.wire.request(method, path, payload, headers)
+        except wire.TLSFileError as exc:
+            raise TLSFileError(f"Consul at {self.where}: {exc}") from None
+        except wire.TLSError as exc:
+            hint = ""
+            if "certificate required" in exc.reason or "client certificate" in exc.reason \
+                    or "bad certificate" in exc.reason:
+                hint = " (set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY to a certificate it trusts)"
+            elif "verify failed" in exc.reason:
+                hint = " (CONSUL_CACERT or CONSUL_CAPATH: the CA that signed it; " \
+                       "CONSUL_TLS_SERVER_NAME: the name in it)"
+            raise TLSFailed("Consul", self.where, exc.reason + hint) from None
+        except wire.Redirected as exc:
+            raise OperationFailed(f"Consul at {self.where}: {method} {path.split('?')[0]}: "
+                                  f"{exc}") from None
         except OSError as exc:
-            raise Unreachable("Consul", self.where, type(exc).__name__) from exc
+            detail = str(exc) if isinstance(exc, wire.WireError) else type(exc).__name__
+            raise Unreachable("Consul", self.where, redact(detail)[:200]) from exc
+        text = data.decode(errors="replace") if status >= 400 else ""
         if status == 403:
-            raise OperationFailed(f"Consul at {self.where} denied the request (ACL)")
-        if status == 500 and LEADERLESS.search(data.decode(errors="replace")):
-            raise _Leaderless(redact(data.decode(errors="replace").strip())[:120])
+            raise _denied(self.where, method, path, redact(text))
+        if status == 500 and LEADERLESS.search(text):
+            raise _Leaderless(redact(text.strip())[:120])
         if status >= 400 and status != 404:
             # The reply is the server's text: it may echo our headers, so the token goes.
-            detail = redact(data.decode(errors="replace").strip())[:200]
+            detail = redact(text.strip())[:200]
             raise OperationFailed(f"Consul at {self.where}: HTTP {status} {method} "
                                   f"{path.split('?')[0]}: {detail}")
+        if fields.get("x-consul-results-filtered-by-acls", "").lower() == "true":
+            # A read the ACLs filtered: what is hidden would be taken for absent.
+            perm, on = _permission_of(method, path)
+            raise AccessDenied(f"Consul at {self.where} hid part of {path.split('?')[0]} "
+                               f"from the token: it lacks {perm} on {on!r} or node:read "
+                               f"(bluegreen consul policy prints the policy it needs)")
         return status, data
 
-    def _https(self, method: str, path: str, body: bytes | None,
-               headers: dict[str, str]) -> tuple[int, bytes]:
-        """One request to an ``https://`` agent, with ``http.client`` and ``ssl``."""
-        import http.client
-        import ssl
-
-        cafile, check = self._tls()
-        ctx = ssl.create_default_context(cafile=cafile)
-        if not check:
-            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(self.host, self.port, timeout=self._timeout,
-                                           context=ctx)
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
+    def authorize(self, service: str) -> None:
+        """Ask Consul, before anything changes, whether the token may do what a release of
+        ``service`` does (``/v1/internal/acl/authorize``); ``AccessDenied`` names the first
+        permission missing. Once per service; called by ``lock`` when a token is set."""
+        if service in self._authorized:
+            return
+        checks = [{"Resource": "key", "Segment": self.key(service, "color"), "Access": "write"},
+                  {"Resource": "session", "Segment": "", "Access": "write"}]
+        checks += [{"Resource": "service", "Segment": self.color_service(service, c),
+                    "Access": "write"} for c in COLORS]
+        checks.append({"Resource": "node", "Segment": "", "Access": "read"})
+        status, data = self._http("POST", "/v1/internal/acl/authorize", json.dumps(checks))
+        if status == 404:  # an agent older than 1.11: the first refused call will say
+            return
+        for check, answer in zip(checks, json.loads(data or b"[]"), strict=False):
+            if not answer.get("Allow"):
+                what = check["Segment"] or "this agent's node"
+                raise AccessDenied(
+                    f"Consul at {self.where}: the token lacks {check['Resource']}:"
+                    f"{check['Access']} on {what!r}, which {service} needs (bluegreen consul "
+                    f"policy prints the policy it needs); nothing was changed")
+        self._authorized.add(service)
 
     @staticmethod
     def _kv_path(key: str) -> str:
@@ -222,23 +308,19 @@ class ConsulRegistry(Registry):
         raise OperationFailed(f"could not update {key}: too many concurrent writers")
 
     def register(self, inst: Instance, interval: str = "1s", passing: bool = False) -> None:
-        import consul
-
-        check = consul.Check.http(inst.check_url, interval=interval, timeout="1s",
-                                  deregister="10m") if inst.check_url else None
-        if check is not None and passing:
-            check["Status"] = "passing"  # Consul goes on checking it from here
-        with self._call():
-            self.client.agent.service.register(
-                self.color_service(inst.service, inst.color), service_id=inst.id,
-                address=inst.address, port=inst.port, check=check,
-                tags=["bluegreen", inst.color],
-                meta={"bluegreen_service": inst.service, "bluegreen_color": inst.color},
-            )
+        body: dict[str, Any] = {
+            "Name": self.color_service(inst.service, inst.color), "ID": inst.id,
+            "Address": inst.address, "Port": inst.port, "Tags": ["bluegreen", inst.color],
+            "Meta": {"bluegreen_service": inst.service, "bluegreen_color": inst.color}}
+        if inst.check_url:
+            body["Check"] = {"HTTP": inst.check_url, "Interval": interval, "Timeout": "1s",
+                             "DeregisterCriticalServiceAfter": "10m"}
+            if passing:
+                body["Check"]["Status"] = "passing"  # Consul goes on checking it from here
+        self._http("PUT", "/v1/agent/service/register", json.dumps(body))
 
     def deregister(self, instance_id: str) -> None:
-        with self._call():
-            self.client.agent.service.deregister(instance_id)
+        self._http("PUT", f"/v1/agent/service/deregister/{wire.quote(instance_id, '')}")
 
     def instances(self, service: str, color: str, passing: bool = False,
                   foreign: bool = False) -> list[Instance]:
@@ -274,6 +356,8 @@ class ConsulRegistry(Registry):
     def lock(self, service: str, wait: float = 0.0,
              on_stale: Callable[[str], None] | None = None) -> Iterator[Lease]:
         """A session lock on ``<prefix><service>/lock`` (TTL, renewed, deleted on release)."""
+        if self._token:
+            self.authorize(service)  # a token missing a permission fails before any change
         path = self._kv_path(self.key(service, "lock"))
         me = json.dumps(holder_info())
         lease = _ConsulLease(self, service, path, me)

@@ -16,7 +16,14 @@ import time
 from collections.abc import Iterator
 
 from bluegreen import validate, wire
-from bluegreen.errors import OperationFailed, Unreachable, reaching
+from bluegreen.errors import (
+    OperationFailed,
+    TLSFailed,
+    TLSFileError,
+    Unreachable,
+    reaching,
+    tls_reason,
+)
 from bluegreen.model import APP_LABELS, LABEL_APP, Container, DeploySpec, color_name, container_names
 from bluegreen.runtime.base import Runtime
 
@@ -28,6 +35,37 @@ LABEL_SERVICE = "bluegreen.service"
 LABEL_COLOR = "bluegreen.color"
 LABEL_PORT = "bluegreen.port"
 LABEL_HEALTH = "bluegreen.health-path"
+
+
+@contextlib.contextmanager
+def _no_ca_bundle(env: dict[str, str]) -> Iterator[None]:
+    """While the SDK's client is made (it asks the engine its API version): without
+    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` when DOCKER_CERT_PATH's CA is to be used."""
+    if not env.get("DOCKER_TLS_VERIFY"):
+        yield
+        return
+    saved = {k: os.environ.pop(k) for k in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+             if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _own_ca(api: Any) -> None:
+    """Verify the engine with DOCKER_CERT_PATH's ``ca.pem``, as the docker CLI does: requests
+    would take ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` instead, when they are set."""
+    ca = api.verify
+    if ca in (True, False, None):
+        return
+    merge = api.merge_environment_settings
+
+    def merged(url: str, proxies: Any, stream: Any, verify: Any, cert: Any) -> Any:
+        settings = merge(url, proxies, stream, verify, cert)
+        settings["verify"] = ca
+        return settings
+
+    api.merge_environment_settings = merged
 
 
 class DockerEngine:
@@ -62,9 +100,21 @@ class DockerEngine:
             if self.docker_host:
                 env["DOCKER_HOST"] = self.docker_host
             try:
-                self._client = docker.from_env(environment=env, timeout=30)
+                with _no_ca_bundle(env):
+                    self._client = docker.from_env(environment=env, timeout=30)
+            except docker.errors.TLSParameterError as exc:
+                where = env.get("DOCKER_CERT_PATH") or os.path.expanduser("~/.docker")
+                missing = [p for p in (os.path.join(where, f) for f in ("ca.pem", "cert.pem",
+                                                                        "key.pem"))
+                           if not os.path.isfile(p)]
+                raise TLSFileError(f"Docker at {self.where}: TLS file(s) missing: "
+                                   f"{', '.join(missing) or where} (DOCKER_CERT_PATH)") from exc
             except docker.errors.DockerException as exc:
+                reason = tls_reason(exc)
+                if reason:
+                    raise TLSFailed("Docker", self.where, reason) from exc
                 raise Unreachable("Docker", self.where, str(exc)[:200]) from exc
+            _own_ca(self._client.api)
         return self._client
 
     @contextlib.contextmanager
