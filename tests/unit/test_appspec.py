@@ -486,6 +486,18 @@ def test_one_listener_per_color_is_not_always_enough() -> None:
         "green callers of servicea.local: serviceb needs {'blue': 100}, servicec needs {'green': 100}"]
 
 
+
+def test_swarm_service_names_are_dns_labels() -> None:
+    from bluegreen.runtime.swarm import _DNS_LABEL, swarm_name
+
+    assert swarm_name("books", "blue") == "books-blue"
+    name = swarm_name("hello-world.servicea", "green")
+    assert name.startswith("hello-world-servicea-green-") and _DNS_LABEL.fullmatch(name)
+    assert name != swarm_name("hello-world-servicea", "green")  # unique: the digest
+    long = swarm_name("a" * 60 + ".b_c", "green")
+    assert len(long) <= 63 and _DNS_LABEL.fullmatch(long)
+
+
 # -- the command ------------------------------------------------------------------------
 
 
