@@ -66,6 +66,9 @@ class SwarmRuntime(DockerRuntime):
     """Colors as swarm services on the manager at ``DOCKER_HOST``."""
 
     client_modules = ("docker",)  # services and nodes: the SDK, on any engine
+    # a task reaches the proxy through its node's NAT: every caller on a node has the node's
+    # address (and the tasks' bridge addresses repeat from node to node)
+    callers_by_address = False
 
     def __init__(self, docker_host: str | None = None, advertise_addr: str | None = None,
                  settle_timeout: float = SETTLE_TIMEOUT) -> None:
