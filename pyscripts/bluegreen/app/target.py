@@ -65,7 +65,12 @@ class AppTarget(Target):
             unchainable(spec, plan, release.steps.runtime)
         if problems:
             raise UsageError(f"{self.app}: {'; '.join(problems)}")
-        self.release = live["release"] + 1
+        previous: dict[str, Any] = {}
+        with contextlib.suppress(InvalidRecord):
+            previous = release.records.get(self.name, PREVIOUS) or {}
+        # after a rollback, the release rolled back from still runs (labelled with its number):
+        # a new number, or its containers would read as part of this release once records are lost
+        self.release = max(live["release"], int(previous.get("release") or 0)) + 1
         units = []
         for p in plan.services:
             if p.action == "remove":
