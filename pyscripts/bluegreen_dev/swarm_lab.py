@@ -366,7 +366,7 @@ class SwarmLab:
         self.timings["daemons"] = time.monotonic() - t0
         self._swarm()
         self.timings["swarm"] = time.monotonic() - t0
-        self._load_images()
+        self.load_images(self.images)
         self.timings["images"] = time.monotonic() - t0
         return self
 
@@ -414,14 +414,15 @@ class SwarmLab:
                 return str(n.attrs["Status"]["State"])
         return "absent"
 
-    def _load_images(self) -> None:
-        """``docker save`` each image from the main engine once; load it where it is missing."""
+    def load_images(self, refs: list[str]) -> None:
+        """``docker save`` each image of ``refs`` from the main engine once; load it on every
+        node where it is missing (a test adds its own images to a running lab this way)."""
         import docker
 
-        if not self.images:
+        if not refs:
             return
         main = docker.from_env(timeout=120)
-        want = {ref: main.images.get(ref).id for ref in self.images}
+        want = {ref: main.images.get(ref).id for ref in refs}
         tar_dir = self.root / "images"
         tar_dir.mkdir(parents=True, exist_ok=True)
         for node in self.nodes:

@@ -646,6 +646,42 @@ def test_one_listener_per_color_is_not_always_enough() -> None:
         "green callers of servicea.local: serviceb needs {'blue': 100}, servicec needs {'green': 100}"]
 
 
+
+def test_on_a_runtime_without_caller_addresses_a_release_needing_chains_is_refused() -> None:
+    """--runtime swarm: tasks reach the proxy from their node's address, so only the releases
+    that need no chain pass (a caller and its callee changing together need one)."""
+    from bluegreen.app.target import unchainable
+    from bluegreen.runtime.docker import DockerRuntime
+    from bluegreen.runtime.swarm import SwarmRuntime
+
+    swarm = SwarmRuntime.__new__(SwarmRuntime)
+    docker = DockerRuntime.__new__(DockerRuntime)
+    both = _spec("bluegreen-servicea:v2", "bluegreen-serviceb:v2")
+    plan = appspec.changed(both, _live())
+    assert unchainable(both, plan, swarm) == [
+        "serviceb calls servicea.local and both change: keeping each release's callers on its "
+        "release needs the proxy to tell them apart by address, which tasks on --runtime swarm "
+        "do not allow (they reach it through their node's address); release servicea first, "
+        "then serviceb"]
+    assert unchainable(both, plan, docker) == [] and unchainable(both, plan, None) == []
+    for a, b in (("v2", "v1"), ("v1", "v2"), ("v1", "v1")):  # backend, frontend, nothing
+        spec = _spec(f"bluegreen-servicea:{a}", f"bluegreen-serviceb:{b}")
+        assert unchainable(spec, appspec.changed(spec, _live()), swarm) == []
+    first = appspec.changed(both, {})  # a first release: no callee has a live color
+    assert unchainable(both, first, swarm) == []
+
+
+def test_swarm_service_names_are_dns_labels() -> None:
+    from bluegreen.runtime.swarm import _DNS_LABEL, swarm_name
+
+    assert swarm_name("books", "blue") == "books-blue"
+    name = swarm_name("hello-world.servicea", "green")
+    assert name.startswith("hello-world-servicea-green-") and _DNS_LABEL.fullmatch(name)
+    assert name != swarm_name("hello-world-servicea", "green")  # unique: the digest
+    long = swarm_name("a" * 60 + ".b_c", "green")
+    assert len(long) <= 63 and _DNS_LABEL.fullmatch(long)
+
+
 # -- the command ------------------------------------------------------------------------
 
 

@@ -61,10 +61,16 @@ class AppTarget(Target):
         plan = changed(spec, live["services"])
         for p in plan.services:
             say(f"{self.app}: {p.describe()}")
-        problems = live_conflicts(spec, live["services"]) + self.clashes(release)
+        problems = live_conflicts(spec, live["services"]) + self.clashes(release) + \
+            unchainable(spec, plan, release.steps.runtime)
         if problems:
             raise UsageError(f"{self.app}: {'; '.join(problems)}")
-        self.release = live["release"] + 1
+        previous: dict[str, Any] = {}
+        with contextlib.suppress(InvalidRecord):
+            previous = release.records.get(self.name, PREVIOUS) or {}
+        # after a rollback, the release rolled back from still runs (labelled with its number):
+        # a new number, or its containers would read as part of this release once records are lost
+        self.release = max(live["release"], int(previous.get("release") or 0)) + 1
         units = []
         for p in plan.services:
             if p.action == "remove":
@@ -376,6 +382,26 @@ class AppTarget(Target):
                 if owner and owner != self.qualified(name):
                     found.append(f"{name}: its {kind} {value} is served by {owner}")
         return found
+
+
+def unchainable(spec: AppSpec, plan: Any, runtime: Any) -> list[str]:
+    """The calls that need version-consistent chains (a changed or new service calling the
+    endpoint of a changed one), on a runtime whose callers the proxy cannot tell apart by their
+    address (``--runtime swarm``): refused, never routed by weight in their place."""
+    if runtime is None or runtime.callers_by_address:
+        return []
+    by = {p.name: p for p in plan.services}
+    found = []
+    for caller in spec.services.values():
+        for endpoint in caller.depends_on if by[caller.name].action in ("change", "new") else ():
+            callee = spec.endpoints[endpoint]
+            if by[callee].action == "change":
+                found.append(f"{caller.name} calls {endpoint} and both change: keeping each "
+                             f"release's callers on its release needs the proxy to tell them "
+                             f"apart by address, which tasks on --runtime swarm do not allow "
+                             f"(they reach it through their node's address); release {callee} "
+                             f"first, then {caller.name}")
+    return found
 
 
 def _service_status(steps: Any, service: str, kind: str, live_color: str | None

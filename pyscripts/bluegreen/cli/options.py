@@ -157,7 +157,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("include-dir", "/data/nginx/includes", "include files"),
     Option("location", "/", "location proxied to the service"),
     Option("internal-listen", "172.17.0.1:80", "where nginx serves internal endpoints "
-           "(servicea.local), an address the containers reach: Docker's bridge gateway"),
+           "(servicea.local), an address the containers reach: Docker's bridge gateway; on Swarm "
+           "the nginx host's address on the nodes' network"),
     Option("include-file", None, "your own include file instead of the generated one"),
     Option("check-interval", "1s", "Consul HTTP check interval"),
     Option("health-timeout", 60.0, "seconds to wait for health", kind="float"),

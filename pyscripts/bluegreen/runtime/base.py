@@ -14,6 +14,9 @@ class Runtime(ABC):
 
     where: str
     client_modules: tuple[str, ...] = ()  # what changing instances imports (bluegreen.preload)
+    # the proxy tells each instance apart by its source address (``Container.private_address``):
+    # version-consistent chains route the callers of each release by it
+    callers_by_address: bool = True
 
     @abstractmethod
     def ping(self) -> None:

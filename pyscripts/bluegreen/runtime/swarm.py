@@ -35,6 +35,7 @@ error mapping and the image checks); ``DOCKER_HOST`` must name a swarm **manager
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 
 from bluegreen import validate
@@ -58,12 +59,16 @@ NODE_ADDR_LABEL = "bluegreen.addr"
 FAILED = ("failed", "rejected")
 STOP_GRACE_NS = 10_000_000_000  # as DockerRuntime.stop's default
 SETTLE_TIMEOUT = 120.0  # start/restart: until every replica runs (image start, not health)
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class SwarmRuntime(DockerRuntime):
     """Colors as swarm services on the manager at ``DOCKER_HOST``."""
 
     client_modules = ("docker",)  # services and nodes: the SDK, on any engine
+    # a task reaches the proxy through its node's NAT: every caller on a node has the node's
+    # address (and the tasks' bridge addresses repeat from node to node)
+    callers_by_address = False
 
     def __init__(self, docker_host: str | None = None, advertise_addr: str | None = None,
                  settle_timeout: float = SETTLE_TIMEOUT) -> None:
@@ -170,8 +175,8 @@ class SwarmRuntime(DockerRuntime):
         image, port, env, scale = spec.image, spec.port, spec.env, spec.scale
         network, health_path = spec.network, spec.health_path
         self.remove(service, color)
-        name = color_name(validate.service(service), validate.color(color))
-        environment = {**env, "SERVICE_NAME": name}
+        name = swarm_name(validate.service(service), validate.color(color))
+        environment = {**env, "SERVICE_NAME": color_name(service, color)}
         labels = {LABEL_SERVICE: service, LABEL_COLOR: color, LABEL_PORT: str(port),
                   LABEL_HEALTH: health_path, LABEL_SCALE: str(scale), "SERVICE_IGNORE": "true",
                   **dict(spec.labels)}
@@ -180,6 +185,7 @@ class SwarmRuntime(DockerRuntime):
             svc = self.client.services.create(
                 image, name=name, env=[f"{k}={v}" for k, v in environment.items()],
                 labels=labels, container_labels=labels, init=True,
+                hosts=dict(spec.hosts) or None,
                 mode=docker.types.ServiceMode("replicated", replicas=replicas),
                 endpoint_spec=docker.types.EndpointSpec(mode="dnsrr", ports=ports),
                 networks=[network] if network else None, stop_grace_period=STOP_GRACE_NS,
@@ -294,6 +300,19 @@ class SwarmRuntime(DockerRuntime):
             with self.call(), contextlib.suppress(docker.errors.NotFound):
                 svc.remove()
         return sorted(removed)
+
+
+def swarm_name(service: str, color: str) -> str:
+    """The swarm service's name: ``<service>-<color>`` when that is a DNS label (Swarm's rule:
+    an application's ``hello-world.servicea`` is not), else that name with each other character
+    as ``-``, cut to fit, and a digest of the real name (unique; nothing looks it up: labels do)."""
+    import hashlib
+
+    name = color_name(service, color)
+    if _DNS_LABEL.fullmatch(name):
+        return name
+    digest = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{re.sub(r'[^a-z0-9-]', '-', name)[:54].strip('-')}-{digest}"
 
 
 def _replicas(svc: Any) -> int:
