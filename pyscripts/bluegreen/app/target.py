@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 
 class AppTarget(Target):
+    family = True
     inflight_key = INFLIGHT
 
     def __init__(self, app: str, spec: AppSpec | None = None,

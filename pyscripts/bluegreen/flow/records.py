@@ -41,9 +41,11 @@ class Records(Record):
             return contextlib.nullcontext()
         return self.registry.lock(target, wait, on_stale=self.say)
 
-    def snapshot(self, target: str) -> contextlib.AbstractContextManager[None]:
-        """Read ``target``'s records once for the section (see ``Registry.snapshot``)."""
-        return self.registry.snapshot(target)
+    def snapshot(self, target: str, family: bool = False
+                 ) -> contextlib.AbstractContextManager[None]:
+        """Read ``target``'s records once for the section (see ``Registry.snapshot``);
+        ``family``: those of every service ``<stem>.*`` of the target ``<stem>.<x>`` too."""
+        return self.registry.snapshot(target, family)
 
     def get(self, target: str, name: str) -> Any:
         """A JSON record (``InvalidRecord`` when unreadable, None when absent)."""

@@ -612,7 +612,7 @@ class Release(Record):
         A paused release raises unless ``undo_paused`` or ``paused_ok`` (it is left as it is).
         Returns what was (or, on a dry run, would be) done."""
         t = self.target
-        with self.records.snapshot(t.name):
+        with self.records.snapshot(t.name, t.family):
             inflight = self._inflight_or_aside()
             actions: list[str] = []
             for service in sorted({*t.services(self.records),

@@ -93,11 +93,10 @@ class Steps(Record):
             self.runtime.ensure_image(spec.image, spec.pull)
         begun: list[tuple[str, str]] = []
         try:
-            started: list[Container] = []
             for service, color, spec in colors:
                 begun.append((service, color))
                 self._forget(service, color, spec.image)
-                started += self.runtime.start(service, color, spec)
+            started = self._start_all(colors)
             interrupts.hold("deploy:started")
             started = self.runtime.wait_healthy(started, self.health_timeout)
             for service, color in begun:
@@ -413,6 +412,21 @@ class Steps(Record):
             raise OperationFailed(f"{service}-{color} is live (the proxy routes to it); "
                                   f"switch first, or use --force")
         return self.stop_many([(service, color)], drain)
+
+    def _start_all(self, colors: list[tuple[str, str, DeploySpec]]) -> list[Container]:
+        """Each color's containers started, several colors at the same time (the engine
+        creates and starts them in parallel); the first failure is raised after all ended."""
+        assert self.runtime
+        if len(colors) < 2:
+            return [c for sc in colors for c in self.runtime.start(*sc)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(len(colors), 8)) as pool:
+            futures = [pool.submit(self.runtime.start, *sc) for sc in colors]
+        errors = [f.exception() for f in futures if f.exception()]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+        return [c for f in futures for c in f.result()]
 
     def stop_many(self, colors: list[tuple[str, str]], drain: bool = True) -> list[str]:
         """Stop several colors together: each deregistered, the proxy drained once, then

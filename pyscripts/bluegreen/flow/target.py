@@ -88,6 +88,7 @@ class Target:
     inflight_key: str = "inflight"
     label: str  # how messages name it
     noun: str = "release"  # what one release is called in messages
+    family: bool = False  # its services' records share its name's stem (<app>.*): one read
     override: dict[str, TestSpec]  # where -> the outcome of tests run elsewhere
 
     def decide(self, where: str, passed: bool) -> None:

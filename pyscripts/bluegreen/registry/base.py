@@ -169,14 +169,18 @@ class Registry(ABC):
     # -- records built on the KV primitives --------------------------------------------
 
     @contextlib.contextmanager
-    def snapshot(self, service: str) -> Iterator[None]:
+    def snapshot(self, service: str, family: bool = False) -> Iterator[None]:
         """Within: the service's records are read in ONE request and served from that copy (a
         recovery reads each of them, a rollback's budget is 100 ms); a record written meanwhile
-        is read again from the registry. For short sections under the service's lock only."""
+        is read again from the registry. For short sections under the service's lock only.
+        ``family``: the records of every ``<stem>.*`` too, ``service`` being ``<stem>.<x>``
+        (an application's own records and its services')."""
         if self._snapshot is not None:
             yield
             return
         prefix = self.key(service, "")
+        if family:
+            prefix = f"{self.prefix}{validate.service(service).partition('.')[0]}."
         self._snapshot = (prefix, self.kv_list(prefix), set())
         try:
             yield
