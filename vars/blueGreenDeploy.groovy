@@ -1,8 +1,10 @@
 // The book's Jenkinsfile as one step. The blue-green stages drive the ONE Python pipeline,
 // `bluegreen run` (its deploy lock, inflight record, failure rules and history), one phase per
-// stage: `run --until deploy`, then `run --resume` for each next phase. Between stages the run
-// is paused, so tests run in Jenkins and an input gate can wait. Any error or abort after the
-// run started ends in `bluegreen recover`. Returns the color now live (see blueGreenDeploy.txt).
+// stage: `run --until deploy --json`, then `run --resume` for each next phase. The phases and
+// their stage titles are the CLI's (that first answer's `stages`; declared once, in Python);
+// what a phase needs here (tests, the gate, the proxy node) is keyed by its name. Between
+// stages the run is paused, so tests run in Jenkins and an input gate can wait. Any error or
+// abort after the run started ends in `bluegreen recover`. Returns the color now live.
 
 import groovy.json.JsonSlurperClassic
 
@@ -15,7 +17,7 @@ def call(Map params) {
     return lock(resource: params.lockResource ?: "bluegreen-${params.serviceName}", flow)
 }
 
-/** Deploy, pre-tests, [Promote], switch, post-tests: each a phase of one paused-and-resumed run. */
+/** Deploy, then each next phase the CLI names ([Promote] before the switch): one paused-and-resumed run. */
 String blueGreenStages(Map params) {
     String service = params.serviceName
     if (params.lockResource != false) {
@@ -27,19 +29,12 @@ String blueGreenStages(Map params) {
         stage('Deploy') {
             run = summary(bluegreenCli(params, firstCall(params), [returnStdout: true]))
         }
-        stage('Run pre-integration tests') {
-            resume(params, ['--until', 'pre-test'] + preTests(params, run.to), 'Pre-integration tests failed')
-        }
-        if (params.promotionGate) {
-            stage('Promote') { input(message: "Switch ${service} to ${run.to}?") }
-        }
-        stage('Update proxy') {
-            onProxyNode(params) { resume(params, ['--until', 'switch'], 'Updating the proxy failed') }
-        }
-        stage('Run post-integration tests') {
-            Map p = params + [tests: params.postTests ?: params.tests]
-            List tests = bluegreenCli.tests(p, proxyUrl(params) ?: 'http://127.0.0.1')  // a closure runs here
-            onProxyNode(params) { resume(params, tests, 'Post-integration tests failed') }
+        if (!run.stages) error('bluegreen run --json named no stages: the CLI is older than this library')
+        for (int i = 1; i < run.stages.size(); i++) {
+            if (run.stages[i].name == 'switch' && params.promotionGate) {
+                stage('Promote') { input(message: "Switch ${service} to ${run.to}?") }
+            }
+            stage(run.stages[i].title) { resumePhase(params, run.stages[i], run.to, i == run.stages.size() - 1) }
         }
         return run.to
     } catch (e) {
@@ -58,6 +53,22 @@ List firstCall(Map params) {
     if (params.port) argv += ['--port', params.port]
     if (params.scale) argv += ['--scale', params.scale]
     return argv + bluegreenCli.containerEnvArgs(params.containerEnv ?: [:])
+}
+
+/** Resume the paused run with the phase next ([name, title]); the last one goes on to the end. */
+void resumePhase(Map params, Map next, String color, boolean last) {
+    List until = last ? [] : ['--until', next.name]
+    if (next.name == 'pre-test') {
+        resume(params, until + preTests(params, color), 'Pre-integration tests failed')
+    } else if (next.name == 'switch') {
+        onProxyNode(params) { resume(params, until, 'Updating the proxy failed') }
+    } else if (next.name == 'post-test') {
+        Map p = params + [tests: params.postTests ?: params.tests]
+        List tests = bluegreenCli.tests(p, proxyUrl(params) ?: 'http://127.0.0.1')  // a closure runs here
+        onProxyNode(params) { resume(params, until + tests, 'Post-integration tests failed') }
+    } else {
+        resume(params, until, "${next.title} failed")
+    }
 }
 
 /** Continue the paused run with its next phase; a non-zero exit fails the build with message. */
@@ -89,9 +100,11 @@ def onProxyNode(Map params, Closure body) {
     return params.proxyNode ? node(params.proxyNode, body) : body()
 }
 
-/** The run's JSON summary after a paused phase: from ('' on a first deployment) and to. */
+/** The run's JSON summary after a paused phase: from ('' on a first deployment), to, and the
+ * stages: every phase as [name, title], in order. */
 @NonCPS
 Map summary(String json) {
     Map parsed = new JsonSlurperClassic().parseText(json) as Map
-    return [from: (parsed.from ?: '').toString(), to: parsed.to.toString(), pausedAfter: parsed.paused_after]
+    return [from: (parsed.from ?: '').toString(), to: parsed.to.toString(), pausedAfter: parsed.paused_after,
+            stages: parsed.stages]
 }

@@ -19,6 +19,12 @@ LABEL_APP, LABEL_RELEASE, LABEL_RECORD = "bluegreen.app", "bluegreen.release", "
 APP_LABELS = (LABEL_APP, LABEL_RELEASE, LABEL_RECORD)
 
 
+def stages() -> list[dict[str, str]]:
+    """The phases in order with their stage titles: what ``run --json`` tells the Jenkins step
+    ``blueGreenDeploy``, which runs one stage per phase."""
+    return [{"name": p, "title": PHASE_TITLES[p]} for p in PHASES]
+
+
 def next_color(current: str | None) -> str:
     """The book's rule: green when the current color is blue, otherwise blue."""
     return "green" if current == "blue" else "blue"

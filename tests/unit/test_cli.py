@@ -201,3 +201,35 @@ def test_help_and_version_exit_0():
     assert code == 0 and "--lock-wait" in out and "--weight" not in out
     code, out, _ = run("--version")
     assert code == 0 and out.startswith("bluegreen ")
+
+
+class _PausedRelease:
+    """A release that pauses after its first phase (what the Jenkins step's first call gets)."""
+
+    def start(self, plan: object = None) -> dict[str, object]:
+        return {"result": "paused", "paused_after": "deploy", "from": None, "to": "blue"}
+
+    def resume(self) -> dict[str, object]:
+        return self.start()
+
+
+@pytest.mark.parametrize("args", [("--image", "books-ms:1", "--until", "deploy"),
+                                  ("--resume", "--until", "pre-test")])
+def test_run_json_names_every_phase_with_its_stage_title(args, tmp_path, monkeypatch, capsys):
+    """blueGreenDeploy runs one stage per entry of ``stages``: model.PHASES in order, titled with
+    the book's stage names (model.PHASE_TITLES); the backends are not reached here."""
+    import json
+
+    from bluegreen import model
+    from bluegreen.cli import commands
+
+    monkeypatch.chdir(tmp_path)  # no bluegreen.toml
+    monkeypatch.setattr(commands, "_steps", lambda *a, **k: object())
+    monkeypatch.setattr(commands, "_refuse_app_service", lambda steps, service: None)
+    monkeypatch.setattr(commands, "_release", lambda *a: _PausedRelease())
+    opts = options.resolve(options.parse(["run", "books-ms", *args, "--json"]), env={})
+    assert commands.dispatch(opts) == ExitStatus.OK
+    stages = json.loads(capsys.readouterr().out)["stages"]
+    assert [s["name"] for s in stages] == list(model.PHASES)
+    assert [s["title"] for s in stages] == ["Deploy", "Run pre-integration tests", "Update proxy",
+                                            "Run post-integration tests"]

@@ -275,7 +275,7 @@ def cmd_run(opts: dict[str, Any]) -> int:
     plain = {"ok": f"{service}: {summary.get('to')} is live",
              "paused": f"{service}: {summary.get('to')} paused after {summary.get('paused_after')}",
              }.get(summary["result"], f"{service}: dry run, nothing changed")
-    emit(opts, summary, plain)
+    emit(opts, summary | {"stages": model.stages()}, plain)  # blueGreenDeploy's stages
     return ExitStatus.OK
 
 

@@ -33,7 +33,7 @@ from bluegreen.flow.reconcile import Reality, scale_down_colors
 from bluegreen.flow.records import Records, who
 from bluegreen.flow.steps import Steps
 from bluegreen.flow.target import Target, Unit
-from bluegreen.model import PHASES, Chain, Move
+from bluegreen.model import PHASE_TITLES, PHASES, Chain, Move
 from bluegreen.record import Record, factory
 from bluegreen.registry.base import Lease, hostname
 
@@ -248,20 +248,21 @@ class Release(Record):
         """One phase; returns the record and whether the release stopped at its gate."""
         units = _units(inflight)
         moving = [u for u in units if u.moving]
+        title = PHASE_TITLES[phase]  # the book's stage name, in the output and the summary
         if phase == "deploy":
-            with self.phase("Deploy", ", ".join(f"{u.service}-{u.color} from {u.image}"
-                                                for u in moving)):
+            with self.phase(title, ", ".join(f"{u.service}-{u.color} from {u.image}"
+                                             for u in moving)):
                 self._deploy(moving)
         elif phase == "pre-test":
-            with self.phase("Run pre-integration tests", self._describe_tests(moving, "pre")):
+            with self.phase(title, self._describe_tests(moving, "pre")):
                 self._pre_test(inflight, moving)
         elif phase == "switch":
             what = ", ".join(f"{u.service} to {u.color}" for u in moving if u.routed) or \
                 "nothing routed moves"
-            with self.phase("Update proxy", what):
+            with self.phase(title, what):
                 return self._switch(inflight)
         elif phase == "post-test":
-            with self.phase("Run post-integration tests", self._describe_tests(units, "proxy")):
+            with self.phase(title, self._describe_tests(units, "proxy")):
                 self._proxy_tests(units, inflight["weight"], final=True)
         return inflight, False
 

@@ -61,6 +61,8 @@ class BlueGreenDeployEndToEndTest extends StepTestBase {
         assert proxyGet() == 'HTTP 404'
         assert step('blueGreenDeploy', params + [image: 'bluegreen-sample:v1']) == 'blue'
         assert proxyGet().contains('"version":"v1"')
+        // the stages are the phases the CLI names, titled as the book's stages
+        assert stages == ['Deploy', 'Run pre-integration tests', 'Update proxy', 'Run post-integration tests']
 
         assert step('blueGreenDeploy', params + [image: 'bluegreen-sample:v2', expectBody: 'v2']) == 'green'
         assert proxyGet().contains('"version":"v2"')

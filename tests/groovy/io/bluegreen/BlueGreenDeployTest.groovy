@@ -1,5 +1,6 @@
 package io.bluegreen
 
+import groovy.json.JsonOutput
 import org.junit.Test
 
 /** blueGreenDeploy drives `bluegreen run` one phase per stage (the CLI's answers are mocked). */
@@ -13,12 +14,16 @@ class BlueGreenDeployTest extends StepTestBase {
         return i < 0 ? 'post-test' : argv[i + 1]
     }
 
-    /** The CLI's answers: a run from blue to green; exit status per phase as given. */
-    void cli(Map status = [:]) {
+    /** The phases as `run --json` names them (model.PHASES with model.PHASE_TITLES). */
+    static final List STAGES = [[name: 'deploy', title: 'Deploy'], [name: 'pre-test', title: 'Run pre-integration tests'],
+                                [name: 'switch', title: 'Update proxy'], [name: 'post-test', title: 'Run post-integration tests']]
+
+    /** The CLI's answers: a run from blue to green through stages; exit status per phase as given. */
+    void cli(Map status = [:], List stages = STAGES) {
         shHandler = { Map c ->
             switch (c.argv[0]) {
                 case 'run':
-                    if (c.returnStdout) return '{"paused_after": "deploy", "from": "blue", "to": "green"}\n'
+                    if (c.returnStdout) return JsonOutput.toJson([paused_after: 'deploy', from: 'blue', to: 'green', stages: stages])
                     return status[phase(c.argv)] ?: 0
                 case 'address': return '10.100.198.201:32770\n'
                 default: return c.returnStatus ? 0 : (c.returnStdout ? '' : null)
@@ -116,6 +121,41 @@ class BlueGreenDeployTest extends StepTestBase {
         assert helper.callStack.find { it.methodName == 'input' }.args[0].message == 'Switch books-ms to green?'
         assert helper.callStack.find { it.methodName == 'lock' } == null
         assert argvs()[0][0] == 'run'   // without the Jenkins lock no recover first: a paused run may be live
+    }
+
+    @Test
+    void theStagesAreThePhasesTheCliNamesAndANewPhaseIsResumedPlainly() {
+        cli(['canary': 1], STAGES[0..1] + [[name: 'canary', title: 'Run canary']] + STAGES[2..3])
+        try {
+            step('blueGreenDeploy', params + [promotionGate: true])
+            assert false
+        } catch (PipelineError e) {
+            assert e.message == 'Run canary failed'
+        }
+        assert stages == ['Deploy', 'Run pre-integration tests', 'Run canary']
+        assert runCalls()[2] == ['run', 'books-ms', '--resume', '--proxy-url', 'http://10.100.198.201', '--until', 'canary']
+        assert argvs()[-1] == ['recover', 'books-ms']
+    }
+
+    @Test
+    void theGateComesBeforeTheSwitchWhereverTheCliPutsIt() {
+        cli([:], [STAGES[0], STAGES[2], STAGES[1], STAGES[3]])
+        assert step('blueGreenDeploy', params + [promotionGate: true]) == 'green'
+        assert stages == ['Deploy', 'Promote', 'Update proxy', 'Run pre-integration tests', 'Run post-integration tests']
+        assert runCalls().collect { phase(it) } == ['deploy', 'switch', 'pre-test', 'post-test']
+        assert nodes == ['prod', 'prod', 'prod']
+    }
+
+    @Test
+    void anAnswerWithoutStagesFailsAndRecovers() {
+        cli([:], [])
+        try {
+            step('blueGreenDeploy', params + [lockResource: false])
+            assert false
+        } catch (PipelineError e) {
+            assert e.message.startsWith('bluegreen run --json named no stages')
+        }
+        assert argvs()*.getAt(0) == ['run', 'recover']
     }
 
     @Test
