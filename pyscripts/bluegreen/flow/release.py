@@ -105,6 +105,9 @@ class Release(Record):
         """Between two steps: a fault test's hold point; the lock still ours (taken again,
         with the release's records rebuilt, when the registry restarted empty)."""
         interrupts.hold(point)
+        self._still_ours(inflight)
+
+    def _still_ours(self, inflight: dict[str, Any] | None) -> None:
         if self.lease is None:
             return
         if self.lease.lost:
@@ -280,6 +283,7 @@ class Release(Record):
         endpoints = [m for m in self._moves(inflight, 0) if m.endpoint]
         if endpoints:
             self.steps.route(endpoints)
+            self._still_ours(inflight)  # a registry lost meanwhile: registrations back first
         for u in sorted(moving, key=lambda u: u.endpoint is None):
             tests = self.target.tests(u, "pre")
             if not u.routed or tests.empty:
