@@ -401,6 +401,7 @@ class Release(Record):
                 if u.routed:
                     self.steps.record_color(u.service, u.color)
         self._swap_workers(inflight)
+        self._still_ours(inflight)  # a registry lost during the swap: registrations back first
         old = {u.service: u.before for u in units
                if u.routed and u.before and (u.moving or u.removed)}
         chained = {u.service: {"location": u.location, "endpoint": u.endpoint}
