@@ -595,11 +595,16 @@ class Release(Record):
         with self.records.snapshot(t.name):
             inflight = self._inflight_or_aside()
             actions: list[str] = []
+            done: set[str] = set()
             for service in sorted({*t.services(self.records),
                                    *(u.service for u in _units(inflight or {}))}):
                 actions += self.reality.reconcile(service, in_release=bool(inflight))
+                done.add(service)
             actions += t.rebuild(self.reality, self.records)
             inflight = self._inflight_or_aside()
+            for service in sorted({*t.services(self.records),  # known from rebuilt records
+                                   *(u.service for u in _units(inflight or {}))} - done):
+                actions += self.reality.reconcile(service, in_release=bool(inflight))
             if inflight and inflight.get("paused_after") and not undo_paused:
                 if paused_ok:
                     return actions
