@@ -60,6 +60,7 @@ class Release(Record):
     opts: ReleaseOptions = factory(ReleaseOptions)
     phases: list[dict[str, Any]] = factory(list)
     lease: Lease | None = None
+    _written: dict[str, Any] | None = None  # the release's record as last written
 
     @property
     def say(self) -> Any:
@@ -122,6 +123,7 @@ class Release(Record):
 
     def _write(self, inflight: dict[str, Any]) -> dict[str, Any]:
         self.records.put(self.target.name, self.target.inflight_key, inflight)
+        self._written = inflight
         return inflight
 
     def _of(self, unit: Unit) -> str:
@@ -227,6 +229,7 @@ class Release(Record):
             old = self._promote(inflight)
         except BaseException as exc:
             aborted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+            inflight = self._written or inflight  # with the weight a step wrote before failing
             self._undo(inflight, exc, failed_phase=phase)
             summary |= {"result": "aborted" if aborted else "failed", "failed_phase": phase,
                         "error": str(exc)}
