@@ -64,7 +64,11 @@ class AppTarget(Target):
         problems = live_conflicts(spec, live["services"]) + self.clashes(release)
         if problems:
             raise UsageError(f"{self.app}: {'; '.join(problems)}")
-        self.release = live["release"] + 1
+        # never the number of a release that was live (one rolled back from, kept to go forward)
+        went_live = [h.get("release") or 0 for h in release.records.history(self.name)
+                     if h.get("result") == "ok"]
+        previous = release.records.get(self.name, PREVIOUS) or {}
+        self.release = max(live["release"], previous.get("release") or 0, *went_live) + 1
         units = []
         for p in plan.services:
             if p.action == "remove":
