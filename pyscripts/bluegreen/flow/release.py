@@ -760,6 +760,11 @@ class Release(Record):
                     inflight = {"units": {u.name: u.to_json() for u in units}}
                     moves = [m for m in self._moves(inflight, 100)]
                     dropped = tuple(u.service for u in plan.dropped if u.routed)
+                    # the callers kept on their release before any caller moves: a request
+                    # passes nginx twice, and a reload does not change every worker at once
+                    first = [m for m in self._moves(inflight, 0) if m.endpoint and m.chains]
+                    if first:
+                        self.steps.route(first)
                     self.steps.route(moves, unrouted=dropped, ready={
                         (u.service, u.color): plan.ready[u.name] for u in units
                         if u.name in plan.ready})
