@@ -365,6 +365,12 @@ class AppTarget(Target):
                             f"next app command rebuilds the records")
         if inflight:
             problems += _unfinished_problems(inflight)
+        else:
+            chained = (records.get(self.name, "scale-down") or {}).get("chained") or {}
+            problems += [f"{n}: callers chained with no release under way (a command was "
+                         f"stopped before removing them): bluegreen app recover {self.app}"
+                         for n, e in report["services"].items()
+                         if e.get("proxy_chains") and self.qualified(n) not in chained]
         problems += self._clash_problems(steps, live)
         return report
 

@@ -622,6 +622,7 @@ class Release(Record):
                     self._undo(inflight, None)
             else:
                 actions += self._settle_live_workers()
+                actions += self._unchain_live()
             actions += self._scale_down(due_only=True)
         for line in actions:
             self.say(f"recover: {line}")
@@ -645,6 +646,20 @@ class Release(Record):
         if found and not self.dry_run:
             self.settle_workers(found)
         return [f"worker {u.service} settled on {u.color}" for u in found]
+
+    def _unchain_live(self) -> list[str]:
+        """Callers left chained by a command stopped before it removed its chains (a rollback
+        interrupted after its switch), with no release or stop of old colors under way:
+        routed like every other caller again."""
+        pending = self.records.get(self.target.name, "scale-down") or {}
+        found = [u for u in self.target.live_units(self.records)
+                 if u.routed and u.endpoint and u.color and u.service not in (
+                     pending.get("chained") or {}) and self.steps.proxy_chains(u.service)]
+        if found and not self.dry_run:
+            self.steps.route([Move(u.service, u.color, 100, location=u.location,
+                                   endpoint=u.endpoint) for u in found])
+        return [f"{u.service}: callers chained with no release under way: chains removed"
+                for u in found]
 
     def _history(self, inflight: dict[str, Any], result: str,
                  why: BaseException | None = None, failed_phase: str | None = None) -> None:
