@@ -317,6 +317,13 @@ class Release(Record):
                      f"{'release' if len(units) > 1 else 'color'}")
             leaving = tuple(u.service for u in units if u.removed and u.routed) \
                 if weight == 100 else ()
+            # a new color whose containers are gone may still pass in the registry (until its
+            # next check): never more traffic to it
+            gone = [f"{u.service}-{u.color}" for u in units if u.moving and u.routed
+                    and self.steps.runtime is not None
+                    and not self.steps.running(u.service, u.color)]
+            if gone:
+                raise OperationFailed(f"{', '.join(gone)}: no container runs; proxy left as it is")
             self.steps.route(self._moves(inflight, weight), unrouted=leaving)
             self.checkpoint(f"switch:at-{weight}", inflight)
             if weight != last:
