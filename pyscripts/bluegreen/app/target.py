@@ -66,12 +66,13 @@ class AppTarget(Target):
             unchainable(spec, plan, release.steps.runtime)
         if problems:
             raise UsageError(f"{self.app}: {'; '.join(problems)}")
+        # never the number of a release that was live (one rolled back from, kept to go forward)
+        went_live = [h.get("release") or 0 for h in release.records.history(self.name)
+                     if h.get("result") == "ok"]
         previous: dict[str, Any] = {}
         with contextlib.suppress(InvalidRecord):
             previous = release.records.get(self.name, PREVIOUS) or {}
-        # after a rollback, the release rolled back from still runs (labelled with its number):
-        # a new number, or its containers would read as part of this release once records are lost
-        self.release = max(live["release"], int(previous.get("release") or 0)) + 1
+        self.release = max(live["release"], int(previous.get("release") or 0), *went_live) + 1
         units = []
         for p in plan.services:
             if p.action == "remove":
@@ -368,6 +369,12 @@ class AppTarget(Target):
                             f"next app command rebuilds the records")
         if inflight:
             problems += _unfinished_problems(inflight)
+        else:
+            chained = (records.get(self.name, "scale-down") or {}).get("chained") or {}
+            problems += [f"{n}: callers chained with no release under way (a command was "
+                         f"stopped before removing them): bluegreen app recover {self.app}"
+                         for n, e in report["services"].items()
+                         if e.get("proxy_chains") and self.qualified(n) not in chained]
         problems += self._clash_problems(steps, live)
         return report
 

@@ -61,6 +61,7 @@ class Release(Record):
     phases: list[dict[str, Any]] = factory(list)
     lease: Lease | None = None
     applied: bool = False  # this process changed a proxy for the release
+    _written: dict[str, Any] | None = None  # the release's record as last written
 
     @property
     def say(self) -> Any:
@@ -106,6 +107,9 @@ class Release(Record):
         """Between two steps: a fault test's hold point; the lock still ours (taken again,
         with the release's records rebuilt, when the registry restarted empty)."""
         interrupts.hold(point)
+        self._still_ours(inflight)
+
+    def _still_ours(self, inflight: dict[str, Any] | None) -> None:
         if self.lease is None:
             return
         if self.lease.lost:
@@ -120,6 +124,7 @@ class Release(Record):
 
     def _write(self, inflight: dict[str, Any]) -> dict[str, Any]:
         self.records.put(self.target.name, self.target.inflight_key, inflight)
+        self._written = inflight
         return inflight
 
     def _of(self, unit: Unit) -> str:
@@ -228,6 +233,7 @@ class Release(Record):
             old = self._promote(inflight)
         except BaseException as exc:
             aborted = isinstance(exc, (Interrupted, KeyboardInterrupt))
+            inflight = self._written or inflight  # with the weight a step wrote before failing
             self._undo(inflight, exc, failed_phase=phase)
             summary |= {"result": "aborted" if aborted else "failed", "failed_phase": phase,
                         "error": str(exc)}
@@ -285,6 +291,7 @@ class Release(Record):
         endpoints = [m for m in self._moves(inflight, 0) if m.endpoint]
         if endpoints:
             self._route(endpoints)
+            self._still_ours(inflight)  # a registry lost meanwhile: registrations back first
         for u in sorted(moving, key=lambda u: u.endpoint is None):
             tests = self.target.tests(u, "pre")
             if not u.routed or tests.empty:
@@ -315,6 +322,13 @@ class Release(Record):
                      f"{'release' if len(units) > 1 else 'color'}")
             leaving = tuple(u.service for u in units if u.removed and u.routed) \
                 if weight == 100 else ()
+            # a new color whose containers are gone may still pass in the registry (until its
+            # next check): never more traffic to it
+            gone = [f"{u.service}-{u.color}" for u in units if u.moving and u.routed
+                    and self.steps.runtime is not None
+                    and not self.steps.running(u.service, u.color)]
+            if gone:
+                raise OperationFailed(f"{', '.join(gone)}: no container runs; proxy left as it is")
             self._route(self._moves(inflight, weight), unrouted=leaving)
             self.checkpoint(f"switch:at-{weight}", inflight)
             if weight != last:
@@ -415,6 +429,7 @@ class Release(Record):
                 if u.routed:
                     self.steps.record_color(u.service, u.color)
         self._swap_workers(inflight)
+        self._still_ours(inflight)  # a registry lost during the swap: registrations back first
         old = {u.service: u.before for u in units
                if u.routed and u.before and (u.moving or u.removed)}
         chained = {u.service: {"location": u.location, "endpoint": u.endpoint}
@@ -616,11 +631,16 @@ class Release(Record):
         with self.records.snapshot(t.name, t.family):
             inflight = self._inflight_or_aside()
             actions: list[str] = []
+            done: set[str] = set()
             for service in sorted({*t.services(self.records),
                                    *(u.service for u in _units(inflight or {}))}):
                 actions += self.reality.reconcile(service, in_release=bool(inflight))
+                done.add(service)
             actions += t.rebuild(self.reality, self.records)
             inflight = self._inflight_or_aside()
+            for service in sorted({*t.services(self.records),  # known from rebuilt records
+                                   *(u.service for u in _units(inflight or {}))} - done):
+                actions += self.reality.reconcile(service, in_release=bool(inflight))
             if inflight and inflight.get("paused_after") and not undo_paused:
                 if paused_ok:
                     return actions
@@ -635,6 +655,7 @@ class Release(Record):
                     self._undo(inflight, None, recovered=True)
             else:
                 actions += self._settle_live_workers()
+                actions += self._unchain_live()
             actions += self._scale_down(due_only=True)
         for line in actions:
             self.say(f"recover: {line}")
@@ -658,6 +679,20 @@ class Release(Record):
         if found and not self.dry_run:
             self.settle_workers(found)
         return [f"worker {u.service} settled on {u.color}" for u in found]
+
+    def _unchain_live(self) -> list[str]:
+        """Callers left chained by a command stopped before it removed its chains (a rollback
+        interrupted after its switch), with no release or stop of old colors under way:
+        routed like every other caller again."""
+        pending = self.records.get(self.target.name, "scale-down") or {}
+        found = [u for u in self.target.live_units(self.records)
+                 if u.routed and u.endpoint and u.color and u.service not in (
+                     pending.get("chained") or {}) and self.steps.proxy_chains(u.service)]
+        if found and not self.dry_run:
+            self.steps.route([Move(u.service, u.color, 100, location=u.location,
+                                   endpoint=u.endpoint) for u in found])
+        return [f"{u.service}: callers chained with no release under way: chains removed"
+                for u in found]
 
     def _history(self, inflight: dict[str, Any], result: str,
                  why: BaseException | None = None, failed_phase: str | None = None,
@@ -774,6 +809,11 @@ class Release(Record):
                     inflight = {"units": {u.name: u.to_json() for u in units}}
                     moves = [m for m in self._moves(inflight, 100)]
                     dropped = tuple(u.service for u in plan.dropped if u.routed)
+                    # the callers kept on their release before any caller moves: a request
+                    # passes nginx twice, and a reload does not change every worker at once
+                    first = [m for m in self._moves(inflight, 0) if m.endpoint and m.chains]
+                    if first:
+                        self.steps.route(first)
                     self.steps.route(moves, unrouted=dropped, ready={
                         (u.service, u.color): plan.ready[u.name] for u in units
                         if u.name in plan.ready})

@@ -285,7 +285,8 @@ class Steps(Record):
         ready = ready or {}
         if not self.dry_run:  # route to what runs now, not to what was registered earlier
             for m in moves:
-                for c in {m.color, model.other_color(m.color)} if m.weight < 100 else {m.color}:
+                for c in {m.color, model.other_color(m.color)} if m.weight < 100 or m.chains \
+                        else {m.color}:
                     for line in () if (m.service, c) in ready else self.refresh(m.service, c):
                         self.say(f"{m.service}: {line}")
         routes = [self._route(move, planned or {}, ready.get((move.service, move.color)))
