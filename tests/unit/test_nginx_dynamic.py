@@ -19,10 +19,13 @@ def test_render_has_one_balanced_upstream_per_service_and_a_loopback_control_ser
     for name in ("books-ms", "web"):
         assert f'upstream {name} {{\n    server 0.0.0.1:1 down;' in text
         assert f'balance("{name}")' in text
-    assert 'services = {"books-ms", "web", },' in text
+    assert 'services = {\n            "books-ms",\n            "web",\n        },' in text
     assert f'state_file = "{tmp_path}/routes.json"' in text
+    assert f'last_good_file = "{tmp_path}/routes.last-good.json"' in text
+    assert f'secret_file = "{tmp_path}/routes.secret"' in text
     assert f'lua_package_path "{nd.lua_dir()}/?.lua;;";' in text
     assert "lua_shared_dict bluegreen 1m;" in text
+    assert max(len(line) for line in text.splitlines()) < 200
     assert text.count("listen ") == 1 and "listen 127.0.0.1:9000;" in text
     assert f"location = {nd.CONTROL_PATH} {{" in text
     assert "deny all;" in text
@@ -132,7 +135,7 @@ def test_render_serves_each_internal_endpoint_through_its_chained_upstream(tmp_p
                           endpoints={"api": "api.local"}, internal_listen="172.17.0.1:80")
     assert nd.configured_services(text) == {"api", "web"}
     assert nd.configured_endpoints(text) == {"api": "api.local"}
-    assert 'endpoints = {"api", },' in text
+    assert 'endpoints = {\n            "api",\n        },' in text
     assert 'balance("api", true)' in text and 'balance("web", true)' not in text
     assert "listen 172.17.0.1:80;\n    server_name api.local;" in text
     assert "proxy_pass http://_bg_internal.api;" in text
