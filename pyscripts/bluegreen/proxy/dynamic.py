@@ -620,6 +620,7 @@ class DynamicProxy:
             routes = [Route(name, None, tuple(servers)) for name, servers in routes.items()]
         services, chains = check_payload(routes)
         colors = route_colors(routes)
+        self.ensure_control(reload_timeout)  # the first change on this nginx
         with state_lock(self.state_file):
             plan = self.config_changes(routes)
             if not plan:
@@ -867,8 +868,6 @@ class NginxDynamicProxy(Proxy):
             return False
         live = [replace(r, servers=tuple(_scaled(r.servers))) for r in live]
         gone = [r.service for r in routes if r.removed]
-        if live:
-            self.engine.ensure_control()
         previous = [p for p in (self.current(r.service, served) for r in live) if not p.removed]
         if live:
             self.engine.apply(live)

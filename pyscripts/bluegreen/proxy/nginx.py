@@ -409,8 +409,10 @@ def files_diff(changes: Mapping[Any, str | None]) -> str:
 
 
 def read_text(path: str | os.PathLike[str]) -> str | None:
+    """The file's text (None when there is none); bytes that are not UTF-8 come back as they
+    were through :func:`write_atomic` (a damaged file is put back exactly)."""
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             return fh.read()
     except FileNotFoundError:
         return None
@@ -433,7 +435,7 @@ def write_atomic(path: str | os.PathLike[str], text: str | None) -> None:
     where, name = os.path.split(os.fspath(path))
     os.makedirs(where or ".", exist_ok=True)
     tmp = os.path.join(where, f".{name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
