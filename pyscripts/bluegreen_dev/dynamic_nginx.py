@@ -27,6 +27,7 @@ class DynamicNginx(Nginx):
 
     control_port: int = 0
     control_unix: bool = False  # the control server on ``<prefix>/control/control.sock`` instead
+    setup: bool = True  # write bluegreen's include before starting (False: as a user's nginx)
 
     @property
     def control(self) -> str:
@@ -54,7 +55,7 @@ class DynamicNginx(Nginx):
         super().write_conf(daemon)
         self.control_port = self.control_port or free_port()
         self.conf.write_text(nginx_dynamic.load_module_lines() + self.conf.read_text())
-        if not self.include_path.exists():  # the control server, before any service
+        if self.setup and not self.include_path.exists():  # the control server, before any service
             nginx_dynamic.ensure_secret(self.secret_file)
             nginx_dynamic.private_socket_dir(self.control)
             nginx_dynamic.write_atomic(self.include_path, nginx_dynamic.render_http(

@@ -499,6 +499,19 @@ class DynamicControl:
         base["colors"] = {n: c for n, c in good["colors"].items() if n in base["services"]}
         return base
 
+    def rebuild(self) -> str | None:
+        """Rewrite a damaged state file from what nginx serves (colors from the last good
+        copy); the line that says so, or None when the file was fine (or missing)."""
+        if not self.state_file:
+            return None
+        with state_lock(self.state_file):
+            doc = self.document()
+            if not self.damage:
+                return None
+            write_atomic(self.state_file, _state_text(doc["services"], doc["chains"],
+                                                      doc["colors"]))
+        return f"{self.damage}: rebuilt it from what nginx serves"
+
     def record(self, services: Mapping[str, list[dict[str, Any]]],
                chains: Mapping[str, list[dict[str, Any]]],
                colors: Mapping[str, dict[str, Any]]) -> str | None:
@@ -805,6 +818,12 @@ class NginxDynamicProxy(Proxy):
             problems.append(f"nginx has an upstream for {service} but no servers for it "
                             f"(it answers 502)")
         return problems
+
+    def repair(self, service: str, trusted: Callable[[Serving], bool]) -> list[str]:
+        """A damaged state file rewritten from what nginx serves (a service nginx serves
+        nothing for is the flow's to route: only it knows the instances)."""
+        line = self.engine.client.rebuild() if self.engine.ready() else None
+        return [line] if line else []
 
     def serving(self, service: str) -> Serving:
         served = self._served()
