@@ -356,6 +356,38 @@ def test_a_full_shared_dict_refuses_the_change_and_keeps_the_routes(nginx, backe
         nginx.state_file)
 
 
+# -- 4. orphan workers -------------------------------------------------------------------------
+
+
+def test_orphan_workers_are_named_and_the_documented_restart_works(nginx, backends):
+    """kill -9 of the master: its workers go on serving and hold the ports, so a start fails;
+    bluegreen names them (pids, ports); killing them, then starting, works."""
+    from bluegreen.errors import Unreachable
+
+    nginx.proxy().apply(routes(backends, "blue"))
+    ctl = nginx.controller()
+    workers = sorted(ctl.workers())
+    master = int(nginx.pid_file.read_text())
+    os.kill(master, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{master}").exists(), 10, "the master's death")
+    assert get(nginx.port) == (200, "blue")  # the orphans serve
+    with pytest.raises(Unreachable) as caught:
+        ctl.ping()
+    message = str(caught.value)
+    assert "orphan nginx workers still serve" in message
+    for pid in workers:
+        assert f"{pid} (" in message and str(pid) in message.rsplit("kill ", 1)[1]
+    assert f"127.0.0.1:{nginx.port}" in message and nginx.control in message
+    with pytest.raises(subprocess.CalledProcessError):  # bind(): address already in use
+        nginx.start()
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    for pid in workers:
+        wait_for(lambda p=pid: not Path(f"/proc/{p}").exists(), 10, "the orphans' exit")
+    nginx.start()
+    assert get(nginx.port) == (200, "blue")
+
+
 # -- 0. a first run that works, from the README's nginx.conf -----------------------------------
 
 

@@ -16,7 +16,11 @@ The public surface:
   from it, or a location changed) is a config change: render, ``nginx -t``, reload, restore on
   failure. Everything else (servers, weights, chains) is a POST.
 
-Control protocol (``CONTROL_PATH`` on the control listener):
+Control protocol (``CONTROL_PATH`` on the control listener). Every request carries the
+control secret in ``X-Bluegreen-Secret`` (:func:`ensure_secret`; nginx's master reads the
+file at start and reload): without it 403, and 503 when nginx has no secret loaded; a request
+with an ``Origin`` header is refused (403), a POST that is not ``application/json`` too (415);
+JSON is strict (what Python's ``json`` refuses is refused).
 
 - ``POST {"services": {NAME: [{"address": IPv4, "port": 1-65535, "weight": 0-100}, ...]},
   "chains": {NAME: [{"side": "new"|"old", "color": "blue"|"green", "callers": [IPv4, ...],
@@ -25,7 +29,9 @@ Control protocol (``CONTROL_PATH`` on the control listener):
   internal endpoint: a request entering it from a caller's address goes to that chain's
   servers); services not named keep theirs. 200 ``{"generation": G, "services": <applied>,
   "chains": <applied>}``; 400 ``{"error": ...}`` for any invalid payload (unknown service or
-  key, bad value, malformed JSON), and nothing changes; 503 when the change lock stays held 5 s.
+  key, bad value, malformed JSON), and nothing changes; 507 when the change lock stays held
+  5 s or the shared dict cannot hold the new routes (nothing changes: routes are never
+  evicted).
 - ``GET``: 200 ``{"generation": G, "services": {...}, "chains": {...}, "known": [NAME...],
   "endpoints": [NAME...], "workers": [{"id", "pid", "generation"}...],
   "active": {"ADDRESS:PORT": N}}``: each worker's generation is the one it routes with (a
