@@ -114,6 +114,8 @@ class Reality(Record):
         """The proxy serves nothing for the service (an nginx restarted without its routes)
         while its recorded color is healthy and no run is in flight: route it there again."""
         steps, reg = self.steps, self.steps.registry
+        if not steps.proxy or not steps.proxy.exposed(service):
+            return []  # not routed at all (a worker, a service removed): nothing to route again
         try:
             recorded = reg.get_color(service)
             inflight = reg.get_json(service, "inflight")
