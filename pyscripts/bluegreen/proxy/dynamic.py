@@ -357,11 +357,17 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
 
 def _state_text(services: Mapping[str, Any], chains: Mapping[str, Any],
                 colors: Mapping[str, Any]) -> str:
-    doc = {"services": dict(sorted(services.items()))}
-    if chains:
-        doc["chains"] = dict(sorted(chains.items()))
-    doc["colors"] = dict(sorted(colors.items()))
-    return json.dumps(doc, indent=1) + "\n"
+    """The state file's JSON: one line per service in each part (json's C encoder for each
+    line: an indented document goes through its Python encoder, 10 ms at 1,000 services)."""
+
+    def part(key: str, entries: Mapping[str, Any]) -> str:
+        lines = ",\n".join(f"  {json.dumps(name)}: {json.dumps(value, separators=(', ', ': '))}"
+                           for name, value in sorted(entries.items()))
+        return f' "{key}": {{\n{lines}\n }}' if lines else f' "{key}": {{}}'
+
+    parts = [part("services", services)] + ([part("chains", chains)] if chains else []) + [
+        part("colors", colors)]
+    return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
 # -- the control client ---------------------------------------------------------------------
