@@ -490,14 +490,17 @@ class DynamicControl:
                 write_atomic(last_good_path(self.state_file), text)
 
     def document(self) -> dict[str, dict[str, Any]]:
-        """The state file's document; when it is damaged, what nginx serves (or, unreachable,
-        the last good copy) with the last good copy's colors, ``damage`` saying what was
-        wrong. Missing: empty."""
+        """The state file's document; when it is damaged, or missing while nginx serves
+        routes, what nginx serves (or, unreachable, the last good copy) with the last good
+        copy's colors, ``damage`` saying what was wrong. Missing with nothing served: empty."""
         self.damage = None
         if not self.state_file:
             return {"services": {}, "chains": {}, "colors": {}}
+        missing = False
         try:
-            return read_document(self.state_file)
+            if os.path.exists(self.state_file):
+                return read_document(self.state_file)
+            missing = True
         except OperationFailed as exc:
             self.damage = str(exc)
         good: dict[str, dict[str, Any]] = {"services": {}, "chains": {}, "colors": {}}
@@ -509,11 +512,13 @@ class DynamicControl:
         except (Unreachable, OperationFailed):
             base = dict(good, colors={})
         base["colors"] = {n: c for n, c in good["colors"].items() if n in base["services"]}
+        if missing and base["services"]:
+            self.damage = f"the state file {self.state_file} is missing"
         return base
 
     def rebuild(self) -> str | None:
-        """Rewrite a damaged state file from what nginx serves (colors from the last good
-        copy); the line that says so, or None when the file was fine (or missing)."""
+        """Rewrite a damaged (or lost) state file from what nginx serves (colors from the last
+        good copy); the line that says so, or None when the file was fine."""
         if not self.state_file:
             return None
         with state_lock(self.state_file):

@@ -371,7 +371,19 @@ function M.init(opts)
     elseif used ~= opts.state_file then
         ngx.log(ngx.WARN, "bluegreen: routes restored from ", used)
     end
-    for name in pairs(known) do
+    local good, good_chains = nil, nil
+    for name in pairs(known) do  -- a service the state file lost: its last good routes
+        if not services[name] and used == opts.state_file and opts.last_good_file then
+            if good == nil then
+                good, good_chains = load_state(opts.last_good_file)
+                good, good_chains = good or {}, good_chains or {}
+            end
+            if good[name] then
+                services[name], chains[name] = good[name], good_chains[name]
+                ngx.log(ngx.WARN, "bluegreen: the state file has no servers for ", name,
+                        "; restored from ", opts.last_good_file)
+            end
+        end
         if not services[name] then
             ngx.log(ngx.ERR, "bluegreen: no recorded servers for ", name, "; it answers 502")
         end
