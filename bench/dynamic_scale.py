@@ -6,8 +6,9 @@ One private nginx (Debian's, with the Lua module) on loopback, two tiny backends
 written first, one POST, the read-back check, the last good copy):
 
 - switch: one service from blue to green (POST + check), to the first response of green;
-- rollback: the same service back to blue, to the first response of blue;
-- add: one more service (a checked reload: render, ``nginx -t``, HUP, new workers), then the
+- rollback: the same service back to blue, to the first response of blue (switches and
+  rollbacks alternate, with no reload in between);
+- add (after them): one more service (a checked reload: render, ``nginx -t``, HUP, new workers), then the
   service removed again (not timed);
 - nginx RSS (master and workers, from /proc) after the switches.
 
@@ -81,7 +82,8 @@ def measure(size: int, repeat: int, blue: Backend, green: Backend) -> dict[str, 
             setup_s = time.perf_counter() - t0
             target = names[size // 2]
             switch, rollback, add = [], [], []
-            for i in range(repeat):
+            first_response(nginx.port, f"/{target}", "blue")  # every worker has synced
+            for _ in range(repeat):  # no reload in between: a reload's new workers sync first
                 t0 = time.perf_counter()
                 proxy.apply([Route(target, "green", (Server("127.0.0.1", green.port),))])
                 first_response(nginx.port, f"/{target}", "green")
@@ -90,6 +92,7 @@ def measure(size: int, repeat: int, blue: Backend, green: Backend) -> dict[str, 
                 proxy.apply([Route(target, "blue", (Server("127.0.0.1", blue.port),))])
                 first_response(nginx.port, f"/{target}", "blue")
                 rollback.append((time.perf_counter() - t0) * 1000)
+            for i in range(repeat):
                 extra = f"extra-{i}"
                 t0 = time.perf_counter()
                 proxy.apply([Route(extra, "blue", (Server("127.0.0.1", blue.port),),
