@@ -5,7 +5,8 @@ One private nginx (Debian's, with the Lua module) on loopback, two tiny backends
 ``--repeat`` runs, through ``bluegreen.proxy.dynamic`` as the CLI drives it (the state file
 written first, one POST, the read-back check, the last good copy):
 
-- switch: one service from blue to green (POST + check), to the first response of green;
+- switch: one service from blue to green (POST + check), to the first response of green
+  (change: the call alone, state file, POST, read-back and last good copy);
 - rollback: the same service back to blue, to the first response of blue (switches and
   rollbacks alternate, with no reload in between);
 - add (after them): one more service (a checked reload: render, ``nginx -t``, HUP, new workers), then the
@@ -57,7 +58,11 @@ def rss_mb(pid: int) -> float:
                     and _ppid(int(p)) == pid]
     total = 0
     for p in pids:
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue  # a worker of the last reload that has just exited
+        for line in lines:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total / 1024
@@ -81,11 +86,12 @@ def measure(size: int, repeat: int, blue: Backend, green: Backend) -> dict[str, 
                                location=f"/{n}") for n in names])
             setup_s = time.perf_counter() - t0
             target = names[size // 2]
-            switch, rollback, add = [], [], []
+            switch, rollback, add, change = [], [], [], []
             first_response(nginx.port, f"/{target}", "blue")  # every worker has synced
             for _ in range(repeat):  # no reload in between: a reload's new workers sync first
                 t0 = time.perf_counter()
                 proxy.apply([Route(target, "green", (Server("127.0.0.1", green.port),))])
+                change.append((time.perf_counter() - t0) * 1000)
                 first_response(nginx.port, f"/{target}", "green")
                 switch.append((time.perf_counter() - t0) * 1000)
                 t0 = time.perf_counter()
@@ -105,9 +111,10 @@ def measure(size: int, repeat: int, blue: Backend, green: Backend) -> dict[str, 
             nginx.stop()
     return {"services": size, "setup_s": round(setup_s, 2),
             "switch_ms": round(statistics.median(switch), 1),
+            "change_ms": round(statistics.median(change), 1),
             "rollback_ms": round(statistics.median(rollback), 1),
             "add_ms": round(statistics.median(add), 1), "rss_mb": round(rss, 1),
-            "raw": {"switch": switch, "rollback": rollback, "add": add}}
+            "raw": {"switch": switch, "change": change, "rollback": rollback, "add": add}}
 
 
 def main() -> int:
@@ -122,11 +129,11 @@ def main() -> int:
     finally:
         blue.stop()
         green.stop()
-    print(f"{'services':>8} {'switch ms':>10} {'rollback ms':>12} {'add ms':>8} {'RSS MB':>8}"
-          f" {'setup s':>8}")
+    print(f"{'services':>8} {'switch ms':>10} {'(change ms)':>12} {'rollback ms':>12}"
+          f" {'add ms':>8} {'RSS MB':>8} {'setup s':>8}")
     for r in rows:
-        print(f"{r['services']:>8} {r['switch_ms']:>10} {r['rollback_ms']:>12} {r['add_ms']:>8}"
-              f" {r['rss_mb']:>8} {r['setup_s']:>8}")
+        print(f"{r['services']:>8} {r['switch_ms']:>10} {r['change_ms']:>12} {r['rollback_ms']:>12}"
+              f" {r['add_ms']:>8} {r['rss_mb']:>8} {r['setup_s']:>8}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return 0
