@@ -108,7 +108,8 @@ def _nginx_dynamic(opts: Opts) -> Proxy:
         _local_nginx(opts), os.path.join(upstream_dir, dynamic.INCLUDE_NAME),
         validate.directory(opts["include_dir"], "--include-dir"), opts["nginx_control"],
         opts["nginx_state_file"], location=opts["location"], include_file=_include_file(opts),
-        internal_listen=internal_listen(opts)))
+        internal_listen=internal_listen(opts),
+        secret_file=opts.get("nginx_control_secret_file") or None))
 
 
 REGISTRIES: dict[str, Callable[[Opts], Registry]] = {"consul": _consul, "file": _file}
@@ -141,7 +142,7 @@ def runtime(opts: Opts) -> Runtime:
 PROXY_KEYS = {"conf": "nginx_conf", "prefix": "nginx_prefix", "pid-file": "nginx_pid_file",
               "bin": "nginx_bin", "container": "nginx_container", "upstream-dir": "upstream_dir",
               "include-dir": "include_dir", "control": "nginx_control",
-              "state-file": "nginx_state_file"}
+              "state-file": "nginx_state_file", "control-secret-file": "nginx_control_secret_file"}
 
 
 def proxy_specs(items: list[Any]) -> list[tuple[str, str, dict[str, str]]]:

@@ -55,13 +55,17 @@ KEY_PREFIX = "# bluegreen-template "
 
 
 def fingerprint(name: str, **context: Any) -> str:
-    """A key of what ``render(name, **context)`` produces, found without Jinja2: the context
-    itself (JSON) and a checksum of every template of the same top directory (the included
+    """A key of what ``render(name, **context)`` produces, found without Jinja2: checksums of
+    the context (JSON) and a checksum of every template of the same top directory (the included
     ones with them) and of its Lua (an upgraded Lua needs a reload to run)."""
+    import binascii
     import json
 
-    return f"{_templates_crc(name.split('/', 1)[0]):08x} " + json.dumps(
-        context, sort_keys=True, default=str, separators=(",", ":"))
+    text = json.dumps(context, sort_keys=True, default=str, separators=(",", ":")).encode()
+    # a digest, not the context: one line stays short at any number of services (nginx
+    # refuses a line of 4 KiB); two CRCs and the length tell any real change
+    return (f"{_templates_crc(name.split('/', 1)[0]):08x} {binascii.crc32(text):08x}"
+            f"{binascii.crc32(text[::-1]):08x} {len(text)}")
 
 
 def _templates_crc(top: str) -> int:

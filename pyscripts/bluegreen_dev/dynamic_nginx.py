@@ -26,13 +26,22 @@ class DynamicNginx(Nginx):
     """:class:`bluegreen.sandbox.Nginx` that loads the Lua module and has a control port."""
 
     control_port: int = 0
-    control_unix: bool = False  # the control server on ``<prefix>/control.sock`` instead
+    control_unix: bool = False  # the control server on ``<prefix>/control/control.sock`` instead
+    setup: bool = True  # write bluegreen's include before starting (False: as a user's nginx)
 
     @property
     def control(self) -> str:
         if self.control_unix:
-            return f"unix:{self.prefix / 'control.sock'}"
+            return f"unix:{self.prefix / 'control' / 'control.sock'}"
         return f"127.0.0.1:{self.control_port}"
+
+    @property
+    def secret_file(self) -> Path:
+        return Path(nginx_dynamic.secret_path(self.state_file))
+
+    def secret_headers(self) -> dict[str, str]:
+        """The control secret's header (for requests the tests make by hand)."""
+        return {nginx_dynamic.SECRET_HEADER: nginx_dynamic.read_secret(self.secret_file) or ""}
 
     @property
     def state_file(self) -> Path:
@@ -46,7 +55,9 @@ class DynamicNginx(Nginx):
         super().write_conf(daemon)
         self.control_port = self.control_port or free_port()
         self.conf.write_text(nginx_dynamic.load_module_lines() + self.conf.read_text())
-        if not self.include_path.exists():  # the control server, before any service
+        if self.setup and not self.include_path.exists():  # the control server, before any service
+            nginx_dynamic.ensure_secret(self.secret_file)
+            nginx_dynamic.private_socket_dir(self.control)
             nginx_dynamic.write_atomic(self.include_path, nginx_dynamic.render_http(
                 [], self.control, self.state_file))
 

@@ -53,9 +53,11 @@ def get(port: int, path: str = "/", conn: http.client.HTTPConnection | None = No
     return r.status, body
 
 
-def post_raw(control: str, body: bytes, port: int | None = None) -> tuple[int, dict]:
+def post_raw(control: str, body: bytes, port: int | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict]:
     c = http.client.HTTPConnection("127.0.0.1", port or int(control.rpartition(":")[2]), timeout=10)
-    c.request("POST", CONTROL_PATH, body=body, headers={"Content-Type": "application/json"})
+    c.request("POST", CONTROL_PATH, body=body,
+              headers={"Content-Type": "application/json"} | (headers or {}))
     r = c.getresponse()
     text = r.read().decode()
     c.close()
@@ -143,13 +145,30 @@ BAD_SERVICES = [
     {SVC: ["127.0.0.1:80"]},
     {},
 ]
+# What Python's json refuses, nginx refuses too (strict JSON, finding 6)
+NOT_JSON = (b'{"services": {"books-ms": [{"address": "127.0.0.1", "port": %s, "weight": 100}]}}')
+NOT_JSON_VALUES = [b"0x50", b"080", b"+80", b"80 /* c */", b"'80'", b".5e3", b"80.",
+                   b"0x50, ", b"80, \"weight\": 100, "]  # the last two: trailing commas
+TRAILING_COMMAS = [b'{"services": {"books-ms": [{"address": "127.0.0.1", "port": 80, '
+                   b'"weight": 100},]}}',
+                   b'{"services": {"books-ms": [{"address": "127.0.0.1", "port": 80, '
+                   b'"weight": 100}]},}']
+
+
+def test_the_strict_bodies_are_not_json():
+    for body in [NOT_JSON % v for v in NOT_JSON_VALUES] + TRAILING_COMMAS:
+        with pytest.raises(ValueError):
+            json.loads(body)
+
+
 BAD_BODIES = [json.dumps({"services": s}).encode() for s in BAD_SERVICES] + [
     b"", b"{", b"not json", b"null", b"[]", b"{\"services\": []}",
     json.dumps({"services": {SVC: [{"address": "127.0.0.1", "port": 80, "weight": 100}]},
                 "generation": 3}).encode(),                                 # unknown key
     json.dumps({"services": {SVC: [{"address": "127.0.0.1", "port": 80, "weight": 100}]},
                 "colors": {SVC: {"color": "blue", "weight": 100}}}).encode(),  # state file only
-]
+] + [NOT_JSON % v for v in NOT_JSON_VALUES] + TRAILING_COMMAS + [
+    NOT_JSON % v for v in (b"NaN", b"Infinity", b"-Infinity", b"1e400")]  # JSON to Python, no port
 
 
 def test_invalid_payloads_are_refused_and_change_nothing(nginx, backends):
@@ -157,7 +176,7 @@ def test_invalid_payloads_are_refused_and_change_nothing(nginx, backends):
     proxy.apply(route(backends, blue=100))
     before = proxy.read()
     for body in BAD_BODIES:
-        status, doc = post_raw(nginx.control, body)
+        status, doc = post_raw(nginx.control, body, headers=nginx.secret_headers())
         assert status == 400, body
         assert doc.get("error"), body
     assert proxy.read() == before
@@ -462,8 +481,8 @@ def test_invalid_chains_are_refused_and_change_nothing(nginx, backends, internal
     before = proxy.read()
     services = {SVC: [_SERVER], "plain": [_SERVER]}
     for chains in BAD_CHAINS:
-        status, doc = post_raw(nginx.control, json.dumps({"services": services,
-                                                          "chains": chains}).encode())
+        body = json.dumps({"services": services, "chains": chains}).encode()
+        status, doc = post_raw(nginx.control, body, headers=nginx.secret_headers())
         assert status == 400, chains
         assert doc.get("error"), chains
     assert proxy.read() == before

@@ -131,7 +131,7 @@ def test_payload_nginx_rejects_changes_nothing(dyn):
                  {"services": {svc.service: [{"address": "127.0.0.1", "port": 80, "weight": 0}]}}):
         conn = http.client.HTTPConnection(host, int(port), timeout=5)
         conn.request("POST", "/bluegreen/routes", json.dumps(body),
-                     {"Content-Type": "application/json"})
+                     {"Content-Type": "application/json"} | svc.nginx.secret_headers())
         resp = conn.getresponse()
         assert resp.status == 400, resp.read()
         assert "error" in json.loads(resp.read())

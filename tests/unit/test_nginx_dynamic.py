@@ -19,10 +19,13 @@ def test_render_has_one_balanced_upstream_per_service_and_a_loopback_control_ser
     for name in ("books-ms", "web"):
         assert f'upstream {name} {{\n    server 0.0.0.1:1 down;' in text
         assert f'balance("{name}")' in text
-    assert 'services = {"books-ms", "web", },' in text
+    assert 'services = {\n            "books-ms",\n            "web",\n        },' in text
     assert f'state_file = "{tmp_path}/routes.json"' in text
+    assert f'last_good_file = "{tmp_path}/routes.last-good.json"' in text
+    assert f'secret_file = "{tmp_path}/routes.secret"' in text
     assert f'lua_package_path "{nd.lua_dir()}/?.lua;;";' in text
     assert "lua_shared_dict bluegreen 1m;" in text
+    assert max(len(line) for line in text.splitlines()) < 200
     assert text.count("listen ") == 1 and "listen 127.0.0.1:9000;" in text
     assert f"location = {nd.CONTROL_PATH} {{" in text
     assert "deny all;" in text
@@ -132,7 +135,7 @@ def test_render_serves_each_internal_endpoint_through_its_chained_upstream(tmp_p
                           endpoints={"api": "api.local"}, internal_listen="172.17.0.1:80")
     assert nd.configured_services(text) == {"api", "web"}
     assert nd.configured_endpoints(text) == {"api": "api.local"}
-    assert 'endpoints = {"api", },' in text
+    assert 'endpoints = {\n            "api",\n        },' in text
     assert 'balance("api", true)' in text and 'balance("web", true)' not in text
     assert "listen 172.17.0.1:80;\n    server_name api.local;" in text
     assert "proxy_pass http://_bg_internal.api;" in text
@@ -260,3 +263,66 @@ def test_the_state_lock_excludes_another_process(tmp_path):
             pass
     finally:
         holder.kill()
+
+
+def test_the_header_names_a_thousand_services_on_short_lines(tmp_path):
+    names = [f"service-{i:04d}" for i in range(1000)]
+    text = nd.render_http(names, "127.0.0.1:9000", tmp_path / "s.json",
+                          endpoints={"service-0001": "one.local"})
+    assert nd.configured_services(text) == set(names)
+    assert nd.configured_endpoints(text) == {"service-0001": "one.local"}
+    assert max(len(line) for line in text.splitlines()) < 200
+
+
+def test_the_routes_dict_grows_with_the_services():
+    assert nd.dict_size_for(1, 0) == "1m"
+    assert nd.dict_size_for(1000, 0) == f"{256 + 4 * 1000}k"
+    assert nd.dict_size_for(10, 100) == f"{256 + 40 + 6400}k"
+    assert nd.dict_size_for(1000, 0, "64m") == "64m"
+    with pytest.raises(UsageError):
+        nd.dict_size_for(1, 0, "1g")
+
+
+def test_the_secret_is_created_owner_only_once_and_redacted(tmp_path):
+    from bluegreen.errors import redact
+
+    path = tmp_path / "dir" / "routes.secret"
+    assert nd.read_secret(path) is None
+    secret = nd.ensure_secret(path)
+    assert len(secret) == 64 and int(secret, 16) >= 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert nd.ensure_secret(path) == secret  # kept
+    assert redact(f"x {secret} y") == "x <redacted> y"
+    assert nd.secret_path("/var/lib/bluegreen/nginx-routes.json") == \
+        "/var/lib/bluegreen/nginx-routes.secret"
+
+
+@pytest.mark.parametrize(("mode", "text", "match"), [
+    (0o640, None, "open to other users"), (0o600, "short\n", "does not hold"),
+    (0o600, "g" * 64, "does not hold")])
+def test_a_doubtful_secret_file_is_refused(tmp_path, mode, text, match):
+    from bluegreen.errors import OperationFailed
+
+    path = tmp_path / "routes.secret"
+    nd.ensure_secret(path)
+    if text is not None:
+        path.write_text(text)
+    path.chmod(mode)
+    with pytest.raises(OperationFailed, match=match):
+        nd.read_secret(path)
+
+
+def test_a_damaged_state_file_is_read_around_from_the_last_good_copy(tmp_path):
+    state = tmp_path / "routes.json"
+    good = {"services": {"web": [{"address": "127.0.0.1", "port": 8080, "weight": 100}]},
+            "colors": {"web": {"color": "blue", "weight": 100}}}
+    (tmp_path / "routes.last-good.json").write_text(json.dumps(good))
+    state.write_bytes(b"\xff\x00 not json")
+    client = nd.DynamicControl(f"127.0.0.1:{free_port()}", state, timeout=1)  # nginx is down
+    doc = client.document()
+    assert client.damage and "cannot read the state file" in client.damage
+    assert doc["services"] == good["services"] and doc["colors"] == good["colors"]
+    line = client.rebuild()
+    assert line and "rebuilt it" in line
+    assert nd.read_document(state)["services"] == good["services"]
+    assert client.rebuild() is None  # fine now

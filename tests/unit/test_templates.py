@@ -7,7 +7,9 @@ from bluegreen import templates
 NAME = "nginx/dynamic/http.conf.j2"
 CONTEXT = {"services": ["web"], "control_listen": "127.0.0.1:9000", "control_path": "/c",
            "state_file": "/var/lib/bluegreen/routes.json", "lua_dir": "/usr/share/bluegreen",
-           "dict_size": "1m", "endpoints": {}, "internal_listen": "172.17.0.1:80"}
+           "dict_size": "1m", "endpoints": {}, "internal_listen": "172.17.0.1:80",
+           "last_good_file": "/var/lib/bluegreen/routes.last-good.json",
+           "secret_file": "/var/lib/bluegreen/routes.secret"}
 
 
 def test_a_keyed_text_is_current_for_the_same_context_only():
@@ -17,6 +19,14 @@ def test_a_keyed_text_is_current_for_the_same_context_only():
     assert not templates.is_current(text, NAME, **(CONTEXT | {"services": ["web", "api"]}))
     assert not templates.is_current(text.split("\n", 1)[1], NAME, **CONTEXT)  # unkeyed
     assert not templates.is_current(None, NAME, **CONTEXT)
+
+
+def test_the_key_is_one_short_line_at_any_number_of_services():
+    """nginx refuses a line of 4 KiB: the key is a digest, not the context."""
+    many = CONTEXT | {"services": [f"service-{i:04d}" for i in range(1000)]}
+    key = templates.fingerprint(NAME, **many)
+    assert len(key) < 60 and key != templates.fingerprint(NAME, **CONTEXT)
+    assert max(len(line) for line in templates.render_keyed(NAME, **many).splitlines()) < 200
 
 
 def test_the_key_follows_the_templates(tmp_path, monkeypatch):

@@ -140,13 +140,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("proxy", [], "route through several proxies, all or nothing (repeat): NAME=MODE "
            "with MODE local, container or dynamic, then ,KEY=VALUE for what differs from the "
            "single-proxy options (conf, prefix, pid-file, bin, container, upstream-dir, "
-           "include-dir, control, state-file); in the config file also [[proxy]] tables "
+           "include-dir, control, state-file, control-secret-file); in the config file also [[proxy]] tables "
            "(name, mode, keys). A key not given is the single-proxy option's value",
            kind="list", metavar="NAME=MODE[,KEY=VALUE...]"),
     Option("nginx-control", "127.0.0.1:8079", "dynamic mode: nginx's control endpoint "
            "(127.x.y.z:PORT or unix:/path; never public)"),
     Option("nginx-state-file", "/var/lib/bluegreen/nginx-routes.json", "dynamic mode: the routes "
            "nginx restores when it starts (written before each change)"),
+    Option("nginx-control-secret-file", None, "dynamic mode: the owner-only file of the "
+           "secret every control request carries (bluegreen creates it) [beside "
+           "--nginx-state-file: <name>.secret]"),
     Option("nginx-bin", "nginx", "local nginx binary"),
     Option("nginx-conf", "/etc/nginx/nginx.conf", "nginx main config (in the container in "
            "container mode)"),

@@ -67,6 +67,11 @@ class Reality(Record):
         if steps.proxy:
             actions += self._agree(service)
         serving = steps.proxy.serving(service) if steps.proxy else None
+        if serving is not None and not serving.servers and not in_release:
+            routed = self._route_again(service)
+            if routed:
+                actions += routed
+                serving = steps.proxy.serving(service) if steps.proxy else None
         every = steps.runtime.containers(service) if steps.runtime else []
         listed = {c: [x for x in every if x.color == c] for c in model.COLORS} \
             if steps.runtime else {}
@@ -104,6 +109,24 @@ class Reality(Record):
             self.say(f"{service}: the registry had lost or contradicted its state; rebuilt from "
                      f"the proxy and the containers: {'; '.join(actions)}")
         return actions
+
+    def _route_again(self, service: str) -> list[str]:
+        """The proxy serves nothing for the service (an nginx restarted without its routes)
+        while its recorded color is healthy and no run is in flight: route it there again."""
+        steps, reg = self.steps, self.steps.registry
+        if not steps.proxy or not steps.proxy.exposed(service):
+            return []  # not routed at all (a worker, a service removed): nothing to route again
+        try:
+            recorded = reg.get_color(service)
+            inflight = reg.get_json(service, "inflight")
+        except InvalidRecord:
+            return []
+        if not recorded or inflight or not steps.healthy(service, recorded):
+            return []
+        if steps.dry_run:
+            return [f"would route {service} to {recorded} again (the proxy served nothing)"]
+        steps.switch(service, recorded)
+        return [f"the proxy served nothing for {service}: routed to {recorded} again"]
 
     def _agree(self, service: str) -> list[str]:
         """Proxies that disagree routed like the first one on a healthy color."""

@@ -570,10 +570,13 @@ class Steps(Record):
                 if not any(c["state"] == "running" for c in live["containers"]) and self.runtime:
                     problems.append(f"the proxy routes to {serving.color} but none of its "
                                     f"containers runs")
-                passing = {i["address"] for i in live["instances"] if i["status"] == "passing"}
-                if serving.weight == 100 and set(serving.servers) - passing:
-                    problems.append(f"the proxy routes to {', '.join(sorted(set(serving.servers) - passing))}"
-                                    f" which is not a passing instance of {serving.color}")
+            # anything routed that is not a passing instance of ours (at any weight, with or
+            # without a recorded color): a hijacked or stale route
+            passing = {i["address"] for info in report["colors"].values()
+                       for i in info["instances"] if i["status"] == "passing"}
+            if set(serving.servers) - passing:
+                problems.append(f"the proxy routes to {', '.join(sorted(set(serving.servers) - passing))}"
+                                f" which is not a passing instance of {service}")
         inflight = part(lambda: self.registry.get_json(service, "inflight"), None)
         if inflight:
             report["inflight"] = inflight

@@ -10,6 +10,7 @@ proxy; ``disagreements`` says which proxies route a service differently from the
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -144,16 +145,19 @@ class FanoutProxy(Proxy):
             if not _same(have, want):
                 lines.append(f"proxies disagree: {first_name} routes {service} to "
                              f"{_describe(want)}, {name} to {_describe(have)}")
+        for name, proxy in self.proxies:  # each one's own (a damaged state file)
+            with contextlib.suppress(BlueGreenError):  # said above, or by serving
+                lines += [f"proxy {name}: {line}" for line in proxy.disagreements(service)]
         return lines
 
     def repair(self, service: str, trusted: Callable[[Serving], bool]) -> list[str]:
         """Re-apply the route of the first proxy whose serving ``trusted`` accepts (else the
         first proxy's) to every proxy that routes the service differently."""
+        done = [f"proxy {n}: {line}" for n, p in self.proxies for line in p.repair(service, trusted)]
         servings = [(n, p, p.serving(service)) for n, p in self.proxies]
         name, source, want = next((s for s in servings if s[2].servers and trusted(s[2])),
                                   servings[0])
         route = source.current(service)
-        done = []
         for other, proxy, have in servings:
             if proxy is not source and not _same(have, want):
                 try:

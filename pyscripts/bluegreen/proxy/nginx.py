@@ -127,6 +127,55 @@ def _read_proc(path: str) -> str:
         return fh.read().decode(errors="replace")
 
 
+def _listening() -> dict[str, str]:
+    """Socket inode -> ``address:port`` of every listening TCP socket (IPv4) on this host."""
+    found = {}
+    with contextlib.suppress(OSError):
+        for line in _read_proc("/proc/net/tcp").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A":  # LISTEN
+                hexaddr, _, hexport = fields[1].partition(":")
+                octets = bytes.fromhex(hexaddr)[::-1]  # little-endian on the hosts we run on
+                found[fields[9]] = f"{'.'.join(str(b) for b in octets)}:{int(hexport, 16)}"
+    return found
+
+
+def orphan_workers() -> list[tuple[int, list[str]]]:
+    """nginx workers whose master is gone (killed with -9: they go on serving and hold the
+    ports a new master needs), each with the addresses it listens on."""
+    listening = _listening()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if not _read_proc(f"/proc/{entry}/cmdline").startswith("nginx: worker process"):
+                continue
+            ppid = _read_proc(f"/proc/{entry}/stat").rsplit(")", 1)[1].split()[1]
+            if _read_proc(f"/proc/{ppid}/cmdline").startswith("nginx: master process"):
+                continue
+            ports = set()
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{entry}/fd/{fd}")
+                    if link.startswith("socket:[") and link[8:-1] in listening:
+                        ports.add(listening[link[8:-1]])
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+        out.append((int(entry), sorted(ports)))
+    return sorted(out)
+
+
+def orphans_note() -> str:
+    """What a message about a dead master adds when its workers still serve."""
+    found = orphan_workers()
+    if not found:
+        return ""
+    shown = ", ".join(f"{pid} ({' '.join(ports) or 'no port'})" for pid, ports in found)
+    return (f"; orphan nginx workers still serve (pid and port: {shown}): stop them "
+            f"(kill {' '.join(str(pid) for pid, _ in found)}) before starting nginx again")
+
+
 class LocalNginx(NginxController):
     """An nginx on this host: its binary, main config, optional prefix and pid file."""
 
@@ -148,9 +197,9 @@ class LocalNginx(NginxController):
             pid = int(_read_proc(self.pid_file).strip())
             state = _read_proc(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0]
         except (OSError, ValueError, IndexError) as exc:
-            raise Unreachable("nginx", self.where, "not running") from exc
+            raise Unreachable("nginx", self.where, "not running" + orphans_note()) from exc
         if state in ("Z", "X"):
-            raise Unreachable("nginx", self.where, "its master process is gone")
+            raise Unreachable("nginx", self.where, "its master process is gone" + orphans_note())
         return pid
 
     def ping(self) -> None:
@@ -409,8 +458,10 @@ def files_diff(changes: Mapping[Any, str | None]) -> str:
 
 
 def read_text(path: str | os.PathLike[str]) -> str | None:
+    """The file's text (None when there is none); bytes that are not UTF-8 come back as they
+    were through :func:`write_atomic` (a damaged file is put back exactly)."""
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
             return fh.read()
     except FileNotFoundError:
         return None
@@ -433,7 +484,7 @@ def write_atomic(path: str | os.PathLike[str], text: str | None) -> None:
     where, name = os.path.split(os.fspath(path))
     os.makedirs(where or ".", exist_ok=True)
     tmp = os.path.join(where, f".{name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
+    with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())

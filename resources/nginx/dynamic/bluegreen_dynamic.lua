@@ -1,22 +1,36 @@
 -- bluegreen dynamic mode: each service's peers are chosen per request from a shared dict,
 -- which a loopback-only control endpoint replaces without an nginx reload.
 --
--- Shared dict keys: "state" = JSON {"generation": G, "services": {name: [server, ...]},
--- "chains": {name: [chain, ...]}},
--- "generation" = G (read on every request to notice a change), "lock" (writers),
+-- Shared dict "bluegreen" (routes only, written with safe_* calls: nothing in it is ever
+-- evicted): "state:<G>" = JSON {"generation": G, "services": {name: [server, ...]},
+-- "chains": {name: [chain, ...]}}, "generation" = G (read on every request to notice a
+-- change), "lock" (writers). A change writes the new generation's key first and drops the old
+-- one only once "generation" names the new one: a full dict refuses the change and keeps the
+-- routes. Shared dict "bluegreen_stats" (may evict, holds nothing that routes):
 -- "worker:<id>" = JSON {"pid", "generation"} (what each worker really uses),
 -- "active:<address>:<port>" = requests in flight to that peer (for draining).
+--
+-- The control endpoint answers only requests that carry the secret of `secret_file` (read by
+-- the master at start and at each reload, compared in constant time), have no Origin header
+-- (no browser page can route) and, for a POST, a JSON content type. JSON is strict: what
+-- Python's json refuses (hex or leading-zero numbers, NaN, Infinity, trailing commas) is refused.
 -- A server is {"address": IPv4, "port": 1-65535, "weight": 0-100}. A chain keeps the callers
 -- of one release on one color of a service with an internal endpoint: {"side": "new"|"old",
 -- "color": "blue"|"green", "callers": [IPv4, ...], "servers": [server, ...]}; a request that
 -- enters the internal endpoint from a caller's address goes to that chain's servers only.
 
-local cjson = require "cjson.safe"
+local cjson = require("cjson.safe").new()
 local balancer = require "ngx.balancer"
+local bit = require "bit"
+
+cjson.decode_invalid_numbers(false)  -- 0x50, 007, NaN, Infinity: not JSON
+cjson.decode_max_depth(16)
 
 local M = {}
 
 local DICT = "bluegreen"
+local STATS = "bluegreen_stats"
+local SECRET_HEADER = "X-Bluegreen-Secret"
 local MAX_SERVERS = 256
 local MAX_CALLERS = 1024
 local SERVER_KEYS = { address = true, port = true, weight = true }
@@ -27,6 +41,7 @@ local COLORS = { blue = true, green = true }
 local known = {}          -- service name -> true: the services with an upstream in this config
 local endpoints = {}      -- service name -> true: those with an internal endpoint (chains)
 local local_gen = nil     -- generation this worker's `routes` were built from
+local secret = nil        -- the control secret (nil: every control request is refused)
 -- service -> { peers = {{key, address, port, weight, current}...},
 --              callers = {address -> side}, sides = {side -> peers} }
 local routes = {}
@@ -193,29 +208,49 @@ end
 
 -- state in the shared dict ----------------------------------------------------------------
 
+-- The routes of generation `gen` (default: the current one), or nil when the dict has none.
 local function stored_state(dict)
-    local blob = dict:get("state")
-    local st = blob and cjson.decode(blob)
-    if type(st) ~= "table" then
-        return { generation = dict:get("generation") or 0, services = {}, chains = {} }
+    for _ = 1, 3 do  -- a writer may drop the key between the two reads: read again
+        local gen = dict:get("generation")
+        if gen == nil then return nil end
+        local blob = dict:get("state:" .. gen)
+        local st = blob and cjson.decode(blob)
+        if type(st) == "table" then
+            st.chains = st.chains or {}
+            return st
+        end
     end
-    st.chains = st.chains or {}
-    return st
+    return nil
 end
 
+local function empty_state(dict)
+    return { generation = dict:get("generation") or 0, services = {}, chains = {} }
+end
+
+-- Store `st` as the current routes: its key first (refused, nothing changes, when the dict is
+-- full), then "generation", then the previous generation's key goes.
 local function store(dict, st)
     local blob = cjson.encode(st)
-    local ok, err = dict:safe_set("state", blob)
-    if not ok then return nil, "shared dict: " .. tostring(err) end
+    local key = "state:" .. st.generation
+    local ok, err = dict:safe_set(key, blob)
+    if not ok then
+        return nil, "the shared dict " .. DICT .. " cannot hold the routes (" .. tostring(err)
+            .. ", " .. #blob .. " bytes): nothing changed; give nginx a larger dict"
+    end
+    local old = dict:get("generation")
     ok, err = dict:safe_set("generation", st.generation)
-    if not ok then return nil, "shared dict: " .. tostring(err) end
+    if not ok then
+        dict:delete(key)
+        return nil, "shared dict: " .. tostring(err)
+    end
+    if old and old ~= st.generation then dict:delete("state:" .. old) end
     return true
 end
 
 local function with_lock(dict, fn)
     local deadline = ngx.now() + 5
     while true do
-        local ok = dict:add("lock", true, 10)
+        local ok = dict:safe_add("lock", true, 10)
         if ok then break end
         if ngx.now() >= deadline then return nil, "another change holds the lock" end
         ngx.sleep(0.001)
@@ -244,6 +279,11 @@ local function sync()
     local gen = dict:get("generation")
     if gen == local_gen then return end
     local st = stored_state(dict)
+    if st == nil then  -- never route with nothing because the dict lost the routes
+        ngx.log(ngx.ERR, "bluegreen: no routes of generation ", tostring(gen),
+                " in the shared dict; keeping generation ", tostring(local_gen))
+        return
+    end
     local fresh = {}
     for name, servers in pairs(st.services or {}) do
         local route = { peers = peers_of(servers), callers = {}, sides = {} }
@@ -254,37 +294,73 @@ local function sync()
         fresh[name] = route
     end
     routes, local_gen = fresh, st.generation
-    dict:set("worker:" .. ngx.worker.id(),
-             cjson.encode({ pid = ngx.worker.pid(), generation = local_gen }))
+    ngx.shared[STATS]:set("worker:" .. ngx.worker.id(),
+                          cjson.encode({ pid = ngx.worker.pid(), generation = local_gen }))
 end
 
 -- phases ------------------------------------------------------------------------------------
 
--- init_by_lua (master, at start and at every reload): the known services, and the state
--- last recorded by bluegreen, which wins over what a reload kept in the dict.
+-- The text of a file, or nil and why.
+local function read_file(path)
+    local fh, err = io.open(path, "rb")
+    if not fh then return nil, err end
+    local text = fh:read("*a")
+    fh:close()
+    return text
+end
+
+-- The validated routes of a state file, or nil and why.
+local function load_state(path)
+    local text, err = read_file(path)
+    if not text then return nil, nil, err end
+    local doc, derr = cjson.decode(text)
+    if doc == nil then
+        return nil, nil, "not JSON (" .. #text .. " bytes): " .. tostring(derr)
+    end
+    return check_document(doc, false)
+end
+
+-- The control secret of `path`: 64 hexadecimal digits or more, or nil and why.
+local function load_secret(path)
+    local text, err = read_file(path)
+    if not text then return nil, err end
+    local value = text:match("^%s*(%x+)%s*$")
+    if not value or #value < 32 then return nil, "not a bluegreen control secret" end
+    return value
+end
+
+-- init_by_lua (master, at start and at every reload): the known services, the control
+-- secret, and the state last recorded by bluegreen, which wins over what a reload kept in the
+-- dict. A state file that cannot be used (missing, empty, cut, not JSON, no services) is
+-- logged and the last good copy is used instead; failing that, what the dict held.
 function M.init(opts)
     known, endpoints = {}, {}
     for _, name in ipairs(opts.services) do known[name] = true end
     for _, name in ipairs(opts.endpoints or {}) do endpoints[name] = true end
+    local serr
+    secret, serr = load_secret(opts.secret_file)
+    if not secret then
+        ngx.log(ngx.ERR, "bluegreen: no control secret in ", opts.secret_file, " (", serr,
+                "): the control endpoint refuses every request")
+    end
     local dict = ngx.shared[DICT]
-    local prev = stored_state(dict)
-    local services, chains, err
-    local fh
-    fh, err = io.open(opts.state_file, "r")
-    if fh then
-        local text = fh:read("*a")
-        fh:close()
-        local doc, derr = cjson.decode(text)
-        services, chains = check_document(doc, false)
-        if not services then
-            err = "invalid state file " .. opts.state_file .. ": " .. tostring(derr or chains)
+    local prev = stored_state(dict) or empty_state(dict)
+    local services, chains, err = load_state(opts.state_file)
+    local used = opts.state_file
+    if not services and next(known) then
+        ngx.log(ngx.ERR, "bluegreen: rejected the state file ", opts.state_file, ": ",
+                tostring(err), "; trying its last good copy ", opts.last_good_file)
+    end
+    if not services and opts.last_good_file then
+        services, chains, err = load_state(opts.last_good_file)
+        used = opts.last_good_file
+        if not services and next(known) then
+            ngx.log(ngx.ERR, "bluegreen: rejected the last good copy ", opts.last_good_file,
+                    ": ", tostring(err), "; keeping the routes in memory")
         end
     end
     if not services then
         -- keep what this nginx already served (a reload), never an empty set for a known one
-        if next(known) then
-            ngx.log(ngx.WARN, "bluegreen: ", err, "; keeping the routes in memory")
-        end
         services, chains = {}, {}
         for name, servers in pairs(prev.services or {}) do
             if known[name] then
@@ -292,15 +368,29 @@ function M.init(opts)
                 if endpoints[name] then chains[name] = prev.chains[name] end
             end
         end
+    elseif used ~= opts.state_file then
+        ngx.log(ngx.WARN, "bluegreen: routes restored from ", used)
     end
-    for name in pairs(known) do
+    local good, good_chains = nil, nil
+    for name in pairs(known) do  -- a service the state file lost: its last good routes
+        if not services[name] and used == opts.state_file and opts.last_good_file then
+            if good == nil then
+                good, good_chains = load_state(opts.last_good_file)
+                good, good_chains = good or {}, good_chains or {}
+            end
+            if good[name] then
+                services[name], chains[name] = good[name], good_chains[name]
+                ngx.log(ngx.WARN, "bluegreen: the state file has no servers for ", name,
+                        "; restored from ", opts.last_good_file)
+            end
+        end
         if not services[name] then
             ngx.log(ngx.ERR, "bluegreen: no recorded servers for ", name, "; it answers 502")
         end
     end
-    local ok, serr = store(dict, { generation = (prev.generation or 0) + 1, services = services,
+    local ok, perr = store(dict, { generation = (prev.generation or 0) + 1, services = services,
                                    chains = chains })
-    if not ok then error("bluegreen: " .. serr) end
+    if not ok then error("bluegreen: " .. perr) end
 end
 
 function M.init_worker()
@@ -356,7 +446,7 @@ function M.balance(name, internal)
         ngx.log(ngx.ERR, "bluegreen: cannot use ", peer.key, " for ", name, ": ", err)
         return
     end
-    local dict = ngx.shared[DICT]
+    local dict = ngx.shared[STATS]
     if ctx.bluegreen_peer then dict:incr("active:" .. ctx.bluegreen_peer, -1, 0) end
     dict:incr("active:" .. peer.key, 1, 0)
     ctx.bluegreen_peer = peer.key
@@ -366,7 +456,7 @@ end
 function M.log()
     local key = ngx.ctx.bluegreen_peer
     if key then
-        ngx.shared[DICT]:incr("active:" .. key, -1, 0)
+        ngx.shared[STATS]:incr("active:" .. key, -1, 0)
         ngx.ctx.bluegreen_peer = nil
     end
 end
@@ -383,10 +473,11 @@ end
 
 local function snapshot()
     local dict = ngx.shared[DICT]
-    local st = stored_state(dict)
+    local stats = ngx.shared[STATS]
+    local st = stored_state(dict) or empty_state(dict)
     local workers = {}
     for id = 0, ngx.worker.count() - 1 do
-        local w = cjson.decode(dict:get("worker:" .. id) or "{}")
+        local w = cjson.decode(stats:get("worker:" .. id) or "{}")
         workers[#workers + 1] = { id = id, pid = w and w.pid or cjson.null,
                                   generation = w and w.generation or cjson.null }
     end
@@ -396,9 +487,9 @@ local function snapshot()
     table.sort(names)
     table.sort(with_endpoint)
     local active = {}
-    for _, key in ipairs(dict:get_keys(0)) do
+    for _, key in ipairs(stats:get_keys(0)) do
         if key:sub(1, 7) == "active:" then
-            local n = dict:get(key)
+            local n = stats:get(key)
             if n and n > 0 then active[key:sub(8)] = n end
         end
     end
@@ -406,10 +497,51 @@ local function snapshot()
              endpoints = with_endpoint, workers = workers, active = active }
 end
 
+-- A number as JSON writes it (no hex, no leading zero or plus, digits on both sides of '.').
+local function is_json_number(t)
+    local rest = t:match("^%-?0(.*)$") or t:match("^%-?[1-9]%d*(.*)$")
+    if rest == nil then return false end
+    rest = rest:gsub("^%.%d+", "", 1)
+    rest = rest:gsub("^[eE][%+%-]?%d+", "", 1)
+    return rest == ""
+end
+
+-- Every number of a JSON text (outside its strings) is one JSON allows; cjson alone reads
+-- 80. or .5 as numbers. Nil and why otherwise.
+local function strict_numbers(body)
+    local i, n = 1, #body
+    while i <= n do
+        local c = body:byte(i)
+        if c == 34 then  -- a string: to its closing quote, over escapes
+            i = i + 1
+            while true do
+                local j = body:find('["\\]', i)
+                if j == nil then return nil, "unterminated string" end
+                if body:byte(j) == 92 then
+                    i = j + 2
+                else
+                    i = j + 1
+                    break
+                end
+            end
+        elseif (c >= 48 and c <= 57) or c == 45 or c == 43 or c == 46 then
+            local _, e = body:find("^[%w%.%+%-]+", i)
+            local token = body:sub(i, e)
+            if not is_json_number(token) then return nil, "not a JSON number: " .. token end
+            i = e + 1
+        else
+            i = i + 1
+        end
+    end
+    return true
+end
+
 local function post()
     ngx.req.read_body()
     local body = ngx.req.get_body_data()
     if not body then return respond(400, { error = "empty body (or larger than the buffer)" }) end
+    local strict, serr = strict_numbers(body)
+    if not strict then return respond(400, { error = "malformed JSON: " .. serr }) end
     local doc, derr = cjson.decode(body)
     if doc == nil then return respond(400, { error = "malformed JSON: " .. tostring(derr) }) end
     local services, chains = check_document(doc, true)
@@ -417,6 +549,7 @@ local function post()
     local dict = ngx.shared[DICT]
     local gen, err = with_lock(dict, function()
         local st = stored_state(dict)
+        if st == nil then return nil, "the shared dict holds no routes: reload nginx" end
         local all, all_chains = {}, {}
         for name, servers in pairs(st.services or {}) do all[name] = servers end
         for name, list in pairs(st.chains) do all_chains[name] = list end
@@ -426,20 +559,43 @@ local function post()
         end
         local new = { generation = (st.generation or 0) + 1, services = all, chains = all_chains }
         local ok, serr = store(dict, new)
-        if not ok then
-            store(dict, st)  -- put back what was there
-            return nil, serr
-        end
+        if not ok then return nil, serr end  -- the routes of st are still there
         return new.generation
     end)
-    if not gen then return respond(503, { error = err }) end
+    if not gen then return respond(507, { error = err }) end
     sync()
     return respond(200, { generation = gen, services = services, chains = chains })
 end
 
--- content_by_lua of the control location: GET what is served, POST new routes.
+-- The same string, compared in a time that does not depend on where they differ.
+local function same(given, expected)
+    if type(given) ~= "string" then return false end
+    local diff = bit.bxor(#given, #expected)
+    for i = 1, #expected do
+        diff = bit.bor(diff, bit.bxor(given:byte(i) or 0, expected:byte(i)))
+    end
+    return diff == 0
+end
+
+-- content_by_lua of the control location: GET what is served, POST new routes; only for
+-- requests with the secret, without an Origin header (a browser's), a POST in JSON.
 function M.control()
+    if ngx.var.http_origin ~= nil then
+        return respond(403, { error = "a request with an Origin header is refused" })
+    end
+    if secret == nil then
+        return respond(503, { error = "nginx has no control secret: reload it once bluegreen "
+                                      .. "has written its secret file" })
+    end
+    if not same(ngx.req.get_headers()[SECRET_HEADER], secret) then
+        return respond(403, { error = "missing or wrong " .. SECRET_HEADER })
+    end
     local method = ngx.req.get_method()
+    local ctype = ngx.var.content_type
+    if method == "POST" and not (ctype and (ctype:lower() == "application/json"
+            or ctype:lower():match("^application/json%s*;") ~= nil)) then
+        return respond(415, { error = "the body must be application/json" })
+    end
     if method == "GET" then
         sync()
         return respond(200, snapshot())
