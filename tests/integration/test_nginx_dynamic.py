@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,24 +18,14 @@ from bluegreen.proxy import dynamic as nginx_dynamic
 from bluegreen.proxy.dynamic import CONTROL_PATH, DynamicControl
 from bluegreen_dev.dynamic_nginx import Backend, DynamicNginx, KeepAliveClient, parse_wrk
 from bluegreen_dev.sandbox import free_port, wait_for
+from tests.integration import dynamic_fixtures
 
 pytestmark = pytest.mark.integration
 SVC = "books-ms"
 
 
-@pytest.fixture(scope="module")
-def backends() -> Iterator[dict[str, Backend]]:
-    started = {name: Backend(name).start() for name in ("blue", "green")}
-    yield started
-    for b in started.values():
-        b.stop()
-
-
-@pytest.fixture
-def nginx(tmp_path) -> Iterator[DynamicNginx]:
-    n = DynamicNginx(tmp_path / "nginx").start()
-    yield n
-    n.stop()
+backends = dynamic_fixtures.backends
+nginx = dynamic_fixtures.nginx
 
 
 def route(backends: dict[str, Backend], **weights: int) -> dict[str, list[Server]]:

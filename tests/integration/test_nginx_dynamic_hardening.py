@@ -24,25 +24,15 @@ from bluegreen.proxy import dynamic as nd
 from bluegreen.proxy.dynamic import CONTROL_PATH, SECRET_HEADER
 from bluegreen_dev.dynamic_nginx import Backend, DynamicNginx
 from bluegreen_dev.sandbox import wait_for
+from tests.integration import dynamic_fixtures
 
 pytestmark = pytest.mark.integration
 SVC = "books-ms"
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 
-@pytest.fixture(scope="module")
-def backends() -> Iterator[dict[str, Backend]]:
-    started = {name: Backend(name).start() for name in ("blue", "green")}
-    yield started
-    for b in started.values():
-        b.stop()
-
-
-@pytest.fixture
-def nginx(tmp_path) -> Iterator[DynamicNginx]:
-    n = DynamicNginx(tmp_path / "nginx").start()
-    yield n
-    n.stop()
+backends = dynamic_fixtures.backends
+nginx = dynamic_fixtures.nginx
 
 
 @pytest.fixture
