@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bluegreen.errors import OperationFailed
 from bluegreen_dev.sandbox import consul_binary
@@ -54,6 +55,11 @@ class Agent:
     def addr(self) -> str:
         """For ``CONSUL_HTTP_ADDR`` / ``ConsulRegistry``."""
         return f"http://{self.http}"
+
+    def requests_kwargs(self) -> dict[str, Any]:
+        """``requests`` arguments that reach this agent (plain http, no ACLs), as
+        ``sandbox.ConsulAgent.requests_kwargs`` for the agents with TLS and ACLs."""
+        return {"timeout": 5}
 
     @property
     def rpc(self) -> str:

@@ -126,5 +126,5 @@ def test_worker_dockerd_killed(swarm3: SwarmLab) -> None:
         assert [books(c) for c in healthy] == ["v2"] * 3
     finally:
         swarm3.restart_dockerd(victim)
-        until(lambda: swarm3.node_state(victim) == "ready", 60, "the node back")
+        until(lambda: swarm3.node_state(victim) == "ready", 180, "the node back")
         rt.remove("sw-fault", "blue")
