@@ -83,6 +83,14 @@ def only_b(env: Env, b: Nginx) -> dict[str, str]:
     return env.sandbox.env(b) | {"CONSUL_HTTP_ADDR": env.consul_addr}
 
 
+def set_color(env: Env, color: str) -> None:
+    """The color record set behind bluegreen's back (what a switch of one proxy alone wrote
+    undone)."""
+    put = requests.put(f"{env.consul_addr}/v1/kv/{env.service}/color", data=color,
+                       **env.consul_kwargs)
+    assert put.status_code == 200 and env.kv("color") == color
+
+
 # -- one dynamic nginx ------------------------------------------------------------------------
 
 
@@ -186,6 +194,7 @@ def test_status_flags_disagreeing_proxies_and_recover_repairs_them(pair):
                   "bluegreen-sample:v2").code == 0
     r = svc.bg("switch", svc.service, "--color", "green", env=alone)  # b alone, behind a's back
     assert r.code == 0, r.err
+    set_color(svc, "blue")  # the record still names a's color (the switch of b alone wrote it)
     assert version(b) == "v2" and svc.version() == "v1"
     status = json.loads(svc.bg("status", svc.service, "--json").out)
     assert any("proxies disagree: a routes" in p and "b to green" in p
@@ -193,5 +202,26 @@ def test_status_flags_disagreeing_proxies_and_recover_repairs_them(pair):
     r = svc.bg("recover", svc.service)
     assert r.code == 0, r.err
     assert "proxy b routed like proxy a: blue" in r.err
-    assert svc.version() == version(b) == "v1"
+    assert svc.version() == version(b) == "v1" and svc.kv("color") == "blue"
+    svc.assert_safe()
+
+
+def test_a_proxy_switched_alone_goes_back_to_the_record_and_the_other(pair):
+    """a switched behind the record's back while b and the record agree: the record and b
+    win, a is put back, and the record is not rewritten from a."""
+    svc, b = pair
+    alone_a = {k: v for k, v in svc.env.items() if k != "BLUEGREEN_PROXY"}
+    assert svc.bg("deploy", svc.service, "--color", "green", "--image",
+                  "bluegreen-sample:v2").code == 0
+    r = svc.bg("switch", svc.service, "--color", "green", env=alone_a)
+    assert r.code == 0, r.err
+    set_color(svc, "blue")  # the record still names b's color (the switch of a alone wrote it)
+    assert svc.version() == "v2" and version(b) == "v1"
+    status = json.loads(svc.bg("status", svc.service, "--json").out)
+    assert any("proxies disagree: a routes" in p and "b to blue" in p
+               for p in status["problems"]), status["problems"]
+    r = svc.bg("recover", svc.service)
+    assert r.code == 0, r.err
+    assert "proxy a routed like proxy b: blue" in r.err and "color record" not in r.err
+    assert svc.version() == version(b) == "v1" and svc.kv("color") == "blue"
     svc.assert_safe()

@@ -52,9 +52,38 @@ def test_disagreements_and_repair(fan):
     fan.proxies[1][1].apply(blue_green("green"))
     (line,) = fan.disagreements("books-ms")
     assert "a routes books-ms to blue 100%" in line and "b to green 100%" in line
-    assert fan.repair("books-ms", lambda s: s.color == "green") == [
+    assert fan.repair("books-ms", lambda s: s.color == "green", recorded="green") == [
         "proxy a routed like proxy b: green 100% (127.0.0.1:9002)"]
     assert fan.disagreements("books-ms") == []
+
+
+def test_the_record_and_one_proxy_win_over_the_other(fan):
+    fan.apply(blue_green("blue"))
+    fan.proxies[0][1].apply(blue_green("green"))  # a switched behind the record's back
+    healthy = lambda s: True  # noqa: E731
+    assert fan.repair("books-ms", healthy, recorded="blue") == [
+        "proxy a routed like proxy b: blue 100% (127.0.0.1:9001)"]
+    assert fan.disagreements("books-ms") == []
+
+
+def test_no_record_and_no_majority_repairs_nothing(fan):
+    fan.apply(blue_green("blue"))
+    fan.proxies[1][1].apply(blue_green("green"))
+    (line,) = fan.repair("books-ms", lambda s: True, recorded=None)
+    assert "neither the record (none) nor a majority" in line
+    assert [p.serving("books-ms").color for _n, p in fan.proxies] == ["blue", "green"]
+    (line,) = fan.repair("books-ms", lambda s: s.color != "green", recorded="green")
+    assert "neither the record (green)" in line  # the record's color is not healthy
+
+
+def test_a_strict_majority_wins_when_the_record_is_not_healthy(tmp_path):
+    fan = FanoutProxy([(n, nginx(tmp_path, n)) for n in "abc"])
+    fan.apply(blue_green("green"))
+    fan.proxies[0][1].apply(blue_green("blue"))
+    assert fan.winner("books-ms", "blue", lambda s: s.color == "green")[0] == "b"
+    assert fan.repair("books-ms", lambda s: s.color == "green", recorded="blue") == [
+        "proxy a routed like proxy b: green 100% (127.0.0.1:9002)"]
+    assert fan.winner("books-ms", None, lambda s: s.color == "blue") is None  # unhealthy
 
 
 def test_diff_names_each_proxy(fan):

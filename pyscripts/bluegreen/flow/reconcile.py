@@ -64,8 +64,10 @@ class Reality(Record):
         not verified). Returns what was done; changes nothing on a dry run."""
         steps, reg, actions = self.steps, self.steps.registry, []
         dry = steps.dry_run
+        split = False  # the proxies still disagree: none of them speaks for the record
         if steps.proxy:
-            actions += self._agree(service)
+            agreed, split = self._agree(service)
+            actions += agreed
         serving = steps.proxy.serving(service) if steps.proxy else None
         if serving is not None and not serving.servers and not in_release:
             routed = self._route_again(service)
@@ -93,7 +95,8 @@ class Reality(Record):
             actions.append(f"{exc.key} was invalid")
             if not dry:
                 reg.set_color(service, None)
-        if live and recorded != live and not inflight and _any_running(running, live):
+        if live and recorded != live and not inflight and not split \
+                and _any_running(running, live):
             actions.append(f"color record {recorded or '(none)'} set to {live}, which the proxy "
                            f"routes to")
             if not dry:
@@ -128,14 +131,21 @@ class Reality(Record):
         steps.switch(service, recorded)
         return [f"the proxy served nothing for {service}: routed to {recorded} again"]
 
-    def _agree(self, service: str) -> list[str]:
-        """Proxies that disagree routed like the first one on a healthy color."""
+    def _agree(self, service: str) -> tuple[list[str], bool]:
+        """Proxies that disagree routed alike on the winner (``FanoutProxy.winner``: the
+        record's healthy color, else the majority's); what was done, and whether they
+        still disagree (then the color record is not rewritten from the first proxy)."""
         steps = self.steps
         assert steps.proxy
         found = steps.proxy.disagreements(service)
         if not found or steps.dry_run:
-            return [f"would repair: {line}" for line in found]
-        return steps.proxy.repair(service, lambda s: steps.healthy(service, s.color))
+            return [f"would repair: {line}" for line in found], bool(found)
+        try:
+            recorded = steps.registry.get_color(service)
+        except InvalidRecord:
+            recorded = None
+        done = steps.proxy.repair(service, lambda s: steps.healthy(service, s.color), recorded)
+        return done, bool(steps.proxy.disagreements(service))
 
     def _rebuild_release(self, service: str, color: str, live: str | None,
                          inflight: Any, listed: list[Container]) -> list[str]:

@@ -59,9 +59,10 @@ class Proxy(ABC):
         """Where proxies that should route alike do not (one proxy: never)."""
         return []
 
-    def repair(self, service: str, trusted: Callable[[Serving], bool]) -> list[str]:
-        """Make every proxy route the service like the first one ``trusted`` accepts; what
-        was done (one proxy: nothing to do)."""
+    def repair(self, service: str, trusted: Callable[[Serving], bool],
+               recorded: str | None = None) -> list[str]:
+        """Make every proxy route the service alike, on the record's color (``recorded``) or
+        the majority's when ``trusted`` accepts it; what was done (one proxy: nothing to do)."""
         return []
 
 

@@ -836,7 +836,8 @@ class NginxDynamicProxy(Proxy):
                             f"(it answers 502)")
         return problems
 
-    def repair(self, service: str, trusted: Callable[[Serving], bool]) -> list[str]:
+    def repair(self, service: str, trusted: Callable[[Serving], bool],
+               recorded: str | None = None) -> list[str]:
         """A damaged state file rewritten from what nginx serves (a service nginx serves
         nothing for is the flow's to route: only it knows the instances)."""
         line = self.engine.client.rebuild() if self.engine.ready() else None

@@ -5,7 +5,9 @@ they had before back (the last change first) and the error names the failing pro
 routes to put back are read from every proxy before anything changes, so a proxy that cannot
 be read fails the change before any proxy is touched. ``serving`` answers for the first
 proxy; ``disagreements`` says which proxies route a service differently from the first, and
-``repair`` makes them agree again.
+``repair`` makes them agree again on the winner: the record's color when it is healthy and a
+proxy routes to it, else the color a strict majority of the proxies route to when healthy,
+else none (never one proxy alone against the record and the others).
 """
 
 from __future__ import annotations
@@ -150,16 +152,42 @@ class FanoutProxy(Proxy):
                 lines += [f"proxy {name}: {line}" for line in proxy.disagreements(service)]
         return lines
 
-    def repair(self, service: str, trusted: Callable[[Serving], bool]) -> list[str]:
-        """Re-apply the route of the first proxy whose serving ``trusted`` accepts (else the
-        first proxy's) to every proxy that routes the service differently."""
-        done = [f"proxy {n}: {line}" for n, p in self.proxies for line in p.repair(service, trusted)]
-        servings = [(n, p, p.serving(service)) for n, p in self.proxies]
-        name, source, want = next((s for s in servings if s[2].servers and trusted(s[2])),
-                                  servings[0])
+    def winner(self, service: str, recorded: str | None,
+               trusted: Callable[[Serving], bool]) -> tuple[str, Proxy, Serving] | None:
+        """Which proxy's route wins when they disagree: one routing the record's color, when
+        that color is healthy (``trusted``); else one routing the color a strict majority of
+        the proxies route to, when healthy; else none (never one proxy alone against the
+        record and the others)."""
+        routed = [(n, p, s) for n, p in self.proxies if (s := p.serving(service)).servers]
+        if recorded:
+            hit = next((r for r in routed if r[2].color == recorded and trusted(r[2])), None)
+            if hit:
+                return hit
+        for _n, _p, serving in routed:
+            votes = sum(1 for r in routed if r[2].color == serving.color)
+            if serving.color and 2 * votes > len(self.proxies):
+                hit = next(r for r in routed if r[2].color == serving.color)
+                return hit if trusted(hit[2]) else None
+        return None
+
+    def repair(self, service: str, trusted: Callable[[Serving], bool],
+               recorded: str | None = None) -> list[str]:
+        """Re-apply the winning route (:meth:`winner`) to every proxy that routes the service
+        differently; with no winner nothing is changed and the line says so."""
+        done = [f"proxy {n}: {line}" for n, p in self.proxies
+                for line in p.repair(service, trusted, recorded)]
+        win = self.winner(service, recorded, trusted)
+        if win is None:
+            if any(not _same(p.serving(service), self.proxies[0][1].serving(service))
+                   for _n, p in self.proxies[1:]):
+                done.append(f"proxies disagree on {service} and neither the record "
+                            f"({recorded or 'none'}) nor a majority of them routes to a healthy "
+                            f"color: left as they are (switch to choose)")
+            return done
+        name, source, want = win
         route = source.current(service)
-        for other, proxy, have in servings:
-            if proxy is not source and not _same(have, want):
+        for other, proxy in self.proxies:
+            if proxy is not source and not _same(proxy.serving(service), want):
                 try:
                     proxy.apply([route])
                 except Exception as exc:
