@@ -19,6 +19,7 @@ from tests.integration import cluster_fixtures
 pytestmark = pytest.mark.integration
 swarm1 = cluster_fixtures.swarm1
 swarm3 = cluster_fixtures.swarm3
+swarm3_own = cluster_fixtures.swarm3_own
 IMAGE = "bluegreen-sample:v1"
 
 
@@ -104,7 +105,10 @@ def test_replicas_spread_and_reachable(swarm3: SwarmLab) -> None:
         rt.remove("sw-spread", "blue")
 
 
-def test_worker_dockerd_killed(swarm3: SwarmLab) -> None:
+def test_worker_dockerd_killed(swarm3_own: SwarmLab) -> None:
+    """On a lab of its own: the killed node need not come back for the tests after it (a
+    revived dockerd that reattaches to earlier tests' tasks can take minutes)."""
+    swarm3 = swarm3_own
     rt = SwarmRuntime(swarm3.manager.url)
     victim = swarm3.workers[-1]
     try:
@@ -125,6 +129,4 @@ def test_worker_dockerd_killed(swarm3: SwarmLab) -> None:
         assert len(healthy) == 3 and victim.ip not in {c.address for c in healthy}
         assert [books(c) for c in healthy] == ["v2"] * 3
     finally:
-        swarm3.restart_dockerd(victim)
-        until(lambda: swarm3.node_state(victim) == "ready", 180, "the node back")
         rt.remove("sw-fault", "blue")
