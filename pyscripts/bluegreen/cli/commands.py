@@ -245,12 +245,47 @@ def _release_options(opts: dict[str, Any]) -> ReleaseOptions:
     if outcome and not opts.get("resume"):
         raise UsageError("--outcome goes with --resume (it is the result of the next test phase)")
     steps = opts.get("steps")
-    return ReleaseOptions(steps=_weights("100" if steps is None else steps),
+    weights = _weights("100" if steps is None else steps)
+    return ReleaseOptions(steps=weights,
                           step_wait=opts.get("step_wait") or 0.0,
                           confirm=bool(opts.get("confirm")), keep_old=opts.get("keep_old") or 0.0,
                           proxy_url=validate.base_url(opts.get("proxy_url") or "http://127.0.0.1"),
                           lock_wait=opts.get("lock_wait") or 0.0, until=opts.get("until"),
-                          outcome=None if not outcome else outcome == "passed")
+                          outcome=None if not outcome else outcome == "passed",
+                          gates=_gates(opts, weights), sticky=bool(opts.get("sticky")))
+
+
+def _gates(opts: dict[str, Any], weights: tuple[int, ...]) -> Any:
+    """The gates of a release's steps, refused at the edge when they cannot work: they need
+    the dynamic nginx's figures, a window (--step-wait) and, for a new release, a step below
+    100 (a paused one has its steps)."""
+    from bluegreen.flow.gates import Limits
+
+    query, url = opts.get("gate_query"), opts.get("prometheus_url")
+    if bool(query) != bool(url):
+        raise UsageError("--gate-query and --prometheus-url go together")
+    limits = Limits(max_error_rate=opts.get("max_error_rate"),
+                    max_latency_ratio=opts.get("max_latency_ratio"),
+                    min_requests=opts.get("min_requests") or 0,
+                    min_requests_wait=opts.get("min_requests_wait") or 0.0,
+                    query=validate.text(query, "--gate-query") if query else None,
+                    prometheus_url=validate.prefix_url(url, "--prometheus-url") if url else None)
+    if not limits.active:
+        if limits.min_requests_wait:
+            raise UsageError("--min-requests-wait goes with --min-requests")
+        return limits
+    modes = {spec.partition("=")[2].partition(",")[0] for spec in opts.get("proxy") or []} \
+        or {opts.get("nginx_mode")}
+    if modes != {"dynamic"}:
+        raise UsageError("gates (--max-error-rate, --max-latency-ratio, --min-requests, "
+                         "--gate-query) read the proxy's figures: they need --nginx-mode dynamic")
+    if not opts.get("step_wait"):
+        raise UsageError("gates compare the colors over each step's window: give --step-wait "
+                         "> 0 (seconds)")
+    if opts["command_path"] in ("run", "app deploy") and not opts.get("resume") \
+            and len(weights) < 2:
+        raise UsageError("gates judge the steps below 100: give --steps, e.g. 10,50,100")
+    return limits
 
 
 def cmd_run(opts: dict[str, Any]) -> int:
