@@ -88,15 +88,17 @@ def test_weighted_route():
     new = [SimpleNamespace(address="n", port=1, color="green")]
     old = [SimpleNamespace(address="o", port=1, color="blue"),
            SimpleNamespace(address="o", port=2, color="blue")]
-    assert weighted_route("s", "green", new, old, 100).servers == (Server("n", 1),)
-    zero = weighted_route("s", "green", new, old, 0)
-    assert (zero.color, zero.servers) == ("blue", (Server("o", 1), Server("o", 2)))
+    G, B = "green", "blue"
+    assert weighted_route("s", "green", new, old, 100).servers == (Server("n", 1, color=G),)
+    zero = weighted_route("s", "green", new, old, 0)  # the new servers kept, at weight 0
+    assert (zero.color, zero.weight, zero.servers) == (
+        "blue", 100, (Server("o", 1, color=B), Server("o", 2, color=B), Server("n", 1, 0, G)))
     # 50% on 1 new instance vs 50% on 2 old ones: the new one weighs as much as both.
     assert weighted_route("s", "green", new, old, 50).servers == (
-        Server("n", 1, 2), Server("o", 1, 1), Server("o", 2, 1))
-    twenty = weighted_route("s", "green", new, old, 20)
-    assert (twenty.weight, twenty.servers) == (20, (Server("n", 1, 1), Server("o", 1, 2),
-                                                    Server("o", 2, 2)))
+        Server("n", 1, 2, G), Server("o", 1, 1, B), Server("o", 2, 1, B))
+    twenty = weighted_route("s", "green", new, old, 20, sticky=True)
+    assert (twenty.weight, twenty.sticky, twenty.servers) == (
+        20, True, (Server("n", 1, 1, G), Server("o", 1, 2, B), Server("o", 2, 2, B)))
 
 
 def test_apply_writes_tests_reloads_and_serving(proxy):

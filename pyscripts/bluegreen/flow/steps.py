@@ -312,6 +312,12 @@ class Steps(Record):
                 self.registry.set_color(service, color)
         return changed
 
+    def figures(self, services: list[str] | tuple[str, ...]) -> dict[str, dict[str, model.Counts]]:
+        """Service -> color -> what the proxy counted (cumulative, since its epoch)."""
+        if not self.proxy:
+            raise UsageError("live figures need a proxy")
+        return self.proxy.figures([validate.service(s) for s in services])
+
     def _refuse_clashes(self, routes: list[Route]) -> None:
         """A public location or an internal endpoint belongs to one service: a change that
         would give one to a second service is refused (exit 2) before anything is written
@@ -360,7 +366,7 @@ class Steps(Record):
             Server(i.address, i.port) for i in self._passing(service, c.color, planned, "")))
             for c in move.chains)
         return weighted_route(service, color, new, old, weight, location=move.location,
-                              endpoint=move.endpoint, chains=chains)
+                              endpoint=move.endpoint, chains=chains, sticky=move.sticky)
 
     def _instances(self, service: str, color: str,
                    planned: Mapping[tuple[str, str], DeploySpec]) -> list[Instance]:

@@ -22,7 +22,8 @@ file at start and reload): without it 403, and 503 when nginx has no secret load
 with an ``Origin`` header is refused (403), a POST that is not ``application/json`` too (415);
 JSON is strict (what Python's ``json`` refuses is refused).
 
-- ``POST {"services": {NAME: [{"address": IPv4, "port": 1-65535, "weight": 0-100}, ...]},
+- ``POST {"services": {NAME: [{"address": IPv4, "port": 1-65535, "weight": 0-100,
+  "color": "blue"|"green" (optional: what its responses are counted as)}, ...]},
   "chains": {NAME: [{"side": "new"|"old", "color": "blue"|"green", "callers": [IPv4, ...],
   "servers": [...]}, ...]}}``: every named service gets exactly these servers (at least one
   with weight > 0) and these chains (none when not named; only for a service with an
@@ -37,6 +38,11 @@ JSON is strict (what Python's ``json`` refuses is refused).
   "active": {"ADDRESS:PORT": N}}``: each worker's generation is the one it routes with (a
   worker checks the generation on every request and every second); ``active`` counts the
   requests in flight per peer (draining).
+- ``GET ?view=figures``: 200 ``{"epoch": E, "bounds": LATENCY_BOUNDS_MS, "figures": {NAME:
+  {COLOR: {"requests", "errors", "failures", "buckets": [...]}}}}``: what nginx counted per
+  service and color (log_by_lua, the shared dict ``bluegreen_figures``, sized by
+  :func:`figures_size_for` so nothing is evicted) since epoch ``E``, which a reload keeps and a
+  restart changes (:class:`bluegreen.model.Counts`).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from bluegreen import templates, validate, wire
 from bluegreen.errors import OperationFailed, Unreachable, UsageError, redact
-from bluegreen.model import COLORS, Chain, Route, Server, Serving
+from bluegreen.model import COLORS, LATENCY_BOUNDS_MS, Chain, Counts, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
 from bluegreen.proxy.nginx import (
     NginxController,
@@ -80,6 +86,7 @@ _SERVICE_LINE_RE = re.compile(r"^# service (?P<name>\S+)(?: endpoint=(?P<endpoin
 SECRET_HEADER = "X-Bluegreen-Secret"  # noqa: S105 (a header name)
 _SECRET_RE = re.compile(r"[0-9a-f]{64}")
 DICT_BASE_KB, DICT_SERVICE_KB, DICT_ENDPOINT_KB = 256, 4, 64  # the routes' dict, per route
+FIGURES_BASE_KB, FIGURES_SERVICE_KB = 64, 8  # the counts' dict: 2 colors x 15 counts a service
 
 
 def _stderr(line: str) -> None:
@@ -201,6 +208,13 @@ def dict_size_for(services: int, endpoints: int, minimum: str = "1m") -> str:
     return minimum if given >= need else f"{need}k"
 
 
+def figures_size_for(services: int) -> str:
+    """The counts' shared dict for that many services (at least 1m): room for every count of
+    every service and color, so that none is ever evicted."""
+    need = FIGURES_BASE_KB + FIGURES_SERVICE_KB * services
+    return "1m" if need <= 1024 else f"{need}k"
+
+
 def render_http(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
                 dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None,
                 endpoints: Mapping[str, str] | None = None,
@@ -234,6 +248,7 @@ def http_context(services: Iterable[str], control: str, state_file: str | os.Pat
             "secret_file": safe_path(secret_file or secret_path(state_file), "secret file"),
             "lua_dir": safe_path(lua_path or lua_dir(), "Lua directory"),
             "dict_size": dict_size_for(len(names), len(named), dict_size),
+            "figures_size": figures_size_for(len(names)),
             "endpoints": named,
             "internal_listen": f"{validate.host(host)}:{validate.port(port)}"}
 
@@ -278,7 +293,8 @@ def _check_servers(service: str, servers: Sequence[Server]) -> list[dict[str, An
         if (address, port) in seen:
             raise UsageError(f"{service}: server {address}:{port} listed twice")
         seen.add((address, port))
-        entries.append({"address": address, "port": port, "weight": weight})
+        entries.append({"address": address, "port": port, "weight": weight}
+                       | ({"color": validate.color(s.color)} if s.color else {}))
     if not any(e["weight"] > 0 for e in entries):
         raise UsageError(f"{service}: no server with a weight above 0")
     return entries
@@ -388,14 +404,15 @@ class DynamicControl:
         self.say = say or _stderr
         self.damage: str | None = None  # what was wrong with the state file, last read
 
-    def _request(self, method: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    def _request(self, method: str, body: bytes | None = None,
+                 query: str = "") -> tuple[int, dict[str, Any]]:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         secret = read_secret(self.secret_file) if self.secret_file else None
         if secret:
             headers[SECRET_HEADER] = secret
         try:
-            status, data = wire.request(self.control, method, CONTROL_PATH, body, headers,
-                                        self.timeout)
+            status, data = wire.request(self.control, method, CONTROL_PATH + query, body,
+                                        headers, self.timeout)
         except (ConnectionRefusedError, FileNotFoundError) as exc:  # nothing was sent
             raise Unreachable("nginx control endpoint", self.where,
                               exc.strerror or type(exc).__name__) from exc
@@ -423,6 +440,17 @@ class DynamicControl:
         for key, kind in (("known", list), ("endpoints", list), ("active", dict),
                           ("chains", dict), ("services", dict)):
             doc[key] = kind(doc.get(key) or kind())  # Lua's cjson writes an empty list as {}
+        return doc
+
+    def figures(self) -> dict[str, Any]:
+        """What nginx counted: ``epoch``, ``bounds`` (the latency buckets' upper bounds, ms)
+        and ``figures`` (service -> color -> ``requests``, ``errors``, ``failures``,
+        ``buckets``)."""
+        status, doc = self._request("GET", query="?view=figures")
+        if status != 200:
+            raise OperationFailed(f"nginx control endpoint {self.where}: {status} {doc.get('error')}")
+        if not isinstance(doc.get("figures"), dict):  # Lua's cjson writes an empty object as {}
+            doc["figures"] = {}
         return doc
 
     def drain(self, servers: Iterable[Server], timeout: float) -> bool:
@@ -742,8 +770,8 @@ def _scaled(servers: Sequence[Server]) -> list[Server]:
     top = max((s.weight or DEFAULT_WEIGHT) for s in servers) if servers else 0
     if top <= 100:
         return list(servers)
-    return [Server(s.address, s.port, max(1, round((s.weight or DEFAULT_WEIGHT) * 100 / top)))
-            for s in servers]
+    return [replace(s, weight=0 if s.weight == 0 else
+                    max(1, round((s.weight or DEFAULT_WEIGHT) * 100 / top))) for s in servers]
 
 
 def _shown_servers(entries: Iterable[tuple[str, int, int]]) -> str:
@@ -857,8 +885,8 @@ class NginxDynamicProxy(Proxy):
         its chains included (``served``: what :meth:`_served` just read)."""
         served = served or self._served()
         route = served["colors"].get(validate.service(service)) or {}
-        servers = tuple(Server(a, p, w) for a, p, w in
-                        _served_entries(served["services"].get(service) or []))
+        servers = tuple(Server(e["address"], e["port"], e.get("weight", DEFAULT_WEIGHT),
+                               e.get("color")) for e in served["services"].get(service) or [])
         chains = tuple(Chain(c["side"], c["color"], tuple(c["callers"]),
                              tuple(Server(a, p, w) for a, p, w in _served_entries(c["servers"])))
                        for c in served["chains"].get(service) or [])
@@ -917,6 +945,25 @@ class NginxDynamicProxy(Proxy):
                     self.engine.apply(previous)
             raise
         return True
+
+    def figures(self, services: Sequence[str]) -> dict[str, dict[str, Counts]]:
+        """Service -> color -> what nginx counted since its epoch (both colors, zeros when
+        nothing was counted)."""
+        doc = self.engine.client.figures()
+        epoch, counted = str(doc.get("epoch") or ""), doc["figures"]
+        width = len(LATENCY_BOUNDS_MS) + 1
+        out: dict[str, dict[str, Counts]] = {}
+        for service in services:
+            colors = counted.get(validate.service(service))
+            colors = colors if isinstance(colors, dict) else {}
+            out[service] = {}
+            for color in COLORS:
+                c = colors.get(color) if isinstance(colors.get(color), dict) else {}
+                buckets = [int(n) for n in c.get("buckets") or []][:width]
+                out[service][color] = Counts(int(c.get("requests", 0)), int(c.get("errors", 0)),
+                                             int(c.get("failures", 0)),
+                                             tuple(buckets + [0] * (width - len(buckets))), epoch)
+        return out
 
     def drain(self, timeout: float) -> bool:
         """Wait until no request is in flight to a peer that is no longer routed to."""

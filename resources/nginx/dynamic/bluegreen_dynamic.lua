@@ -9,12 +9,20 @@
 -- routes. Shared dict "bluegreen_stats" (may evict, holds nothing that routes):
 -- "worker:<id>" = JSON {"pid", "generation"} (what each worker really uses),
 -- "active:<address>:<port>" = requests in flight to that peer (for draining).
+-- Shared dict "bluegreen_figures" (sized for every service's keys, so nothing is evicted):
+-- "epoch" (random, set when nginx starts: a reload keeps the dict and the epoch, a restart
+-- starts both anew) and per service and color "c|<service>|<color>|<field>" = a cumulative
+-- count: "r" responses, "e" of them 5xx, "f" tries on a peer that failed (no response header:
+-- refused, reset, timed out), "b<i>" responses whose upstream time is within LATENCY_MS[i]
+-- (i = #LATENCY_MS + 1: above the last). Counted in log_by_lua, by the color of the peer the
+-- request ended on (a failed try: at the retry); a server of no color is not counted.
 --
 -- The control endpoint answers only requests that carry the secret of `secret_file` (read by
 -- the master at start and at each reload, compared in constant time), have no Origin header
 -- (no browser page can route) and, for a POST, a JSON content type. JSON is strict: what
 -- Python's json refuses (hex or leading-zero numbers, NaN, Infinity, trailing commas) is refused.
--- A server is {"address": IPv4, "port": 1-65535, "weight": 0-100}. A chain keeps the callers
+-- A server is {"address": IPv4, "port": 1-65535, "weight": 0-100, "color": "blue"|"green"
+-- (optional: what it is counted as)}. A chain keeps the callers
 -- of one release on one color of a service with an internal endpoint: {"side": "new"|"old",
 -- "color": "blue"|"green", "callers": [IPv4, ...], "servers": [server, ...]}; a request that
 -- enters the internal endpoint from a caller's address goes to that chain's servers only.
@@ -30,10 +38,12 @@ local M = {}
 
 local DICT = "bluegreen"
 local STATS = "bluegreen_stats"
+local FIGURES = "bluegreen_figures"
+local LATENCY_MS = { 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000 }  -- LATENCY_BOUNDS_MS
 local SECRET_HEADER = "X-Bluegreen-Secret"
 local MAX_SERVERS = 256
 local MAX_CALLERS = 1024
-local SERVER_KEYS = { address = true, port = true, weight = true }
+local SERVER_KEYS = { address = true, port = true, weight = true, color = true }
 local CHAIN_KEYS = { side = true, color = true, callers = true, servers = true }
 local SIDES = { new = true, old = true }
 local COLORS = { blue = true, green = true }
@@ -107,11 +117,14 @@ local function check_servers(name, list)
         if not is_int(s.weight, 0, 100) then
             return nil, name .. ": server " .. i .. ": weight must be an integer from 0 to 100"
         end
+        if s.color ~= nil and not COLORS[s.color] then
+            return nil, name .. ": server " .. i .. ": color must be blue or green"
+        end
         local key = s.address .. ":" .. string.format("%d", s.port)
         if seen[key] then return nil, name .. ": server " .. key .. " listed twice" end
         seen[key] = true
         if s.weight > 0 then live = live + 1 end
-        out[i] = { address = s.address, port = s.port, weight = s.weight }
+        out[i] = { address = s.address, port = s.port, weight = s.weight, color = s.color }
     end
     if live == 0 then return nil, name .. ": no server with a weight above 0" end
     return out
@@ -267,7 +280,7 @@ local function peers_of(servers)
         if s.weight > 0 then
             peers[#peers + 1] = { key = s.address .. ":" .. string.format("%d", s.port),
                                   address = s.address, port = s.port, weight = s.weight,
-                                  current = 0 }
+                                  color = s.color, current = 0 }
         end
     end
     return peers
@@ -333,7 +346,23 @@ end
 -- secret, and the state last recorded by bluegreen, which wins over what a reload kept in the
 -- dict. A state file that cannot be used (missing, empty, cut, not JSON, no services) is
 -- logged and the last good copy is used instead; failing that, what the dict held.
+-- A random epoch (hex) for the figures: from /dev/urandom, else the time and the pid.
+local function new_epoch()
+    local fh = io.open("/dev/urandom", "rb")
+    local bytes = fh and fh:read(8)
+    if fh then fh:close() end
+    if bytes and #bytes == 8 then
+        return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+    end
+    return string.format("%x%x", ngx.time(), ngx.worker.pid())
+end
+
 function M.init(opts)
+    local figures = ngx.shared[FIGURES]
+    if figures and figures:get("epoch") == nil then
+        local ok, ferr = figures:safe_set("epoch", new_epoch())
+        if not ok then error("bluegreen: shared dict " .. FIGURES .. ": " .. tostring(ferr)) end
+    end
     known, endpoints = {}, {}
     for _, name in ipairs(opts.services) do known[name] = true end
     for _, name in ipairs(opts.endpoints or {}) do endpoints[name] = true end
@@ -447,17 +476,50 @@ function M.balance(name, internal)
         return
     end
     local dict = ngx.shared[STATS]
-    if ctx.bluegreen_peer then dict:incr("active:" .. ctx.bluegreen_peer, -1, 0) end
+    if ctx.bluegreen_peer then
+        dict:incr("active:" .. ctx.bluegreen_peer, -1, 0)
+        if ctx.bluegreen_color then  -- a retry: the previous try failed
+            ngx.shared[FIGURES]:incr("c|" .. name .. "|" .. ctx.bluegreen_color .. "|f", 1, 0)
+        end
+    end
     dict:incr("active:" .. peer.key, 1, 0)
     ctx.bluegreen_peer = peer.key
+    ctx.bluegreen_service, ctx.bluegreen_color = name, peer.color
 end
 
--- log_by_lua (http level): the request no longer uses its peer.
+-- The last of a list of upstream values ("0.004, 0.012" or "- : 0.010").
+local function last_value(v)
+    if v == nil then return nil end
+    return v:match("([^%s,:]+)%s*$")
+end
+
+-- Count the request that ended on a peer of `ctx.bluegreen_color` (log phase).
+local function count_request(ctx)
+    local color = ctx.bluegreen_color
+    if not color then return end
+    local figures = ngx.shared[FIGURES]
+    local prefix = "c|" .. ctx.bluegreen_service .. "|" .. color .. "|"
+    figures:incr(prefix .. "r", 1, 0)
+    if ngx.status >= 500 then figures:incr(prefix .. "e", 1, 0) end
+    local header_time = last_value(ngx.var.upstream_header_time)
+    if header_time == nil or header_time == "-" then
+        if ngx.status ~= 499 then figures:incr(prefix .. "f", 1, 0) end  -- 499: the client left
+        return
+    end
+    local ms = (tonumber(last_value(ngx.var.upstream_response_time)) or 0) * 1000
+    local i = 1
+    while i <= #LATENCY_MS and ms > LATENCY_MS[i] do i = i + 1 end
+    figures:incr(prefix .. "b" .. i, 1, 0)
+end
+
+-- log_by_lua (http level): the request no longer uses its peer; it is counted.
 function M.log()
-    local key = ngx.ctx.bluegreen_peer
+    local ctx = ngx.ctx
+    local key = ctx.bluegreen_peer
     if key then
         ngx.shared[STATS]:incr("active:" .. key, -1, 0)
-        ngx.ctx.bluegreen_peer = nil
+        ctx.bluegreen_peer = nil
+        count_request(ctx)
     end
 end
 
@@ -495,6 +557,35 @@ local function snapshot()
     end
     return { generation = st.generation, services = st.services, chains = st.chains, known = names,
              endpoints = with_endpoint, workers = workers, active = active }
+end
+
+-- What is counted: {"epoch", "bounds": LATENCY_MS, "figures": {service: {color: {"requests",
+-- "errors", "failures", "buckets": [...]}}}}.
+local function figures_view()
+    local figures = ngx.shared[FIGURES]
+    local out = {}
+    for _, key in ipairs(figures:get_keys(0)) do
+        local name, color, field = key:match("^c|([^|]+)|(%a+)|(%w+)$")
+        if name then
+            local colors = out[name] or {}
+            out[name] = colors
+            local c = colors[color]
+            if not c then
+                c = { requests = 0, errors = 0, failures = 0, buckets = {} }
+                for i = 1, #LATENCY_MS + 1 do c.buckets[i] = 0 end
+                colors[color] = c
+            end
+            local n = figures:get(key) or 0
+            if field == "r" then c.requests = n
+            elseif field == "e" then c.errors = n
+            elseif field == "f" then c.failures = n
+            else
+                local i = tonumber(field:sub(2))
+                if i and c.buckets[i] then c.buckets[i] = n end
+            end
+        end
+    end
+    return { epoch = figures:get("epoch") or cjson.null, bounds = LATENCY_MS, figures = out }
 end
 
 -- A number as JSON writes it (no hex, no leading zero or plus, digits on both sides of '.').
@@ -597,6 +688,9 @@ function M.control()
         return respond(415, { error = "the body must be application/json" })
     end
     if method == "GET" then
+        local view = ngx.var.arg_view
+        if view == "figures" then return respond(200, figures_view()) end
+        if view ~= nil then return respond(400, { error = "view must be figures" }) end
         sync()
         return respond(200, snapshot())
     elseif method == "POST" then

@@ -1,0 +1,156 @@
+"""Progressive delivery at the dynamic nginx (issue 21), on the real nginx with Debian's Lua
+module: the counts per service and color (kept by a reload, a new epoch at a restart)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import pytest
+
+from bluegreen.errors import UsageError
+from bluegreen.model import LATENCY_BOUNDS_MS, Counts, Route, Server
+from bluegreen.proxy.dynamic import CONTROL_PATH, NginxDynamicProxy
+from bluegreen.proxy.fanout import FanoutProxy
+from bluegreen.proxy.nginx import NginxProxy
+from bluegreen_dev.dynamic_nginx import Backend
+from tests.integration import dynamic_fixtures
+
+pytestmark = pytest.mark.integration
+SVC = "books-ms"
+
+backends = dynamic_fixtures.backends
+nginx = dynamic_fixtures.nginx
+
+
+def get(port: int, path: str = "/", headers: dict[str, str] | None = None
+        ) -> tuple[int, str, http.client.HTTPResponse]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    body = r.read().decode()
+    c.close()
+    return r.status, body, r
+
+
+def control(nginx, query: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    c = http.client.HTTPConnection("127.0.0.1", nginx.control_port, timeout=10)
+    c.request("GET", CONTROL_PATH + query, headers=headers or {})
+    r = c.getresponse()
+    doc = json.loads(r.read().decode())
+    c.close()
+    return r.status, doc
+
+
+def split(backends: dict[str, Backend], new: str = "green", weight: int = 50,
+          sticky: bool = False) -> Route:
+    old = "blue" if new == "green" else "green"
+    return Route(SVC, new, (Server("127.0.0.1", backends[new].port, weight, new),
+                            Server("127.0.0.1", backends[old].port, 100 - weight, old)),
+                 weight, sticky=sticky)
+
+
+def failed_connects(nginx, since: int) -> int:
+    return (nginx.prefix / "logs" / "error.log").read_text()[since:].count("connect() failed")
+
+
+def test_counts_per_color_kept_by_a_reload_anew_after_a_restart(nginx, backends):
+    proxy = NginxDynamicProxy(nginx.proxy())
+    proxy.apply([split(backends)])
+    seen = {"blue": 0, "green": 0}
+    for path in ["/"] * 20 + ["/fail"] * 10:
+        status, body, _ = get(nginx.port, path)
+        assert status == (500 if path == "/fail" else 200)
+        seen[body] += 1
+    first = proxy.figures([SVC])[SVC]
+    assert set(first) == {"blue", "green"}
+    assert first["blue"].epoch == first["green"].epoch != ""
+    for color in ("blue", "green"):
+        c = first[color]
+        assert c.requests == seen[color]
+        assert c.failures == 0
+        assert len(c.buckets) == len(LATENCY_BOUNDS_MS) + 1
+        assert sum(c.buckets) == c.requests
+    assert first["blue"].errors + first["green"].errors == 10
+
+    # a dead green peer: each failed try is counted for green, the response for blue
+    dead = Backend("dead").start()
+    dead.stop()
+    proxy.apply([Route(SVC, "green", (Server("127.0.0.1", dead.port, 50, "green"),
+                                      Server("127.0.0.1", backends["blue"].port, 50, "blue")),
+                       50)])
+    log = nginx.prefix / "logs" / "error.log"
+    since = len(log.read_text())
+    assert [get(nginx.port)[:2] for _ in range(20)] == [(200, "blue")] * 20
+    tried_dead = failed_connects(nginx, since)
+    assert tried_dead > 0  # smooth round robin gives the dead peer its turns
+    second = proxy.figures([SVC])[SVC]
+    assert second["green"].failures == tried_dead
+    assert second["green"].requests == first["green"].requests
+    assert second["blue"].requests == first["blue"].requests + 20
+    # only the dead peer: the request ends on it, 502, counted as green's
+    proxy.apply([Route(SVC, "green", (Server("127.0.0.1", dead.port, 100, "green"),))])
+    assert [get(nginx.port)[0] for _ in range(4)] == [502] * 4
+    third = proxy.figures([SVC])[SVC]
+    assert third["green"].requests == second["green"].requests + 4
+    assert third["green"].errors == second["green"].errors + 4
+    assert third["green"].failures == second["green"].failures + 4
+    assert sum(third["green"].buckets) == first["green"].requests  # no response, no latency
+
+    nginx.controller().reload()  # the counts and their epoch survive a reload
+    assert proxy.figures([SVC])[SVC] == third
+    nginx.kill()
+    nginx.start()  # a restart: counted anew, under a new epoch
+    after = proxy.figures([SVC, "other"])
+    assert after[SVC]["green"].epoch not in ("", third["green"].epoch)
+    zero = Counts(0, 0, 0, (0,) * (len(LATENCY_BOUNDS_MS) + 1), after[SVC]["green"].epoch)
+    assert after == {SVC: {"blue": zero, "green": zero}, "other": {"blue": zero, "green": zero}}
+
+
+def test_figures_are_summed_over_proxies_and_refused_in_the_reload_mode(nginx, backends,
+                                                                        tmp_path):
+    proxy = NginxDynamicProxy(nginx.proxy())
+    proxy.apply([split(backends, weight=100)])
+    for _ in range(3):
+        get(nginx.port)
+    one = proxy.figures([SVC])[SVC]["green"]
+    both = FanoutProxy([("a", proxy), ("b", proxy)]).figures([SVC])[SVC]["green"]
+    assert both == Counts(2 * one.requests, 0, 0, tuple(2 * n for n in one.buckets),
+                          f"{one.epoch},{one.epoch}")
+    reload_mode = NginxProxy(nginx.controller(), tmp_path / "u", tmp_path / "i")
+    with pytest.raises(UsageError, match="--nginx-mode dynamic"):
+        reload_mode.figures([SVC])
+    with pytest.raises(UsageError, match="--nginx-mode dynamic"):
+        FanoutProxy([("a", proxy), ("b", reload_mode)]).figures([SVC])
+
+
+def test_the_figures_need_the_secret_and_no_origin(nginx, backends):
+    NginxDynamicProxy(nginx.proxy()).apply([split(backends)])
+    assert control(nginx, "?view=figures")[0] == 403
+    assert control(nginx, "?view=figures", {"X-Bluegreen-Secret": "0" * 64})[0] == 403
+    assert control(nginx, "?view=figures",
+                   nginx.secret_headers() | {"Origin": "http://example.com"})[0] == 403
+    assert control(nginx, "?view=other", nginx.secret_headers())[0] == 400
+    status, doc = control(nginx, "?view=figures", nginx.secret_headers())
+    assert status == 200 and doc["bounds"] == list(LATENCY_BOUNDS_MS)
+
+
+def test_a_bad_color_is_refused(nginx, backends):
+    proxy = nginx.proxy()
+    proxy.apply({SVC: [Server("127.0.0.1", backends["blue"].port, 100, "blue")]})
+    before = proxy.read()["services"]
+    assert before[SVC][0]["color"] == "blue"
+    for color in ("red", "", 1, None, ["blue"]):
+        body = {"services": {SVC: [{"address": "127.0.0.1", "port": backends["green"].port,
+                                    "weight": 100, "color": color}]}}
+        c = http.client.HTTPConnection("127.0.0.1", nginx.control_port, timeout=10)
+        c.request("POST", CONTROL_PATH, body=json.dumps(body).encode(),
+                  headers={"Content-Type": "application/json"} | nginx.secret_headers())
+        r = c.getresponse()
+        doc = json.loads(r.read().decode())
+        c.close()
+        assert r.status == 400, (color, doc)
+        assert "color" in doc["error"] or color is None
+    assert proxy.read()["services"] == before
+    with pytest.raises(UsageError):
+        proxy.apply({SVC: [Server("127.0.0.1", backends["green"].port, 100, "red")]})
