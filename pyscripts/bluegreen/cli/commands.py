@@ -173,10 +173,45 @@ def cmd_stop(opts: dict[str, Any]) -> int:
     return ExitStatus.OK
 
 
+def _watch(opts: dict[str, Any], steps: Steps, services: list[str]) -> int:
+    """The live figures of ``services`` (dynamic mode) every --watch-interval seconds over
+    the last interval: one line per service, or one JSON object per refresh."""
+    import json
+    import time
+
+    from bluegreen.flow import gates
+
+    interval, count = opts["watch_interval"], opts["watch_count"]
+    if interval <= 0:
+        raise UsageError("invalid --watch-interval 0: use a number of seconds above 0")
+    assert steps.proxy is not None
+    before, start, done = steps.figures(services), time.monotonic(), 0
+    while not count or done < count:
+        time.sleep(interval)
+        after, now = steps.figures(services), time.monotonic()
+        weights = {}
+        for service in services:
+            serving = steps.proxy.serving(service)
+            weights[service] = {} if serving.color is None else {
+                serving.color: serving.weight, model.other_color(serving.color):
+                    100 - serving.weight}
+        report = gates.live(before, after, now - start, weights)
+        if opts["json"]:
+            print(json.dumps({"time": round(time.time(), 3), "seconds": round(now - start, 3),
+                              "services": report}), flush=True)
+        else:
+            stamp = time.strftime("%H:%M:%S", time.gmtime())
+            print("\n".join(f"{stamp} {line}" for line in gates.live_lines(report)), flush=True)
+        before, start, done = after, now, done + 1
+    return ExitStatus.OK
+
+
 def cmd_status(opts: dict[str, Any]) -> int:
     """Everything that can be reached; exit 3 after the report when a part cannot."""
     service = validate.service(opts["service"])
     steps = _steps(opts, runtime=True, proxy=True, ping=False)
+    if opts.get("watch"):
+        return _watch(opts, steps, [service])
     report = steps.status(service)
     done = ExitStatus.UNREACHABLE if report["unreachable"] else \
         ExitStatus.FAILED if report["problems"] else ExitStatus.OK
@@ -473,6 +508,9 @@ def cmd_app_status(opts: dict[str, Any]) -> int:
     name = _app_name(opts)  # at the edge, before anything is contacted
     release, target = _app(opts, name)
     report = target.status(release)
+    if opts.get("watch"):
+        return _watch(opts, release.steps, [target.qualified(n) for n, e in
+                                            report["services"].items() if e["kind"] != "worker"])
     done = ExitStatus.FAILED if report["problems"] else ExitStatus.OK
     if opts["json"]:
         emit(opts, report)

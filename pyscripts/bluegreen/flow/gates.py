@@ -18,10 +18,12 @@ alone when the epoch changed.
 
 from __future__ import annotations
 
-import math
 import time
 
+from bluegreen import interrupts
 from bluegreen.record import Record
+
+INF = float("inf")  # a latency above the last bound (math costs the switch path an import)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,11 +86,11 @@ def percentile(buckets: Sequence[int], q: float, bounds: Sequence[int] | None = 
     for i, count in enumerate(buckets):
         if count and seen + count >= rank:
             if i >= len(bounds):
-                return math.inf
+                return INF
             low = bounds[i - 1] if i else 0
             return low + (bounds[i] - low) * max(rank - seen, 0) / count
         seen += count
-    return math.inf
+    return INF
 
 
 def window(before: Counts | None, after: Counts, seconds: float) -> Window:
@@ -136,7 +138,7 @@ class Verdict(Record, frozen=True):
 def _ms(value: float | None) -> str:
     if value is None:
         return "-"
-    if math.isinf(value):
+    if value == INF:
         return f">{_bounds()[-1]}ms"
     return f"{value:.0f}ms" if value >= 10 else f"{value:.1f}ms"
 
@@ -180,11 +182,11 @@ def judge(service: str, new_color: str, new: Window, old_color: str | None,
 
 
 def _ratio(new: float, old: float) -> float:
-    if math.isinf(new):
-        return 1.0 if math.isinf(old) else math.inf
-    if math.isinf(old):
+    if new == INF:
+        return 1.0 if old == INF else INF
+    if old == INF:
         return 0.0
-    return new / old if old > 0 else (1.0 if new <= 0 else math.inf)
+    return new / old if old > 0 else (1.0 if new <= 0 else INF)
 
 
 def judge_all(before: Figures, after: Figures, colors: Mapping[str, tuple[str, str | None]],
@@ -215,6 +217,47 @@ def _empty() -> Counts:
 def line(weight: int, verdicts: Sequence[Verdict], seconds: float) -> str:
     """The one line of figures a step prints (and a breach's message carries)."""
     return f"gate at {weight}% over {seconds:.1f}s: " + "; ".join(v.text for v in verdicts)
+
+
+# -- live figures (status --watch) ----------------------------------------------------------
+
+
+def live(before: Figures, after: Figures, seconds: float,
+         weights: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Service -> color -> weight, requests, req/s, error rate, p50/p99 (ms; a string
+    ``">10000"`` above the last bound, None without requests) over the window between two
+    readings; colors with neither weight nor requests are left out."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for service, colors in after.items():
+        pre = before.get(service) or {}
+        out[service] = {}
+        for color in sorted(colors):
+            w = _window(pre, colors, color, seconds)
+            weight = (weights.get(service) or {}).get(color, 0)
+            if not weight and not w.tries:
+                continue
+            out[service][color] = {
+                "weight": weight, "requests": w.requests, "rate": round(w.rate, 2),
+                "error_rate": round(w.error_rate, 2), "p50": _json_ms(w.percentile(0.5)),
+                "p99": _json_ms(w.percentile(0.99)), "reset": w.reset}
+    return out
+
+
+def _json_ms(value: float | None) -> float | str | None:
+    if value is None:
+        return None
+    return f">{_bounds()[-1]}" if value == INF else round(value, 1)
+
+
+def live_lines(report: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[str]:
+    """One line per service: ``api: blue 90% 45.0 req/s err 0.0% p50 7.5ms p99 9.9ms | ...``."""
+    def ms(value: Any) -> str:
+        return "-" if value is None else f"{value}ms"
+
+    return [f"{service}: " + (" | ".join(
+        f"{color} {c['weight']}% {c['rate']:.1f} req/s err {c['error_rate']:.1f}% "
+        f"p50 {ms(c['p50'])} p99 {ms(c['p99'])}" for color, c in colors.items())
+        or "no traffic") for service, colors in report.items()]
 
 
 # -- Prometheus ---------------------------------------------------------------------------
@@ -252,7 +295,7 @@ def prometheus(url: str, query: str, timeout: float = 10.0) -> tuple[bool, str]:
         return False, f"Prometheus at {url}: unreadable samples in {body[:200]!r}"
     if not values:
         return False, f"--gate-query {query!r}: empty result"
-    zero = sum(1 for v in values if v == 0 or math.isnan(v))
+    zero = sum(1 for v in values if v == 0 or v != v)
     if zero:
         return False, f"--gate-query {query!r}: {zero} of {len(values)} samples are zero"
     return True, f"--gate-query: {len(values)} samples, none zero"
@@ -273,6 +316,7 @@ def watch(read: Callable[[Sequence[str]], Figures],
     services = list(colors)
     before = read(services)
     start = clock()
+    interrupts.hold("gate:window")  # a test sends its traffic here
     sleep(wait)
     deadline = start + wait + limits.min_requests_wait
     while True:
@@ -282,6 +326,7 @@ def watch(read: Callable[[Sequence[str]], Figures],
         left = deadline - clock()
         if not any(v.short for v in verdicts) or left <= 0:
             break
+        interrupts.hold("gate:short")  # too few requests yet: a test sends them here
         sleep(min(1.0, left))
     text = line(weight, verdicts, seconds)
     failed = [r for v in verdicts for r in v.reasons]

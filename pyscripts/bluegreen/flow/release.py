@@ -400,6 +400,8 @@ class Release(Record):
         that is not healthy is left out."""
         units = _units(inflight)
         callers = self._callers(units) if chained else {}
+        sticky = set() if back else {u.name for u in units if inflight.get("sticky")} | set(
+            inflight.get("sticky_services") or ())
         moves = []
         for u in units:
             color = u.before if back else u.color
@@ -418,7 +420,7 @@ class Release(Record):
                                    back and side == "new"
                                    and not self.steps.healthy(u.service, ends[side])))
             moves.append(Move(u.service, color, w, location=u.location, endpoint=u.endpoint,
-                              chains=chains))
+                              chains=chains, sticky=u.name in sticky))
         return moves
 
     def _callers(self, units: list[Unit]) -> dict[str, list[str]]:
