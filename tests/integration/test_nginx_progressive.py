@@ -154,3 +154,103 @@ def test_a_bad_color_is_refused(nginx, backends):
     assert proxy.read()["services"] == before
     with pytest.raises(UsageError):
         proxy.apply({SVC: [Server("127.0.0.1", backends["green"].port, 100, "red")]})
+
+
+# -- sticky buckets ---------------------------------------------------------------------------
+
+
+def bucket_cookie(response: http.client.HTTPResponse) -> str | None:
+    """The ``bg_bucket`` value a response sets (None: it sets none)."""
+    for name, value in response.getheaders():
+        if name.lower() == "set-cookie" and value.startswith("bg_bucket="):
+            assert value.endswith("; Path=/; HttpOnly; SameSite=Lax"), value
+            return value.split(";", 1)[0].partition("=")[2]
+    return None
+
+
+def sticky_at(backends: dict[str, Backend], weight: int) -> Route:
+    if weight == 100:  # promoted: the new color only
+        return Route(SVC, "green", (Server("127.0.0.1", backends["green"].port, 100, "green"),),
+                     sticky=True)
+    return split(backends, "green", weight, sticky=True)
+
+
+def test_a_bucket_only_ever_moves_forward(nginx, backends):
+    proxy = NginxDynamicProxy(nginx.proxy())
+    buckets = (0, 1, 9, 10, 24, 25, 49, 50, 74, 99)
+    seen: dict[int, list[str]] = {b: [] for b in buckets}
+    for weight in (0, 1, 10, 25, 50, 75, 99, 100):
+        proxy.apply([sticky_at(backends, weight)])
+        for b in buckets:
+            for _ in range(3):  # on each worker's turn of its round robin
+                status, body, r = get(nginx.port, headers={"Cookie": f"bg_bucket={b}"})
+                assert status == 200 and bucket_cookie(r) is None  # a valid bucket is kept
+                assert body == ("green" if b < weight else "blue"), (b, weight, body)
+                seen[b].append(body)
+    for b, bodies in seen.items():  # old, then new, never back
+        assert bodies == sorted(bodies, key=lambda c: c == "green"), (b, bodies)
+    proxy.apply([split(backends, "green", 50)])  # not sticky: no cookie, per-request weights
+    answers = [get(nginx.port, headers={"Cookie": "bg_bucket=99"}) for _ in range(20)]
+    assert all(bucket_cookie(r) is None for _, _, r in answers)
+    assert {body for _, body, _ in answers} == {"blue", "green"}
+
+
+def test_the_split_of_fresh_clients_and_bad_cookies(nginx, backends):
+    proxy = NginxDynamicProxy(nginx.proxy())
+    weight, n = 30, 1000
+    proxy.apply([sticky_at(backends, weight)])
+    new = 0
+    for _ in range(n):
+        status, body, r = get(nginx.port)
+        bucket = bucket_cookie(r)
+        assert status == 200 and bucket is not None and 0 <= int(bucket) <= 99
+        assert body == ("green" if int(bucket) < weight else "blue"), (bucket, body)
+        new += body == "green"
+    sigma = (n * weight / 100 * (1 - weight / 100)) ** 0.5
+    assert abs(new - n * weight / 100) <= 4 * sigma, new  # 4 sigma: 1 run in 15,000 off
+    for bad in ("-1", "100", "1e2", "abc", "05", "", "1.0", "7a", "0x1"):
+        status, body, r = get(nginx.port, headers={"Cookie": f"bg_bucket={bad}"})
+        bucket = bucket_cookie(r)
+        assert bucket is not None, bad  # treated as no cookie: a new bucket
+        assert body == ("green" if int(bucket) < weight else "blue")
+    # the release is in the state file: a restart keeps each client where it was
+    nginx.kill()
+    nginx.start()
+    assert get(nginx.port, headers={"Cookie": "bg_bucket=29"})[1] == "green"
+    assert get(nginx.port, headers={"Cookie": "bg_bucket=30"})[1] == "blue"
+
+
+def post(nginx, body: dict) -> tuple[int, dict]:
+    c = http.client.HTTPConnection("127.0.0.1", nginx.control_port, timeout=10)
+    c.request("POST", CONTROL_PATH, body=json.dumps(body).encode(),
+              headers={"Content-Type": "application/json"} | nginx.secret_headers())
+    r = c.getresponse()
+    doc = json.loads(r.read().decode())
+    c.close()
+    return r.status, doc
+
+
+def test_invalid_releases_are_refused_and_change_nothing(nginx, backends):
+    proxy = NginxDynamicProxy(nginx.proxy())
+    proxy.apply([sticky_at(backends, 20)])
+    before = nginx.proxy().read()
+    assert before["releases"] == {SVC: {"new": "green", "weight": 20, "sticky": True}}
+    servers = [{"address": "127.0.0.1", "port": backends["green"].port, "weight": 50,
+                "color": "green"},
+               {"address": "127.0.0.1", "port": backends["blue"].port, "weight": 50,
+                "color": "blue"}]
+    good = {"new": "green", "weight": 50, "sticky": True}
+    bad = [{SVC: good | {"new": "red"}}, {SVC: good | {"weight": 101}},
+           {SVC: good | {"weight": -1}}, {SVC: good | {"weight": "50"}},
+           {SVC: good | {"weight": 50.5}}, {SVC: good | {"sticky": "true"}},
+           {SVC: good | {"sticky": 1}}, {SVC: good | {"cookie": "x"}},
+           {SVC: {k: v for k, v in good.items() if k != "sticky"}},
+           {SVC: [good]}, {"other": good}, [good]]
+    for releases in bad:
+        assert post(nginx, {"services": {SVC: servers}, "releases": releases})[0] == 400, releases
+    colorless = [{k: v for k, v in s.items() if k != "color"} for s in servers]
+    assert post(nginx, {"services": {SVC: colorless}, "releases": {SVC: good}})[0] == 400
+    one_color = [servers[0]]
+    assert post(nginx, {"services": {SVC: one_color}, "releases": {SVC: good}})[0] == 400
+    assert nginx.proxy().read()["releases"] == before["releases"]
+    assert post(nginx, {"services": {SVC: servers}, "releases": {SVC: good}})[0] == 200

@@ -28,13 +28,24 @@ JSON is strict (what Python's ``json`` refuses is refused).
   "servers": [...]}, ...]}}``: every named service gets exactly these servers (at least one
   with weight > 0) and these chains (none when not named; only for a service with an
   internal endpoint: a request entering it from a caller's address goes to that chain's
-  servers); services not named keep theirs. 200 ``{"generation": G, "services": <applied>,
-  "chains": <applied>}``; 400 ``{"error": ...}`` for any invalid payload (unknown service or
-  key, bad value, malformed JSON), and nothing changes; 507 when the change lock stays held
+  servers); services not named keep theirs. ``"releases": {NAME: {"new": "blue"|"green",
+  "weight": 0-100, "sticky": true|false}}`` (optional, only of posted services, each of
+  whose servers then carry their color, both colors present; none when not named): the split
+  of a release, derived by :func:`release_of` from the route's color, weight and ``sticky``
+  (a weight-0 route lists the new color's servers at weight 0). Sticky: a request without a
+  valid ``bg_bucket`` cookie ("0".."99"; anything else counts as none) gets a random bucket,
+  set on its response (``Path=/; HttpOnly; SameSite=Lax``), and every request is served by
+  the new color's servers when its bucket is below the weight, else by the old color's: a
+  rising weight moves clients from old to new only; clients that never send the cookie back
+  get a new bucket each time (per-request weights). The state file records the releases too
+  (nginx restores them). Sticky is the dynamic mode's only: the reload mode routes by weights.
+  200 ``{"generation": G, "services": <applied>, "chains": <applied>, "releases":
+  <applied>}``; 400 ``{"error": ...}`` for any invalid payload (unknown service or key, bad
+  value, malformed JSON), and nothing changes; 507 when the change lock stays held
   5 s or the shared dict cannot hold the new routes (nothing changes: routes are never
   evicted).
-- ``GET``: 200 ``{"generation": G, "services": {...}, "chains": {...}, "known": [NAME...],
-  "endpoints": [NAME...], "workers": [{"id", "pid", "generation"}...],
+- ``GET``: 200 ``{"generation": G, "services": {...}, "chains": {...}, "releases": {...},
+  "known": [NAME...], "endpoints": [NAME...], "workers": [{"id", "pid", "generation"}...],
   "active": {"ADDRESS:PORT": N}}``: each worker's generation is the one it routes with (a
   worker checks the generation on every request and every second); ``active`` counts the
   requests in flight per peer (draining).
@@ -343,9 +354,39 @@ def check_payload(routes: Sequence[Route]) -> tuple[dict[str, Any], dict[str, An
 
 def route_colors(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
     """The state file's ``colors`` of routes: which color each service is routed to, at what
-    weight (routes without a color have none)."""
+    weight, and ``sticky`` when it is (routes without a color have none)."""
     return {r.service: {"color": validate.color(r.color), "weight": validate.weight(r.weight)}
-            for r in routes if r.color}
+            | ({"sticky": True} if r.sticky else {}) for r in routes if r.color}
+
+
+def release_of(entry: Mapping[str, Any] | None, servers: Sequence[Mapping[str, Any]]
+               ) -> dict[str, Any] | None:
+    """The ``release`` of a service (the Lua's split between its colors) from its ``colors``
+    entry and its servers (each with its color): at a weight below 100 the routed color is the
+    new one; at 100 with the other color's servers all at weight 0, the other color is new, at
+    weight 0 (a preview). None when the servers are not of both colors."""
+    if not entry or entry.get("color") not in COLORS:
+        return None
+    color, weight = entry["color"], int(entry.get("weight", 100))
+    if not {s.get("color") for s in servers} >= set(COLORS):
+        return None
+    if weight < 100:
+        return {"new": color, "weight": weight, "sticky": bool(entry.get("sticky"))}
+    other = "green" if color == "blue" else "blue"
+    if all(s.get("weight") == 0 for s in servers if s.get("color") == other):
+        return {"new": other, "weight": 0, "sticky": bool(entry.get("sticky"))}
+    return None
+
+
+def releases_of(services: Mapping[str, Sequence[Mapping[str, Any]]],
+                colors: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`release_of` of every service that has one."""
+    out = {}
+    for name, servers in services.items():
+        rel = release_of(colors.get(name), servers or [])
+        if rel:
+            out[name] = rel
+    return out
 
 
 def read_document(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
@@ -381,8 +422,9 @@ def _state_text(services: Mapping[str, Any], chains: Mapping[str, Any],
                            for name, value in sorted(entries.items()))
         return f' "{key}": {{\n{lines}\n }}' if lines else f' "{key}": {{}}'
 
+    releases = releases_of(services, colors)  # what nginx reads; bluegreen derives them again
     parts = [part("services", services)] + ([part("chains", chains)] if chains else []) + [
-        part("colors", colors)]
+        part("colors", colors)] + ([part("releases", releases)] if releases else [])
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
@@ -438,7 +480,7 @@ class DynamicControl:
         if status != 200:
             raise OperationFailed(f"nginx control endpoint {self.where}: {status} {doc.get('error')}")
         for key, kind in (("known", list), ("endpoints", list), ("active", dict),
-                          ("chains", dict), ("services", dict)):
+                          ("chains", dict), ("services", dict), ("releases", dict)):
             doc[key] = kind(doc.get(key) or kind())  # Lua's cjson writes an empty list as {}
         return doc
 
@@ -484,14 +526,16 @@ class DynamicControl:
         """:meth:`apply_checked` under the state file's lock: record, POST, check that nginx
         serves exactly that, keep the state file as the last good copy."""
         previous = self.record(services, chains, colors)
-        body = {"services": services} | ({"chains": chains} if chains else {})
+        releases = releases_of(services, colors)
+        body = ({"services": services} | ({"chains": chains} if chains else {})
+                | ({"releases": releases} if releases else {}))
         try:
             status, doc = self._request("POST", json.dumps(body).encode())
             if status != 200:
                 raise OperationFailed(f"nginx at {self.where} refused the routes ({status}): "
                                       f"{str(doc.get('error'))[:300]}")
             generation = int(doc["generation"])
-            self.verify(services, chains)
+            self.verify(services, chains, colors)
         except BaseException:
             if self.state_file:
                 write_atomic(self.state_file, previous)
@@ -500,12 +544,16 @@ class DynamicControl:
         return generation
 
     def verify(self, services: Mapping[str, list[dict[str, Any]]],
-               chains: Mapping[str, list[dict[str, Any]]]) -> None:
-        """Fail unless nginx serves exactly ``services`` with exactly ``chains`` now."""
+               chains: Mapping[str, list[dict[str, Any]]],
+               colors: Mapping[str, dict[str, Any]] | None = None) -> None:
+        """Fail unless nginx serves exactly ``services`` with exactly ``chains`` (and the
+        releases of ``colors``) now."""
         served = self.read()
+        releases = releases_of(services, colors or {})
         wrong = sorted(n for n, servers in services.items()
                        if served["services"].get(n) != servers
-                       or list(served["chains"].get(n) or []) != list(chains.get(n) or []))
+                       or list(served["chains"].get(n) or []) != list(chains.get(n) or [])
+                       or served["releases"].get(n) != releases.get(n))
         if wrong:
             raise OperationFailed(f"nginx at {self.where} does not serve what was posted for "
                                   f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")
@@ -689,7 +737,7 @@ class DynamicProxy:
                 self.client.say(f"{self.client.damage}: rebuilt it from what nginx serves and "
                                 f"the change")
             self._reload(plan, reload_timeout)  # nginx loads the state file as it starts workers
-            self.client.verify(services, chains)
+            self.client.verify(services, chains, colors)
             self.client.keep_last_good()
             return int(self.read()["generation"])
 
@@ -892,7 +940,7 @@ class NginxDynamicProxy(Proxy):
                        for c in served["chains"].get(service) or [])
         return Route(service, route.get("color") if servers else None, servers,
                      int(route.get("weight", 100)), endpoint=self.engine.endpoints().get(service),
-                     chains=chains)
+                     chains=chains, sticky=bool(route.get("sticky")))
 
     def diff(self, routes: Sequence[Route], served: Mapping[str, Any] | None = None) -> str:
         """One line per service whose servers, color or weight change, one per service whose
@@ -910,10 +958,12 @@ class NginxDynamicProxy(Proxy):
         for r in routes:
             now = served["colors"].get(r.service) or {}
             entries = served["services"].get(r.service) or []
-            have = (f"{now.get('color')} {now.get('weight', 100)}% "
+            have = (f"{now.get('color')} {now.get('weight', 100)}%"
+                    f"{' sticky' if now.get('sticky') else ''} "
                     f"{_shown_servers(_served_entries(entries))}" if entries else "(none)")
             want = "(removed)" if r.removed else (
-                f"{r.color} {r.weight}% {_shown_servers(_entries(_scaled(r.servers)))}")
+                f"{r.color} {r.weight}%{' sticky' if r.sticky else ''} "
+                f"{_shown_servers(_entries(_scaled(r.servers)))}")
             if have != want and not (r.removed and not entries):
                 lines.append(f"{r.service}: {have} -> {want}\n")
             have_chains = _served_chains(served["chains"].get(r.service) or [])

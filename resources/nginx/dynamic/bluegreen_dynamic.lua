@@ -26,6 +26,12 @@
 -- of one release on one color of a service with an internal endpoint: {"side": "new"|"old",
 -- "color": "blue"|"green", "callers": [IPv4, ...], "servers": [server, ...]}; a request that
 -- enters the internal endpoint from a caller's address goes to that chain's servers only.
+-- A release splits a service between its two colors: {"new": "blue"|"green", "weight": 0-100,
+-- "sticky": true|false}; the service's servers include both colors' (those of "new" may have
+-- weight 0). Sticky: a client's request goes to the new color's servers when its bucket (the
+-- cookie "bg_bucket", 0-99; a client without a valid one gets a random one, set on the
+-- response) is below the weight, else to the old color's; raising the weight only ever moves
+-- clients from old to new. A caller kept on a chain stays on it.
 
 local cjson = require("cjson.safe").new()
 local balancer = require "ngx.balancer"
@@ -45,6 +51,9 @@ local MAX_SERVERS = 256
 local MAX_CALLERS = 1024
 local SERVER_KEYS = { address = true, port = true, weight = true, color = true }
 local CHAIN_KEYS = { side = true, color = true, callers = true, servers = true }
+local RELEASE_KEYS = { new = true, weight = true, sticky = true }
+local OTHER = { blue = "green", green = "blue" }
+local BUCKET_COOKIE = "bg_bucket"
 local SIDES = { new = true, old = true }
 local COLORS = { blue = true, green = true }
 
@@ -169,14 +178,37 @@ local function check_chains(name, list)
     return out
 end
 
--- Validated {name: servers} and {name: chains} from a document {"services": {...},
--- "chains": {...}} (chains only of services it names), or nil and why.
+-- A validated copy of one service's release (over its validated `servers`), or nil and why.
+local function check_release(name, rel, servers)
+    if not is_object(rel) then return nil, name .. ": a release must be an object" end
+    for k in pairs(rel) do
+        if not RELEASE_KEYS[k] then return nil, name .. ": release: unknown key " .. tostring(k) end
+    end
+    if not COLORS[rel.new] then return nil, name .. ": release: new must be blue or green" end
+    if not is_int(rel.weight, 0, 100) then
+        return nil, name .. ": release: weight must be an integer from 0 to 100"
+    end
+    if type(rel.sticky) ~= "boolean" then return nil, name .. ": release: sticky must be a boolean" end
+    local has = {}
+    for _, s in ipairs(servers) do
+        if s.color then has[s.color] = true end
+    end
+    if not (has.blue and has.green) then
+        return nil, name .. ": release: the servers must include both colors' (each with its color)"
+    end
+    return { new = rel.new, weight = rel.weight, sticky = rel.sticky }
+end
+
+-- Validated {name: servers}, {name: chains} and {name: release} from a document
+-- {"services": {...}, "chains": {...}, "releases": {...}} (chains and releases only of
+-- services it names), or nil and why.
 -- `only_known`: reject services without an upstream (payloads); else skip them (state file,
 -- where bluegreen also keeps each service's color and weight, "colors", which nginx ignores).
 local function check_document(doc, only_known)
     if type(doc) ~= "table" then return nil, "the body must be a JSON object" end
     for k in pairs(doc) do
-        if k ~= "services" and k ~= "chains" and (only_known or k ~= "colors") then
+        if k ~= "services" and k ~= "chains" and k ~= "releases"
+                and (only_known or k ~= "colors") then
             return nil, "unknown key " .. tostring(k)
         end
     end
@@ -216,7 +248,21 @@ local function check_document(doc, only_known)
             out_chains[name] = checked
         end
     end
-    return out, out_chains
+    local releases = doc.releases
+    if releases == nil then releases = {} end
+    if not is_object(releases) then return nil, "releases must be an object" end
+    local out_releases = {}
+    for name, rel in pairs(releases) do
+        if type(name) ~= "string" or services[name] == nil then
+            return nil, "release of " .. cjson.encode(tostring(name)) .. ": not in services"
+        end
+        if out[name] then
+            local checked, err = check_release(name, rel, out[name])
+            if not checked then return nil, err end
+            out_releases[name] = checked
+        end
+    end
+    return out, out_chains, out_releases
 end
 
 -- state in the shared dict ----------------------------------------------------------------
@@ -230,6 +276,7 @@ local function stored_state(dict)
         local st = blob and cjson.decode(blob)
         if type(st) == "table" then
             st.chains = st.chains or {}
+            st.releases = st.releases or {}
             return st
         end
     end
@@ -237,7 +284,7 @@ local function stored_state(dict)
 end
 
 local function empty_state(dict)
-    return { generation = dict:get("generation") or 0, services = {}, chains = {} }
+    return { generation = dict:get("generation") or 0, services = {}, chains = {}, releases = {} }
 end
 
 -- Store `st` as the current routes: its key first (refused, nothing changes, when the dict is
@@ -274,6 +321,19 @@ local function with_lock(dict, fn)
     return res, err
 end
 
+-- The servers of one color as peers (weight 0 counts as 1: the color's own share).
+local function color_peers(servers, color)
+    local peers = {}
+    for _, s in ipairs(servers) do
+        if s.color == color then
+            peers[#peers + 1] = { key = s.address .. ":" .. string.format("%d", s.port),
+                                  address = s.address, port = s.port,
+                                  weight = math.max(s.weight, 1), color = s.color, current = 0 }
+        end
+    end
+    return peers
+end
+
 local function peers_of(servers)
     local peers = {}
     for _, s in ipairs(servers) do
@@ -304,6 +364,12 @@ local function sync()
             route.sides[c.side] = peers_of(c.servers)
             for _, ip in ipairs(c.callers) do route.callers[ip] = c.side end
         end
+        local rel = st.releases[name]
+        if rel then
+            route.release = { new = rel.new, weight = rel.weight, sticky = rel.sticky,
+                              new_peers = color_peers(servers, rel.new),
+                              old_peers = color_peers(servers, OTHER[rel.new]) }
+        end
         fresh[name] = route
     end
     routes, local_gen = fresh, st.generation
@@ -322,15 +388,17 @@ local function read_file(path)
     return text
 end
 
--- The validated routes of a state file, or nil and why.
+-- The validated routes of a state file ({services, chains, releases}), or nil and why.
 local function load_state(path)
     local text, err = read_file(path)
-    if not text then return nil, nil, err end
+    if not text then return nil, err end
     local doc, derr = cjson.decode(text)
     if doc == nil then
-        return nil, nil, "not JSON (" .. #text .. " bytes): " .. tostring(derr)
+        return nil, "not JSON (" .. #text .. " bytes): " .. tostring(derr)
     end
-    return check_document(doc, false)
+    local services, chains, releases = check_document(doc, false)
+    if not services then return nil, chains end
+    return { services = services, chains = chains, releases = releases }
 end
 
 -- The control secret of `path`: 64 hexadecimal digits or more, or nil and why.
@@ -374,41 +442,47 @@ function M.init(opts)
     end
     local dict = ngx.shared[DICT]
     local prev = stored_state(dict) or empty_state(dict)
-    local services, chains, err = load_state(opts.state_file)
+    local loaded, err = load_state(opts.state_file)
     local used = opts.state_file
-    if not services and next(known) then
+    if not loaded and next(known) then
         ngx.log(ngx.ERR, "bluegreen: rejected the state file ", opts.state_file, ": ",
                 tostring(err), "; trying its last good copy ", opts.last_good_file)
     end
-    if not services and opts.last_good_file then
-        services, chains, err = load_state(opts.last_good_file)
+    if not loaded and opts.last_good_file then
+        loaded, err = load_state(opts.last_good_file)
         used = opts.last_good_file
-        if not services and next(known) then
+        if not loaded and next(known) then
             ngx.log(ngx.ERR, "bluegreen: rejected the last good copy ", opts.last_good_file,
                     ": ", tostring(err), "; keeping the routes in memory")
         end
     end
-    if not services then
+    local services, chains, releases
+    if not loaded then
         -- keep what this nginx already served (a reload), never an empty set for a known one
-        services, chains = {}, {}
+        services, chains, releases = {}, {}, {}
         for name, servers in pairs(prev.services or {}) do
             if known[name] then
                 services[name] = servers
                 if endpoints[name] then chains[name] = prev.chains[name] end
+                releases[name] = (prev.releases or {})[name]
             end
         end
-    elseif used ~= opts.state_file then
+    else
+        services, chains, releases = loaded.services, loaded.chains, loaded.releases
+    end
+    if loaded and used ~= opts.state_file then
         ngx.log(ngx.WARN, "bluegreen: routes restored from ", used)
     end
-    local good, good_chains = nil, nil
+    local good = nil
     for name in pairs(known) do  -- a service the state file lost: its last good routes
         if not services[name] and used == opts.state_file and opts.last_good_file then
             if good == nil then
-                good, good_chains = load_state(opts.last_good_file)
-                good, good_chains = good or {}, good_chains or {}
+                good = load_state(opts.last_good_file)
+                    or { services = {}, chains = {}, releases = {} }
             end
-            if good[name] then
-                services[name], chains[name] = good[name], good_chains[name]
+            if good.services[name] then
+                services[name], chains[name] = good.services[name], good.chains[name]
+                releases[name] = good.releases[name]
                 ngx.log(ngx.WARN, "bluegreen: the state file has no servers for ", name,
                         "; restored from ", opts.last_good_file)
             end
@@ -418,11 +492,19 @@ function M.init(opts)
         end
     end
     local ok, perr = store(dict, { generation = (prev.generation or 0) + 1, services = services,
-                                   chains = chains })
+                                   chains = chains, releases = releases })
     if not ok then error("bluegreen: " .. perr) end
 end
 
 function M.init_worker()
+    local fh = io.open("/dev/urandom", "rb")  -- each worker its own buckets' sequence
+    local bytes = fh and fh:read(4)
+    if fh then fh:close() end
+    local seed = ngx.now() * 1000 + ngx.worker.pid()
+    if bytes and #bytes == 4 then
+        seed = bytes:byte(1) * 16777216 + bytes:byte(2) * 65536 + bytes:byte(3) * 256 + bytes:byte(4)
+    end
+    math.randomseed(seed)
     sync()
     local ok, err = ngx.timer.every(1, function(premature)
         if not premature then sync() end
@@ -444,6 +526,30 @@ local function pick(peers, tried)
     return best
 end
 
+-- A bucket cookie's value as a number 0-99, or nil (absent, or anything but "0".."99").
+local function bucket_of(value)
+    if type(value) ~= "string" or not value:match("^[1-9]?%d$") then return nil end
+    return tonumber(value)
+end
+
+-- Which side of a release serves this request ("new", "old", or false: the weights), decided
+-- once per request (the balancer runs again for a retry).
+local function release_side(rel, ctx)
+    local side = ctx.bluegreen_side
+    if side ~= nil then return side end
+    side = false
+    if rel.sticky and rel.weight > 0 then
+        local b = bucket_of(ngx.var.cookie_bg_bucket)
+        if b == nil then
+            b = math.random(0, 99)
+            ctx.bluegreen_new_bucket = b  -- set on the response (header_filter)
+        end
+        side = b < rel.weight and "new" or "old"
+    end
+    ctx.bluegreen_side = side
+    return side
+end
+
 -- balancer_by_lua of the upstream of `name` (`internal`: of its internal endpoint, where a
 -- caller of a chain is kept on that chain's servers). Without a peer set here, nginx falls
 -- back to the upstream's only server, marked down: 502 "no live upstreams".
@@ -451,15 +557,21 @@ function M.balance(name, internal)
     sync()
     local route = routes[name]
     local peers = route and route.peers
+    local chained = false
+    local ctx = ngx.ctx
     if route and internal then
         local side = route.callers[ngx.var.remote_addr]
-        if side then peers = route.sides[side] end
+        if side then peers, chained = route.sides[side], true end
+    end
+    if route and route.release and not chained then
+        local side = release_side(route.release, ctx)
+        if side == "new" then peers = route.release.new_peers
+        elseif side == "old" then peers = route.release.old_peers end
     end
     if not peers or #peers == 0 then
         ngx.log(ngx.ERR, "bluegreen: no servers for ", name)
         return
     end
-    local ctx = ngx.ctx
     local tried = ctx.bluegreen_tried
     if tried == nil then
         tried = {}
@@ -512,6 +624,22 @@ local function count_request(ctx)
     figures:incr(prefix .. "b" .. i, 1, 0)
 end
 
+-- header_filter_by_lua (http level): a client given a bucket gets its cookie.
+function M.header_filter()
+    local b = ngx.ctx.bluegreen_new_bucket
+    if b == nil then return end
+    local cookies = {}
+    local existing = ngx.header["Set-Cookie"]
+    if type(existing) == "table" then
+        for _, c in ipairs(existing) do cookies[#cookies + 1] = c end
+    elseif existing then
+        cookies[1] = existing
+    end
+    cookies[#cookies + 1] = BUCKET_COOKIE .. "=" .. string.format("%d", b)
+        .. "; Path=/; HttpOnly; SameSite=Lax"
+    ngx.header["Set-Cookie"] = cookies
+end
+
 -- log_by_lua (http level): the request no longer uses its peer; it is counted.
 function M.log()
     local ctx = ngx.ctx
@@ -555,7 +683,8 @@ local function snapshot()
             if n and n > 0 then active[key:sub(8)] = n end
         end
     end
-    return { generation = st.generation, services = st.services, chains = st.chains, known = names,
+    return { generation = st.generation, services = st.services, chains = st.chains,
+             releases = st.releases, known = names,
              endpoints = with_endpoint, workers = workers, active = active }
 end
 
@@ -635,27 +764,31 @@ local function post()
     if not strict then return respond(400, { error = "malformed JSON: " .. serr }) end
     local doc, derr = cjson.decode(body)
     if doc == nil then return respond(400, { error = "malformed JSON: " .. tostring(derr) }) end
-    local services, chains = check_document(doc, true)
+    local services, chains, releases = check_document(doc, true)
     if not services then return respond(400, { error = chains }) end
     local dict = ngx.shared[DICT]
     local gen, err = with_lock(dict, function()
         local st = stored_state(dict)
         if st == nil then return nil, "the shared dict holds no routes: reload nginx" end
-        local all, all_chains = {}, {}
+        local all, all_chains, all_releases = {}, {}, {}
         for name, servers in pairs(st.services or {}) do all[name] = servers end
         for name, list in pairs(st.chains) do all_chains[name] = list end
-        for name, servers in pairs(services) do  -- a service posted gets exactly its chains
+        for name, rel in pairs(st.releases) do all_releases[name] = rel end
+        for name, servers in pairs(services) do  -- a service posted: exactly its chains, release
             all[name] = servers
             all_chains[name] = chains[name]
+            all_releases[name] = releases[name]
         end
-        local new = { generation = (st.generation or 0) + 1, services = all, chains = all_chains }
+        local new = { generation = (st.generation or 0) + 1, services = all, chains = all_chains,
+                      releases = all_releases }
         local ok, serr = store(dict, new)
         if not ok then return nil, serr end  -- the routes of st are still there
         return new.generation
     end)
     if not gen then return respond(507, { error = err }) end
     sync()
-    return respond(200, { generation = gen, services = services, chains = chains })
+    return respond(200, { generation = gen, services = services, chains = chains,
+                          releases = releases })
 end
 
 -- The same string, compared in a time that does not depend on where they differ.
