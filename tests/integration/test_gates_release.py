@@ -127,3 +127,101 @@ def test_status_watch_prints_the_live_figures(dsvc):
 def test_live_figures_and_gates_need_the_dynamic_nginx(svc):
     r = svc.bg("status", svc.service, "--watch", "--watch-count", "1")
     assert r.code == 2 and "need --nginx-mode dynamic" in r.err
+
+
+def bucket_and_versions(env: Env, count: int) -> tuple[int, set[str]]:
+    """A client with a cookie jar: its bucket (set at its first request) and the versions it
+    saw in ``count`` requests."""
+    conn = http.client.HTTPConnection("127.0.0.1", env.nginx.port, timeout=10)
+    cookie, versions = "", set()
+    for _ in range(count):
+        conn.request("GET", "/api/v1/books", headers={"Cookie": cookie} if cookie else {})
+        resp = conn.getresponse()
+        versions.add(json.loads(resp.read())[0]["version"])
+        for name, value in resp.getheaders():
+            if name.lower() == "set-cookie" and value.startswith("bg_bucket="):
+                cookie = value.split(";")[0]
+    conn.close()
+    assert cookie, "no bucket cookie during a sticky release"
+    return int(cookie.partition("=")[2]), versions
+
+
+def test_a_sticky_run_keeps_each_client_on_one_color(dsvc, tmp_path):
+    svc = dsvc
+    run = Held(svc, tmp_path, ["switch:at-50"], "run", svc.service, "--image",
+               "bluegreen-sample:v2", *HTTP, "--steps", "50,100", "--sticky")
+    run.wait("switch:at-50")
+    for _ in range(6):
+        bucket, versions = bucket_and_versions(svc, 10)
+        assert versions == {"v2" if bucket < 50 else "v1"}, (bucket, versions)
+    run.release("switch:at-50")
+    code, err = run.finish()
+    assert code == 0, err
+    assert svc.version() == "v2"
+
+
+@pytest.fixture
+def gated_app(sandbox, request) -> Iterator[tuple[Env, str]]:
+    """The seed's application under a name of this test's, on a dynamic nginx of its own, its
+    routed service sticky by label."""
+    from bluegreen_dev.sample_app import build_sample_app_images
+
+    build_sample_app_images()
+    name = service_name(request.node.name.removeprefix("test_"))[:30].rstrip("-.")
+    nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
+    env = Env(sandbox, name, nginx, extra_env={
+        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
+        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file)})
+    yield env, name
+    for service in ("servicea", "serviceb"):
+        cleanup(sandbox, f"{name}.{service}", nginx)
+    import requests
+
+    for prefix in (f"{name}._app", f"{name}.servicea", f"{name}.serviceb"):
+        requests.delete(f"{sandbox.consul.addr}/v1/kv/{prefix}?recurse=1", timeout=5)
+
+
+def app_file(tmp_path, name: str, version: str) -> str:
+    from tests.integration.test_app_release import EXAMPLE
+
+    text = EXAMPLE.read_text().replace("name: hello-world", f"name: {name}")
+    text = text.replace(":v1", f":{version}").replace(
+        "      bluegreen.route: /\n", "      bluegreen.route: /\n      bluegreen.sticky: \"true\"\n")
+    text = text.replace('bluegreen.test.expect-body: "world!$"', 'bluegreen.test.expect-body: "world!"')
+    path = tmp_path / f"compose-{version}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_gated_sticky_application_release(gated_app, tmp_path):
+    """Both services move; the gate judges each over the same window (serviceA's requests
+    come from serviceB's calls through its internal endpoint); the routed one is sticky by
+    label: a client keeps one release while both are routed."""
+    env, name = gated_app
+    assert env.bg("app", "deploy", "--file", app_file(tmp_path, name, "v1")).code == 0
+    run = Held(env, tmp_path, ["gate:window"], "app", "deploy", "--file",
+               app_file(tmp_path, name, "v2"), "--steps", "50,100", "--step-wait", "0.1",
+               "--max-error-rate", "1", "--min-requests", "5")
+    run.wait("gate:window")
+    conn = http.client.HTTPConnection("127.0.0.1", env.nginx.port, timeout=10)
+    cookies = []
+    for _ in range(40):  # 40 new clients: each its bucket, each one release end to end
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        assert resp.status == 200 and text in ("Hello world!", "Welcome to the new world!"), text
+        cookies.append(resp.getheader("Set-Cookie") or "")
+    conn.close()
+    assert all(c.startswith("bg_bucket=") for c in cookies), cookies[:3]
+    run.release("gate:window")
+    code, err = run.finish()
+    assert code == 0, err
+    line = next(x for x in err.splitlines() if x.startswith("gate at 50% over"))
+    assert f"{name}.serviceb: green " in line and f"{name}.servicea: green " in line, line
+    assert line.endswith(": passed")
+    r = env.bg("app", "status", name, "--watch", "--watch-count", "1", "--watch-interval", "0.1",
+               "--json")
+    assert r.code == 0, r.err
+    services = json.loads(r.out)["services"]
+    assert set(services) == {f"{name}.servicea", f"{name}.serviceb"}
+    assert services[f"{name}.serviceb"]["green"]["weight"] == 100

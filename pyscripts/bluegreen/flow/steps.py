@@ -363,7 +363,8 @@ class Steps(Record):
             old = self._passing(service, model.other_color(color), planned,
                                 f" to keep {100 - weight}% on")
         chains = tuple(replace(c, servers=tuple(
-            Server(i.address, i.port) for i in self._passing(service, c.color, planned, "")))
+            Server(i.address, i.port, color=c.color)  # counted as its color (gates)
+            for i in self._passing(service, c.color, planned, "")))
             for c in move.chains)
         return weighted_route(service, color, new, old, weight, location=move.location,
                               endpoint=move.endpoint, chains=chains, sticky=move.sticky)
