@@ -1,5 +1,7 @@
 """Progressive delivery at the dynamic nginx (issue 21), on the real nginx with Debian's Lua
-module: the counts per service and color (kept by a reload, a new epoch at a restart)."""
+module: the counts per service and color (kept by a reload, a new epoch at a restart), sticky
+buckets (forward only, the split of fresh clients, bad cookies), the preview secret (with and
+without, at weight 0), strict validation of the new keys."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 
 from bluegreen.errors import UsageError
 from bluegreen.model import LATENCY_BOUNDS_MS, Counts, Route, Server
-from bluegreen.proxy.dynamic import CONTROL_PATH, NginxDynamicProxy
+from bluegreen.proxy.dynamic import CONTROL_PATH, DynamicProxy, NginxDynamicProxy
 from bluegreen.proxy.fanout import FanoutProxy
 from bluegreen.proxy.nginx import NginxProxy
 from bluegreen_dev.dynamic_nginx import Backend
@@ -254,3 +256,69 @@ def test_invalid_releases_are_refused_and_change_nothing(nginx, backends):
     assert post(nginx, {"services": {SVC: one_color}, "releases": {SVC: good}})[0] == 400
     assert nginx.proxy().read()["releases"] == before["releases"]
     assert post(nginx, {"services": {SVC: servers}, "releases": {SVC: good}})[0] == 200
+
+
+# -- preview ----------------------------------------------------------------------------------
+
+PREVIEW = "preview-Secret_0123+/="
+
+
+def preview_at_0(backends: dict[str, Backend]) -> Route:
+    """The route of a release at weight 0: the old color's (blue), green's servers at 0."""
+    return Route(SVC, "blue", (Server("127.0.0.1", backends["blue"].port, None, "blue"),
+                               Server("127.0.0.1", backends["green"].port, 0, "green")))
+
+
+def with_preview(nginx, secret: str) -> DynamicProxy:
+    return DynamicProxy(nginx.controller(), nginx.include_path, nginx.include_dir, nginx.control,
+                        nginx.state_file, preview_secret=secret)
+
+
+def preview_cookie(response: http.client.HTTPResponse) -> str | None:
+    for name, value in response.getheaders():
+        if name.lower() == "set-cookie" and value.startswith("bg_preview="):
+            assert value.endswith("; Path=/; HttpOnly; SameSite=Lax"), value
+            return value.split(";", 1)[0].partition("=")[2]
+    return None
+
+
+def test_a_preview_reaches_the_new_color_at_weight_0_with_the_secret_only(nginx, backends):
+    from urllib.parse import quote
+
+    proxy = NginxDynamicProxy(with_preview(nginx, PREVIEW))
+    proxy.apply([preview_at_0(backends)])
+    preview_file = nginx.state_file.with_suffix(".preview")
+    assert preview_file.stat().st_mode & 0o777 == 0o600
+    assert proxy.serving(SVC).color == "blue" and proxy.serving(SVC).weight == 100
+    assert {get(nginx.port)[1] for _ in range(10)} == {"blue"}
+    right = {"X-Bluegreen-Preview": PREVIEW}
+    assert {get(nginx.port, headers=right)[1] for _ in range(10)} == {"green"}
+    for wrong in (PREVIEW[:-1], PREVIEW + "x", PREVIEW.upper(), ""):
+        assert get(nginx.port, headers={"X-Bluegreen-Preview": wrong})[1] == "blue", wrong
+    status, body, r = get(nginx.port, "/?bluegreen-preview=" + quote(PREVIEW, safe=""))
+    token = preview_cookie(r)
+    assert (status, body) == (200, "green") and token and PREVIEW not in token
+    assert get(nginx.port, headers={"Cookie": f"bg_preview={token}"})[1] == "green"
+    assert get(nginx.port, headers={"Cookie": f"bg_preview={PREVIEW}"})[1] == "blue"
+    assert get(nginx.port, headers={"Cookie": f"bg_preview={token[:-1]}0"})[1] == "blue"
+    assert get(nginx.port, "/?bluegreen-preview=wrong-secret-0123456")[1] == "blue"
+    # a sticky split: the preview wins over the bucket
+    proxy.apply([sticky_at(backends, 10)])
+    assert get(nginx.port, headers=right | {"Cookie": "bg_bucket=99"})[1] == "green"
+    assert get(nginx.port, headers={"Cookie": "bg_bucket=99"})[1] == "blue"
+    # the secret is in no file bluegreen or nginx keeps but its own
+    for path in nginx.prefix.rglob("*"):
+        if path.is_file() and path != preview_file:
+            assert PREVIEW.encode() not in path.read_bytes(), path
+    # no secret given: the preview is off (the file removed, a checked reload)
+    NginxDynamicProxy(nginx.proxy()).apply([preview_at_0(backends)])
+    assert not preview_file.exists()
+    assert {get(nginx.port, headers=right)[1] for _ in range(10)} == {"blue"}
+    assert get(nginx.port, headers={"Cookie": f"bg_preview={token}"})[1] == "blue"
+
+
+def test_a_bad_preview_secret_is_refused_without_showing_it(nginx):
+    for bad in ("short", "x" * 257, "has space 0123456789", "semi;colon-0123456789"):
+        with pytest.raises(UsageError) as info:
+            with_preview(nginx, bad)
+        assert bad not in str(info.value)

@@ -151,6 +151,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("nginx-control-secret-file", None, "dynamic mode: the owner-only file of the "
            "secret every control request carries (bluegreen creates it) [beside "
            "--nginx-state-file: <name>.secret]"),
+    Option("preview-secret", None, "dynamic mode: requests with the header "
+           "X-Bluegreen-Preview: <secret> (or the cookie ?bluegreen-preview=<secret> sets) are "
+           "served by a release's new color at any weight, 0 included; 16-256 of "
+           "[A-Za-z0-9._~+/=-] [none: no preview]", env="BLUEGREEN_PREVIEW_SECRET", flag=False),
     Option("nginx-bin", "nginx", "local nginx binary"),
     Option("nginx-conf", "/etc/nginx/nginx.conf", "nginx main config (in the container in "
            "container mode)"),

@@ -54,6 +54,17 @@ JSON is strict (what Python's ``json`` refuses is refused).
   service and color (log_by_lua, the shared dict ``bluegreen_figures``, sized by
   :func:`figures_size_for` so nothing is evicted) since epoch ``E``, which a reload keeps and a
   restart changes (:class:`bluegreen.model.Counts`).
+
+Preview (``--preview-secret``, from ``BLUEGREEN_PREVIEW_SECRET`` or the config file only):
+bluegreen writes the secret to an owner-only file beside the state file (:func:`preview_path`;
+removed when no secret is given), which nginx's master reads at start and reload (a changed
+secret: a checked reload before the change). A request with ``X-Bluegreen-Preview: <secret>``
+(compared in constant time), or with the cookie ``bg_preview`` that a request with
+``?bluegreen-preview=<secret>`` gets (an HMAC of the secret, ``Path=/; HttpOnly;
+SameSite=Lax``), is served by the new color of a service in a release at any weight, 0
+included. Without a secret the header, the cookie and the query do nothing. nginx's access
+log records a preview URL's query as it records any URL: use the header, or a log format
+without the query, where that matters.
 """
 
 from __future__ import annotations
@@ -96,6 +107,7 @@ _SIZE_RE = re.compile(r"[1-9][0-9]{0,5}[km]")
 _SERVICE_LINE_RE = re.compile(r"^# service (?P<name>\S+)(?: endpoint=(?P<endpoint>\S+))?$", re.M)
 SECRET_HEADER = "X-Bluegreen-Secret"  # noqa: S105 (a header name)
 _SECRET_RE = re.compile(r"[0-9a-f]{64}")
+_PREVIEW_RE = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")  # as the Lua reads it
 DICT_BASE_KB, DICT_SERVICE_KB, DICT_ENDPOINT_KB = 256, 4, 64  # the routes' dict, per route
 FIGURES_BASE_KB, FIGURES_SERVICE_KB = 64, 8  # the counts' dict: 2 colors x 15 counts a service
 
@@ -148,6 +160,42 @@ def secret_path(state_file: str | os.PathLike[str]) -> str:
 def last_good_path(state_file: str | os.PathLike[str]) -> str:
     """The last good copy of a state file (what nginx confirmed serving)."""
     return os.path.splitext(os.fspath(state_file))[0] + ".last-good.json"
+
+
+def preview_path(state_file: str | os.PathLike[str]) -> str:
+    """Where the preview secret is kept for nginx (owner-only): beside the state file."""
+    return os.path.splitext(os.fspath(state_file))[0] + ".preview"
+
+
+def check_preview_secret(value: str | None) -> str | None:
+    """A preview secret (16-256 of ``[A-Za-z0-9._~+/=-]``), taken out of every message
+    bluegreen prints; None (no preview) for none."""
+    if not value:
+        return None
+    if not _PREVIEW_RE.fullmatch(value):  # the message never shows the value
+        raise UsageError("invalid preview secret (BLUEGREEN_PREVIEW_SECRET): use 16 to 256 "
+                         "characters of A-Z a-z 0-9 . _ ~ + / = -")
+    from bluegreen.errors import add_secret
+
+    add_secret(value)
+    return value
+
+
+def write_private(path: str | os.PathLike[str], text: str | None) -> None:
+    """Write (``None``: remove) an owner-only file atomically."""
+    path = os.fspath(path)
+    if text is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def read_secret(path: str | os.PathLike[str]) -> str | None:
@@ -257,6 +305,7 @@ def http_context(services: Iterable[str], control: str, state_file: str | os.Pat
             "control_path": CONTROL_PATH, "state_file": safe_path(state_file, "state file"),
             "last_good_file": safe_path(last_good_path(state_file), "state file"),
             "secret_file": safe_path(secret_file or secret_path(state_file), "secret file"),
+            "preview_file": safe_path(preview_path(state_file), "state file"),
             "lua_dir": safe_path(lua_path or lua_dir(), "Lua directory"),
             "dict_size": dict_size_for(len(names), len(named), dict_size),
             "figures_size": figures_size_for(len(names)),
@@ -673,7 +722,8 @@ class DynamicProxy:
                  state_file: str | os.PathLike[str], location: str = "/",
                  include_file: str | None = None, dict_size: str = "1m",
                  lua_path: str | None = None, internal_listen: str = "172.17.0.1:80",
-                 secret_file: str | os.PathLike[str] | None = None) -> None:
+                 secret_file: str | os.PathLike[str] | None = None,
+                 preview_secret: str | None = None) -> None:
         self.controller = controller
         self.include_path, self.include_dir = os.fspath(include_path), os.fspath(include_dir)
         self.location = validate.location(location)
@@ -684,6 +734,15 @@ class DynamicProxy:
                                      secret_file=secret_file and safe_path(secret_file,
                                                                            "secret file"))
         self.state_file = os.fspath(state_file)
+        self.preview_secret = check_preview_secret(preview_secret)
+        self.preview_file = preview_path(self.state_file)
+
+    def _preview_change(self) -> tuple[str | None, str | None] | None:
+        """(the preview file's text, what it should be) when they differ: no secret, no file
+        (``--preview-secret`` unset turns the preview off)."""
+        have = read_text(self.preview_file)
+        want = f"{self.preview_secret}\n" if self.preview_secret else None
+        return (have, want) if have != want else None
 
     def ready(self) -> bool:
         """nginx has bluegreen's include and the control secret exists (else
@@ -729,6 +788,15 @@ class DynamicProxy:
         self.ensure_control(reload_timeout)  # the first change on this nginx
         with state_lock(self.state_file):
             plan = self.config_changes(routes)
+            preview = self._preview_change()  # nginx reads it as it (re)loads
+            if preview:
+                write_private(self.preview_file, preview[1])
+                if not plan:
+                    try:
+                        apply_files(self.controller, {}, reload_timeout)  # nginx -t, reload
+                    except BaseException:
+                        write_private(self.preview_file, preview[0])
+                        raise
             if not plan:
                 return self.client._post(services, chains, colors)
             plan[self.state_file] = merged_state(self.state_file, services, chains=chains,
@@ -736,7 +804,12 @@ class DynamicProxy:
             if self.client.damage:
                 self.client.say(f"{self.client.damage}: rebuilt it from what nginx serves and "
                                 f"the change")
-            self._reload(plan, reload_timeout)  # nginx loads the state file as it starts workers
+            try:
+                self._reload(plan, reload_timeout)  # nginx loads the state file as it starts
+            except BaseException:
+                if preview:
+                    write_private(self.preview_file, preview[0])
+                raise
             self.client.verify(services, chains, colors)
             self.client.keep_last_good()
             return int(self.read()["generation"])

@@ -32,6 +32,11 @@
 -- cookie "bg_bucket", 0-99; a client without a valid one gets a random one, set on the
 -- response) is below the weight, else to the old color's; raising the weight only ever moves
 -- clients from old to new. A caller kept on a chain stays on it.
+-- Preview: with a preview secret (`preview_file`, read by the master at start and reload), a
+-- request with the header X-Bluegreen-Preview: <secret>, or the cookie "bg_preview" that a
+-- request with ?bluegreen-preview=<secret> gets (its value an HMAC of the secret, not the
+-- secret), is served by a release's new color at any weight, 0 included (compared in
+-- constant time). Without a secret they do nothing.
 
 local cjson = require("cjson.safe").new()
 local balancer = require "ngx.balancer"
@@ -54,6 +59,8 @@ local CHAIN_KEYS = { side = true, color = true, callers = true, servers = true }
 local RELEASE_KEYS = { new = true, weight = true, sticky = true }
 local OTHER = { blue = "green", green = "blue" }
 local BUCKET_COOKIE = "bg_bucket"
+local PREVIEW_COOKIE = "bg_preview"
+local COOKIE_ATTRIBUTES = "; Path=/; HttpOnly; SameSite=Lax"
 local SIDES = { new = true, old = true }
 local COLORS = { blue = true, green = true }
 
@@ -61,6 +68,8 @@ local known = {}          -- service name -> true: the services with an upstream
 local endpoints = {}      -- service name -> true: those with an internal endpoint (chains)
 local local_gen = nil     -- generation this worker's `routes` were built from
 local secret = nil        -- the control secret (nil: every control request is refused)
+local preview = nil       -- the preview secret (nil: no preview)
+local preview_token = nil -- the bg_preview cookie's value: hex HMAC-SHA1 of a fixed text
 -- service -> { peers = {{key, address, port, weight, current}...},
 --              callers = {address -> side}, sides = {side -> peers} }
 local routes = {}
@@ -410,6 +419,17 @@ local function load_secret(path)
     return value
 end
 
+-- The preview secret of `path` (16-256 of [A-Za-z0-9._~+/=-]), or nil and why (none: no
+-- file, which is not an error).
+local function load_preview(path)
+    if not path then return nil end
+    local text, err = read_file(path)
+    if not text then return nil, err end
+    local value = text:match("^%s*([%w%._~%+/=%-]+)%s*$")
+    if not value or #value < 16 or #value > 256 then return nil, "not a preview secret" end
+    return value
+end
+
 -- init_by_lua (master, at start and at every reload): the known services, the control
 -- secret, and the state last recorded by bluegreen, which wins over what a reload kept in the
 -- dict. A state file that cannot be used (missing, empty, cut, not JSON, no services) is
@@ -439,6 +459,16 @@ function M.init(opts)
     if not secret then
         ngx.log(ngx.ERR, "bluegreen: no control secret in ", opts.secret_file, " (", serr,
                 "): the control endpoint refuses every request")
+    end
+    local perr
+    preview, perr = load_preview(opts.preview_file)
+    preview_token = nil
+    if preview then
+        preview_token = (ngx.hmac_sha1(preview, "bluegreen-preview"):gsub(".", function(c)
+            return string.format("%02x", c:byte())
+        end))
+    elseif perr and not tostring(perr):find("No such file", 1, true) then
+        ngx.log(ngx.ERR, "bluegreen: no preview secret in ", opts.preview_file, " (", perr, ")")
     end
     local dict = ngx.shared[DICT]
     local prev = stored_state(dict) or empty_state(dict)
@@ -526,6 +556,31 @@ local function pick(peers, tried)
     return best
 end
 
+-- The same string, compared in a time that does not depend on where they differ.
+local function same(given, expected)
+    if type(given) ~= "string" then return false end
+    local diff = bit.bxor(#given, #expected)
+    for i = 1, #expected do
+        diff = bit.bor(diff, bit.bxor(given:byte(i) or 0, expected:byte(i)))
+    end
+    return diff == 0
+end
+
+-- Whether this request asks for a preview with the right secret (header, cookie, or the
+-- preview URL, whose response then sets the cookie).
+local function previewing(ctx)
+    if preview == nil then return false end
+    if same(ngx.var.http_x_bluegreen_preview, preview) then return true end
+    local cookie = ngx.var.cookie_bg_preview
+    if cookie and same(cookie, preview_token) then return true end
+    local arg = ngx.var["arg_bluegreen-preview"]
+    if arg and same(ngx.unescape_uri(arg), preview) then
+        ctx.bluegreen_set_preview = true
+        return true
+    end
+    return false
+end
+
 -- A bucket cookie's value as a number 0-99, or nil (absent, or anything but "0".."99").
 local function bucket_of(value)
     if type(value) ~= "string" or not value:match("^[1-9]?%d$") then return nil end
@@ -538,7 +593,9 @@ local function release_side(rel, ctx)
     local side = ctx.bluegreen_side
     if side ~= nil then return side end
     side = false
-    if rel.sticky and rel.weight > 0 then
+    if previewing(ctx) then
+        side = "new"
+    elseif rel.sticky and rel.weight > 0 then
         local b = bucket_of(ngx.var.cookie_bg_bucket)
         if b == nil then
             b = math.random(0, 99)
@@ -626,8 +683,9 @@ end
 
 -- header_filter_by_lua (http level): a client given a bucket gets its cookie.
 function M.header_filter()
-    local b = ngx.ctx.bluegreen_new_bucket
-    if b == nil then return end
+    local ctx = ngx.ctx
+    local b = ctx.bluegreen_new_bucket
+    if b == nil and not ctx.bluegreen_set_preview then return end
     local cookies = {}
     local existing = ngx.header["Set-Cookie"]
     if type(existing) == "table" then
@@ -635,8 +693,12 @@ function M.header_filter()
     elseif existing then
         cookies[1] = existing
     end
-    cookies[#cookies + 1] = BUCKET_COOKIE .. "=" .. string.format("%d", b)
-        .. "; Path=/; HttpOnly; SameSite=Lax"
+    if b ~= nil then
+        cookies[#cookies + 1] = BUCKET_COOKIE .. "=" .. string.format("%d", b) .. COOKIE_ATTRIBUTES
+    end
+    if ctx.bluegreen_set_preview then
+        cookies[#cookies + 1] = PREVIEW_COOKIE .. "=" .. preview_token .. COOKIE_ATTRIBUTES
+    end
     ngx.header["Set-Cookie"] = cookies
 end
 
@@ -789,16 +851,6 @@ local function post()
     sync()
     return respond(200, { generation = gen, services = services, chains = chains,
                           releases = releases })
-end
-
--- The same string, compared in a time that does not depend on where they differ.
-local function same(given, expected)
-    if type(given) ~= "string" then return false end
-    local diff = bit.bxor(#given, #expected)
-    for i = 1, #expected do
-        diff = bit.bor(diff, bit.bxor(given:byte(i) or 0, expected:byte(i)))
-    end
-    return diff == 0
 end
 
 -- content_by_lua of the control location: GET what is served, POST new routes; only for
