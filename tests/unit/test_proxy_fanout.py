@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from bluegreen import settings
-from bluegreen.errors import OperationFailed, UsageError
+from bluegreen.errors import OperationFailed, Unreachable, UsageError
 from bluegreen.model import Route, Server
+from bluegreen.proxy.base import Proxy
 from bluegreen.proxy.fanout import FanoutProxy
 from bluegreen.proxy.nginx import NginxProxy
 from tests.unit.test_proxy import Controller
@@ -116,3 +117,120 @@ def test_two_proxies_never_share_files(tmp_path):
         settings.proxy(opts)
     with pytest.raises(UsageError, match="given twice"):
         settings.proxy_specs(["a=local", "a=dynamic"])
+
+
+# -- --partial: one proxy unreachable ------------------------------------------------------
+
+
+class Flaky(Proxy):
+    """A reload-mode proxy that can be made unreachable: every call then raises
+    ``Unreachable``, as a stopped nginx's control endpoint does."""
+
+    def __init__(self, inner: NginxProxy) -> None:
+        self.inner, self.down, self.where = inner, False, "flaky"
+
+    def _up(self) -> NginxProxy:
+        if self.down:
+            raise Unreachable("nginx", "flaky", "not running")
+        return self.inner
+
+    def ping(self):
+        self._up().ping()
+
+    def serving(self, service):
+        return self._up().serving(service)
+
+    def current(self, service):
+        return self._up().current(service)
+
+    def apply(self, routes):
+        return self._up().apply(routes)
+
+    def diff(self, routes):
+        return self._up().diff(routes)
+
+    def drain(self, timeout):
+        return True
+
+
+def flaky_pair(tmp_path, partial: bool) -> tuple[FanoutProxy, Flaky, Flaky]:
+    a, b = Flaky(nginx(tmp_path, "a")), Flaky(nginx(tmp_path, "b"))
+    fan = FanoutProxy([("a", a), ("b", b)], partial=partial)
+    fan.apply(blue_green("blue"))
+    return fan, a, b
+
+
+def test_without_partial_one_proxy_down_refuses_and_names_partial(tmp_path):
+    fan, a, b = flaky_pair(tmp_path, partial=False)
+    b.down = True
+    with pytest.raises(Unreachable, match=r"^proxy b \(nginx\) unreachable.*--partial"):
+        fan.ping()
+    with pytest.raises(Unreachable, match="--partial"):
+        fan.apply(blue_green("green"))
+    assert a.serving("books-ms").color == "blue"  # nothing changed on a
+    assert fan.missed() == {}
+
+
+def test_partial_changes_the_reachable_proxies_and_keeps_what_the_others_missed(tmp_path):
+    fan, a, b = flaky_pair(tmp_path, partial=True)
+    b.down = True
+    fan.ping()  # b set aside, not an error
+    assert set(fan.skipped()) == {"b"}
+    assert fan.apply(blue_green("green", 75)) is True
+    assert fan.apply(blue_green("green")) is True
+    assert a.serving("books-ms").color == "green"
+    assert fan.disagreements("books-ms") == []  # b is not read
+    assert fan.serving("books-ms").color == "green"
+    (route,) = fan.missed()["b"]  # the last route per service
+    assert (route.color, route.weight) == ("green", 100)
+    assert fan.missed() == {}  # taken once
+    b.down = False
+    assert b.serving("books-ms").color == "blue"  # it kept what it had
+    assert fan.bring_in_line("b", [route]) is None  # set aside for this command
+    fan.down.clear()
+    assert fan.bring_in_line("b", [route]) is True
+    assert b.serving("books-ms").color == "green"
+    assert fan.disagreements("books-ms") == []
+
+
+def test_partial_sets_aside_a_proxy_lost_during_the_change(tmp_path):
+    fan, a, b = flaky_pair(tmp_path, partial=True)
+    fan.ping()
+    b.down = True  # after the ping: found at the change itself
+    assert fan.apply(blue_green("green")) is True
+    assert a.serving("books-ms").color == "green" and set(fan.missed()) == {"b"}
+
+
+def test_partial_with_every_proxy_down_is_unreachable(tmp_path):
+    fan, a, b = flaky_pair(tmp_path, partial=True)
+    a.down = b.down = True
+    with pytest.raises(Unreachable, match=r"^proxy b \(nginx\) unreachable") as caught:
+        fan.ping()
+    assert "--partial" not in str(caught.value)  # given, and none is left
+    with pytest.raises(Unreachable):
+        fan.apply(blue_green("green"))
+    assert fan.missed() == {}
+
+
+def test_partial_reads_start_with_the_first_reachable_proxy(tmp_path):
+    fan, a, _b = flaky_pair(tmp_path, partial=True)
+    fan.proxies[1][1].apply(blue_green("green"))
+    a.down = True
+    assert fan.serving("books-ms").color == "green"
+    assert fan.current("books-ms").color == "green"
+    assert set(fan.skipped()) == {"a"}
+
+
+def test_a_proxy_held_back_never_counts_in_the_majority(tmp_path):
+    fan = FanoutProxy([(n, nginx(tmp_path, n)) for n in "abc"])
+    fan.apply(blue_green("blue"))
+    for i in (1, 2):
+        fan.proxies[i][1].apply(blue_green("green"))
+    healthy = lambda s: True  # noqa: E731
+    assert fan.winner("books-ms", None, healthy)[2].color == "green"  # b and c: a majority
+    fan.hold_back({"b"})
+    assert fan.winner("books-ms", None, healthy) is None  # c alone is no majority of a, c
+    assert fan.winner("books-ms", "blue", healthy)[0] == "a"  # the record's color
+    fan.hold_back({"a"})
+    assert fan.winner("books-ms", "blue", healthy)[0] == "b"  # a behind never wins for blue
+    assert fan.winner("books-ms", "blue", healthy)[2].color == "green"
