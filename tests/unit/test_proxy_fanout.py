@@ -1,5 +1,6 @@
 """Several proxies as one (``proxy/fanout.py``) over reload-mode proxies with a controller
-double, and the ``--proxy`` option's parsing and validation (``settings.proxy_specs``)."""
+double, and the ``--proxy`` option's parsing and validation (``settings.proxy_specs``);
+``--partial``: proxies set aside, the proxies-behind record (``flow/behind.py``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import pytest
 
 from bluegreen import settings
 from bluegreen.errors import OperationFailed, Unreachable, UsageError
+from bluegreen.flow import behind
+from bluegreen.flow.records import Records
+from bluegreen.flow.steps import Steps
 from bluegreen.model import Route, Server
 from bluegreen.proxy.base import Proxy
 from bluegreen.proxy.fanout import FanoutProxy
 from bluegreen.proxy.nginx import NginxProxy
+from bluegreen.registry.file import FileRegistry
 from tests.unit.test_proxy import Controller
 
 
@@ -234,3 +239,54 @@ def test_a_proxy_held_back_never_counts_in_the_majority(tmp_path):
     fan.hold_back({"a"})
     assert fan.winner("books-ms", "blue", healthy)[0] == "b"  # a behind never wins for blue
     assert fan.winner("books-ms", "blue", healthy)[2].color == "green"
+
+
+def test_proxies_behind_recorded_reported_and_brought_in_line(tmp_path):
+    """flow/behind.py over a file registry: a change b missed is recorded (merged per
+    service, since kept), reported, applied to b once it answers, and the record deleted."""
+    fan, _a, b = flaky_pair(tmp_path, partial=True)
+    said: list[str] = []
+    reg = FileRegistry(tmp_path / "state.json")
+    steps = Steps(registry=reg, proxy=fan, say=said.append)
+    records = Records(reg, said.append)
+    b.down = True
+    fan.ping()
+    with behind.watch(steps, records, "books-ms") as caught_up:
+        assert caught_up == []
+        assert steps.on_behind is not None
+        fan.apply(blue_green("green", 75))
+        steps.on_behind(fan.missed())
+        first = reg.get_json("books-ms", "proxies-behind")["proxies"]["b"]["since"]
+        fan.apply(blue_green("green"))
+        steps.on_behind(fan.missed())
+    assert steps.on_behind is None
+    entry = reg.get_json("books-ms", "proxies-behind")["proxies"]["b"]
+    assert entry["since"] == first  # since it first fell behind
+    assert [(r["color"], r["weight"]) for r in entry["routes"]] == [("green", 100)]
+    (line,) = behind.problems(records, "books-ms")
+    assert line.startswith("proxy b is behind since ") and "books-ms to green 100%" in line
+    assert any("proxy b left behind" in s for s in said)
+
+    fan.down.clear()  # the next command: b answers again
+    b.down = False
+    with behind.watch(steps, records, "books-ms") as caught_up:
+        (line,) = caught_up
+        assert line.startswith("proxy b, behind since") and "brought in line" in line
+    assert b.serving("books-ms").color == "green"
+    assert reg.get_json("books-ms", "proxies-behind") is None
+    assert behind.problems(records, "books-ms") == []
+
+
+def test_a_proxy_still_down_stays_recorded_and_held_back(tmp_path):
+    fan, _a, b = flaky_pair(tmp_path, partial=True)
+    reg = FileRegistry(tmp_path / "state.json")
+    reg.put_json("books-ms", "proxies-behind", {"proxies": {"b": {
+        "since": 1.0, "routes": [behind.route_json(blue_green("green")[0])]}}})
+    b.down = True
+    fan.ping()
+    steps = Steps(registry=reg, proxy=fan, say=lambda _line: None)
+    with behind.watch(steps, Records(reg, lambda _line: None), "books-ms") as caught_up:
+        assert caught_up == [] and fan.held == {"b"}
+    assert reg.get_json("books-ms", "proxies-behind")["proxies"]["b"]["since"] == 1.0
+    assert behind.route_of(behind.route_json(blue_green("green", 75)[0])) == \
+        blue_green("green", 75)[0]
