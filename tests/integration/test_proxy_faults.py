@@ -307,6 +307,24 @@ def test_rollback_partial_then_run_brings_b_in_line_first(pair, tmp_path):
     svc.assert_safe()
 
 
+def test_run_partial_with_b_down_then_b_back_and_recover(pair):
+    svc, b = pair
+    b.stop()
+    r = svc.bg(*run_args(svc, "v2"), "--partial")
+    assert r.code == 0, r.err
+    assert "proxy b unreachable, left out of this command (--partial)" in r.err
+    assert svc.version() == "v2" and svc.kv("color") == "green"
+    assert [(x["color"], x["weight"]) for x in behind(svc)["b"]["routes"]] == [("green", 100)]
+    b.start()
+    assert version(b) is None  # b routes to v1, stopped by the run: behind, as status says
+    assert svc.bg("status", svc.service).code == 1
+    r = svc.bg("recover", svc.service)
+    assert r.code == 0, r.err
+    assert "brought in line" in r.out and svc.kv("proxies-behind") is None
+    assert svc.version() == version(b) == "v2"
+    svc.assert_safe()
+
+
 def test_run_partial_with_every_proxy_down_is_unreachable(pair):
     svc, b = pair
     b.stop()
