@@ -81,7 +81,7 @@ class FanoutProxy(Proxy):
 
     def _error(self, name: str, proxy: Proxy, exc: BaseException) -> BaseException:
         err = _named(name, proxy, exc)
-        if isinstance(err, Unreachable) and not self.partial:
+        if isinstance(err, Unreachable) and not self.partial and len(self.proxies) > 1:
             err.args = (f"{err.args[0]} (--partial changes the reachable proxies and records "
                         f"this one as behind)",)
         return err
@@ -241,7 +241,7 @@ class FanoutProxy(Proxy):
         are not asked; those set aside still count in the majority's total."""
         routed = [(n, p, s) for n, p in self.live
                   if n not in self.held and (s := p.serving(service)).servers]
-        total = len(self.proxies) - len(self.held)
+        total = sum(1 for n, _p in self.proxies if n not in self.held)
         if recorded:
             hit = next((r for r in routed if r[2].color == recorded and trusted(r[2])), None)
             if hit:
