@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 from bluegreen import interrupts, model
 from bluegreen.errors import Interrupted, OperationFailed, Unreachable, UsageError, redact
-from bluegreen.flow import checks
+from bluegreen.flow import behind, checks
 from bluegreen.flow.reconcile import Reality, scale_down_colors
 from bluegreen.flow.records import Records, who
 from bluegreen.flow.steps import Steps
@@ -61,6 +61,7 @@ class Release(Record):
     phases: list[dict[str, Any]] = factory(list)
     lease: Lease | None = None
     applied: bool = False  # this process changed a proxy for the release
+    caught_up: list[str] = factory(list)  # proxies left behind, brought in line at the lock
     _written: dict[str, Any] | None = None  # the release's record as last written
 
     @property
@@ -99,7 +100,9 @@ class Release(Record):
                                else wait) as lease:
             self.lease = lease
             try:
-                yield
+                with behind.watch(self.steps, self.records, self.target.name) as caught_up:
+                    self.caught_up = caught_up
+                    yield
             finally:
                 self.lease = None
 
