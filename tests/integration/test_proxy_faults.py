@@ -315,12 +315,14 @@ def test_run_partial_with_b_down_then_b_back_and_recover(pair):
     assert "proxy b unreachable, left out of this command (--partial)" in r.err
     assert svc.version() == "v2" and svc.kv("color") == "green"
     assert [(x["color"], x["weight"]) for x in behind(svc)["b"]["routes"]] == [("green", 100)]
+    assert "proxy b is behind and may still route it" in r.err  # v1 kept running
     b.start()
-    assert version(b) is None  # b routes to v1, stopped by the run: behind, as status says
+    assert version(b) == "v1"  # b routes to v1, still running: behind, as status says
     assert svc.bg("status", svc.service).code == 1
     r = svc.bg("recover", svc.service)
     assert r.code == 0, r.err
     assert "brought in line" in r.out and svc.kv("proxies-behind") is None
+    assert f"stopped {svc.service}-blue" in r.out + r.err  # once no proxy routes it
     assert svc.version() == version(b) == "v2"
     svc.assert_safe()
 

@@ -74,6 +74,16 @@ def problems(records: Records, target: str) -> list[str]:
             for name, entry in sorted((record.get("proxies") or {}).items())]
 
 
+def names(records: Records, target: str) -> list[str]:
+    """The proxies recorded as behind for ``target`` (an unreadable record: all of them,
+    as far as anyone can tell: ``["?"]``)."""
+    try:
+        record = records.get(target, NAME) or {}
+    except InvalidRecord:
+        return ["?"]
+    return sorted(record.get("proxies") or {})
+
+
 class Behind(Record):
     """The proxies-behind record of one target (``target``: a service, or ``<app>._app``)."""
 

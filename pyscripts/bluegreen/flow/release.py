@@ -499,6 +499,13 @@ class Release(Record):
         if not pending or (due_only and pending["not_before"] > time.time()):
             return []
         colors = {s or t.name: c for s, c in scale_down_colors(pending).items()}
+        if held := behind.names(self.records, t.name):  # they may route the old colors still
+            actions = [f"keeping {', '.join(f'{s}-{c}' for s, c in sorted(colors.items()))}: "
+                       f"proxy {', '.join(held)} is behind and may still route it; the "
+                       f"command that brings it in line stops it"]
+            if not due_only:
+                self.say(actions[0])
+            return actions
         chained = pending.get("chained") or {}
         stop = [(s, c) for s, c in colors.items()
                 if self.steps.live_color(s) != c and self.steps.running(s, c)]
