@@ -72,8 +72,20 @@ def _guard(steps: Steps, service: str) -> None:
 
 def _locked_step(opts: dict[str, Any], steps: Steps, service: str) -> Any:
     """The service's lock for a single step (none on a dry run), after :func:`_guard`."""
+    import contextlib
+
+    from bluegreen.flow import behind
+
     _guard(steps, service)
-    return _records(steps).lock(service, opts.get("lock_wait") or 0.0)
+    records = _records(steps)
+
+    @contextlib.contextmanager
+    def locked() -> Any:
+        with records.lock(service, opts.get("lock_wait") or 0.0), \
+                behind.watch(steps, records, service):  # proxies left behind brought in line
+            yield
+
+    return locked()
 
 
 def _need(opts: dict[str, Any], name: str) -> Any:
@@ -213,6 +225,7 @@ def cmd_status(opts: dict[str, Any]) -> int:
     if opts.get("watch"):
         return _watch(opts, steps, [service])
     report = steps.status(service)
+    report["problems"] += _behind(steps, service)
     done = ExitStatus.UNREACHABLE if report["unreachable"] else \
         ExitStatus.FAILED if report["problems"] else ExitStatus.OK
     if opts["json"]:
@@ -236,6 +249,17 @@ def cmd_status(opts: dict[str, Any]) -> int:
     for line in report["unreachable"]:
         print(f"UNREACHABLE: {line}")
     return done
+
+
+def _behind(steps: Steps, target: str) -> list[str]:
+    """The proxies recorded as left behind (``--partial``): problems of ``status``."""
+    from bluegreen.errors import BlueGreenError
+    from bluegreen.flow import behind
+
+    try:
+        return behind.problems(_records(steps), target)
+    except BlueGreenError:
+        return []  # the registry's own failure is reported by the status itself
 
 
 def cmd_pre_test(opts: dict[str, Any]) -> int:
@@ -409,7 +433,7 @@ def cmd_recover(opts: dict[str, Any]) -> int:
     _refuse_app_service(steps, service)
     release = _service_release(opts, steps)
     with release.locked():
-        actions = release.recover()
+        actions = [*release.caught_up, *release.recover()]
     emit(opts, actions, "\n".join(actions) or "nothing to recover")
     return ExitStatus.OK
 
@@ -490,7 +514,7 @@ def cmd_app_action(opts: dict[str, Any]) -> int:
         summary = release.rollback()
     else:
         with release.locked():
-            actions = release.recover()
+            actions = [*release.caught_up, *release.recover()]
         emit(opts, actions, "\n".join(actions) or "nothing to recover")
         return ExitStatus.OK
     if opts["dry_run"]:
@@ -511,6 +535,7 @@ def cmd_app_status(opts: dict[str, Any]) -> int:
     if opts.get("watch"):
         return _watch(opts, release.steps, [target.qualified(n) for n, e in
                                             report["services"].items() if e["kind"] != "worker"])
+    report["problems"] += _behind(release.steps, target.name)
     done = ExitStatus.FAILED if report["problems"] else ExitStatus.OK
     if opts["json"]:
         emit(opts, report)

@@ -201,6 +201,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("force", False, "even if it is live", kind="flag", commands=("stop",)),
     Option("stop", False, "stop the rolled-back color afterwards", kind="flag",
            commands=("rollback",)),
+    Option("partial", False, "several proxies (--proxy), some unreachable: change the reachable "
+           "ones and record the others as behind (<target>/proxies-behind), brought in line "
+           "when back by recover or the next run, switch or rollback", kind="flag",
+           commands=("switch", "rollback", "run", "recover", "app deploy", "app rollback",
+                     "app abort", "app recover")),
     # -- tests ------------------------------------------------------------------------------
     Option("cmd", None, "test command (no shell), run with DOMAIN=http://host:port",
            commands=TESTS, group="tests"),

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 from bluegreen import interrupts, model
 from bluegreen.errors import Interrupted, OperationFailed, Unreachable, UsageError, redact
-from bluegreen.flow import checks
+from bluegreen.flow import behind, checks
 from bluegreen.flow.gates import Limits
 from bluegreen.flow.reconcile import Reality, scale_down_colors
 from bluegreen.flow.records import Records, who
@@ -64,6 +64,7 @@ class Release(Record):
     phases: list[dict[str, Any]] = factory(list)
     lease: Lease | None = None
     applied: bool = False  # this process changed a proxy for the release
+    caught_up: list[str] = factory(list)  # proxies left behind, brought in line at the lock
     _written: dict[str, Any] | None = None  # the release's record as last written
 
     @property
@@ -102,7 +103,9 @@ class Release(Record):
                                else wait) as lease:
             self.lease = lease
             try:
-                yield
+                with behind.watch(self.steps, self.records, self.target.name) as caught_up:
+                    self.caught_up = caught_up
+                    yield
             finally:
                 self.lease = None
 
@@ -516,6 +519,13 @@ class Release(Record):
         if not pending or (due_only and pending["not_before"] > time.time()):
             return []
         colors = {s or t.name: c for s, c in scale_down_colors(pending).items()}
+        if held := behind.names(self.records, t.name):  # they may route the old colors still
+            actions = [f"keeping {', '.join(f'{s}-{c}' for s, c in sorted(colors.items()))}: "
+                       f"proxy {', '.join(held)} is behind and may still route it; the "
+                       f"command that brings it in line stops it"]
+            if not due_only:
+                self.say(actions[0])
+            return actions
         chained = pending.get("chained") or {}
         stop = [(s, c) for s, c in colors.items()
                 if self.steps.live_color(s) != c and self.steps.running(s, c)]
