@@ -317,6 +317,12 @@ class Steps(Record):
                 self.registry.set_color(service, color)
         return changed
 
+    def figures(self, services: list[str] | tuple[str, ...]) -> dict[str, dict[str, model.Counts]]:
+        """Service -> color -> what the proxy counted (cumulative, since its epoch)."""
+        if not self.proxy:
+            raise UsageError("live figures need a proxy")
+        return self.proxy.figures([validate.service(s) for s in services])
+
     def bring_in_line(self, name: str, routes: list[Route]) -> bool | None:
         """Apply ``routes`` to the proxy ``name`` alone (one left behind), checked like every
         change; None when it is still unreachable (``--partial``)."""
@@ -369,10 +375,11 @@ class Steps(Record):
             old = self._passing(service, model.other_color(color), planned,
                                 f" to keep {100 - weight}% on")
         chains = tuple(replace(c, servers=tuple(
-            Server(i.address, i.port) for i in self._passing(service, c.color, planned, "")))
+            Server(i.address, i.port, color=c.color)  # counted as its color (gates)
+            for i in self._passing(service, c.color, planned, "")))
             for c in move.chains)
         return weighted_route(service, color, new, old, weight, location=move.location,
-                              endpoint=move.endpoint, chains=chains)
+                              endpoint=move.endpoint, chains=chains, sticky=move.sticky)
 
     def _instances(self, service: str, color: str,
                    planned: Mapping[tuple[str, str], DeploySpec]) -> list[Instance]:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from bluegreen.errors import BlueGreenError, OperationFailed, Unreachable
-from bluegreen.model import Route, Serving
+from bluegreen.model import Counts, Route, Serving
 from bluegreen.proxy.base import Proxy
 
 TYPE_CHECKING = False
@@ -202,6 +202,26 @@ class FanoutProxy(Proxy):
             except Exception as exc:
                 stuck.append(f"proxy {name} ({exc})")
         return stuck
+
+    def figures(self, services: Sequence[str]) -> dict[str, dict[str, Counts]]:
+        """Each service's and color's counts summed over the proxies (the epoch: theirs,
+        joined with ",")."""
+        each: list[dict[str, dict[str, Counts]]] = []
+        self._each(lambda _n, p: each.append(p.figures(services)))
+        out: dict[str, dict[str, Counts]] = {}
+        for service in services:
+            colors = sorted({c for figures in each for c in figures.get(service, {})})
+            out[service] = {}
+            for color in colors:
+                parts = [f[service][color] for f in each if color in f.get(service, {})]
+                width = max(len(c.buckets) for c in parts)
+                out[service][color] = Counts(
+                    sum(c.requests for c in parts), sum(c.errors for c in parts),
+                    sum(c.failures for c in parts),
+                    tuple(sum(c.buckets[i] for c in parts if i < len(c.buckets))
+                          for i in range(width)),
+                    ",".join(c.epoch for c in parts))
+        return out
 
     def drain(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
