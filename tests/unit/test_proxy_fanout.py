@@ -290,3 +290,11 @@ def test_a_proxy_still_down_stays_recorded_and_held_back(tmp_path):
     assert reg.get_json("books-ms", "proxies-behind")["proxies"]["b"]["since"] == 1.0
     assert behind.route_of(behind.route_json(blue_green("green", 75)[0])) == \
         blue_green("green", 75)[0]
+
+
+def test_a_route_behind_keeps_its_servers_colors_and_stickiness():
+    route = Route("books-ms", "green", (Server("127.0.0.1", 9002, 3, "green"),
+                                        Server("127.0.0.1", 9001, 1, "blue")), 75, sticky=True)
+    assert behind.route_of(behind.route_json(route)) == route
+    older = behind.route_json(route) | {"servers": [["127.0.0.1", 9002, 3]]}
+    assert behind.route_of(older).servers == (Server("127.0.0.1", 9002, 3),)

@@ -28,24 +28,28 @@ NAME = "proxies-behind"
 
 
 def _servers(servers: tuple[Server, ...]) -> list[list[Any]]:
-    return [[s.address, s.port, s.weight] for s in servers]
+    return [[s.address, s.port, s.weight, s.color] for s in servers]
 
 
 def route_json(r: Route) -> dict[str, Any]:
     return {"service": r.service, "color": r.color, "weight": r.weight,
             "servers": _servers(r.servers), "location": r.location, "endpoint": r.endpoint,
             "chains": [{"side": c.side, "color": c.color, "callers": list(c.callers),
-                        "servers": _servers(c.servers)} for c in r.chains]}
+                        "servers": _servers(c.servers)} for c in r.chains],
+            "sticky": r.sticky}
 
 
 def route_of(data: dict[str, Any]) -> Route:
     def servers(items: list[list[Any]]) -> tuple[Server, ...]:
-        return tuple(Server(str(a), int(p), None if w is None else int(w)) for a, p, w in items)
+        # [address, port, weight, color]; records written before servers had a color: 3 items
+        return tuple(Server(str(a), int(p), None if w is None else int(w), c)
+                     for a, p, w, c in (list(i) + [None] * (4 - len(i)) for i in items))
 
     return Route(data["service"], data.get("color"), servers(data.get("servers") or []),
                  int(data.get("weight", 100)), data.get("location"), data.get("endpoint"),
                  tuple(Chain(c["side"], c["color"], tuple(c["callers"]), servers(c["servers"]))
-                       for c in data.get("chains") or []))
+                       for c in data.get("chains") or []),
+                 bool(data.get("sticky", False)))
 
 
 def describe(entry: dict[str, Any]) -> str:
