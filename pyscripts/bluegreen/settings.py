@@ -196,7 +196,8 @@ def proxy(opts: Opts) -> Proxy:
             if other != name:
                 raise UsageError(f"--proxy {name} and {other} have the same "
                                  f"{key.replace('_', '-')} {full[key]}: give each its own")
-    return FanoutProxy([(name, PROXIES[mode](opts | overrides)) for name, mode, overrides in specs])
+    return FanoutProxy([(name, PROXIES[mode](opts | overrides)) for name, mode, overrides in specs],
+                       partial=bool(opts.get("partial")))
 
 
 def steps(opts: Opts, runtime_: bool = False, proxy_: bool = False, lazy_runtime: bool = False,

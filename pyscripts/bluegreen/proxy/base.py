@@ -71,6 +71,28 @@ class Proxy(ABC):
         the majority's when ``trusted`` accepts it; what was done (one proxy: nothing to do)."""
         return []
 
+    # -- several proxies, some left behind (--partial); one proxy: none of this applies -----
+
+    def names(self) -> list[str]:
+        """The names of several proxies (one proxy: none)."""
+        return []
+
+    def skipped(self) -> dict[str, str]:
+        """Proxies set aside as unreachable (``--partial``) -> why."""
+        return {}
+
+    def missed(self) -> dict[str, list[Route]]:
+        """Proxy -> the routes it missed, set aside, since the last call (taken once)."""
+        return {}
+
+    def hold_back(self, names: set[str]) -> None:
+        """The proxies recorded as behind: they never count in the majority's choice."""
+        return None
+
+    def bring_in_line(self, name: str, routes: Sequence[Route]) -> bool | None:
+        """Apply ``routes`` to the proxy ``name`` alone; None when it is still unreachable."""
+        raise NotImplementedError(f"no proxy named {name}")
+
 
 def weighted_route(service: str, color: str, new: Sequence[Instance], old: Sequence[Instance],
                    weight: int, **exposure: Any) -> Route:
