@@ -607,6 +607,25 @@ local function release_side(rel, ctx)
     return side
 end
 
+-- service -> color -> the keys of its counts (built once per worker: no string per request)
+local count_keys = {}
+
+local function keys_of(name, color)
+    local colors = count_keys[name]
+    if colors == nil then
+        colors = {}
+        count_keys[name] = colors
+    end
+    local keys = colors[color]
+    if keys == nil then
+        local prefix = "c|" .. name .. "|" .. color .. "|"
+        keys = { r = prefix .. "r", e = prefix .. "e", f = prefix .. "f", b = {} }
+        for i = 1, #LATENCY_MS + 1 do keys.b[i] = prefix .. "b" .. i end
+        colors[color] = keys
+    end
+    return keys
+end
+
 -- balancer_by_lua of the upstream of `name` (`internal`: of its internal endpoint, where a
 -- caller of a chain is kept on that chain's servers). Without a peer set here, nginx falls
 -- back to the upstream's only server, marked down: 502 "no live upstreams".
@@ -647,8 +666,9 @@ function M.balance(name, internal)
     local dict = ngx.shared[STATS]
     if ctx.bluegreen_peer then
         dict:incr("active:" .. ctx.bluegreen_peer, -1, 0)
-        if ctx.bluegreen_color then  -- a retry: the previous try failed
-            ngx.shared[FIGURES]:incr("c|" .. name .. "|" .. ctx.bluegreen_color .. "|f", 1, 0)
+        local figures = ngx.shared[FIGURES]  -- none: an include older than this file
+        if ctx.bluegreen_color and figures then  -- a retry: the previous try failed
+            figures:incr(keys_of(name, ctx.bluegreen_color).f, 1, 0)
         end
     end
     dict:incr("active:" .. peer.key, 1, 0)
@@ -665,20 +685,21 @@ end
 -- Count the request that ended on a peer of `ctx.bluegreen_color` (log phase).
 local function count_request(ctx)
     local color = ctx.bluegreen_color
-    if not color then return end
     local figures = ngx.shared[FIGURES]
-    local prefix = "c|" .. ctx.bluegreen_service .. "|" .. color .. "|"
-    figures:incr(prefix .. "r", 1, 0)
-    if ngx.status >= 500 then figures:incr(prefix .. "e", 1, 0) end
+    if not color or not figures then return end
+    local keys = keys_of(ctx.bluegreen_service, color)
+    local status = ngx.status
+    figures:incr(keys.r, 1, 0)
+    if status >= 500 then figures:incr(keys.e, 1, 0) end
     local header_time = last_value(ngx.var.upstream_header_time)
     if header_time == nil or header_time == "-" then
-        if ngx.status ~= 499 then figures:incr(prefix .. "f", 1, 0) end  -- 499: the client left
+        if status ~= 499 then figures:incr(keys.f, 1, 0) end  -- 499: the client left
         return
     end
     local ms = (tonumber(last_value(ngx.var.upstream_response_time)) or 0) * 1000
     local i = 1
     while i <= #LATENCY_MS and ms > LATENCY_MS[i] do i = i + 1 end
-    figures:incr(prefix .. "b" .. i, 1, 0)
+    figures:incr(keys.b[i], 1, 0)
 end
 
 -- header_filter_by_lua (http level): a client given a bucket gets its cookie.
@@ -755,6 +776,9 @@ end
 local function figures_view()
     local figures = ngx.shared[FIGURES]
     local out = {}
+    if not figures then
+        return { epoch = cjson.null, bounds = LATENCY_MS, figures = out }
+    end
     for _, key in ipairs(figures:get_keys(0)) do
         local name, color, field = key:match("^c|([^|]+)|(%a+)|(%w+)$")
         if name then
