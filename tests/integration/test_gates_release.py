@@ -110,6 +110,32 @@ def test_a_healthy_release_passes_its_gates_once_traffic_comes(dsvc, tmp_path):
     svc.assert_safe()
 
 
+def test_an_ungated_step_prints_its_figures_and_never_fails_on_them(dsvc, tmp_path):
+    svc = dsvc
+    run = Held(svc, tmp_path, ["gate:window"], "run", svc.service, "--image",
+               "bluegreen-sample:flaky", *HTTP, "--steps", "50,100", "--step-wait", "0.1")
+    run.wait("gate:window")
+    seen = send(svc, 200, fail_every=5)
+    run.release("gate:window")
+    code, err = run.finish()
+    assert code == 0, err  # no gate: 5xx are shown, not judged
+    assert seen.get(500), seen
+    line = next(x for x in err.splitlines() if x.startswith("figures at 50% over"))
+    assert f"{svc.service}: green " in line and "| blue " in line
+    assert not line.endswith((": passed", ": FAILED"))
+    assert svc.version() == "v-flaky"
+    svc.assert_safe()
+
+
+def test_an_ungated_step_in_the_reload_mode_just_waits(svc):
+    r = svc.bg("run", svc.service, "--image", "bluegreen-sample:v2", *HTTP, "--steps", "50,100",
+               "--step-wait", "0.1")
+    assert r.code == 0, r.err
+    assert "figures at" not in r.err and "no figures" not in r.err
+    assert svc.version() == "v2"
+    svc.assert_safe()
+
+
 def test_status_watch_prints_the_live_figures(dsvc):
     svc = dsvc
     send(svc, 5)

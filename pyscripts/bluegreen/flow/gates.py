@@ -214,9 +214,10 @@ def _empty() -> Counts:
     return Counts()
 
 
-def line(weight: int, verdicts: Sequence[Verdict], seconds: float) -> str:
-    """The one line of figures a step prints (and a breach's message carries)."""
-    return f"gate at {weight}% over {seconds:.1f}s: " + "; ".join(v.text for v in verdicts)
+def line(weight: int, verdicts: Sequence[Verdict], seconds: float, what: str = "gate") -> str:
+    """The one line of figures a step prints (and a breach's message carries); ``what``:
+    "gate", or "figures" for a step without gates."""
+    return f"{what} at {weight}% over {seconds:.1f}s: " + "; ".join(v.text for v in verdicts)
 
 
 # -- live figures (status --watch) ----------------------------------------------------------
@@ -328,7 +329,7 @@ def watch(read: Callable[[Sequence[str]], Figures],
             break
         interrupts.hold("gate:short")  # too few requests yet: a test sends them here
         sleep(min(1.0, left))
-    text = line(weight, verdicts, seconds)
+    text = line(weight, verdicts, seconds, "gate" if limits.active else "figures")
     failed = [r for v in verdicts for r in v.reasons]
     notes = [n for v in verdicts for n in v.notes]
     if not failed and limits.query:
@@ -338,7 +339,7 @@ def watch(read: Callable[[Sequence[str]], Figures],
         if not passed:
             failed.append(why)
     say(text + (f" [{'; '.join(notes)}]" if notes else "")
-        + (": FAILED" if failed else ": passed"))
+        + (": FAILED" if failed else ": passed" if limits.active else ""))
     if failed:
         return False, f"{text}: {'; '.join(failed)}"
     return True, text

@@ -343,7 +343,7 @@ class Release(Record):
                 if self.opts.gates.active:
                     self._gate(units, weight)
                 elif self.opts.step_wait:
-                    time.sleep(self.opts.step_wait)
+                    self._wait(units, weight)
         return inflight, False
 
     def _gate(self, units: list[Unit], weight: int) -> None:
@@ -351,12 +351,25 @@ class Release(Record):
         old one over the window (one line of figures); a breach fails the release."""
         from bluegreen.flow import gates
 
-        colors = {u.service: (u.color, u.before) for u in units
-                  if u.moving and u.routed and u.color}
-        passed, text = gates.watch(self.steps.figures, colors, self.opts.gates,
+        passed, text = gates.watch(self.steps.figures, _gated(units), self.opts.gates,
                                    self.opts.step_wait, weight, self.say)
         if not passed:
             raise OperationFailed(f"{self.target.label}: gate failed: {text}")
+
+    def _wait(self, units: list[Unit], weight: int) -> None:
+        """The step's wait without gates: one line of the figures, when the proxy counts
+        (the dynamic nginx); never a reason to fail."""
+        from bluegreen.flow import gates
+
+        start = time.monotonic()
+        try:
+            gates.watch(self.steps.figures, _gated(units), gates.Limits(),
+                        self.opts.step_wait, weight, self.say)
+        except UsageError:  # a proxy that does not count (the reload mode): just the wait
+            pass
+        except (OperationFailed, Unreachable) as exc:  # only the line is lost
+            self.say(f"no figures at {weight}%: {exc}")
+        time.sleep(max(0.0, self.opts.step_wait - (time.monotonic() - start)))
 
     def _route(self, moves: list[Move], unrouted: tuple[str, ...] = ()) -> None:
         """A change of the release's own: remembered, so that an undo in this process knows
@@ -889,6 +902,12 @@ def _describe(inflight: dict[str, Any]) -> str:
         u = units[0]
         return f"run {u.before or '(none)'} -> {u.color} ({u.image})"
     return f"release ({moves})"
+
+
+def _gated(units: list[Unit]) -> dict[str, tuple[str, str | None]]:
+    """Service -> (new color, old color) of each moving routed unit: what a step's figures
+    compare."""
+    return {u.service: (u.color, u.before) for u in units if u.moving and u.routed and u.color}
 
 
 def _verdict(result: checks.TestResult) -> str:
