@@ -26,7 +26,8 @@ delayed ACK); a dynamic nginx with one service. wrk on each (``-t1 -c4``) all al
 ``--switches`` alternating switches, HAProxy's and the dynamic one interleaved: from the
 command's start to the first response of the new server on a new connection. HAProxy: ``set
 server be/NEW state ready; set server be/OLD state maint`` over the admin socket; dynamic:
-``DynamicControl.apply`` (state file, POST, read-back check, last good copy).
+``DynamicControl.apply`` (state file, POST, read-back check, last good copy); and a bare POST
+of the same routes (no state file, no check: nginx's own part).
 
 All traffic goes to 127.0.0.1. Prints tables (JSON with ``--json FILE``).
 
@@ -249,9 +250,17 @@ def haproxy_part(switches: int, blue: Backend, green: Backend) -> dict[str, Any]
             control = DynamicControl(nginx.control, nginx.state_file)
             first_response(nginx.port, "/", "blue")
             first_response(hap.port, "/", "blue")
+            def bare(new: str, _old: str) -> None:
+                body = {"services": {"svc": [{"address": "127.0.0.1", "port": servers[new].port,
+                                              "weight": 100}]}}
+                status, _doc = control._request("POST", json.dumps(body).encode())
+                if status != 200:
+                    raise RuntimeError(f"POST answered {status}")
+
             actions: dict[str, tuple[int, Callable[[str, str], Any]]] = {
                 "haproxy": (hap.port, hap.switch),
-                "dynamic": (nginx.port, lambda new, _old: control.apply({"svc": [servers[new]]}))}
+                "dynamic": (nginx.port, lambda new, _old: control.apply({"svc": [servers[new]]})),
+                "bare_post": (nginx.port, bare)}
             took: dict[str, list[float]] = {k: [] for k in actions}
             change: dict[str, list[float]] = {k: [] for k in actions}
             with wrk(f"http://127.0.0.1:{hap.port}/") as wrk_hap, \
@@ -270,6 +279,8 @@ def haproxy_part(switches: int, blue: Backend, green: Backend) -> dict[str, Any]
     return {"version": hap.version, "switches": switches,
             "haproxy_ms": median(took["haproxy"]), "haproxy_change_ms": median(change["haproxy"]),
             "dynamic_ms": median(took["dynamic"]), "dynamic_change_ms": median(change["dynamic"]),
+            "bare_post_ms": median(took["bare_post"]),
+            "bare_post_change_ms": median(change["bare_post"]),
             "ratio": round(statistics.median(took["dynamic"]) / statistics.median(took["haproxy"]), 2),
             "wrk_haproxy": wrk_hap, "wrk_dynamic": wrk_dyn, "raw": {"took": took, "change": change}}
 
@@ -310,7 +321,8 @@ def main() -> int:
         if "haproxy" in parts:
             h = results["haproxy"] = haproxy_part(args.switches, blue, green)
             print(f"{h['version']}: {h['haproxy_ms']} ms (command {h['haproxy_change_ms']} ms); "
-                  f"dynamic POST: {h['dynamic_ms']} ms (call {h['dynamic_change_ms']} ms); "
+                  f"dynamic POST: {h['dynamic_ms']} ms (call {h['dynamic_change_ms']} ms); bare POST "
+                  f"{h['bare_post_ms']} ms (call {h['bare_post_change_ms']} ms); "
                   f"ratio {h['ratio']}x; wrk haproxy {errors(h['wrk_haproxy'])}; wrk dynamic "
                   f"{errors(h['wrk_dynamic'])}", flush=True)
     finally:
