@@ -89,13 +89,17 @@ class Mode:
     def __init__(self, mode: str, root: Path, blue: Backend, green: Backend) -> None:
         self.mode, self.servers = mode, {"blue": Server("127.0.0.1", blue.port),
                                          "green": Server("127.0.0.1", green.port)}
-        if mode == "dynamic":
-            self.nginx: Nginx = DynamicNginx(root).start()
-            self.dyn = self.nginx.proxy()  # type: ignore[attr-defined]
-        else:
-            self.nginx = Nginx(root).start()
-            n = self.nginx
+        self.nginx: Nginx = DynamicNginx(root) if mode == "dynamic" else Nginx(root)
+        n = self.nginx
+        try:
+            n.start()
             wait_for(lambda: len(self.controller.workers()) == n.workers, 10, "nginx workers", 0.005)
+        except BaseException:
+            n.stop()  # it may have started
+            raise
+        if isinstance(n, DynamicNginx):
+            self.dyn = n.proxy()
+        else:
             self.reload = NginxProxy(self.controller, n.upstream_dir, n.include_dir)
         self.added = 0
 
@@ -216,7 +220,11 @@ class HAProxy:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                 return self.sock.exists()
 
-        wait_for(up, 10, "haproxy", 0.02)
+        try:
+            wait_for(up, 10, "haproxy", 0.02)
+        except BaseException:
+            self.stop()
+            raise
         self.version = subprocess.run([binary, "-v"], capture_output=True, text=True,
                                       check=True).stdout.splitlines()[0]
 
@@ -243,8 +251,9 @@ class HAProxy:
 def haproxy_part(switches: int, blue: Backend, green: Backend) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bg-haproxy-") as tmp:
         hap = HAProxy(Path(tmp), blue, green)
-        nginx = DynamicNginx(Path(tmp) / "nginx").start()
+        nginx = DynamicNginx(Path(tmp) / "nginx")
         try:
+            nginx.start()
             servers = {"blue": Server("127.0.0.1", blue.port), "green": Server("127.0.0.1", green.port)}
             nginx.proxy().apply([Route("svc", "blue", (servers["blue"],), location="/")])
             control = DynamicControl(nginx.control, nginx.state_file)
@@ -302,10 +311,14 @@ def main() -> int:
     if "haproxy" in parts and not shutil.which("haproxy"):
         print("haproxy is not installed: run `bash scripts/bench-deps.sh`", file=sys.stderr)
         return 2
-    blue, green = Backend("blue").start(), Backend("green").start()
+    backends: list[Backend] = []
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                "load_before": Path("/proc/loadavg").read_text().split()[:3]}
     try:
+        for name in ("blue", "green"):
+            backends.append(Backend(name))
+            backends[-1].start()
+        blue, green = backends
         if "scale" in parts:
             rows = results["scale"] = []
             for n in args.sizes.split(","):
@@ -326,8 +339,8 @@ def main() -> int:
                   f"ratio {h['ratio']}x; wrk haproxy {errors(h['wrk_haproxy'])}; wrk dynamic "
                   f"{errors(h['wrk_dynamic'])}", flush=True)
     finally:
-        blue.stop()
-        green.stop()
+        for b in backends:
+            b.stop()
     results["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
     print(f"load average before {results['load_before']}, after {results['load_after']}")
     if args.json:
