@@ -352,3 +352,22 @@ def test_the_include_header_parse_is_kept_but_never_shared(tmp_path):
     assert nd.configured_services(two) == {"web"}
     assert nd.configured_endpoints(two) == {}
     assert nd.configured_services(one) == {"web", "api"}
+
+
+def test_a_state_text_written_here_reads_back_as_parsed_and_a_changed_file_is_parsed(tmp_path):
+    state = tmp_path / "routes.json"
+    nd.write_atomic(state, nd.merged_state(state, {"web": [{"address": "10.0.0.1", "port": 80,
+                                                            "weight": 100}]}, colors={}))
+    text = nd.merged_state(state, {"api": [{"address": "10.0.0.2", "port": 81, "weight": 100}]},
+                           colors={"api": {"color": "green", "weight": 100}})
+    nd.write_atomic(state, text)
+    expected = {"services": json.loads(text)["services"], "chains": {},
+                "colors": {"api": {"color": "green", "weight": 100}}}
+    assert nd.read_document(state) == expected
+    nd.read_document(state)["services"].clear()  # a caller's copy
+    assert nd.read_document(state) == expected
+    state.write_text(text.replace("10.0.0.2", "10.0.0.3"))  # changed by hand: parsed again
+    assert nd.read_document(state)["services"]["api"][0]["address"] == "10.0.0.3"
+    state.write_text(text[:60])
+    with pytest.raises(Exception, match="cannot read the state file"):
+        nd.read_document(state)

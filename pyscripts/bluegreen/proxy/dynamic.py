@@ -359,12 +359,23 @@ def route_colors(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
             for r in routes if r.color}
 
 
+_known_state: list[Any] = [None, {}]  # the state text this process wrote last, its document
+
+
+def _remember_state(text: str, doc: Mapping[str, Mapping[str, Any]]) -> None:
+    """Keep the document of a state text just written: the next change reads that text back
+    and need not parse it again (1-1.5 ms at 1,000 services)."""
+    _known_state[:] = [text, {k: dict(sorted(v.items())) for k, v in doc.items()}]
+
+
 def read_document(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """The ``services``, ``chains`` and ``colors`` recorded in a state file (empty when there
     is none). A state file written before ``colors`` were kept in it takes them from
     ``<state>.colors.json``, where they were."""
     try:
         text = read_text(path)
+        if text is not None and text == _known_state[0]:
+            return {k: dict(v) for k, v in _known_state[1].items()}
         doc = json.loads(text) if text is not None else {}
         if isinstance(doc, dict) and "colors" not in doc:
             legacy = read_text(os.path.splitext(os.fspath(path))[0] + ".colors.json")
@@ -622,7 +633,9 @@ def merged_state(path: str | os.PathLike[str], services: Mapping[str, list[dict[
         doc[key].update({n: v for n, v in (given or {}).items() if n in services})
     for name in drop:
         doc["services"].pop(name, None)
-    return _state_text(doc["services"], doc["chains"], doc["colors"])
+    text = _state_text(doc["services"], doc["chains"], doc["colors"])
+    _remember_state(text, doc)
+    return text
 
 
 # -- the proxy: POST, or reload when the set of services changes ------------------------------
