@@ -32,7 +32,7 @@ of the same routes (no state file, no check: nginx's own part).
 All traffic goes to 127.0.0.1. Prints tables (JSON with ``--json FILE``).
 
     PYTHONPATH=pyscripts .venv/bin/python bench/proxy_scale.py [--sizes 10,100,1000] [--repeat 10]
-        [--switches 30] [--parts scale,haproxy] [--json FILE]
+        [--switches 30] [--parts scale,haproxy] [--modes dynamic,reload] [--json FILE]
 """
 
 from __future__ import annotations
@@ -305,6 +305,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--switches", type=int, default=30)
     ap.add_argument("--parts", default="scale,haproxy")
+    ap.add_argument("--modes", default=",".join(MODES), help="the nginx modes of part scale")
     ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
@@ -322,7 +323,7 @@ def main() -> int:
         if "scale" in parts:
             rows = results["scale"] = []
             for n in args.sizes.split(","):
-                for mode in MODES:
+                for mode in args.modes.split(","):
                     r = measure(mode, int(n), args.repeat, blue, green)
                     rows.append(r)
                     print(f"{mode:8} {r['services']:>5}: switch {r['switch_ms']} ms (change "
