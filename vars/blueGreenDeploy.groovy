@@ -49,6 +49,8 @@ String blueGreenStages(Map params) {
 /** `bluegreen run` up to the deploy phase, with the image and the container settings. */
 List firstCall(Map params) {
     List argv = ['run', params.serviceName, '--until', 'deploy', '--json'] + runOptions(params)
+    if (params.steps) argv += ['--steps', params.steps]
+    if (params.sticky) argv += ['--sticky']
     if (params.image) argv += ['--image', params.image]
     if (params.port) argv += ['--port', params.port]
     if (params.scale) argv += ['--scale', params.scale]
@@ -80,7 +82,8 @@ void resume(Map params, List args, String message) {
 List runOptions(Map params) {
     List argv = proxyUrl(params) ? ['--proxy-url', proxyUrl(params)] : []
     if (params.keepOld != null) argv += ['--keep-old', params.keepOld]
-    return argv
+    if (params.stepWait != null) argv += ['--step-wait', params.stepWait]
+    return argv + bluegreenCli.gateArgs(params)
 }
 
 /** Test arguments of the pre-tests; a closure runs here with DOMAIN=http://<new color>. */

@@ -3,12 +3,13 @@
 // them; they are declared once, in Python): the first stage runs `app deploy --until PHASE`,
 // each next one `app resume APP --until PHASE` (after the last phase: the promotion).
 // With confirm the release stops before 100% at the switch: a 'Confirm' input, then the same
-// phase again. An error or abort while the release is paused ends in `app abort`.
+// phase again. An error or abort while the release is paused ends in `app abort`. The gates
+// (maxErrorRate, ...) go to every call: a step's gate runs in whichever call reaches it.
 def call(Map params) {
     if (params.installCli) bluegreenInstall(params)
     Map file = bluegreenCli.json(params, ['app', 'check', '--file', params.file])
-    List first = ['app', 'deploy', '--file', params.file, '--steps', params.steps ?: '100'] + (params.confirm ? ['--confirm'] : [])
-    List options = bluegreenCli.flagArgs(params, [stepWait: '--step-wait', keepOld: '--keep-old', proxyUrl: '--proxy-url'])
+    List first = ['app', 'deploy', '--file', params.file, '--steps', params.steps ?: '100'] + (params.confirm ? ['--confirm'] : []) + (params.sticky ? ['--sticky'] : [])
+    List options = bluegreenCli.flagArgs(params, [stepWait: '--step-wait', keepOld: '--keep-old', proxyUrl: '--proxy-url']) + bluegreenCli.gateArgs(params)
     Map done = [:]
     try {
         for (int i = 0; i < file.phases.size() && done.result != 'unchanged'; i += done.gate ? 0 : 1) {

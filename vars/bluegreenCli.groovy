@@ -16,6 +16,9 @@ def call(Map params, List argv, Map how = [:]) {
     if (params.dockerCertCredentialsId) {
         creds << dockerCert(credentialsId: params.dockerCertCredentialsId, variable: 'DOCKER_CERT_PATH')
     }
+    if (params.previewSecretCredentialsId) {
+        creds << string(credentialsId: params.previewSecretCredentialsId, variable: 'BLUEGREEN_PREVIEW_SECRET')
+    }
     Closure run = {
         withEnv(envs) {
             sh(script: 'exec "${BLUEGREEN_CLI:-bluegreen}" --argv-json-env BLUEGREEN_ARGV',
@@ -149,6 +152,14 @@ List tests(Map params, String domain) {
         return ['--outcome', closurePassed(params.tests, domain) ? 'passed' : 'failed']
     }
     return testArgs(params)
+}
+
+/** The gates of a release's steps (each call that may run a step takes them). */
+@NonCPS
+List gateArgs(Map params) {
+    return flagArgs(params, [maxErrorRate: '--max-error-rate', maxLatencyRatio: '--max-latency-ratio',
+                             minRequests: '--min-requests', minRequestsWait: '--min-requests-wait',
+                             gateQuery: '--gate-query', prometheusUrl: '--prometheus-url'])
 }
 
 /** ['--flag', value] for each parameter that is set, in the order of ``flags``. */

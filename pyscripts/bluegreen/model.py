@@ -17,6 +17,9 @@ PHASE_TITLES = {"deploy": "Deploy", "pre-test": "Run pre-integration tests",
 # can be rebuilt from them (``bluegreen.app.target``).
 LABEL_APP, LABEL_RELEASE, LABEL_RECORD = "bluegreen.app", "bluegreen.release", "bluegreen.record"
 APP_LABELS = (LABEL_APP, LABEL_RELEASE, LABEL_RECORD)
+# Upper bounds (ms) of the proxy's latency histogram (upstream response time); one more bucket
+# counts what is above the last.
+LATENCY_BOUNDS_MS: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 def stages() -> list[dict[str, str]]:
@@ -116,6 +119,7 @@ class Server(Record, frozen=True):
     address: str
     port: int
     weight: int | None = None
+    color: str | None = None  # which color the server is of (the proxy counts per color)
 
     @property
     def hostport(self) -> str:
@@ -144,6 +148,7 @@ class Route(Record, frozen=True):
     location: str | None = None  # the public location; None: the proxy's default, "": none
     endpoint: str | None = None  # an internal name (servicea.local) other services call
     chains: tuple[Chain, ...] = ()  # callers of the endpoint kept on their own release
+    sticky: bool = False  # each client kept on one release by a bucket cookie (while split)
 
     @property
     def removed(self) -> bool:
@@ -160,6 +165,21 @@ class Move(Record, frozen=True):
     location: str | None = None
     endpoint: str | None = None
     chains: tuple[Chain, ...] = ()  # servers are filled in from the registry
+    sticky: bool = False  # each client kept on one release by a bucket cookie (while split)
+
+
+class Counts(Record, frozen=True):
+    """What the proxy counted for one color of a service since ``epoch`` (cumulative; a
+    window is ``after - before`` of one epoch, or ``after`` when the epoch changed): the
+    responses served (``requests``), of them the 5xx (``errors``), the tries on a peer that
+    failed to connect or timed out (``failures``), and the responses per latency bucket
+    (``buckets``: one per bound of ``LATENCY_BOUNDS_MS``, then one above the last)."""
+
+    requests: int = 0
+    errors: int = 0
+    failures: int = 0
+    buckets: tuple[int, ...] = ()
+    epoch: str = ""
 
 
 class Serving(Record, frozen=True):

@@ -109,7 +109,8 @@ def _nginx_dynamic(opts: Opts) -> Proxy:
         validate.directory(opts["include_dir"], "--include-dir"), opts["nginx_control"],
         opts["nginx_state_file"], location=opts["location"], include_file=_include_file(opts),
         internal_listen=internal_listen(opts),
-        secret_file=opts.get("nginx_control_secret_file") or None))
+        secret_file=opts.get("nginx_control_secret_file") or None,
+        preview_secret=opts.get("preview_secret") or None))
 
 
 REGISTRIES: dict[str, Callable[[Opts], Registry]] = {"consul": _consul, "file": _file}
@@ -195,7 +196,8 @@ def proxy(opts: Opts) -> Proxy:
             if other != name:
                 raise UsageError(f"--proxy {name} and {other} have the same "
                                  f"{key.replace('_', '-')} {full[key]}: give each its own")
-    return FanoutProxy([(name, PROXIES[mode](opts | overrides)) for name, mode, overrides in specs])
+    return FanoutProxy([(name, PROXIES[mode](opts | overrides)) for name, mode, overrides in specs],
+                       partial=bool(opts.get("partial")))
 
 
 def steps(opts: Opts, runtime_: bool = False, proxy_: bool = False, lazy_runtime: bool = False,

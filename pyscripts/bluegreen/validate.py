@@ -52,6 +52,7 @@ _HTTP_PATH_RE = Lazy(r"/[A-Za-z0-9._~/%?&=+:@,;!*'()-]*")
 _HOST_RE = Lazy(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9a-fA-F:]+\]")
 _PREFIX_RE = Lazy(r"(?:[A-Za-z0-9_-]+/)*")
 _NETWORK_RE = Lazy(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_URL_PATH_RE = Lazy(r"(?:/[A-Za-z0-9._~-]*)+")
 
 
 def service(value: str) -> str:
@@ -108,6 +109,17 @@ def scale(value: int | str) -> int:
 def weight(value: int | str) -> int:
     """A route weight, 0 to 100 (the multi-service seed's 0 -> 100 switch)."""
     return bounded_int(value, "weight", 0, 100)
+
+
+def number(value: float | str, what: str, low: float, high: float) -> float:
+    """A finite number from ``low`` to ``high`` (a percent, a ratio)."""
+    try:
+        result = float(str(value))
+    except ValueError:
+        raise UsageError(f"invalid {what} {value!r}: use a number") from None
+    if not low <= result <= high:  # NaN fails too
+        raise UsageError(f"invalid {what} {value!r}: use a number from {low:g} to {high:g}")
+    return result
 
 
 def seconds(value: float | str, what: str, high: float = 86400.0) -> float:
@@ -175,6 +187,24 @@ def base_url(value: str, what: str = "--proxy-url") -> str:
         raise UsageError(f"invalid {what} {value!r}: use http(s)://host[:port]")
     host(parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]")
     return value.rstrip("/")
+
+
+def prefix_url(value: str, what: str) -> str:
+    """``http(s)://host[:port][/path]`` (a server under a path prefix), no query or user info."""
+    import urllib.parse
+
+    path = urllib.parse.urlsplit(value).path
+    if not _URL_PATH_RE.fullmatch(path or "/"):
+        raise UsageError(f"invalid {what} {value!r}: use http(s)://host[:port][/path]")
+    base_url(value[:len(value) - len(path)] if path else value, what)
+    return value.rstrip("/")
+
+
+def text(value: str, what: str, most: int = 4000) -> str:
+    """A free text given to another program as one argument: printable, bounded."""
+    if not value.strip() or len(value) > most or not value.isprintable():
+        raise UsageError(f"invalid {what}: printable text of 1 to {most} characters")
+    return value
 
 
 def ipv4(value: str) -> str | None:

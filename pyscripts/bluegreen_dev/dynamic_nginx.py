@@ -93,7 +93,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         while self.path == "/hold" and not os.path.exists(gate):
             time.sleep(0.005)
-        self.send_response(200)
+        self.send_response(500 if self.path == "/fail" else 200)
         self.send_header("Content-Length", str(len(name)))
         self.end_headers()
         self.wfile.write(name)
@@ -114,7 +114,8 @@ S(("127.0.0.1", port), H).serve_forever()
 @dataclass
 class Backend:
     """A tiny HTTP server on 127.0.0.1 (its own process) answering every GET and POST with its
-    name; ``GET /hold`` answers only once the file ``gate`` exists."""
+    name (``/fail``: with status 500); ``GET /hold`` answers only once the file ``gate``
+    exists."""
 
     name: str
     port: int = 0

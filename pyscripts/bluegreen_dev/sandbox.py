@@ -28,7 +28,7 @@ SAMPLE_IMAGE = "bluegreen-sample"
 SAMPLE_TAGS = {  # tag -> (VERSION, MODE)
     "v1": ("v1", "ok"), "v2": ("v2", "ok"), "v3": ("v3", "ok"),
     "crash": ("v-crash", "crash"), "unhealthy": ("v-unhealthy", "unhealthy"),
-    "broken": ("v-broken", "broken"),
+    "broken": ("v-broken", "broken"), "flaky": ("v-flaky", "flaky"),
 }
 
 

@@ -225,3 +225,116 @@ def test_a_proxy_switched_alone_goes_back_to_the_record_and_the_other(pair):
     assert "proxy a routed like proxy b: blue" in r.err and "color record" not in r.err
     assert svc.version() == version(b) == "v1" and svc.kv("color") == "blue"
     svc.assert_safe()
+
+
+# -- one of two proxies down: --partial ------------------------------------------------------
+
+
+def behind(svc: Env) -> dict:
+    raw = svc.kv("proxies-behind")
+    assert raw is not None and "secret" not in raw.lower()
+    return json.loads(raw)["proxies"]
+
+
+def test_without_partial_one_proxy_down_refuses_and_says_partial_exists(pair):
+    svc, b = pair
+    b.stop()
+    before = svc.snapshot()
+    for args in (("switch", svc.service, "--color", "green"), ("rollback", svc.service)):
+        r = svc.bg(*args)
+        assert r.code == 3, r.err
+        assert "proxy b (nginx) unreachable" in r.err and "--partial" in r.err
+    assert svc.snapshot() == before and svc.version() == "v1"  # nothing changed on a
+    b.start()
+    assert version(b) == "v1"
+    svc.assert_safe()
+
+
+def test_switch_partial_records_b_behind_and_recover_brings_it_in_line(pair):
+    svc, b = pair
+    assert svc.bg("deploy", svc.service, "--color", "green", "--image",
+                  "bluegreen-sample:v2").code == 0
+    b.stop()
+    r = svc.bg("switch", svc.service, "--color", "green", "--partial")
+    assert r.code == 0, r.err
+    assert "proxy b left behind" in r.err
+    assert svc.version() == "v2" and svc.kv("color") == "green"
+    entry = behind(svc)["b"]
+    assert [(x["service"], x["color"], x["weight"]) for x in entry["routes"]] == [
+        (svc.service, "green", 100)]
+    assert entry["since"] > 0
+    r = svc.bg("status", svc.service)
+    assert r.code == 3, r.out  # b unreachable still
+    assert "PROBLEM: proxy b is behind since" in r.out
+    b.start()
+    assert version(b) == "v1"  # it kept what it had
+    r = svc.bg("status", svc.service, "--json")
+    assert r.code == 1, r.out
+    (line,) = [p for p in json.loads(r.out)["problems"] if "proxy b is behind" in p]
+    assert f"it must route {svc.service} to green 100%" in line and " UTC" in line
+    r = svc.bg("recover", svc.service)
+    assert r.code == 0, r.err
+    assert "proxy b, behind since" in r.out and "brought in line" in r.out
+    assert "to green 100%); its proxies-behind record deleted" in r.err
+    assert version(b) == svc.version() == "v2" and svc.kv("proxies-behind") is None
+    svc.assert_safe()
+
+
+def test_rollback_partial_then_run_brings_b_in_line_first(pair, tmp_path):
+    svc, b = pair
+    assert svc.bg("deploy", svc.service, "--color", "green", "--image",
+                  "bluegreen-sample:v2").code == 0
+    r = svc.bg("switch", svc.service, "--color", "green")  # v1 kept: a proxy-only rollback
+    assert r.code == 0, r.err
+    assert version(b) == svc.version() == "v2"
+    b.stop()
+    r = svc.bg("rollback", svc.service, "--partial")
+    assert r.code == 0, r.err
+    assert svc.version() == "v1" and svc.kv("color") == "blue"
+    assert [(x["service"], x["color"]) for x in behind(svc)["b"]["routes"]] == [
+        (svc.service, "blue")]
+    b.start()
+    assert version(b) == "v2"  # behind
+    held = Held(svc, tmp_path, ["deploy:before"], *run_args(svc, "v3"))
+    held.wait("deploy:before")
+    assert version(b) == "v1" and svc.kv("proxies-behind") is None  # before the run's change
+    assert svc.version() == "v1"
+    held.release("deploy:before")
+    code, err = held.finish()
+    assert code == 0, err
+    assert "proxy b, behind since" in err and "brought in line" in err
+    assert svc.version() == version(b) == "v3"
+    svc.assert_safe()
+
+
+def test_run_partial_with_b_down_then_b_back_and_recover(pair):
+    svc, b = pair
+    b.stop()
+    r = svc.bg(*run_args(svc, "v2"), "--partial")
+    assert r.code == 0, r.err
+    assert "proxy b unreachable, left out of this command (--partial)" in r.err
+    assert svc.version() == "v2" and svc.kv("color") == "green"
+    assert [(x["color"], x["weight"]) for x in behind(svc)["b"]["routes"]] == [("green", 100)]
+    assert "proxy b is behind and may still route it" in r.err  # v1 kept running
+    b.start()
+    assert version(b) == "v1"  # b routes to v1, still running: behind, as status says
+    assert svc.bg("status", svc.service).code == 1
+    r = svc.bg("recover", svc.service)
+    assert r.code == 0, r.err
+    assert "brought in line" in r.out and svc.kv("proxies-behind") is None
+    assert f"stopped {svc.service}-blue" in r.out + r.err  # once no proxy routes it
+    assert svc.version() == version(b) == "v2"
+    svc.assert_safe()
+
+
+def test_run_partial_with_every_proxy_down_is_unreachable(pair):
+    svc, b = pair
+    b.stop()
+    svc.nginx.kill()
+    r = svc.bg(*run_args(svc, "v2"), "--partial")
+    assert r.code == 3, r.err
+    assert "unreachable" in r.err and svc.kv("proxies-behind") is None
+    svc.nginx.start()
+    b.start()
+    assert svc.version() == version(b) == "v1"
+    svc.assert_safe()

@@ -710,3 +710,29 @@ def test_cmd_app_check_exit_codes(tmp_path: Path) -> None:
     assert '"valid": false' in _check(str(bad), "json").stdout
     good = json.loads(_check(str(EXAMPLE), "json").stdout)
     assert (good["name"], good["phases"]) == ("hello-world", list(appspec.model.PHASES))
+
+
+# -- sessions that stay on one release ---------------------------------------------------------
+
+
+def test_the_sticky_label_opts_a_service_in() -> None:
+    spec = appspec.loads(textwrap.dedent(GOOD).replace(
+        "      bluegreen.route: /\n", "      bluegreen.route: /\n      bluegreen.sticky: \"true\"\n"))
+    assert spec.services["web"].sticky and not spec.services["api"].sticky
+    spec = appspec.loads(with_service("image: a\nlabels: {bluegreen.route: /, "
+                                      "bluegreen.sticky: false}\n"))
+    assert not spec.services["web"].sticky  # a YAML boolean reads as Compose reads it
+
+
+@pytest.mark.parametrize(("labels", "expected"), [
+    ("{bluegreen.route: /, bluegreen.sticky: \"yes\"}",
+     "services.web.labels.bluegreen.sticky: invalid value 'yes': use \"true\" or \"false\""),
+    ("{bluegreen.route: /, bluegreen.sticky: \"True\"}",
+     "services.web.labels.bluegreen.sticky: invalid value 'True'"),
+    ("{bluegreen.sticky: \"true\"}",
+     "services.web.labels.bluegreen.sticky: a worker (no bluegreen.route or bluegreen.endpoint) "
+     "serves no client to keep"),
+])
+def test_a_sticky_label_that_cannot_be_is_refused_by_name(labels: str, expected: str) -> None:
+    found = problems(with_service(f"image: a\nlabels: {labels}\n"))
+    assert any(p.startswith(expected) for p in found), found

@@ -172,11 +172,25 @@ def test_options_before_the_command_count():
     (["rollback", "a", "-x"], "unrecognized arguments: -x"),
     (["rollback", "a", "--consul-token", "s3cret"], "--consul-token is a secret, read from "
                                                      "$CONSUL_HTTP_TOKEN"),
+    (["run", "a", "--preview-secret", "s3cret"], "--preview-secret is a secret, read from "
+                                                 "$BLUEGREEN_PREVIEW_SECRET"),
 ])
 def test_a_bad_command_line_is_one_usage_error(args, message):
     with pytest.raises(UsageError) as err:
         options.parse(args)
     assert str(err.value).startswith(message) and "s3cret" not in str(err.value)
+
+
+def test_the_preview_secret_reaches_the_dynamic_proxy(tmp_path):
+    from bluegreen import settings
+
+    opts = options.resolve(options.parse(["switch", "a"]), {
+        "BLUEGREEN_PREVIEW_SECRET": "preview-secret-0123", "BLUEGREEN_NGINX_MODE": "dynamic",
+        "BLUEGREEN_UPSTREAM_DIR": str(tmp_path), "BLUEGREEN_INCLUDE_DIR": str(tmp_path),
+        "BLUEGREEN_NGINX_STATE_FILE": str(tmp_path / "routes.json")})
+    engine = settings.proxy(opts).engine
+    assert engine.preview_secret == "preview-secret-0123"
+    assert engine.preview_file == str(tmp_path / "routes.preview")
 
 
 def test_values_that_look_like_options():

@@ -88,15 +88,40 @@ def test_weighted_route():
     new = [SimpleNamespace(address="n", port=1, color="green")]
     old = [SimpleNamespace(address="o", port=1, color="blue"),
            SimpleNamespace(address="o", port=2, color="blue")]
-    assert weighted_route("s", "green", new, old, 100).servers == (Server("n", 1),)
-    zero = weighted_route("s", "green", new, old, 0)
-    assert (zero.color, zero.servers) == ("blue", (Server("o", 1), Server("o", 2)))
+    G, B = "green", "blue"
+    assert weighted_route("s", "green", new, old, 100).servers == (Server("n", 1, color=G),)
+    zero = weighted_route("s", "green", new, old, 0)  # the new servers kept, at weight 0
+    assert (zero.color, zero.weight, zero.servers) == (
+        "blue", 100, (Server("o", 1, color=B), Server("o", 2, color=B), Server("n", 1, 0, G)))
     # 50% on 1 new instance vs 50% on 2 old ones: the new one weighs as much as both.
     assert weighted_route("s", "green", new, old, 50).servers == (
-        Server("n", 1, 2), Server("o", 1, 1), Server("o", 2, 1))
-    twenty = weighted_route("s", "green", new, old, 20)
-    assert (twenty.weight, twenty.servers) == (20, (Server("n", 1, 1), Server("o", 1, 2),
-                                                    Server("o", 2, 2)))
+        Server("n", 1, 2, G), Server("o", 1, 1, B), Server("o", 2, 1, B))
+    twenty = weighted_route("s", "green", new, old, 20, sticky=True)
+    assert (twenty.weight, twenty.sticky, twenty.servers) == (
+        20, True, (Server("n", 1, 1, G), Server("o", 1, 2, B), Server("o", 2, 2, B)))
+
+
+def test_the_reload_mode_leaves_a_weight_0_server_out(tmp_path):
+    new = [SimpleNamespace(address="10.0.0.2", port=2, color="green")]
+    old = [SimpleNamespace(address="10.0.0.1", port=1, color="blue")]
+    p = NginxProxy(Controller([]), tmp_path / "u", tmp_path / "i")
+    text = p.plan([weighted_route("s", "green", new, old, 0)])[p.paths("s")[0]]
+    assert "10.0.0.1:1;" in text and "10.0.0.2" not in text and "weight=0" not in text
+    assert "color=blue weight=100" in text
+
+
+def test_the_dynamic_release_of_a_route():
+    from bluegreen.proxy.dynamic import release_of
+
+    g = {"address": "1.1.1.1", "port": 1, "weight": 20, "color": "green"}
+    b = {"address": "1.1.1.2", "port": 1, "weight": 80, "color": "blue"}
+    assert release_of({"color": "green", "weight": 20, "sticky": True}, [g, b]) == {
+        "new": "green", "weight": 20, "sticky": True}
+    assert release_of({"color": "blue", "weight": 100}, [g | {"weight": 0}, b]) == {
+        "new": "green", "weight": 0, "sticky": False}  # a weight-0 route: a preview
+    assert release_of({"color": "green", "weight": 100}, [g]) is None
+    assert release_of({"color": "green", "weight": 20}, [g, b | {"color": None}]) is None
+    assert release_of(None, [g, b]) is None
 
 
 def test_apply_writes_tests_reloads_and_serving(proxy):

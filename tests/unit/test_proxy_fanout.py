@@ -1,15 +1,21 @@
 """Several proxies as one (``proxy/fanout.py``) over reload-mode proxies with a controller
-double, and the ``--proxy`` option's parsing and validation (``settings.proxy_specs``)."""
+double, and the ``--proxy`` option's parsing and validation (``settings.proxy_specs``);
+``--partial``: proxies set aside, the proxies-behind record (``flow/behind.py``)."""
 
 from __future__ import annotations
 
 import pytest
 
 from bluegreen import settings
-from bluegreen.errors import OperationFailed, UsageError
+from bluegreen.errors import OperationFailed, Unreachable, UsageError
+from bluegreen.flow import behind
+from bluegreen.flow.records import Records
+from bluegreen.flow.steps import Steps
 from bluegreen.model import Route, Server
+from bluegreen.proxy.base import Proxy
 from bluegreen.proxy.fanout import FanoutProxy
 from bluegreen.proxy.nginx import NginxProxy
+from bluegreen.registry.file import FileRegistry
 from tests.unit.test_proxy import Controller
 
 
@@ -116,3 +122,179 @@ def test_two_proxies_never_share_files(tmp_path):
         settings.proxy(opts)
     with pytest.raises(UsageError, match="given twice"):
         settings.proxy_specs(["a=local", "a=dynamic"])
+
+
+# -- --partial: one proxy unreachable ------------------------------------------------------
+
+
+class Flaky(Proxy):
+    """A reload-mode proxy that can be made unreachable: every call then raises
+    ``Unreachable``, as a stopped nginx's control endpoint does."""
+
+    def __init__(self, inner: NginxProxy) -> None:
+        self.inner, self.down, self.where = inner, False, "flaky"
+
+    def _up(self) -> NginxProxy:
+        if self.down:
+            raise Unreachable("nginx", "flaky", "not running")
+        return self.inner
+
+    def ping(self):
+        self._up().ping()
+
+    def serving(self, service):
+        return self._up().serving(service)
+
+    def current(self, service):
+        return self._up().current(service)
+
+    def apply(self, routes):
+        return self._up().apply(routes)
+
+    def diff(self, routes):
+        return self._up().diff(routes)
+
+    def drain(self, timeout):
+        return True
+
+
+def flaky_pair(tmp_path, partial: bool) -> tuple[FanoutProxy, Flaky, Flaky]:
+    a, b = Flaky(nginx(tmp_path, "a")), Flaky(nginx(tmp_path, "b"))
+    fan = FanoutProxy([("a", a), ("b", b)], partial=partial)
+    fan.apply(blue_green("blue"))
+    return fan, a, b
+
+
+def test_without_partial_one_proxy_down_refuses_and_names_partial(tmp_path):
+    fan, a, b = flaky_pair(tmp_path, partial=False)
+    b.down = True
+    with pytest.raises(Unreachable, match=r"^proxy b \(nginx\) unreachable.*--partial"):
+        fan.ping()
+    with pytest.raises(Unreachable, match="--partial"):
+        fan.apply(blue_green("green"))
+    assert a.serving("books-ms").color == "blue"  # nothing changed on a
+    assert fan.missed() == {}
+
+
+def test_partial_changes_the_reachable_proxies_and_keeps_what_the_others_missed(tmp_path):
+    fan, a, b = flaky_pair(tmp_path, partial=True)
+    b.down = True
+    fan.ping()  # b set aside, not an error
+    assert set(fan.skipped()) == {"b"}
+    assert fan.apply(blue_green("green", 75)) is True
+    assert fan.apply(blue_green("green")) is True
+    assert a.serving("books-ms").color == "green"
+    assert fan.disagreements("books-ms") == []  # b is not read
+    assert fan.serving("books-ms").color == "green"
+    (route,) = fan.missed()["b"]  # the last route per service
+    assert (route.color, route.weight) == ("green", 100)
+    assert fan.missed() == {}  # taken once
+    b.down = False
+    assert b.serving("books-ms").color == "blue"  # it kept what it had
+    assert fan.bring_in_line("b", [route]) is None  # set aside for this command
+    fan.down.clear()
+    assert fan.bring_in_line("b", [route]) is True
+    assert b.serving("books-ms").color == "green"
+    assert fan.disagreements("books-ms") == []
+
+
+def test_partial_sets_aside_a_proxy_lost_during_the_change(tmp_path):
+    fan, a, b = flaky_pair(tmp_path, partial=True)
+    fan.ping()
+    b.down = True  # after the ping: found at the change itself
+    assert fan.apply(blue_green("green")) is True
+    assert a.serving("books-ms").color == "green" and set(fan.missed()) == {"b"}
+
+
+def test_partial_with_every_proxy_down_is_unreachable(tmp_path):
+    fan, a, b = flaky_pair(tmp_path, partial=True)
+    a.down = b.down = True
+    with pytest.raises(Unreachable, match=r"^proxy b \(nginx\) unreachable") as caught:
+        fan.ping()
+    assert "--partial" not in str(caught.value)  # given, and none is left
+    with pytest.raises(Unreachable):
+        fan.apply(blue_green("green"))
+    assert fan.missed() == {}
+
+
+def test_partial_reads_start_with_the_first_reachable_proxy(tmp_path):
+    fan, a, _b = flaky_pair(tmp_path, partial=True)
+    fan.proxies[1][1].apply(blue_green("green"))
+    a.down = True
+    assert fan.serving("books-ms").color == "green"
+    assert fan.current("books-ms").color == "green"
+    assert set(fan.skipped()) == {"a"}
+
+
+def test_a_proxy_held_back_never_counts_in_the_majority(tmp_path):
+    fan = FanoutProxy([(n, nginx(tmp_path, n)) for n in "abc"])
+    fan.apply(blue_green("blue"))
+    for i in (1, 2):
+        fan.proxies[i][1].apply(blue_green("green"))
+    healthy = lambda s: True  # noqa: E731
+    assert fan.winner("books-ms", None, healthy)[2].color == "green"  # b and c: a majority
+    fan.hold_back({"b"})
+    assert fan.winner("books-ms", None, healthy) is None  # c alone is no majority of a, c
+    assert fan.winner("books-ms", "blue", healthy)[0] == "a"  # the record's color
+    fan.hold_back({"a"})
+    assert fan.winner("books-ms", "blue", healthy)[0] == "b"  # a behind never wins for blue
+    assert fan.winner("books-ms", "blue", healthy)[2].color == "green"
+
+
+def test_proxies_behind_recorded_reported_and_brought_in_line(tmp_path):
+    """flow/behind.py over a file registry: a change b missed is recorded (merged per
+    service, since kept), reported, applied to b once it answers, and the record deleted."""
+    fan, _a, b = flaky_pair(tmp_path, partial=True)
+    said: list[str] = []
+    reg = FileRegistry(tmp_path / "state.json")
+    steps = Steps(registry=reg, proxy=fan, say=said.append)
+    records = Records(reg, said.append)
+    b.down = True
+    fan.ping()
+    with behind.watch(steps, records, "books-ms") as caught_up:
+        assert caught_up == []
+        assert steps.on_behind is not None
+        fan.apply(blue_green("green", 75))
+        steps.on_behind(fan.missed())
+        first = reg.get_json("books-ms", "proxies-behind")["proxies"]["b"]["since"]
+        fan.apply(blue_green("green"))
+        steps.on_behind(fan.missed())
+    assert steps.on_behind is None
+    entry = reg.get_json("books-ms", "proxies-behind")["proxies"]["b"]
+    assert entry["since"] == first  # since it first fell behind
+    assert [(r["color"], r["weight"]) for r in entry["routes"]] == [("green", 100)]
+    (line,) = behind.problems(records, "books-ms")
+    assert line.startswith("proxy b is behind since ") and "books-ms to green 100%" in line
+    assert any("proxy b left behind" in s for s in said)
+
+    fan.down.clear()  # the next command: b answers again
+    b.down = False
+    with behind.watch(steps, records, "books-ms") as caught_up:
+        (line,) = caught_up
+        assert line.startswith("proxy b, behind since") and "brought in line" in line
+    assert b.serving("books-ms").color == "green"
+    assert reg.get_json("books-ms", "proxies-behind") is None
+    assert behind.problems(records, "books-ms") == []
+
+
+def test_a_proxy_still_down_stays_recorded_and_held_back(tmp_path):
+    fan, _a, b = flaky_pair(tmp_path, partial=True)
+    reg = FileRegistry(tmp_path / "state.json")
+    reg.put_json("books-ms", "proxies-behind", {"proxies": {"b": {
+        "since": 1.0, "routes": [behind.route_json(blue_green("green")[0])]}}})
+    b.down = True
+    fan.ping()
+    steps = Steps(registry=reg, proxy=fan, say=lambda _line: None)
+    with behind.watch(steps, Records(reg, lambda _line: None), "books-ms") as caught_up:
+        assert caught_up == [] and fan.held == {"b"}
+    assert reg.get_json("books-ms", "proxies-behind")["proxies"]["b"]["since"] == 1.0
+    assert behind.route_of(behind.route_json(blue_green("green", 75)[0])) == \
+        blue_green("green", 75)[0]
+
+
+def test_a_route_behind_keeps_its_servers_colors_and_stickiness():
+    route = Route("books-ms", "green", (Server("127.0.0.1", 9002, 3, "green"),
+                                        Server("127.0.0.1", 9001, 1, "blue")), 75, sticky=True)
+    assert behind.route_of(behind.route_json(route)) == route
+    older = behind.route_json(route) | {"servers": [["127.0.0.1", 9002, 3]]}
+    assert behind.route_of(older).servers == (Server("127.0.0.1", 9002, 3),)

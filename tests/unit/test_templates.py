@@ -7,9 +7,11 @@ from bluegreen import templates
 NAME = "nginx/dynamic/http.conf.j2"
 CONTEXT = {"services": ["web"], "control_listen": "127.0.0.1:9000", "control_path": "/c",
            "state_file": "/var/lib/bluegreen/routes.json", "lua_dir": "/usr/share/bluegreen",
-           "dict_size": "1m", "endpoints": {}, "internal_listen": "172.17.0.1:80",
+           "dict_size": "1m", "figures_size": "1m", "endpoints": {},
+           "internal_listen": "172.17.0.1:80",
            "last_good_file": "/var/lib/bluegreen/routes.last-good.json",
-           "secret_file": "/var/lib/bluegreen/routes.secret"}
+           "secret_file": "/var/lib/bluegreen/routes.secret",
+           "preview_file": "/var/lib/bluegreen/routes.preview"}
 
 
 def test_a_keyed_text_is_current_for_the_same_context_only():

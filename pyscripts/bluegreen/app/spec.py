@@ -52,6 +52,8 @@ LABELS: dict[str, str] = {
     "bluegreen.test.http": "paths tested through the proxy at each step, space separated",
     "bluegreen.test.expect-status": "expected HTTP status of the tests (default 200)",
     "bluegreen.test.expect-body": "regular expression each tested body must match",
+    "bluegreen.sticky": "\"true\": during a release each client stays on one release "
+                        "(a bucket cookie; dynamic mode), \"false\" (default): per request",
 }
 _HINTS = {
     "ports": "the proxy publishes the service: use labels bluegreen.port and bluegreen.route",
@@ -107,6 +109,7 @@ class ServiceSpec(Record, frozen=True):
     health_path: str = "/"
     depends_on: tuple[str, ...] = ()  # endpoints it calls
     tests: HttpTests = factory(HttpTests)
+    sticky: bool = False  # its clients stay on one release during a release (bucket cookie)
 
     @property
     def kind(self) -> str:
@@ -558,6 +561,12 @@ def _status(value: str) -> int:
     return validate.bounded_int(value, "expected status", 100, 599)
 
 
+def _boolean(value: str) -> bool:
+    if value not in ("true", "false"):
+        raise UsageError(f"invalid value {value!r}: use \"true\" or \"false\"")
+    return value == "true"
+
+
 def _regex(value: str) -> str:
     if len(value) > 1000:
         raise UsageError("regular expression longer than 1000 characters")
@@ -677,6 +686,7 @@ def _labels(labels: dict[str, str], where: str, problems: _Problems) -> dict[str
     status = get("bluegreen.test.expect-status", _status)
     body = get("bluegreen.test.expect-body", _regex)
     deps = words("bluegreen.depends-on", _endpoint)
+    sticky = get("bluegreen.sticky", _boolean)
     routed = "bluegreen.route" in labels or "bluegreen.endpoint" in labels
     if not routed:
         for label in ("bluegreen.test.http", "bluegreen.test.expect-status",
@@ -686,12 +696,15 @@ def _labels(labels: dict[str, str], where: str, problems: _Problems) -> dict[str
                              "bluegreen.endpoint) has no route to test through")
         if "bluegreen.health-path" in labels and "bluegreen.port" not in labels:
             problems.add(_join(where, "bluegreen.health-path"), "needs bluegreen.port")
+        if sticky:
+            problems.add(_join(where, "bluegreen.sticky"), "a worker (no bluegreen.route or "
+                         "bluegreen.endpoint) serves no client to keep")
     if len(problems.items) > before:
         return None
     if routed and port is None:
         port = DEFAULT_PORT
     return {"port": port, "endpoint": endpoint, "route": route, "health_path": health or "/",
-            "depends_on": deps,
+            "depends_on": deps, "sticky": bool(sticky),
             "tests": HttpTests(paths, status if status is not None else 200, body)}
 
 

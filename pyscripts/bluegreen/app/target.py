@@ -86,7 +86,8 @@ class AppTarget(Target):
         services = {name: _record(s, next(p.color for p in plan.services if p.name == name))
                     for name, s in spec.services.items()}
         return units, {"release": self.release, "services": services,
-                       "removing": {n: live["services"][n] for n in plan.removed}}
+                       "removing": {n: live["services"][n] for n in plan.removed},
+                       "sticky_services": sorted(n for n, s in spec.services.items() if s.sticky)}
 
     def clashes(self, release: Release) -> list[str]:
         """Public routes and internal endpoints of the file that the proxy gives to a service

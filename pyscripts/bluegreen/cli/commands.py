@@ -72,8 +72,20 @@ def _guard(steps: Steps, service: str) -> None:
 
 def _locked_step(opts: dict[str, Any], steps: Steps, service: str) -> Any:
     """The service's lock for a single step (none on a dry run), after :func:`_guard`."""
+    import contextlib
+
+    from bluegreen.flow import behind
+
     _guard(steps, service)
-    return _records(steps).lock(service, opts.get("lock_wait") or 0.0)
+    records = _records(steps)
+
+    @contextlib.contextmanager
+    def locked() -> Any:
+        with records.lock(service, opts.get("lock_wait") or 0.0), \
+                behind.watch(steps, records, service):  # proxies left behind brought in line
+            yield
+
+    return locked()
 
 
 def _need(opts: dict[str, Any], name: str) -> Any:
@@ -173,11 +185,47 @@ def cmd_stop(opts: dict[str, Any]) -> int:
     return ExitStatus.OK
 
 
+def _watch(opts: dict[str, Any], steps: Steps, services: list[str]) -> int:
+    """The live figures of ``services`` (dynamic mode) every --watch-interval seconds over
+    the last interval: one line per service, or one JSON object per refresh."""
+    import json
+    import time
+
+    from bluegreen.flow import gates
+
+    interval, count = opts["watch_interval"], opts["watch_count"]
+    if interval <= 0:
+        raise UsageError("invalid --watch-interval 0: use a number of seconds above 0")
+    assert steps.proxy is not None
+    before, start, done = steps.figures(services), time.monotonic(), 0
+    while not count or done < count:
+        time.sleep(interval)
+        after, now = steps.figures(services), time.monotonic()
+        weights = {}
+        for service in services:
+            serving = steps.proxy.serving(service)
+            weights[service] = {} if serving.color is None else {
+                serving.color: serving.weight, model.other_color(serving.color):
+                    100 - serving.weight}
+        report = gates.live(before, after, now - start, weights)
+        if opts["json"]:
+            print(json.dumps({"time": round(time.time(), 3), "seconds": round(now - start, 3),
+                              "services": report}), flush=True)
+        else:
+            stamp = time.strftime("%H:%M:%S", time.gmtime())
+            print("\n".join(f"{stamp} {line}" for line in gates.live_lines(report)), flush=True)
+        before, start, done = after, now, done + 1
+    return ExitStatus.OK
+
+
 def cmd_status(opts: dict[str, Any]) -> int:
     """Everything that can be reached; exit 3 after the report when a part cannot."""
     service = validate.service(opts["service"])
     steps = _steps(opts, runtime=True, proxy=True, ping=False)
+    if opts.get("watch"):
+        return _watch(opts, steps, [service])
     report = steps.status(service)
+    report["problems"] += _behind(steps, service)
     done = ExitStatus.UNREACHABLE if report["unreachable"] else \
         ExitStatus.FAILED if report["problems"] else ExitStatus.OK
     if opts["json"]:
@@ -201,6 +249,17 @@ def cmd_status(opts: dict[str, Any]) -> int:
     for line in report["unreachable"]:
         print(f"UNREACHABLE: {line}")
     return done
+
+
+def _behind(steps: Steps, target: str) -> list[str]:
+    """The proxies recorded as left behind (``--partial``): problems of ``status``."""
+    from bluegreen.errors import BlueGreenError
+    from bluegreen.flow import behind
+
+    try:
+        return behind.problems(_records(steps), target)
+    except BlueGreenError:
+        return []  # the registry's own failure is reported by the status itself
 
 
 def cmd_pre_test(opts: dict[str, Any]) -> int:
@@ -245,12 +304,47 @@ def _release_options(opts: dict[str, Any]) -> ReleaseOptions:
     if outcome and not opts.get("resume"):
         raise UsageError("--outcome goes with --resume (it is the result of the next test phase)")
     steps = opts.get("steps")
-    return ReleaseOptions(steps=_weights("100" if steps is None else steps),
+    weights = _weights("100" if steps is None else steps)
+    return ReleaseOptions(steps=weights,
                           step_wait=opts.get("step_wait") or 0.0,
                           confirm=bool(opts.get("confirm")), keep_old=opts.get("keep_old") or 0.0,
                           proxy_url=validate.base_url(opts.get("proxy_url") or "http://127.0.0.1"),
                           lock_wait=opts.get("lock_wait") or 0.0, until=opts.get("until"),
-                          outcome=None if not outcome else outcome == "passed")
+                          outcome=None if not outcome else outcome == "passed",
+                          gates=_gates(opts, weights), sticky=bool(opts.get("sticky")))
+
+
+def _gates(opts: dict[str, Any], weights: tuple[int, ...]) -> Any:
+    """The gates of a release's steps, refused at the edge when they cannot work: they need
+    the dynamic nginx's figures, a window (--step-wait) and, for a new release, a step below
+    100 (a paused one has its steps)."""
+    from bluegreen.flow.gates import Limits
+
+    query, url = opts.get("gate_query"), opts.get("prometheus_url")
+    if bool(query) != bool(url):
+        raise UsageError("--gate-query and --prometheus-url go together")
+    limits = Limits(max_error_rate=opts.get("max_error_rate"),
+                    max_latency_ratio=opts.get("max_latency_ratio"),
+                    min_requests=opts.get("min_requests") or 0,
+                    min_requests_wait=opts.get("min_requests_wait") or 0.0,
+                    query=validate.text(query, "--gate-query") if query else None,
+                    prometheus_url=validate.prefix_url(url, "--prometheus-url") if url else None)
+    if not limits.active:
+        if limits.min_requests_wait:
+            raise UsageError("--min-requests-wait goes with --min-requests")
+        return limits
+    modes = {spec.partition("=")[2].partition(",")[0] for spec in opts.get("proxy") or []} \
+        or {opts.get("nginx_mode")}
+    if modes != {"dynamic"}:
+        raise UsageError("gates (--max-error-rate, --max-latency-ratio, --min-requests, "
+                         "--gate-query) read the proxy's figures: they need --nginx-mode dynamic")
+    if not opts.get("step_wait"):
+        raise UsageError("gates compare the colors over each step's window: give --step-wait "
+                         "> 0 (seconds)")
+    if opts["command_path"] in ("run", "app deploy") and not opts.get("resume") \
+            and len(weights) < 2:
+        raise UsageError("gates judge the steps below 100: give --steps, e.g. 10,50,100")
+    return limits
 
 
 def cmd_run(opts: dict[str, Any]) -> int:
@@ -339,7 +433,7 @@ def cmd_recover(opts: dict[str, Any]) -> int:
     _refuse_app_service(steps, service)
     release = _service_release(opts, steps)
     with release.locked():
-        actions = release.recover()
+        actions = [*release.caught_up, *release.recover()]
     emit(opts, actions, "\n".join(actions) or "nothing to recover")
     return ExitStatus.OK
 
@@ -420,7 +514,7 @@ def cmd_app_action(opts: dict[str, Any]) -> int:
         summary = release.rollback()
     else:
         with release.locked():
-            actions = release.recover()
+            actions = [*release.caught_up, *release.recover()]
         emit(opts, actions, "\n".join(actions) or "nothing to recover")
         return ExitStatus.OK
     if opts["dry_run"]:
@@ -438,6 +532,10 @@ def cmd_app_status(opts: dict[str, Any]) -> int:
     name = _app_name(opts)  # at the edge, before anything is contacted
     release, target = _app(opts, name)
     report = target.status(release)
+    if opts.get("watch"):
+        return _watch(opts, release.steps, [target.qualified(n) for n, e in
+                                            report["services"].items() if e["kind"] != "worker"])
+    report["problems"] += _behind(release.steps, target.name)
     done = ExitStatus.FAILED if report["problems"] else ExitStatus.OK
     if opts["json"]:
         emit(opts, report)

@@ -116,6 +116,7 @@ TESTS = ("pre-test", "post-test", "run")
 LOCKING = ("run", "rollback", "recover", "post-test", "pre-test", "deploy", "switch", "stop")
 RELEASES = ("run", "app deploy")  # a new release: its weight steps
 FINISHING = ("run", "app deploy", "app promote", "app resume")  # the phases to the end
+WATCHING = ("status", "app status")  # live figures
 APP_LOCKING = ("app deploy", "app promote", "app resume", "app abort", "app rollback",
                "app recover")
 OPTIONS: tuple[Option, ...] = (
@@ -150,6 +151,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("nginx-control-secret-file", None, "dynamic mode: the owner-only file of the "
            "secret every control request carries (bluegreen creates it) [beside "
            "--nginx-state-file: <name>.secret]"),
+    Option("preview-secret", None, "dynamic mode: requests with the header "
+           "X-Bluegreen-Preview: <secret> (or the cookie ?bluegreen-preview=<secret> sets) are "
+           "served by a release's new color at any weight, 0 included; 16-256 of "
+           "[A-Za-z0-9._~+/=-] [none: no preview]", env="BLUEGREEN_PREVIEW_SECRET", flag=False),
     Option("nginx-bin", "nginx", "local nginx binary"),
     Option("nginx-conf", "/etc/nginx/nginx.conf", "nginx main config (in the container in "
            "container mode)"),
@@ -185,9 +190,22 @@ OPTIONS: tuple[Option, ...] = (
     # -- switch, stop, rollback ---------------------------------------------------------------
     Option("weight", 100, "percent of traffic to the color, 0-100", kind="int",
            commands=("switch",)),
+    # -- status ------------------------------------------------------------------------------
+    Option("watch", False, "dynamic mode: refresh the live figures (weight, req/s, error rate, "
+           "p50/p99 per color) until interrupted or --watch-count", kind="flag",
+           commands=WATCHING),
+    Option("watch-interval", 2.0, "seconds between two refreshes of --watch", kind="float",
+           commands=WATCHING),
+    Option("watch-count", 0, "refreshes of --watch (0: until interrupted)", kind="int",
+           commands=WATCHING),
     Option("force", False, "even if it is live", kind="flag", commands=("stop",)),
     Option("stop", False, "stop the rolled-back color afterwards", kind="flag",
            commands=("rollback",)),
+    Option("partial", False, "several proxies (--proxy), some unreachable: change the reachable "
+           "ones and record the others as behind (<target>/proxies-behind), brought in line "
+           "when back by recover or the next run, switch or rollback", kind="flag",
+           commands=("switch", "rollback", "run", "recover", "app deploy", "app rollback",
+                     "app abort", "app recover")),
     # -- tests ------------------------------------------------------------------------------
     Option("cmd", None, "test command (no shell), run with DOMAIN=http://host:port",
            commands=TESTS, group="tests"),
@@ -235,6 +253,26 @@ OPTIONS: tuple[Option, ...] = (
            commands=(*RELEASES, "app promote", "app resume")),
     Option("confirm", False, "stop before 100%: promote (app promote, run --resume) or abort "
            "(app abort, recover) decides", kind="flag", commands=RELEASES),
+    # -- gates and sessions (dynamic mode) ------------------------------------------------
+    Option("sticky", False, "keep each client on one release by a bucket cookie while both "
+           "colors are routed (an application's service also by label bluegreen.sticky)",
+           kind="flag", commands=RELEASES),
+    Option("max-error-rate", None, "gate: after each step's wait, fail the release when more "
+           "than this percent of the new color's requests got a 5xx or a failed try",
+           kind="float", commands=FINISHING, metavar="PERCENT", group="gates"),
+    Option("max-latency-ratio", None, "gate: fail when the new color's p99 is more than this "
+           "times the old color's over the same window", kind="float", commands=FINISHING,
+           metavar="RATIO", group="gates"),
+    Option("min-requests", 0, "gate: requests the new color must serve in a step's window "
+           "(the old one too, for the latency ratio)", kind="int", commands=FINISHING,
+           group="gates"),
+    Option("min-requests-wait", 0.0, "gate: seconds a step may wait beyond --step-wait for "
+           "--min-requests (0: fail at once)", kind="float", commands=FINISHING, group="gates"),
+    Option("gate-query", None, "gate: a Prometheus query after each step's wait, passing when "
+           "its result is not empty and no sample is 0 (put the condition in the query)",
+           commands=FINISHING, metavar="QUERY", group="gates"),
+    Option("prometheus-url", None, "the Prometheus that --gate-query asks (http(s)://host[:port]"
+           "[/path])", commands=FINISHING, metavar="URL", group="gates"),
     # -- jenkins ----------------------------------------------------------------------------
     Option("git-url", None, "the repository of the job", commands=("jenkins job",)),
     Option("include", "*blue-green*", "branch filter", commands=("jenkins job",)),
@@ -250,6 +288,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("wait", True, "return once the build is queued", kind="flag", cli="--no-wait",
            commands=("jenkins build",)),
 )
+# float options that are not seconds: their bounds
+NUMBERS = {"max-error-rate": (0.0, 100.0), "max-latency-ratio": (0.01, 1000.0)}
 REQUIRED = {"record": ("result",), "jenkins job": ("git_url",), "jenkins build": ("branch",),
             "app check": ("file",), "app deploy": ("file",)}
 
@@ -464,6 +504,8 @@ def _typed(opt: Option, value: Any) -> Any:
     what = opt.cli or f"--{opt.name}"
     if opt.kind == "int":
         return validate.bounded_int(value, what, 0, 10**6)
+    if opt.kind == "float" and opt.name in NUMBERS:
+        return validate.number(value, what, *NUMBERS[opt.name])
     if opt.kind == "float":
         return validate.seconds(value, what, 10**10 if opt.name == "start" else 86400.0)
     if opt.kind == "flag" and not isinstance(value, bool):

@@ -61,6 +61,15 @@ class Records(Record):
         with interrupts.shielded():
             self.registry.put_json(target, name, value)
 
+    def update(self, target: str, name: str, fn: Callable[[Any], Any]) -> None:
+        """Replace a record with ``fn(old)`` atomically (CAS; ``None`` deletes); a signal waits
+        until it is written. A dry run writes nothing."""
+        if self.dry_run:
+            self.say(f"would update the {name} record of {target}")
+            return
+        with interrupts.shielded():
+            self.registry.update_json(target, name, fn)
+
     def history(self, target: str) -> list[dict[str, Any]]:
         items = self.registry.get_json(target, "history")
         return items if isinstance(items, list) else []

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 
 from bluegreen import interrupts, model
 from bluegreen.errors import Interrupted, OperationFailed, Unreachable, UsageError, redact
-from bluegreen.flow import checks
+from bluegreen.flow import behind, checks
+from bluegreen.flow.gates import Limits
 from bluegreen.flow.reconcile import Reality, scale_down_colors
 from bluegreen.flow.records import Records, who
 from bluegreen.flow.steps import Steps
@@ -51,6 +52,8 @@ class ReleaseOptions(Record):
     lock_wait: float = 0.0
     until: str | None = None  # pause after this phase
     outcome: bool | None = None  # with resume: the result of the next test phase, run elsewhere
+    gates: Limits = factory(Limits)  # each step's gate on the proxy's figures
+    sticky: bool = False  # a new release keeps each client on one release (bucket cookie)
 
 
 class Release(Record):
@@ -61,6 +64,7 @@ class Release(Record):
     phases: list[dict[str, Any]] = factory(list)
     lease: Lease | None = None
     applied: bool = False  # this process changed a proxy for the release
+    caught_up: list[str] = factory(list)  # proxies left behind, brought in line at the lock
     _written: dict[str, Any] | None = None  # the release's record as last written
 
     @property
@@ -99,7 +103,9 @@ class Release(Record):
                                else wait) as lease:
             self.lease = lease
             try:
-                yield
+                with behind.watch(self.steps, self.records, self.target.name) as caught_up:
+                    self.caught_up = caught_up
+                    yield
             finally:
                 self.lease = None
 
@@ -181,6 +187,7 @@ class Release(Record):
                     "paused_after": None, "weight": 0, "steps": list(self.opts.steps),
                     "confirm": self.opts.confirm, "started": time.time(), "host": hostname(),
                     "pid": os.getpid(), "by": who(), "routed_before": routed_before,
+                    "sticky": self.opts.sticky,
                     "units": {u.name: u.to_json() for u in units}} | fields
         return inflight | self.target.fields(inflight)
 
@@ -333,9 +340,23 @@ class Release(Record):
             self.checkpoint(f"switch:at-{weight}", inflight)
             if weight != last:
                 self._proxy_tests(units, weight, final=False)
-                if self.opts.step_wait:
+                if self.opts.gates.active:
+                    self._gate(units, weight)
+                elif self.opts.step_wait:
                     time.sleep(self.opts.step_wait)
         return inflight, False
+
+    def _gate(self, units: list[Unit], weight: int) -> None:
+        """The step's wait, judged: the new color of each moving routed service against its
+        old one over the window (one line of figures); a breach fails the release."""
+        from bluegreen.flow import gates
+
+        colors = {u.service: (u.color, u.before) for u in units
+                  if u.moving and u.routed and u.color}
+        passed, text = gates.watch(self.steps.figures, colors, self.opts.gates,
+                                   self.opts.step_wait, weight, self.say)
+        if not passed:
+            raise OperationFailed(f"{self.target.label}: gate failed: {text}")
 
     def _route(self, moves: list[Move], unrouted: tuple[str, ...] = ()) -> None:
         """A change of the release's own: remembered, so that an undo in this process knows
@@ -382,6 +403,8 @@ class Release(Record):
         that is not healthy is left out."""
         units = _units(inflight)
         callers = self._callers(units) if chained else {}
+        sticky = set() if back else {u.name for u in units if inflight.get("sticky")} | set(
+            inflight.get("sticky_services") or ())
         moves = []
         for u in units:
             color = u.before if back else u.color
@@ -400,7 +423,7 @@ class Release(Record):
                                    back and side == "new"
                                    and not self.steps.healthy(u.service, ends[side])))
             moves.append(Move(u.service, color, w, location=u.location, endpoint=u.endpoint,
-                              chains=chains))
+                              chains=chains, sticky=u.name in sticky))
         return moves
 
     def _callers(self, units: list[Unit]) -> dict[str, list[str]]:
@@ -496,6 +519,13 @@ class Release(Record):
         if not pending or (due_only and pending["not_before"] > time.time()):
             return []
         colors = {s or t.name: c for s, c in scale_down_colors(pending).items()}
+        if held := behind.names(self.records, t.name):  # they may route the old colors still
+            actions = [f"keeping {', '.join(f'{s}-{c}' for s, c in sorted(colors.items()))}: "
+                       f"proxy {', '.join(held)} is behind and may still route it; the "
+                       f"command that brings it in line stops it"]
+            if not due_only:
+                self.say(actions[0])
+            return actions
         chained = pending.get("chained") or {}
         stop = [(s, c) for s, c in colors.items()
                 if self.steps.live_color(s) != c and self.steps.running(s, c)]

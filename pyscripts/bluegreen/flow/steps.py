@@ -39,6 +39,8 @@ class Steps(Record):
     drain_timeout: float = 30.0
     stop_timeout: int = 10
     proxy_changes: int = 0  # changes this object made to the proxy (applied, not put back)
+    # called with the routes each proxy left behind (--partial) missed, after each change
+    on_behind: Callable[[dict[str, list[Route]]], None] | None = None
 
     def preload(self) -> None:
         """Start importing, in the background, the client libraries that changing containers
@@ -307,10 +309,26 @@ class Steps(Record):
         with interrupts.shielded():  # the proxy and the records change together
             changed = self.proxy.apply(routes)
             self.proxy_changes += 1
+            missed = self.proxy.missed() if self.on_behind else None
+            if missed:
+                self.on_behind(missed)  # type: ignore[misc]
             interrupts.hold("switch:proxy-applied")
             for service, color in records:
                 self.registry.set_color(service, color)
         return changed
+
+    def figures(self, services: list[str] | tuple[str, ...]) -> dict[str, dict[str, model.Counts]]:
+        """Service -> color -> what the proxy counted (cumulative, since its epoch)."""
+        if not self.proxy:
+            raise UsageError("live figures need a proxy")
+        return self.proxy.figures([validate.service(s) for s in services])
+
+    def bring_in_line(self, name: str, routes: list[Route]) -> bool | None:
+        """Apply ``routes`` to the proxy ``name`` alone (one left behind), checked like every
+        change; None when it is still unreachable (``--partial``)."""
+        assert self.proxy
+        with interrupts.shielded():
+            return self.proxy.bring_in_line(name, routes)
 
     def _refuse_clashes(self, routes: list[Route]) -> None:
         """A public location or an internal endpoint belongs to one service: a change that
@@ -357,10 +375,11 @@ class Steps(Record):
             old = self._passing(service, model.other_color(color), planned,
                                 f" to keep {100 - weight}% on")
         chains = tuple(replace(c, servers=tuple(
-            Server(i.address, i.port) for i in self._passing(service, c.color, planned, "")))
+            Server(i.address, i.port, color=c.color)  # counted as its color (gates)
+            for i in self._passing(service, c.color, planned, "")))
             for c in move.chains)
         return weighted_route(service, color, new, old, weight, location=move.location,
-                              endpoint=move.endpoint, chains=chains)
+                              endpoint=move.endpoint, chains=chains, sticky=move.sticky)
 
     def _instances(self, service: str, color: str,
                    planned: Mapping[tuple[str, str], DeploySpec]) -> list[Instance]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from bluegreen.model import Instance, Route, Server, Serving
+from bluegreen.errors import UsageError
+from bluegreen.model import Counts, Instance, Route, Server, Serving
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,6 +56,11 @@ class Proxy(ABC):
                         for hp in now.servers)
         return Route(service, now.color if servers else None, servers, now.weight)
 
+    def figures(self, services: Sequence[str]) -> dict[str, dict[str, Counts]]:
+        """Service -> color -> what the proxy counted since its epoch (cumulative): only the
+        dynamic mode counts."""
+        raise UsageError("live figures and gates need --nginx-mode dynamic")
+
     def disagreements(self, service: str) -> list[str]:
         """Where proxies that should route alike do not (one proxy: never)."""
         return []
@@ -65,20 +71,46 @@ class Proxy(ABC):
         the majority's when ``trusted`` accepts it; what was done (one proxy: nothing to do)."""
         return []
 
+    # -- several proxies, some left behind (--partial); one proxy: none of this applies -----
+
+    def names(self) -> list[str]:
+        """The names of several proxies (one proxy: none)."""
+        return []
+
+    def skipped(self) -> dict[str, str]:
+        """Proxies set aside as unreachable (``--partial``) -> why."""
+        return {}
+
+    def missed(self) -> dict[str, list[Route]]:
+        """Proxy -> the routes it missed, set aside, since the last call (taken once)."""
+        return {}
+
+    def hold_back(self, names: set[str]) -> None:
+        """The proxies recorded as behind: they never count in the majority's choice."""
+        return None
+
+    def bring_in_line(self, name: str, routes: Sequence[Route]) -> bool | None:
+        """Apply ``routes`` to the proxy ``name`` alone; None when it is still unreachable."""
+        raise NotImplementedError(f"no proxy named {name}")
+
 
 def weighted_route(service: str, color: str, new: Sequence[Instance], old: Sequence[Instance],
                    weight: int, **exposure: Any) -> Route:
     """``weight`` percent of the service's traffic on ``color``'s instances ``new``, the rest
-    on the other color's ``old``; weights are the smallest integers with that ratio."""
+    on the other color's ``old``; weights are the smallest integers with that ratio. Each
+    server carries its color. At weight 0 the route is the old color's, with the new color's
+    servers listed at weight 0 (no share of the traffic; a preview request reaches them)."""
     if weight == 100 or not old:
-        return Route(service, color, tuple(Server(i.address, i.port) for i in new), **exposure)
-    if weight == 0:
-        return Route(service, old[0].color, tuple(Server(i.address, i.port) for i in old),
+        return Route(service, color, tuple(Server(i.address, i.port, color=color) for i in new),
                      **exposure)
+    if weight == 0:
+        return Route(service, old[0].color,
+                     tuple(Server(i.address, i.port, color=i.color) for i in old)
+                     + tuple(Server(i.address, i.port, 0, color) for i in new), **exposure)
     import math  # a weight step only: not on a switch's or a rollback's path
 
     w_new, w_old = weight * len(old), (100 - weight) * len(new)
     g = math.gcd(w_new, w_old)
-    servers = ([Server(i.address, i.port, w_new // g) for i in new]
-               + [Server(i.address, i.port, w_old // g) for i in old])
+    servers = ([Server(i.address, i.port, w_new // g, color) for i in new]
+               + [Server(i.address, i.port, w_old // g, i.color) for i in old])
     return Route(service, color, tuple(servers), weight, **exposure)

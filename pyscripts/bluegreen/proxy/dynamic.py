@@ -22,21 +22,49 @@ file at start and reload): without it 403, and 503 when nginx has no secret load
 with an ``Origin`` header is refused (403), a POST that is not ``application/json`` too (415);
 JSON is strict (what Python's ``json`` refuses is refused).
 
-- ``POST {"services": {NAME: [{"address": IPv4, "port": 1-65535, "weight": 0-100}, ...]},
+- ``POST {"services": {NAME: [{"address": IPv4, "port": 1-65535, "weight": 0-100,
+  "color": "blue"|"green" (optional: what its responses are counted as)}, ...]},
   "chains": {NAME: [{"side": "new"|"old", "color": "blue"|"green", "callers": [IPv4, ...],
   "servers": [...]}, ...]}}``: every named service gets exactly these servers (at least one
   with weight > 0) and these chains (none when not named; only for a service with an
   internal endpoint: a request entering it from a caller's address goes to that chain's
-  servers); services not named keep theirs. 200 ``{"generation": G, "services": <applied>,
-  "chains": <applied>}``; 400 ``{"error": ...}`` for any invalid payload (unknown service or
-  key, bad value, malformed JSON), and nothing changes; 507 when the change lock stays held
+  servers); services not named keep theirs. ``"releases": {NAME: {"new": "blue"|"green",
+  "weight": 0-100, "sticky": true|false}}`` (optional, only of posted services, each of
+  whose servers then carry their color, both colors present; none when not named): the split
+  of a release, derived by :func:`release_of` from the route's color, weight and ``sticky``
+  (a weight-0 route lists the new color's servers at weight 0). Sticky: a request without a
+  valid ``bg_bucket`` cookie ("0".."99"; anything else counts as none) gets a random bucket,
+  set on its response (``Path=/; HttpOnly; SameSite=Lax``), and every request is served by
+  the new color's servers when its bucket is below the weight, else by the old color's: a
+  rising weight moves clients from old to new only; clients that never send the cookie back
+  get a new bucket each time (per-request weights). The state file records the releases too
+  (nginx restores them). Sticky is the dynamic mode's only: the reload mode routes by weights.
+  200 ``{"generation": G, "services": <applied>, "chains": <applied>, "releases":
+  <applied>}``; 400 ``{"error": ...}`` for any invalid payload (unknown service or key, bad
+  value, malformed JSON), and nothing changes; 507 when the change lock stays held
   5 s or the shared dict cannot hold the new routes (nothing changes: routes are never
   evicted).
-- ``GET``: 200 ``{"generation": G, "services": {...}, "chains": {...}, "known": [NAME...],
-  "endpoints": [NAME...], "workers": [{"id", "pid", "generation"}...],
+- ``GET``: 200 ``{"generation": G, "services": {...}, "chains": {...}, "releases": {...},
+  "known": [NAME...], "endpoints": [NAME...], "workers": [{"id", "pid", "generation"}...],
   "active": {"ADDRESS:PORT": N}}``: each worker's generation is the one it routes with (a
   worker checks the generation on every request and every second); ``active`` counts the
   requests in flight per peer (draining).
+- ``GET ?view=figures``: 200 ``{"epoch": E, "bounds": LATENCY_BOUNDS_MS, "figures": {NAME:
+  {COLOR: {"requests", "errors", "failures", "buckets": [...]}}}}``: what nginx counted per
+  service and color (log_by_lua, the shared dict ``bluegreen_figures``, sized by
+  :func:`figures_size_for` so nothing is evicted) since epoch ``E``, which a reload keeps and a
+  restart changes (:class:`bluegreen.model.Counts`).
+
+Preview (``--preview-secret``, from ``BLUEGREEN_PREVIEW_SECRET`` or the config file only):
+bluegreen writes the secret to an owner-only file beside the state file (:func:`preview_path`;
+removed when no secret is given), which nginx's master reads at start and reload (a changed
+secret: a checked reload before the change). A request with ``X-Bluegreen-Preview: <secret>``
+(compared in constant time), or with the cookie ``bg_preview`` that a request with
+``?bluegreen-preview=<secret>`` gets (an HMAC of the secret, ``Path=/; HttpOnly;
+SameSite=Lax``), is served by the new color of a service in a release at any weight, 0
+included. Without a secret the header, the cookie and the query do nothing. nginx's access
+log records a preview URL's query as it records any URL: use the header, or a log format
+without the query, where that matters.
 """
 
 from __future__ import annotations
@@ -52,7 +80,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from bluegreen import templates, validate, wire
 from bluegreen.errors import OperationFailed, Unreachable, UsageError, redact
-from bluegreen.model import COLORS, Chain, Route, Server, Serving
+from bluegreen.model import COLORS, LATENCY_BOUNDS_MS, Chain, Counts, Route, Server, Serving
 from bluegreen.proxy.base import Proxy
 from bluegreen.proxy.nginx import (
     NginxController,
@@ -80,7 +108,9 @@ _SIZE_RE = re.compile(r"[1-9][0-9]{0,5}[km]")
 _SERVICE_LINE_RE = re.compile(r"^# service (?P<name>\S+)(?: endpoint=(?P<endpoint>\S+))?$", re.M)
 SECRET_HEADER = "X-Bluegreen-Secret"  # noqa: S105 (a header name)
 _SECRET_RE = re.compile(r"[0-9a-f]{64}")
+_PREVIEW_RE = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")  # as the Lua reads it
 DICT_BASE_KB, DICT_SERVICE_KB, DICT_ENDPOINT_KB = 256, 4, 64  # the routes' dict, per route
+FIGURES_BASE_KB, FIGURES_SERVICE_KB = 64, 8  # the counts' dict: 2 colors x 15 counts a service
 
 
 def _stderr(line: str) -> None:
@@ -131,6 +161,42 @@ def secret_path(state_file: str | os.PathLike[str]) -> str:
 def last_good_path(state_file: str | os.PathLike[str]) -> str:
     """The last good copy of a state file (what nginx confirmed serving)."""
     return os.path.splitext(os.fspath(state_file))[0] + ".last-good.json"
+
+
+def preview_path(state_file: str | os.PathLike[str]) -> str:
+    """Where the preview secret is kept for nginx (owner-only): beside the state file."""
+    return os.path.splitext(os.fspath(state_file))[0] + ".preview"
+
+
+def check_preview_secret(value: str | None) -> str | None:
+    """A preview secret (16-256 of ``[A-Za-z0-9._~+/=-]``), taken out of every message
+    bluegreen prints; None (no preview) for none."""
+    if not value:
+        return None
+    if not _PREVIEW_RE.fullmatch(value):  # the message never shows the value
+        raise UsageError("invalid preview secret (BLUEGREEN_PREVIEW_SECRET): use 16 to 256 "
+                         "characters of A-Z a-z 0-9 . _ ~ + / = -")
+    from bluegreen.errors import add_secret
+
+    add_secret(value)
+    return value
+
+
+def write_private(path: str | os.PathLike[str], text: str | None) -> None:
+    """Write (``None``: remove) an owner-only file atomically."""
+    path = os.fspath(path)
+    if text is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def read_secret(path: str | os.PathLike[str]) -> str | None:
@@ -202,6 +268,13 @@ def dict_size_for(services: int, endpoints: int, minimum: str = "1m") -> str:
     return minimum if given >= need else f"{need}k"
 
 
+def figures_size_for(services: int) -> str:
+    """The counts' shared dict for that many services (at least 1m): room for every count of
+    every service and color, so that none is ever evicted."""
+    need = FIGURES_BASE_KB + FIGURES_SERVICE_KB * services
+    return "1m" if need <= 1024 else f"{need}k"
+
+
 def render_http(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
                 dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None,
                 endpoints: Mapping[str, str] | None = None,
@@ -233,8 +306,10 @@ def http_context(services: Iterable[str], control: str, state_file: str | os.Pat
             "control_path": CONTROL_PATH, "state_file": safe_path(state_file, "state file"),
             "last_good_file": safe_path(last_good_path(state_file), "state file"),
             "secret_file": safe_path(secret_file or secret_path(state_file), "secret file"),
+            "preview_file": safe_path(preview_path(state_file), "state file"),
             "lua_dir": safe_path(lua_path or lua_dir(), "Lua directory"),
             "dict_size": dict_size_for(len(names), len(named), dict_size),
+            "figures_size": figures_size_for(len(names)),
             "endpoints": named,
             "internal_listen": f"{validate.host(host)}:{validate.port(port)}"}
 
@@ -305,7 +380,8 @@ def _check_servers(service: str, servers: Sequence[Server]) -> list[dict[str, An
         if (address, port) in seen:
             raise UsageError(f"{service}: server {address}:{port} listed twice")
         seen.add((address, port))
-        entries.append({"address": address, "port": port, "weight": weight})
+        entries.append({"address": address, "port": port, "weight": weight}
+                       | ({"color": validate.color(s.color)} if s.color else {}))
     if not any(e["weight"] > 0 for e in entries):
         raise UsageError(f"{service}: no server with a weight above 0")
     return entries
@@ -354,9 +430,39 @@ def check_payload(routes: Sequence[Route]) -> tuple[dict[str, Any], dict[str, An
 
 def route_colors(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
     """The state file's ``colors`` of routes: which color each service is routed to, at what
-    weight (routes without a color have none)."""
+    weight, and ``sticky`` when it is (routes without a color have none)."""
     return {r.service: {"color": validate.color(r.color), "weight": validate.weight(r.weight)}
-            for r in routes if r.color}
+            | ({"sticky": True} if r.sticky else {}) for r in routes if r.color}
+
+
+def release_of(entry: Mapping[str, Any] | None, servers: Sequence[Mapping[str, Any]]
+               ) -> dict[str, Any] | None:
+    """The ``release`` of a service (the Lua's split between its colors) from its ``colors``
+    entry and its servers (each with its color): at a weight below 100 the routed color is the
+    new one; at 100 with the other color's servers all at weight 0, the other color is new, at
+    weight 0 (a preview). None when the servers are not of both colors."""
+    if not entry or entry.get("color") not in COLORS:
+        return None
+    color, weight = entry["color"], int(entry.get("weight", 100))
+    if not {s.get("color") for s in servers} >= set(COLORS):
+        return None
+    if weight < 100:
+        return {"new": color, "weight": weight, "sticky": bool(entry.get("sticky"))}
+    other = "green" if color == "blue" else "blue"
+    if all(s.get("weight") == 0 for s in servers if s.get("color") == other):
+        return {"new": other, "weight": 0, "sticky": bool(entry.get("sticky"))}
+    return None
+
+
+def releases_of(services: Mapping[str, Sequence[Mapping[str, Any]]],
+                colors: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """:func:`release_of` of every service that has one."""
+    out = {}
+    for name, servers in services.items():
+        rel = release_of(colors.get(name), servers or [])
+        if rel:
+            out[name] = rel
+    return out
 
 
 _known_state: list[Any] = [None, {}]  # the state text this process wrote last, its document
@@ -417,8 +523,9 @@ def _state_text(services: Mapping[str, Any], chains: Mapping[str, Any],
                            for name, value in sorted(entries.items()))
         return f' "{key}": {{\n{lines}\n }}' if lines else f' "{key}": {{}}'
 
+    releases = releases_of(services, colors)  # what nginx reads; bluegreen derives them again
     parts = [part("services", services)] + ([part("chains", chains)] if chains else []) + [
-        part("colors", colors)]
+        part("colors", colors)] + ([part("releases", releases)] if releases else [])
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
@@ -440,14 +547,15 @@ class DynamicControl:
         self.say = say or _stderr
         self.damage: str | None = None  # what was wrong with the state file, last read
 
-    def _request(self, method: str, body: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    def _request(self, method: str, body: bytes | None = None,
+                 query: str = "") -> tuple[int, dict[str, Any]]:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         secret = read_secret(self.secret_file) if self.secret_file else None
         if secret:
             headers[SECRET_HEADER] = secret
         try:
-            status, data = wire.request(self.control, method, CONTROL_PATH, body, headers,
-                                        self.timeout)
+            status, data = wire.request(self.control, method, CONTROL_PATH + query, body,
+                                        headers, self.timeout)
         except (ConnectionRefusedError, FileNotFoundError) as exc:  # nothing was sent
             raise Unreachable("nginx control endpoint", self.where,
                               exc.strerror or type(exc).__name__) from exc
@@ -473,8 +581,19 @@ class DynamicControl:
         if status != 200:
             raise OperationFailed(f"nginx control endpoint {self.where}: {status} {doc.get('error')}")
         for key, kind in (("known", list), ("endpoints", list), ("active", dict),
-                          ("chains", dict), ("services", dict)):
+                          ("chains", dict), ("services", dict), ("releases", dict)):
             doc[key] = kind(doc.get(key) or kind())  # Lua's cjson writes an empty list as {}
+        return doc
+
+    def figures(self) -> dict[str, Any]:
+        """What nginx counted: ``epoch``, ``bounds`` (the latency buckets' upper bounds, ms)
+        and ``figures`` (service -> color -> ``requests``, ``errors``, ``failures``,
+        ``buckets``)."""
+        status, doc = self._request("GET", query="?view=figures")
+        if status != 200:
+            raise OperationFailed(f"nginx control endpoint {self.where}: {status} {doc.get('error')}")
+        if not isinstance(doc.get("figures"), dict):  # Lua's cjson writes an empty object as {}
+            doc["figures"] = {}
         return doc
 
     def drain(self, servers: Iterable[Server], timeout: float) -> bool:
@@ -508,14 +627,16 @@ class DynamicControl:
         """:meth:`apply_checked` under the state file's lock: record, POST, check that nginx
         serves exactly that, keep the state file as the last good copy."""
         previous = self.record(services, chains, colors)
-        body = {"services": services} | ({"chains": chains} if chains else {})
+        releases = releases_of(services, colors)
+        body = ({"services": services} | ({"chains": chains} if chains else {})
+                | ({"releases": releases} if releases else {}))
         try:
             status, doc = self._request("POST", json.dumps(body).encode())
             if status != 200:
                 raise OperationFailed(f"nginx at {self.where} refused the routes ({status}): "
                                       f"{str(doc.get('error'))[:300]}")
             generation = int(doc["generation"])
-            self.verify(services, chains)
+            self.verify(services, chains, colors)
         except BaseException:
             if self.state_file:
                 write_atomic(self.state_file, previous)
@@ -524,12 +645,16 @@ class DynamicControl:
         return generation
 
     def verify(self, services: Mapping[str, list[dict[str, Any]]],
-               chains: Mapping[str, list[dict[str, Any]]]) -> None:
-        """Fail unless nginx serves exactly ``services`` with exactly ``chains`` now."""
+               chains: Mapping[str, list[dict[str, Any]]],
+               colors: Mapping[str, dict[str, Any]] | None = None) -> None:
+        """Fail unless nginx serves exactly ``services`` with exactly ``chains`` (and the
+        releases of ``colors``) now."""
         served = self.read()
+        releases = releases_of(services, colors or {})
         wrong = sorted(n for n, servers in services.items()
                        if served["services"].get(n) != servers
-                       or list(served["chains"].get(n) or []) != list(chains.get(n) or []))
+                       or list(served["chains"].get(n) or []) != list(chains.get(n) or [])
+                       or served["releases"].get(n) != releases.get(n))
         if wrong:
             raise OperationFailed(f"nginx at {self.where} does not serve what was posted for "
                                   f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")
@@ -651,7 +776,8 @@ class DynamicProxy:
                  state_file: str | os.PathLike[str], location: str = "/",
                  include_file: str | None = None, dict_size: str = "1m",
                  lua_path: str | None = None, internal_listen: str = "172.17.0.1:80",
-                 secret_file: str | os.PathLike[str] | None = None) -> None:
+                 secret_file: str | os.PathLike[str] | None = None,
+                 preview_secret: str | None = None) -> None:
         self.controller = controller
         self.include_path, self.include_dir = os.fspath(include_path), os.fspath(include_dir)
         self.location = validate.location(location)
@@ -662,6 +788,15 @@ class DynamicProxy:
                                      secret_file=secret_file and safe_path(secret_file,
                                                                            "secret file"))
         self.state_file = os.fspath(state_file)
+        self.preview_secret = check_preview_secret(preview_secret)
+        self.preview_file = preview_path(self.state_file)
+
+    def _preview_change(self) -> tuple[str | None, str | None] | None:
+        """(the preview file's text, what it should be) when they differ: no secret, no file
+        (``--preview-secret`` unset turns the preview off)."""
+        have = read_text(self.preview_file)
+        want = f"{self.preview_secret}\n" if self.preview_secret else None
+        return (have, want) if have != want else None
 
     def ready(self) -> bool:
         """nginx has bluegreen's include and the control secret exists (else
@@ -707,6 +842,15 @@ class DynamicProxy:
         self.ensure_control(reload_timeout)  # the first change on this nginx
         with state_lock(self.state_file):
             plan = self.config_changes(routes)
+            preview = self._preview_change()  # nginx reads it as it (re)loads
+            if preview:
+                write_private(self.preview_file, preview[1])
+                if not plan:
+                    try:
+                        apply_files(self.controller, {}, reload_timeout)  # nginx -t, reload
+                    except BaseException:
+                        write_private(self.preview_file, preview[0])
+                        raise
             if not plan:
                 return self.client._post(services, chains, colors)
             plan[self.state_file] = merged_state(self.state_file, services, chains=chains,
@@ -714,8 +858,13 @@ class DynamicProxy:
             if self.client.damage:
                 self.client.say(f"{self.client.damage}: rebuilt it from what nginx serves and "
                                 f"the change")
-            self._reload(plan, reload_timeout)  # nginx loads the state file as it starts workers
-            self.client.verify(services, chains)
+            try:
+                self._reload(plan, reload_timeout)  # nginx loads the state file as it starts
+            except BaseException:
+                if preview:
+                    write_private(self.preview_file, preview[0])
+                raise
+            self.client.verify(services, chains, colors)
             self.client.keep_last_good()
             return int(self.read()["generation"])
 
@@ -796,8 +945,8 @@ def _scaled(servers: Sequence[Server]) -> list[Server]:
     top = max((s.weight or DEFAULT_WEIGHT) for s in servers) if servers else 0
     if top <= 100:
         return list(servers)
-    return [Server(s.address, s.port, max(1, round((s.weight or DEFAULT_WEIGHT) * 100 / top)))
-            for s in servers]
+    return [replace(s, weight=0 if s.weight == 0 else
+                    max(1, round((s.weight or DEFAULT_WEIGHT) * 100 / top))) for s in servers]
 
 
 def _shown_servers(entries: Iterable[tuple[str, int, int]]) -> str:
@@ -911,14 +1060,14 @@ class NginxDynamicProxy(Proxy):
         its chains included (``served``: what :meth:`_served` just read)."""
         served = served or self._served()
         route = served["colors"].get(validate.service(service)) or {}
-        servers = tuple(Server(a, p, w) for a, p, w in
-                        _served_entries(served["services"].get(service) or []))
+        servers = tuple(Server(e["address"], e["port"], e.get("weight", DEFAULT_WEIGHT),
+                               e.get("color")) for e in served["services"].get(service) or [])
         chains = tuple(Chain(c["side"], c["color"], tuple(c["callers"]),
                              tuple(Server(a, p, w) for a, p, w in _served_entries(c["servers"])))
                        for c in served["chains"].get(service) or [])
         return Route(service, route.get("color") if servers else None, servers,
                      int(route.get("weight", 100)), endpoint=self.engine.endpoints().get(service),
-                     chains=chains)
+                     chains=chains, sticky=bool(route.get("sticky")))
 
     def diff(self, routes: Sequence[Route], served: Mapping[str, Any] | None = None) -> str:
         """One line per service whose servers, color or weight change, one per service whose
@@ -936,10 +1085,12 @@ class NginxDynamicProxy(Proxy):
         for r in routes:
             now = served["colors"].get(r.service) or {}
             entries = served["services"].get(r.service) or []
-            have = (f"{now.get('color')} {now.get('weight', 100)}% "
+            have = (f"{now.get('color')} {now.get('weight', 100)}%"
+                    f"{' sticky' if now.get('sticky') else ''} "
                     f"{_shown_servers(_served_entries(entries))}" if entries else "(none)")
             want = "(removed)" if r.removed else (
-                f"{r.color} {r.weight}% {_shown_servers(_entries(_scaled(r.servers)))}")
+                f"{r.color} {r.weight}%{' sticky' if r.sticky else ''} "
+                f"{_shown_servers(_entries(_scaled(r.servers)))}")
             if have != want and not (r.removed and not entries):
                 lines.append(f"{r.service}: {have} -> {want}\n")
             have_chains = _served_chains(served["chains"].get(r.service) or [])
@@ -971,6 +1122,25 @@ class NginxDynamicProxy(Proxy):
                     self.engine.apply(previous)
             raise
         return True
+
+    def figures(self, services: Sequence[str]) -> dict[str, dict[str, Counts]]:
+        """Service -> color -> what nginx counted since its epoch (both colors, zeros when
+        nothing was counted)."""
+        doc = self.engine.client.figures()
+        epoch, counted = str(doc.get("epoch") or ""), doc["figures"]
+        width = len(LATENCY_BOUNDS_MS) + 1
+        out: dict[str, dict[str, Counts]] = {}
+        for service in services:
+            colors = counted.get(validate.service(service))
+            colors = colors if isinstance(colors, dict) else {}
+            out[service] = {}
+            for color in COLORS:
+                c = colors.get(color) if isinstance(colors.get(color), dict) else {}
+                buckets = [int(n) for n in c.get("buckets") or []][:width]
+                out[service][color] = Counts(int(c.get("requests", 0)), int(c.get("errors", 0)),
+                                             int(c.get("failures", 0)),
+                                             tuple(buckets + [0] * (width - len(buckets))), epoch)
+        return out
 
     def drain(self, timeout: float) -> bool:
         """Wait until no request is in flight to a peer that is no longer routed to."""

@@ -8,6 +8,11 @@ proxy; ``disagreements`` says which proxies route a service differently from the
 ``repair`` makes them agree again on the winner: the record's color when it is healthy and a
 proxy routes to it, else the color a strict majority of the proxies route to when healthy,
 else none (never one proxy alone against the record and the others).
+
+``partial`` (``--partial``): a proxy found unreachable is set aside (``down``) instead of
+failing the command, as long as one proxy is left; reads and changes go to the others, and
+the routes each one set aside missed are kept (``missed``) for the caller to record as
+behind. A proxy recorded as behind (``hold_back``) never counts in :meth:`winner`.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from bluegreen.errors import BlueGreenError, OperationFailed, Unreachable
-from bluegreen.model import Route, Serving
+from bluegreen.model import Counts, Route, Serving
 from bluegreen.proxy.base import Proxy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _named(name: str, proxy: Proxy, exc: BaseException) -> BaseException:
@@ -47,25 +56,89 @@ def _describe(s: Serving) -> str:
 class FanoutProxy(Proxy):
     """N named proxies (local, container, dynamic, or a mix) that route every service alike."""
 
-    def __init__(self, proxies: Sequence[tuple[str, Proxy]]) -> None:
+    def __init__(self, proxies: Sequence[tuple[str, Proxy]], partial: bool = False) -> None:
         if not proxies:
             raise ValueError("no proxy")
         self.proxies = list(proxies)
         self.where = "; ".join(f"proxy {n}: {p.where}" for n, p in self.proxies)
+        self.partial = partial
+        self.down: dict[str, str] = {}  # partial: proxies set aside as unreachable -> why
+        self.held: set[str] = set()  # proxies recorded as behind
+        self._missed: dict[str, dict[str, Route]] = {}
+
+    @property
+    def live(self) -> list[tuple[str, Proxy]]:
+        """The proxies not set aside as unreachable."""
+        return [(n, p) for n, p in self.proxies if n not in self.down]
+
+    def _set_aside(self, name: str, exc: BaseException) -> bool:
+        """Partial mode: an unreachable proxy is set aside (True) while another one is left."""
+        if not self.partial or not isinstance(exc, Unreachable) or \
+                all(n == name or n in self.down for n, _p in self.proxies):
+            return False
+        self.down[name] = str(exc)
+        return True
+
+    def _error(self, name: str, proxy: Proxy, exc: BaseException) -> BaseException:
+        err = _named(name, proxy, exc)
+        if isinstance(err, Unreachable) and not self.partial and len(self.proxies) > 1:
+            err.args = (f"{err.args[0]} (--partial changes the reachable proxies and records "
+                        f"this one as behind)",)
+        return err
 
     def _each(self, fn: Callable[[str, Proxy], object]) -> None:
-        for name, proxy in self.proxies:
+        for name, proxy in self.live:
             try:
                 fn(name, proxy)
             except Exception as exc:
-                raise _named(name, proxy, exc) from exc
+                if not self._set_aside(name, exc):
+                    raise self._error(name, proxy, exc) from exc
+
+    def _first(self, fn: Callable[[Proxy], Any]) -> Any:
+        """``fn`` of the first proxy that answers (partial: the next when one is unreachable)."""
+        for name, proxy in self.live:
+            try:
+                return fn(proxy)
+            except Exception as exc:
+                if not self._set_aside(name, exc):
+                    raise self._error(name, proxy, exc) from exc
+        raise AssertionError("no proxy left")  # _set_aside always leaves one
 
     def ping(self) -> None:
         self._each(lambda _n, p: p.ping())
 
+    def skipped(self) -> dict[str, str]:
+        return dict(self.down)
+
+    def names(self) -> list[str]:
+        return [n for n, _p in self.proxies]
+
+    def hold_back(self, names: set[str]) -> None:
+        self.held = set(names)
+
+    def missed(self) -> dict[str, list[Route]]:
+        missed, self._missed = self._missed, {}
+        return {n: list(routes.values()) for n, routes in missed.items()}
+
+    def bring_in_line(self, name: str, routes: Sequence[Route]) -> bool | None:
+        """Apply ``routes`` to proxy ``name`` alone (one left behind); None when it is still
+        unreachable (partial mode)."""
+        proxy = dict(self.proxies).get(name)
+        if proxy is None:
+            raise OperationFailed(f"proxy {name} is recorded as behind but not configured "
+                                  f"(--proxy)")
+        if name in self.down:
+            return None
+        try:
+            return proxy.apply(routes)
+        except Exception as exc:
+            if self._set_aside(name, exc):
+                return None
+            raise self._error(name, proxy, exc) from exc
+
     @property
     def location(self) -> str:  # type: ignore[override]
-        return self.proxies[0][1].location
+        return self.live[0][1].location
 
     def exposures(self) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -73,11 +146,7 @@ class FanoutProxy(Proxy):
         return found
 
     def serving(self, service: str) -> Serving:
-        name, first = self.proxies[0]
-        try:
-            return first.serving(service)
-        except Exception as exc:
-            raise _named(name, first, exc) from exc
+        return self._first(lambda p: p.serving(service))
 
     def diff(self, routes: Sequence[Route]) -> str:
         out: list[str] = []
@@ -86,6 +155,9 @@ class FanoutProxy(Proxy):
             text = proxy.diff(routes)
             if text:
                 out.append(f"proxy {name}:\n{text}" if len(self.proxies) > 1 else text)
+
+        for name in self.down:
+            out.append(f"proxy {name}: unreachable, left behind (--partial)\n")
 
         self._each(one)
         return "".join(out)
@@ -96,15 +168,17 @@ class FanoutProxy(Proxy):
         before: dict[str, list[Route]] = {}
         self._each(lambda n, p: before.__setitem__(n, [p.current(r.service) for r in routes]))
         done: list[tuple[str, Proxy]] = []
-        for name, proxy in self.proxies:
+        for name, proxy in self.live:
             try:
                 if proxy.apply(routes):
                     done.append((name, proxy))
             except BaseException as exc:
+                if isinstance(exc, Exception) and self._set_aside(name, exc):
+                    continue  # partial: it keeps what it had (a proxy's apply is all or nothing)
                 stuck = self._restore(done, before)
                 if not isinstance(exc, Exception):
                     raise
-                err = _named(name, proxy, exc)
+                err = self._error(name, proxy, exc)
                 err.stuck = stuck  # type: ignore[attr-defined]  # proxies left changed
                 if stuck:
                     err.args = (f"{err.args[0]}; could not put back {', '.join(stuck)}: "
@@ -113,6 +187,9 @@ class FanoutProxy(Proxy):
                     err.args = (f"{err.args[0]} (proxy {', '.join(n for n, _ in done)} put back "
                                 f"as it was)",)
                 raise err from exc
+        if done:  # the proxies set aside missed this change: they are behind
+            for name in self.down:
+                self._missed.setdefault(name, {}).update({r.service: r for r in routes})
         return bool(done)
 
     @staticmethod
@@ -126,28 +203,51 @@ class FanoutProxy(Proxy):
                 stuck.append(f"proxy {name} ({exc})")
         return stuck
 
+    def figures(self, services: Sequence[str]) -> dict[str, dict[str, Counts]]:
+        """Each service's and color's counts summed over the proxies (the epoch: theirs,
+        joined with ",")."""
+        each: list[dict[str, dict[str, Counts]]] = []
+        self._each(lambda _n, p: each.append(p.figures(services)))
+        out: dict[str, dict[str, Counts]] = {}
+        for service in services:
+            colors = sorted({c for figures in each for c in figures.get(service, {})})
+            out[service] = {}
+            for color in colors:
+                parts = [f[service][color] for f in each if color in f.get(service, {})]
+                width = max(len(c.buckets) for c in parts)
+                out[service][color] = Counts(
+                    sum(c.requests for c in parts), sum(c.errors for c in parts),
+                    sum(c.failures for c in parts),
+                    tuple(sum(c.buckets[i] for c in parts if i < len(c.buckets))
+                          for i in range(width)),
+                    ",".join(c.epoch for c in parts))
+        return out
+
     def drain(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        return all([p.drain(max(0.0, deadline - time.monotonic())) for _n, p in self.proxies])
+        return all([p.drain(max(0.0, deadline - time.monotonic())) for _n, p in self.live])
 
     def current(self, service: str) -> Route:
-        return self.proxies[0][1].current(service)
+        return self._first(lambda p: p.current(service))
 
     def disagreements(self, service: str) -> list[str]:
-        """One line per proxy that routes ``service`` unlike the first (or cannot say)."""
-        first_name, first = self.proxies[0]
-        want = first.serving(service)
+        """One line per proxy that routes ``service`` unlike the first (or cannot say);
+        partial: the proxies set aside are not read."""
+        want = self.serving(service)
+        (first_name, _first), *others = self.live
         lines = []
-        for name, proxy in self.proxies[1:]:
+        for name, proxy in others:
             try:
                 have = proxy.serving(service)
             except BlueGreenError as exc:
+                if self._set_aside(name, exc):
+                    continue
                 lines.append(f"proxy {name} cannot say what it routes {service} to: {exc}")
                 continue
             if not _same(have, want):
                 lines.append(f"proxies disagree: {first_name} routes {service} to "
                              f"{_describe(want)}, {name} to {_describe(have)}")
-        for name, proxy in self.proxies:  # each one's own (a damaged state file)
+        for name, proxy in self.live:  # each one's own (a damaged state file)
             with contextlib.suppress(BlueGreenError):  # said above, or by serving
                 lines += [f"proxy {name}: {line}" for line in proxy.disagreements(service)]
         return lines
@@ -157,15 +257,18 @@ class FanoutProxy(Proxy):
         """Which proxy's route wins when they disagree: one routing the record's color, when
         that color is healthy (``trusted``); else one routing the color a strict majority of
         the proxies route to, when healthy; else none (never one proxy alone against the
-        record and the others)."""
-        routed = [(n, p, s) for n, p in self.proxies if (s := p.serving(service)).servers]
+        record and the others). Proxies recorded as behind (``held``) and those set aside
+        are not asked; those set aside still count in the majority's total."""
+        routed = [(n, p, s) for n, p in self.live
+                  if n not in self.held and (s := p.serving(service)).servers]
+        total = sum(1 for n, _p in self.proxies if n not in self.held)
         if recorded:
             hit = next((r for r in routed if r[2].color == recorded and trusted(r[2])), None)
             if hit:
                 return hit
         for _n, _p, serving in routed:
             votes = sum(1 for r in routed if r[2].color == serving.color)
-            if serving.color and 2 * votes > len(self.proxies):
+            if serving.color and 2 * votes > total:
                 hit = next(r for r in routed if r[2].color == serving.color)
                 return hit if trusted(hit[2]) else None
         return None
@@ -174,19 +277,19 @@ class FanoutProxy(Proxy):
                recorded: str | None = None) -> list[str]:
         """Re-apply the winning route (:meth:`winner`) to every proxy that routes the service
         differently; with no winner nothing is changed and the line says so."""
-        done = [f"proxy {n}: {line}" for n, p in self.proxies
+        done = [f"proxy {n}: {line}" for n, p in self.live
                 for line in p.repair(service, trusted, recorded)]
         win = self.winner(service, recorded, trusted)
         if win is None:
-            if any(not _same(p.serving(service), self.proxies[0][1].serving(service))
-                   for _n, p in self.proxies[1:]):
+            first = self.serving(service)
+            if any(not _same(p.serving(service), first) for _n, p in self.live[1:]):
                 done.append(f"proxies disagree on {service} and neither the record "
                             f"({recorded or 'none'}) nor a majority of them routes to a healthy "
                             f"color: left as they are (switch to choose)")
             return done
         name, source, want = win
         route = source.current(service)
-        for other, proxy in self.proxies:
+        for other, proxy in self.live:
             if proxy is not source and not _same(proxy.serving(service), want):
                 try:
                     proxy.apply([route])

@@ -44,6 +44,10 @@ _RECORDS: dict[str, tuple[Callable[[Any], bool], str]] = {
                        isinstance(v.get("colors"), dict)
                        and all(c in model.COLORS for c in v["colors"].values()))),
                    "a scale-down record with colors and not_before"),
+    "proxies-behind": (lambda v: isinstance(v, dict) and isinstance(v.get("proxies"), dict)
+                       and all(isinstance(e, dict) and isinstance(e.get("routes"), list)
+                               for e in v["proxies"].values()),
+                       "a proxies-behind record with each proxy's routes"),
 }
 
 
@@ -238,6 +242,18 @@ class Registry(ABC):
 
         self._written(key)
         self.kv_update(key, add)
+
+    def update_json(self, service: str, name: str, fn: Callable[[Any], Any]) -> None:
+        """Replace a JSON record with ``fn(old)`` atomically (CAS; ``None`` deletes); an
+        unreadable record is an error, not lost."""
+        key = self.key(service, name)
+
+        def change(old: str | None) -> str | None:
+            new = fn(_decode(key, name, old))
+            return None if new is None else json.dumps(new, sort_keys=True)
+
+        self._written(key)
+        self.kv_update(key, change)
 
     def set_aside(self, service: str, name: str) -> str:
         """Keep an unreadable record under ``<name>.invalid-<time>`` and delete it."""

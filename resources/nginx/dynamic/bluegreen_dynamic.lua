@@ -9,15 +9,34 @@
 -- routes. Shared dict "bluegreen_stats" (may evict, holds nothing that routes):
 -- "worker:<id>" = JSON {"pid", "generation"} (what each worker really uses),
 -- "active:<address>:<port>" = requests in flight to that peer (for draining).
+-- Shared dict "bluegreen_figures" (sized for every service's keys, so nothing is evicted):
+-- "epoch" (random, set when nginx starts: a reload keeps the dict and the epoch, a restart
+-- starts both anew) and per service and color "c|<service>|<color>|<field>" = a cumulative
+-- count: "r" responses, "e" of them 5xx, "f" tries on a peer that failed (no response header:
+-- refused, reset, timed out), "b<i>" responses whose upstream time is within LATENCY_MS[i]
+-- (i = #LATENCY_MS + 1: above the last). Counted in log_by_lua, by the color of the peer the
+-- request ended on (a failed try: at the retry); a server of no color is not counted.
 --
 -- The control endpoint answers only requests that carry the secret of `secret_file` (read by
 -- the master at start and at each reload, compared in constant time), have no Origin header
 -- (no browser page can route) and, for a POST, a JSON content type. JSON is strict: what
 -- Python's json refuses (hex or leading-zero numbers, NaN, Infinity, trailing commas) is refused.
--- A server is {"address": IPv4, "port": 1-65535, "weight": 0-100}. A chain keeps the callers
+-- A server is {"address": IPv4, "port": 1-65535, "weight": 0-100, "color": "blue"|"green"
+-- (optional: what it is counted as)}. A chain keeps the callers
 -- of one release on one color of a service with an internal endpoint: {"side": "new"|"old",
 -- "color": "blue"|"green", "callers": [IPv4, ...], "servers": [server, ...]}; a request that
 -- enters the internal endpoint from a caller's address goes to that chain's servers only.
+-- A release splits a service between its two colors: {"new": "blue"|"green", "weight": 0-100,
+-- "sticky": true|false}; the service's servers include both colors' (those of "new" may have
+-- weight 0). Sticky: a client's request goes to the new color's servers when its bucket (the
+-- cookie "bg_bucket", 0-99; a client without a valid one gets a random one, set on the
+-- response) is below the weight, else to the old color's; raising the weight only ever moves
+-- clients from old to new. A caller kept on a chain stays on it.
+-- Preview: with a preview secret (`preview_file`, read by the master at start and reload), a
+-- request with the header X-Bluegreen-Preview: <secret>, or the cookie "bg_preview" that a
+-- request with ?bluegreen-preview=<secret> gets (its value an HMAC of the secret, not the
+-- secret), is served by a release's new color at any weight, 0 included (compared in
+-- constant time). Without a secret they do nothing.
 
 local cjson = require("cjson.safe").new()
 local balancer = require "ngx.balancer"
@@ -30,11 +49,18 @@ local M = {}
 
 local DICT = "bluegreen"
 local STATS = "bluegreen_stats"
+local FIGURES = "bluegreen_figures"
+local LATENCY_MS = { 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000 }  -- LATENCY_BOUNDS_MS
 local SECRET_HEADER = "X-Bluegreen-Secret"
 local MAX_SERVERS = 256
 local MAX_CALLERS = 1024
-local SERVER_KEYS = { address = true, port = true, weight = true }
+local SERVER_KEYS = { address = true, port = true, weight = true, color = true }
 local CHAIN_KEYS = { side = true, color = true, callers = true, servers = true }
+local RELEASE_KEYS = { new = true, weight = true, sticky = true }
+local OTHER = { blue = "green", green = "blue" }
+local BUCKET_COOKIE = "bg_bucket"
+local PREVIEW_COOKIE = "bg_preview"
+local COOKIE_ATTRIBUTES = "; Path=/; HttpOnly; SameSite=Lax"
 local SIDES = { new = true, old = true }
 local COLORS = { blue = true, green = true }
 
@@ -42,6 +68,8 @@ local known = {}          -- service name -> true: the services with an upstream
 local endpoints = {}      -- service name -> true: those with an internal endpoint (chains)
 local local_gen = nil     -- generation this worker's `routes` were built from
 local secret = nil        -- the control secret (nil: every control request is refused)
+local preview = nil       -- the preview secret (nil: no preview)
+local preview_token = nil -- the bg_preview cookie's value: hex HMAC-SHA1 of a fixed text
 -- service -> { peers = {{key, address, port, weight, current}...},
 --              callers = {address -> side}, sides = {side -> peers} }
 local routes = {}
@@ -107,11 +135,14 @@ local function check_servers(name, list)
         if not is_int(s.weight, 0, 100) then
             return nil, name .. ": server " .. i .. ": weight must be an integer from 0 to 100"
         end
+        if s.color ~= nil and not COLORS[s.color] then
+            return nil, name .. ": server " .. i .. ": color must be blue or green"
+        end
         local key = s.address .. ":" .. string.format("%d", s.port)
         if seen[key] then return nil, name .. ": server " .. key .. " listed twice" end
         seen[key] = true
         if s.weight > 0 then live = live + 1 end
-        out[i] = { address = s.address, port = s.port, weight = s.weight }
+        out[i] = { address = s.address, port = s.port, weight = s.weight, color = s.color }
     end
     if live == 0 then return nil, name .. ": no server with a weight above 0" end
     return out
@@ -156,14 +187,37 @@ local function check_chains(name, list)
     return out
 end
 
--- Validated {name: servers} and {name: chains} from a document {"services": {...},
--- "chains": {...}} (chains only of services it names), or nil and why.
+-- A validated copy of one service's release (over its validated `servers`), or nil and why.
+local function check_release(name, rel, servers)
+    if not is_object(rel) then return nil, name .. ": a release must be an object" end
+    for k in pairs(rel) do
+        if not RELEASE_KEYS[k] then return nil, name .. ": release: unknown key " .. tostring(k) end
+    end
+    if not COLORS[rel.new] then return nil, name .. ": release: new must be blue or green" end
+    if not is_int(rel.weight, 0, 100) then
+        return nil, name .. ": release: weight must be an integer from 0 to 100"
+    end
+    if type(rel.sticky) ~= "boolean" then return nil, name .. ": release: sticky must be a boolean" end
+    local has = {}
+    for _, s in ipairs(servers) do
+        if s.color then has[s.color] = true end
+    end
+    if not (has.blue and has.green) then
+        return nil, name .. ": release: the servers must include both colors' (each with its color)"
+    end
+    return { new = rel.new, weight = rel.weight, sticky = rel.sticky }
+end
+
+-- Validated {name: servers}, {name: chains} and {name: release} from a document
+-- {"services": {...}, "chains": {...}, "releases": {...}} (chains and releases only of
+-- services it names), or nil and why.
 -- `only_known`: reject services without an upstream (payloads); else skip them (state file,
 -- where bluegreen also keeps each service's color and weight, "colors", which nginx ignores).
 local function check_document(doc, only_known)
     if type(doc) ~= "table" then return nil, "the body must be a JSON object" end
     for k in pairs(doc) do
-        if k ~= "services" and k ~= "chains" and (only_known or k ~= "colors") then
+        if k ~= "services" and k ~= "chains" and k ~= "releases"
+                and (only_known or k ~= "colors") then
             return nil, "unknown key " .. tostring(k)
         end
     end
@@ -203,7 +257,21 @@ local function check_document(doc, only_known)
             out_chains[name] = checked
         end
     end
-    return out, out_chains
+    local releases = doc.releases
+    if releases == nil then releases = {} end
+    if not is_object(releases) then return nil, "releases must be an object" end
+    local out_releases = {}
+    for name, rel in pairs(releases) do
+        if type(name) ~= "string" or services[name] == nil then
+            return nil, "release of " .. cjson.encode(tostring(name)) .. ": not in services"
+        end
+        if out[name] then
+            local checked, err = check_release(name, rel, out[name])
+            if not checked then return nil, err end
+            out_releases[name] = checked
+        end
+    end
+    return out, out_chains, out_releases
 end
 
 -- state in the shared dict ----------------------------------------------------------------
@@ -217,6 +285,7 @@ local function stored_state(dict)
         local st = blob and cjson.decode(blob)
         if type(st) == "table" then
             st.chains = st.chains or {}
+            st.releases = st.releases or {}
             return st
         end
     end
@@ -224,7 +293,7 @@ local function stored_state(dict)
 end
 
 local function empty_state(dict)
-    return { generation = dict:get("generation") or 0, services = {}, chains = {} }
+    return { generation = dict:get("generation") or 0, services = {}, chains = {}, releases = {} }
 end
 
 -- Store `st` as the current routes: its key first (refused, nothing changes, when the dict is
@@ -261,13 +330,26 @@ local function with_lock(dict, fn)
     return res, err
 end
 
+-- The servers of one color as peers (weight 0 counts as 1: the color's own share).
+local function color_peers(servers, color)
+    local peers = {}
+    for _, s in ipairs(servers) do
+        if s.color == color then
+            peers[#peers + 1] = { key = s.address .. ":" .. string.format("%d", s.port),
+                                  address = s.address, port = s.port,
+                                  weight = math.max(s.weight, 1), color = s.color, current = 0 }
+        end
+    end
+    return peers
+end
+
 local function peers_of(servers)
     local peers = {}
     for _, s in ipairs(servers) do
         if s.weight > 0 then
             peers[#peers + 1] = { key = s.address .. ":" .. string.format("%d", s.port),
                                   address = s.address, port = s.port, weight = s.weight,
-                                  current = 0 }
+                                  color = s.color, current = 0 }
         end
     end
     return peers
@@ -291,6 +373,12 @@ local function sync()
             route.sides[c.side] = peers_of(c.servers)
             for _, ip in ipairs(c.callers) do route.callers[ip] = c.side end
         end
+        local rel = st.releases[name]
+        if rel then
+            route.release = { new = rel.new, weight = rel.weight, sticky = rel.sticky,
+                              new_peers = color_peers(servers, rel.new),
+                              old_peers = color_peers(servers, OTHER[rel.new]) }
+        end
         fresh[name] = route
     end
     routes, local_gen = fresh, st.generation
@@ -309,15 +397,17 @@ local function read_file(path)
     return text
 end
 
--- The validated routes of a state file, or nil and why.
+-- The validated routes of a state file ({services, chains, releases}), or nil and why.
 local function load_state(path)
     local text, err = read_file(path)
-    if not text then return nil, nil, err end
+    if not text then return nil, err end
     local doc, derr = cjson.decode(text)
     if doc == nil then
-        return nil, nil, "not JSON (" .. #text .. " bytes): " .. tostring(derr)
+        return nil, "not JSON (" .. #text .. " bytes): " .. tostring(derr)
     end
-    return check_document(doc, false)
+    local services, chains, releases = check_document(doc, false)
+    if not services then return nil, chains end
+    return { services = services, chains = chains, releases = releases }
 end
 
 -- The control secret of `path`: 64 hexadecimal digits or more, or nil and why.
@@ -329,11 +419,38 @@ local function load_secret(path)
     return value
 end
 
+-- The preview secret of `path` (16-256 of [A-Za-z0-9._~+/=-]), or nil and why (none: no
+-- file, which is not an error).
+local function load_preview(path)
+    if not path then return nil end
+    local text, err = read_file(path)
+    if not text then return nil, err end
+    local value = text:match("^%s*([%w%._~%+/=%-]+)%s*$")
+    if not value or #value < 16 or #value > 256 then return nil, "not a preview secret" end
+    return value
+end
+
 -- init_by_lua (master, at start and at every reload): the known services, the control
 -- secret, and the state last recorded by bluegreen, which wins over what a reload kept in the
 -- dict. A state file that cannot be used (missing, empty, cut, not JSON, no services) is
 -- logged and the last good copy is used instead; failing that, what the dict held.
+-- A random epoch (hex) for the figures: from /dev/urandom, else the time and the pid.
+local function new_epoch()
+    local fh = io.open("/dev/urandom", "rb")
+    local bytes = fh and fh:read(8)
+    if fh then fh:close() end
+    if bytes and #bytes == 8 then
+        return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+    end
+    return string.format("%x%x", ngx.time(), ngx.worker.pid())
+end
+
 function M.init(opts)
+    local figures = ngx.shared[FIGURES]
+    if figures and figures:get("epoch") == nil then
+        local ok, ferr = figures:safe_set("epoch", new_epoch())
+        if not ok then error("bluegreen: shared dict " .. FIGURES .. ": " .. tostring(ferr)) end
+    end
     known, endpoints = {}, {}
     for _, name in ipairs(opts.services) do known[name] = true end
     for _, name in ipairs(opts.endpoints or {}) do endpoints[name] = true end
@@ -343,43 +460,59 @@ function M.init(opts)
         ngx.log(ngx.ERR, "bluegreen: no control secret in ", opts.secret_file, " (", serr,
                 "): the control endpoint refuses every request")
     end
+    local perr
+    preview, perr = load_preview(opts.preview_file)
+    preview_token = nil
+    if preview then
+        preview_token = (ngx.hmac_sha1(preview, "bluegreen-preview"):gsub(".", function(c)
+            return string.format("%02x", c:byte())
+        end))
+    elseif perr and not tostring(perr):find("No such file", 1, true) then
+        ngx.log(ngx.ERR, "bluegreen: no preview secret in ", opts.preview_file, " (", perr, ")")
+    end
     local dict = ngx.shared[DICT]
     local prev = stored_state(dict) or empty_state(dict)
-    local services, chains, err = load_state(opts.state_file)
+    local loaded, err = load_state(opts.state_file)
     local used = opts.state_file
-    if not services and next(known) then
+    if not loaded and next(known) then
         ngx.log(ngx.ERR, "bluegreen: rejected the state file ", opts.state_file, ": ",
                 tostring(err), "; trying its last good copy ", opts.last_good_file)
     end
-    if not services and opts.last_good_file then
-        services, chains, err = load_state(opts.last_good_file)
+    if not loaded and opts.last_good_file then
+        loaded, err = load_state(opts.last_good_file)
         used = opts.last_good_file
-        if not services and next(known) then
+        if not loaded and next(known) then
             ngx.log(ngx.ERR, "bluegreen: rejected the last good copy ", opts.last_good_file,
                     ": ", tostring(err), "; keeping the routes in memory")
         end
     end
-    if not services then
+    local services, chains, releases
+    if not loaded then
         -- keep what this nginx already served (a reload), never an empty set for a known one
-        services, chains = {}, {}
+        services, chains, releases = {}, {}, {}
         for name, servers in pairs(prev.services or {}) do
             if known[name] then
                 services[name] = servers
                 if endpoints[name] then chains[name] = prev.chains[name] end
+                releases[name] = (prev.releases or {})[name]
             end
         end
-    elseif used ~= opts.state_file then
+    else
+        services, chains, releases = loaded.services, loaded.chains, loaded.releases
+    end
+    if loaded and used ~= opts.state_file then
         ngx.log(ngx.WARN, "bluegreen: routes restored from ", used)
     end
-    local good, good_chains = nil, nil
+    local good = nil
     for name in pairs(known) do  -- a service the state file lost: its last good routes
         if not services[name] and used == opts.state_file and opts.last_good_file then
             if good == nil then
-                good, good_chains = load_state(opts.last_good_file)
-                good, good_chains = good or {}, good_chains or {}
+                good = load_state(opts.last_good_file)
+                    or { services = {}, chains = {}, releases = {} }
             end
-            if good[name] then
-                services[name], chains[name] = good[name], good_chains[name]
+            if good.services[name] then
+                services[name], chains[name] = good.services[name], good.chains[name]
+                releases[name] = good.releases[name]
                 ngx.log(ngx.WARN, "bluegreen: the state file has no servers for ", name,
                         "; restored from ", opts.last_good_file)
             end
@@ -389,11 +522,19 @@ function M.init(opts)
         end
     end
     local ok, perr = store(dict, { generation = (prev.generation or 0) + 1, services = services,
-                                   chains = chains })
+                                   chains = chains, releases = releases })
     if not ok then error("bluegreen: " .. perr) end
 end
 
 function M.init_worker()
+    local fh = io.open("/dev/urandom", "rb")  -- each worker its own buckets' sequence
+    local bytes = fh and fh:read(4)
+    if fh then fh:close() end
+    local seed = ngx.now() * 1000 + ngx.worker.pid()
+    if bytes and #bytes == 4 then
+        seed = bytes:byte(1) * 16777216 + bytes:byte(2) * 65536 + bytes:byte(3) * 256 + bytes:byte(4)
+    end
+    math.randomseed(seed)
     sync()
     local ok, err = ngx.timer.every(1, function(premature)
         if not premature then sync() end
@@ -415,6 +556,57 @@ local function pick(peers, tried)
     return best
 end
 
+-- The same string, compared in a time that does not depend on where they differ.
+local function same(given, expected)
+    if type(given) ~= "string" then return false end
+    local diff = bit.bxor(#given, #expected)
+    for i = 1, #expected do
+        diff = bit.bor(diff, bit.bxor(given:byte(i) or 0, expected:byte(i)))
+    end
+    return diff == 0
+end
+
+-- Whether this request asks for a preview with the right secret (header, cookie, or the
+-- preview URL, whose response then sets the cookie).
+local function previewing(ctx)
+    if preview == nil then return false end
+    if same(ngx.var.http_x_bluegreen_preview, preview) then return true end
+    local cookie = ngx.var.cookie_bg_preview
+    if cookie and same(cookie, preview_token) then return true end
+    local arg = ngx.var["arg_bluegreen-preview"]
+    if arg and same(ngx.unescape_uri(arg), preview) then
+        ctx.bluegreen_set_preview = true
+        return true
+    end
+    return false
+end
+
+-- A bucket cookie's value as a number 0-99, or nil (absent, or anything but "0".."99").
+local function bucket_of(value)
+    if type(value) ~= "string" or not value:match("^[1-9]?%d$") then return nil end
+    return tonumber(value)
+end
+
+-- Which side of a release serves this request ("new", "old", or false: the weights), decided
+-- once per request (the balancer runs again for a retry).
+local function release_side(rel, ctx)
+    local side = ctx.bluegreen_side
+    if side ~= nil then return side end
+    side = false
+    if previewing(ctx) then
+        side = "new"
+    elseif rel.sticky and rel.weight > 0 then
+        local b = bucket_of(ngx.var.cookie_bg_bucket)
+        if b == nil then
+            b = math.random(0, 99)
+            ctx.bluegreen_new_bucket = b  -- set on the response (header_filter)
+        end
+        side = b < rel.weight and "new" or "old"
+    end
+    ctx.bluegreen_side = side
+    return side
+end
+
 -- balancer_by_lua of the upstream of `name` (`internal`: of its internal endpoint, where a
 -- caller of a chain is kept on that chain's servers). Without a peer set here, nginx falls
 -- back to the upstream's only server, marked down: 502 "no live upstreams".
@@ -422,15 +614,21 @@ function M.balance(name, internal)
     sync()
     local route = routes[name]
     local peers = route and route.peers
+    local chained = false
+    local ctx = ngx.ctx
     if route and internal then
         local side = route.callers[ngx.var.remote_addr]
-        if side then peers = route.sides[side] end
+        if side then peers, chained = route.sides[side], true end
+    end
+    if route and route.release and not chained then
+        local side = release_side(route.release, ctx)
+        if side == "new" then peers = route.release.new_peers
+        elseif side == "old" then peers = route.release.old_peers end
     end
     if not peers or #peers == 0 then
         ngx.log(ngx.ERR, "bluegreen: no servers for ", name)
         return
     end
-    local ctx = ngx.ctx
     local tried = ctx.bluegreen_tried
     if tried == nil then
         tried = {}
@@ -447,17 +645,71 @@ function M.balance(name, internal)
         return
     end
     local dict = ngx.shared[STATS]
-    if ctx.bluegreen_peer then dict:incr("active:" .. ctx.bluegreen_peer, -1, 0) end
+    if ctx.bluegreen_peer then
+        dict:incr("active:" .. ctx.bluegreen_peer, -1, 0)
+        if ctx.bluegreen_color then  -- a retry: the previous try failed
+            ngx.shared[FIGURES]:incr("c|" .. name .. "|" .. ctx.bluegreen_color .. "|f", 1, 0)
+        end
+    end
     dict:incr("active:" .. peer.key, 1, 0)
     ctx.bluegreen_peer = peer.key
+    ctx.bluegreen_service, ctx.bluegreen_color = name, peer.color
 end
 
--- log_by_lua (http level): the request no longer uses its peer.
+-- The last of a list of upstream values ("0.004, 0.012" or "- : 0.010").
+local function last_value(v)
+    if v == nil then return nil end
+    return v:match("([^%s,:]+)%s*$")
+end
+
+-- Count the request that ended on a peer of `ctx.bluegreen_color` (log phase).
+local function count_request(ctx)
+    local color = ctx.bluegreen_color
+    if not color then return end
+    local figures = ngx.shared[FIGURES]
+    local prefix = "c|" .. ctx.bluegreen_service .. "|" .. color .. "|"
+    figures:incr(prefix .. "r", 1, 0)
+    if ngx.status >= 500 then figures:incr(prefix .. "e", 1, 0) end
+    local header_time = last_value(ngx.var.upstream_header_time)
+    if header_time == nil or header_time == "-" then
+        if ngx.status ~= 499 then figures:incr(prefix .. "f", 1, 0) end  -- 499: the client left
+        return
+    end
+    local ms = (tonumber(last_value(ngx.var.upstream_response_time)) or 0) * 1000
+    local i = 1
+    while i <= #LATENCY_MS and ms > LATENCY_MS[i] do i = i + 1 end
+    figures:incr(prefix .. "b" .. i, 1, 0)
+end
+
+-- header_filter_by_lua (http level): a client given a bucket gets its cookie.
+function M.header_filter()
+    local ctx = ngx.ctx
+    local b = ctx.bluegreen_new_bucket
+    if b == nil and not ctx.bluegreen_set_preview then return end
+    local cookies = {}
+    local existing = ngx.header["Set-Cookie"]
+    if type(existing) == "table" then
+        for _, c in ipairs(existing) do cookies[#cookies + 1] = c end
+    elseif existing then
+        cookies[1] = existing
+    end
+    if b ~= nil then
+        cookies[#cookies + 1] = BUCKET_COOKIE .. "=" .. string.format("%d", b) .. COOKIE_ATTRIBUTES
+    end
+    if ctx.bluegreen_set_preview then
+        cookies[#cookies + 1] = PREVIEW_COOKIE .. "=" .. preview_token .. COOKIE_ATTRIBUTES
+    end
+    ngx.header["Set-Cookie"] = cookies
+end
+
+-- log_by_lua (http level): the request no longer uses its peer; it is counted.
 function M.log()
-    local key = ngx.ctx.bluegreen_peer
+    local ctx = ngx.ctx
+    local key = ctx.bluegreen_peer
     if key then
         ngx.shared[STATS]:incr("active:" .. key, -1, 0)
-        ngx.ctx.bluegreen_peer = nil
+        ctx.bluegreen_peer = nil
+        count_request(ctx)
     end
 end
 
@@ -493,8 +745,38 @@ local function snapshot()
             if n and n > 0 then active[key:sub(8)] = n end
         end
     end
-    return { generation = st.generation, services = st.services, chains = st.chains, known = names,
+    return { generation = st.generation, services = st.services, chains = st.chains,
+             releases = st.releases, known = names,
              endpoints = with_endpoint, workers = workers, active = active }
+end
+
+-- What is counted: {"epoch", "bounds": LATENCY_MS, "figures": {service: {color: {"requests",
+-- "errors", "failures", "buckets": [...]}}}}.
+local function figures_view()
+    local figures = ngx.shared[FIGURES]
+    local out = {}
+    for _, key in ipairs(figures:get_keys(0)) do
+        local name, color, field = key:match("^c|([^|]+)|(%a+)|(%w+)$")
+        if name then
+            local colors = out[name] or {}
+            out[name] = colors
+            local c = colors[color]
+            if not c then
+                c = { requests = 0, errors = 0, failures = 0, buckets = {} }
+                for i = 1, #LATENCY_MS + 1 do c.buckets[i] = 0 end
+                colors[color] = c
+            end
+            local n = figures:get(key) or 0
+            if field == "r" then c.requests = n
+            elseif field == "e" then c.errors = n
+            elseif field == "f" then c.failures = n
+            else
+                local i = tonumber(field:sub(2))
+                if i and c.buckets[i] then c.buckets[i] = n end
+            end
+        end
+    end
+    return { epoch = figures:get("epoch") or cjson.null, bounds = LATENCY_MS, figures = out }
 end
 
 -- A number as JSON writes it (no hex, no leading zero or plus, digits on both sides of '.').
@@ -544,37 +826,31 @@ local function post()
     if not strict then return respond(400, { error = "malformed JSON: " .. serr }) end
     local doc, derr = cjson.decode(body)
     if doc == nil then return respond(400, { error = "malformed JSON: " .. tostring(derr) }) end
-    local services, chains = check_document(doc, true)
+    local services, chains, releases = check_document(doc, true)
     if not services then return respond(400, { error = chains }) end
     local dict = ngx.shared[DICT]
     local gen, err = with_lock(dict, function()
         local st = stored_state(dict)
         if st == nil then return nil, "the shared dict holds no routes: reload nginx" end
-        local all, all_chains = {}, {}
+        local all, all_chains, all_releases = {}, {}, {}
         for name, servers in pairs(st.services or {}) do all[name] = servers end
         for name, list in pairs(st.chains) do all_chains[name] = list end
-        for name, servers in pairs(services) do  -- a service posted gets exactly its chains
+        for name, rel in pairs(st.releases) do all_releases[name] = rel end
+        for name, servers in pairs(services) do  -- a service posted: exactly its chains, release
             all[name] = servers
             all_chains[name] = chains[name]
+            all_releases[name] = releases[name]
         end
-        local new = { generation = (st.generation or 0) + 1, services = all, chains = all_chains }
+        local new = { generation = (st.generation or 0) + 1, services = all, chains = all_chains,
+                      releases = all_releases }
         local ok, serr = store(dict, new)
         if not ok then return nil, serr end  -- the routes of st are still there
         return new.generation
     end)
     if not gen then return respond(507, { error = err }) end
     sync()
-    return respond(200, { generation = gen, services = services, chains = chains })
-end
-
--- The same string, compared in a time that does not depend on where they differ.
-local function same(given, expected)
-    if type(given) ~= "string" then return false end
-    local diff = bit.bxor(#given, #expected)
-    for i = 1, #expected do
-        diff = bit.bor(diff, bit.bxor(given:byte(i) or 0, expected:byte(i)))
-    end
-    return diff == 0
+    return respond(200, { generation = gen, services = services, chains = chains,
+                          releases = releases })
 end
 
 -- content_by_lua of the control location: GET what is served, POST new routes; only for
@@ -597,6 +873,9 @@ function M.control()
         return respond(415, { error = "the body must be application/json" })
     end
     if method == "GET" then
+        local view = ngx.var.arg_view
+        if view == "figures" then return respond(200, figures_view()) end
+        if view ~= nil then return respond(400, { error = "view must be figures" }) end
         sync()
         return respond(200, snapshot())
     elseif method == "POST" then

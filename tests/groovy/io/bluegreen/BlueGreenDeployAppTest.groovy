@@ -67,6 +67,29 @@ class BlueGreenDeployAppTest extends StepTestBase {
     }
 
     @Test
+    void gatesGoToEveryCallStickyToTheFirst() {
+        cli()
+        step('blueGreenDeployApp', params + [stepWait: 30, sticky: true, maxErrorRate: 1, maxLatencyRatio: 1.5,
+                                             minRequests: 100, minRequestsWait: 60, gateQuery: 'up == 1',
+                                             prometheusUrl: 'http://prom:9090'])
+        List gates = ['--step-wait', '30', '--max-error-rate', '1', '--max-latency-ratio', '1.5',
+                      '--min-requests', '100', '--min-requests-wait', '60', '--gate-query', 'up == 1',
+                      '--prometheus-url', 'http://prom:9090']
+        assert argvs()[1..-1].every { Collections.indexOfSubList(it, gates) > 0 }
+        assert argvs()[1][0..6] == ['app', 'deploy', '--file', 'compose.yaml', '--steps', '10,50,100', '--sticky']
+        assert argvs()[2..-1].every { !it.contains('--sticky') }
+        assertShellTextIsConstant()
+    }
+
+    @Test
+    void thePreviewSecretIsACredentialNeverAnArgument() {
+        cli()
+        step('blueGreenDeployApp', params + [previewSecretCredentialsId: 'preview'])
+        assert calls.every { it.env.BLUEGREEN_PREVIEW_SECRET == 'secret-of-preview' }
+        assert !argvs().flatten().any { it.toString().contains('preview') }
+    }
+
+    @Test
     void confirmStopsAtTheGateThenTheSwitchGoesOn() {
         cli()
         step('blueGreenDeployApp', params + [confirm: true])

@@ -69,6 +69,38 @@ class BlueGreenDeployTest extends StepTestBase {
     }
 
     @Test
+    void gatesGoToEveryCallStepsAndStickyToTheFirst() {
+        cli()
+        step('blueGreenDeploy', params + [steps: '10,50,100', stepWait: 30, sticky: true, maxErrorRate: 1,
+                                          maxLatencyRatio: 1.5, minRequests: 100, minRequestsWait: 60,
+                                          gateQuery: 'up == 1', prometheusUrl: 'http://prom:9090'])
+        List gates = ['--step-wait', '30', '--max-error-rate', '1', '--max-latency-ratio', '1.5',
+                      '--min-requests', '100', '--min-requests-wait', '60', '--gate-query', 'up == 1',
+                      '--prometheus-url', 'http://prom:9090']
+        assert runCalls().size() == 4
+        assert runCalls().every { Collections.indexOfSubList(it, gates) > 0 }
+        assert Collections.indexOfSubList(runCalls()[0], ['--steps', '10,50,100', '--sticky']) > 0
+        assert runCalls()[1..-1].every { !it.contains('--sticky') && !it.contains('--steps') }
+        assertShellTextIsConstant()
+    }
+
+    @Test
+    void noGateParametersNoGateArguments() {
+        cli()
+        step('blueGreenDeploy', params)
+        assert !argvs().flatten().any { it.toString() in ['--max-error-rate', '--sticky', '--steps', '--step-wait'] }
+    }
+
+    @Test
+    void thePreviewSecretIsACredentialNeverAnArgument() {
+        cli()
+        step('blueGreenDeploy', params + [previewSecretCredentialsId: 'preview'])
+        assert calls.every { it.env.BLUEGREEN_PREVIEW_SECRET == 'secret-of-preview' }
+        assert !argvs().flatten().any { it.toString().contains('preview') }
+        assertShellTextIsConstant()
+    }
+
+    @Test
     void aFailedPreTestFailsWithTheBooksMessageAndRecovers() {
         cli(['pre-test': 1])
         try {
