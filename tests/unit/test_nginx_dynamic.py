@@ -326,3 +326,48 @@ def test_a_damaged_state_file_is_read_around_from_the_last_good_copy(tmp_path):
     assert line and "rebuilt it" in line
     assert nd.read_document(state)["services"] == good["services"]
     assert client.rebuild() is None  # fine now
+
+
+def test_the_state_text_is_one_json_dumps_line_per_service():
+    services = {"web": [{"address": "10.0.0.1", "port": 80, "weight": 100}],
+                "caf\u00e9": [{"address": "10.0.0.2", "port": 81, "weight": 0.5, "x": None}]}
+    chains = {"web": [{"side": "new", "color": "blue", "callers": ["10.0.0.9"], "servers": []}]}
+    colors = {"web": {"color": "blue", "weight": 100}}
+    text = nd._state_text(services, chains, colors)
+    assert json.loads(text) == {"services": services, "chains": chains, "colors": colors}
+    lines = text.splitlines()
+    for name, value in [*services.items(), *chains.items()]:
+        assert f"  {json.dumps(name)}: {json.dumps(value)}" in {line.rstrip(",") for line in lines}
+
+
+def test_the_include_header_parse_is_kept_but_never_shared(tmp_path):
+    one = nd.render_http(["web", "api"], "127.0.0.1:9000", tmp_path / "s.json",
+                         endpoints={"api": "api.local"})
+    two = nd.render_http(["web"], "127.0.0.1:9000", tmp_path / "s.json")
+    got = nd.configured_services(one)
+    got.add("changed by the caller")
+    nd.configured_endpoints(one).pop("api")
+    assert nd.configured_services(one) == {"web", "api"}
+    assert nd.configured_endpoints(one) == {"api": "api.local"}
+    assert nd.configured_services(two) == {"web"}
+    assert nd.configured_endpoints(two) == {}
+    assert nd.configured_services(one) == {"web", "api"}
+
+
+def test_a_state_text_written_here_reads_back_as_parsed_and_a_changed_file_is_parsed(tmp_path):
+    state = tmp_path / "routes.json"
+    nd.write_atomic(state, nd.merged_state(state, {"web": [{"address": "10.0.0.1", "port": 80,
+                                                            "weight": 100}]}, colors={}))
+    text = nd.merged_state(state, {"api": [{"address": "10.0.0.2", "port": 81, "weight": 100}]},
+                           colors={"api": {"color": "green", "weight": 100}})
+    nd.write_atomic(state, text)
+    expected = {"services": json.loads(text)["services"], "chains": {},
+                "colors": {"api": {"color": "green", "weight": 100}}}
+    assert nd.read_document(state) == expected
+    nd.read_document(state)["services"].clear()  # a caller's copy
+    assert nd.read_document(state) == expected
+    state.write_text(text.replace("10.0.0.2", "10.0.0.3"))  # changed by hand: parsed again
+    assert nd.read_document(state)["services"]["api"][0]["address"] == "10.0.0.3"
+    state.write_text(text[:60])
+    with pytest.raises(Exception, match="cannot read the state file"):
+        nd.read_document(state)
