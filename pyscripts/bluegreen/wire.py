@@ -204,9 +204,11 @@ def _chunked(sock: Any, data: bytes) -> bytes:
         pos = end + 2 + size + 2
 
 
-def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def get(url: str, timeout: float = 5.0, headers: dict[str, str] | None = None
+        ) -> tuple[int, bytes]:
     """GET an ``http://`` or ``https://`` URL (redirects are answers, not followed); health
-    probes and HTTP tests. ``https`` goes through ``http.client`` with the system's CAs.
+    probes and HTTP tests (``headers``: extra ones). ``https`` goes through ``http.client``
+    with the system's CAs.
     Raises ``OSError`` when the URL cannot be reached or answers badly, ``ValueError`` for a
     URL that is neither."""
     scheme, host, port, rest = split_url(url)
@@ -216,14 +218,14 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     path = path if path.startswith("/") else "/" + path
     port = port or (443 if scheme == "https" else 80)
     if scheme == "http":
-        return request(f"{host}:{port}", "GET", path, timeout=timeout)
+        return request(f"{host}:{port}", "GET", path, headers=headers, timeout=timeout)
     import http.client
     import ssl
 
     conn = http.client.HTTPSConnection(host, port, timeout=timeout,
                                        context=ssl.create_default_context())
     try:
-        conn.request("GET", path, headers={"User-Agent": "bluegreen"})
+        conn.request("GET", path, headers={"User-Agent": "bluegreen"} | (headers or {}))
         resp = conn.getresponse()
         return resp.status, resp.read()
     except http.client.HTTPException as exc:

@@ -113,7 +113,7 @@ def test_help_lists_every_command():
         assert name in out
 
 
-@pytest.mark.parametrize("steps", ["0,100", "50", "50,30,100", "10,x,100", "101", ""])
+@pytest.mark.parametrize("steps", ["0,0,100", "50", "50,30,100", "10,x,100", "101", "", "10,0,100"])
 def test_app_deploy_refuses_bad_steps(steps, tmp_path):
     compose = tmp_path / "c.yaml"
     compose.write_text("name: a\nservices:\n  s:\n    image: x:1\n    labels:\n"
@@ -121,6 +121,19 @@ def test_app_deploy_refuses_bad_steps(steps, tmp_path):
     code, out, err = run("app", "deploy", "--file", str(compose), "--steps", steps,
                          env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}"})
     assert code == 2 and "invalid --steps" in err and out == ""
+
+
+@pytest.mark.parametrize("env", [{}, {"BLUEGREEN_PREVIEW_SECRET": "a-preview-secret-1234"},
+                                 {"BLUEGREEN_NGINX_MODE": "dynamic"}])
+def test_a_step_at_zero_needs_the_dynamic_nginx_and_a_preview_secret(env, tmp_path):
+    compose = tmp_path / "c.yaml"
+    compose.write_text("name: a\nservices:\n  s:\n    image: x:1\n    labels:\n"
+                       "      bluegreen.route: /\n")
+    for args in (("app", "deploy", "--file", str(compose)), ("run", "s", "--image", "x:1")):
+        code, out, err = run(*args, "--steps", "0,100",
+                             env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}"} | env)
+        assert code == 2 and "a step at 0% reaches the new release by preview requests" in err
+        assert "a-preview-secret" not in err + out
 
 
 def _sample(opt: options.Option) -> str | None:

@@ -305,13 +305,24 @@ def _release_options(opts: dict[str, Any]) -> ReleaseOptions:
         raise UsageError("--outcome goes with --resume (it is the result of the next test phase)")
     steps = opts.get("steps")
     weights = _weights("100" if steps is None else steps)
-    return ReleaseOptions(steps=weights,
+    preview = opts.get("preview_secret") or None
+    if weights[0] == 0 and not (preview and _modes(opts) == {"dynamic"}):
+        raise UsageError("a step at 0% reaches the new release by preview requests only: "
+                             "it needs --nginx-mode dynamic and a preview secret "
+                             "($BLUEGREEN_PREVIEW_SECRET)")
+    return ReleaseOptions(steps=weights, preview=preview,
                           step_wait=opts.get("step_wait") or 0.0,
                           confirm=bool(opts.get("confirm")), keep_old=opts.get("keep_old") or 0.0,
                           proxy_url=validate.base_url(opts.get("proxy_url") or "http://127.0.0.1"),
                           lock_wait=opts.get("lock_wait") or 0.0, until=opts.get("until"),
                           outcome=None if not outcome else outcome == "passed",
                           gates=_gates(opts, weights), sticky=bool(opts.get("sticky")))
+
+
+def _modes(opts: dict[str, Any]) -> set[str]:
+    """The nginx modes of the proxies a command changes."""
+    return {spec.partition("=")[2].partition(",")[0] for spec in opts.get("proxy") or []} \
+        or {opts.get("nginx_mode")}
 
 
 def _gates(opts: dict[str, Any], weights: tuple[int, ...]) -> Any:
@@ -333,9 +344,7 @@ def _gates(opts: dict[str, Any], weights: tuple[int, ...]) -> Any:
         if limits.min_requests_wait:
             raise UsageError("--min-requests-wait goes with --min-requests")
         return limits
-    modes = {spec.partition("=")[2].partition(",")[0] for spec in opts.get("proxy") or []} \
-        or {opts.get("nginx_mode")}
-    if modes != {"dynamic"}:
+    if _modes(opts) != {"dynamic"}:
         raise UsageError("gates (--max-error-rate, --max-latency-ratio, --min-requests, "
                          "--gate-query) read the proxy's figures: they need --nginx-mode dynamic")
     if not opts.get("step_wait"):
@@ -455,15 +464,15 @@ def _app(opts: dict[str, Any], name: str, spec: Any = None) -> tuple[Release, An
 
 
 def _weights(text: str) -> tuple[int, ...]:
-    """``--steps``: increasing weights from 1 to 100, ending at 100."""
+    """``--steps``: increasing weights from 0 (a preview step: only preview requests reach
+    the new release) to 100, ending at 100."""
     import itertools
 
     try:
         weights = tuple(validate.weight(w) for w in str(text).split(","))
     except UsageError:
         raise UsageError(f"invalid --steps {text!r}: use weights like 10,50,100") from None
-    if weights[-1] != 100 or any(b <= a for a, b in itertools.pairwise(weights)) \
-            or weights[0] == 0:
+    if weights[-1] != 100 or any(b <= a for a, b in itertools.pairwise(weights)):
         raise UsageError(f"invalid --steps {text!r}: increasing weights ending at 100")
     return weights
 

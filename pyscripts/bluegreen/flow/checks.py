@@ -89,20 +89,26 @@ class TestResult(Record, frozen=True):
     detail: str
 
 
-def run(spec: TestSpec, domain: str) -> TestResult:
-    """Run ``spec`` against ``domain`` (``http://host:port``)."""
+PREVIEW_HEADER = "X-Bluegreen-Preview"
+
+
+def run(spec: TestSpec, domain: str, preview: str | None = None) -> TestResult:
+    """Run ``spec`` against ``domain`` (``http://host:port``); with ``preview`` (the preview
+    secret), as a preview request: the HTTP checks send it in ``X-Bluegreen-Preview``, a
+    test command gets it as ``$BLUEGREEN_PREVIEW_SECRET``."""
     if spec.outcome is not None:
         return TestResult(spec.outcome, "the caller's tests " + ("passed" if spec.outcome else "failed"))
     if spec.command:
-        return _run_command(spec, domain)
+        return _run_command(spec, domain, preview)
+    headers = {PREVIEW_HEADER: preview} if preview else None
     for path in spec.paths:
-        result = _check_path(spec, domain + path)
+        result = _check_path(spec, domain + path, headers)
         if not result.ok:
             return result
     return TestResult(True, spec.describe() + " passed")
 
 
-def _check_path(spec: TestSpec, url: str) -> TestResult:
+def _check_path(spec: TestSpec, url: str, headers: dict[str, str] | None = None) -> TestResult:
     from bluegreen import wire
 
     detail = ""
@@ -110,7 +116,7 @@ def _check_path(spec: TestSpec, url: str) -> TestResult:
         if attempt:
             time.sleep(spec.retry_interval)
         try:
-            status, body = wire.get(url, timeout=spec.timeout)
+            status, body = wire.get(url, timeout=spec.timeout, headers=headers)
         except OSError as exc:
             detail = f"GET {url}: {type(exc).__name__}"
             continue
@@ -124,12 +130,13 @@ def _check_path(spec: TestSpec, url: str) -> TestResult:
     return TestResult(False, detail)
 
 
-def _run_command(spec: TestSpec, domain: str) -> TestResult:
+def _run_command(spec: TestSpec, domain: str, preview: str | None = None) -> TestResult:
     """Run the test command in a process group of its own: when the run is stopped (SIGTERM,
     a timeout), the whole group goes, so no test outlives the run."""
     import subprocess  # only here: a rollback or a switch never pays for its import
 
-    env = dict(os.environ, DOMAIN=domain)
+    env = dict(os.environ, DOMAIN=domain) | ({"BLUEGREEN_PREVIEW_SECRET": preview} if preview
+                                              else {})
     limit = spec.timeout * spec.retries
     try:
         proc = subprocess.Popen(list(spec.command), env=env, stdout=subprocess.PIPE,

@@ -54,6 +54,7 @@ class ReleaseOptions(Record):
     outcome: bool | None = None  # with resume: the result of the next test phase, run elsewhere
     gates: Limits = factory(Limits)  # each step's gate on the proxy's figures
     sticky: bool = False  # a new release keeps each client on one release (bucket cookie)
+    preview: str | None = None  # the preview secret: the tests at a 0% step send it
 
 
 class Release(Record):
@@ -321,10 +322,12 @@ class Release(Record):
         ``--confirm`` gate, before the last step."""
         steps, last = inflight["steps"], inflight["steps"][-1]
         units = _units(inflight)
-        for weight in [w for w in steps if w > inflight["weight"]] or [last]:
+        todo = [w for w in steps if w > inflight["weight"]
+                or (w == 0 and not inflight.get("switched"))]  # 0: a preview step
+        for weight in todo or [last]:
             if weight == last and inflight.get("confirm"):
                 return inflight, True
-            inflight = self._write(inflight | {"weight": weight})
+            inflight = self._write(inflight | {"weight": weight, "switched": True})
             self.say(f"==> {self.target.label}: {weight}% to the new "
                      f"{'release' if len(units) > 1 else 'color'}")
             leaving = tuple(u.service for u in units if u.removed and u.routed) \
@@ -340,7 +343,7 @@ class Release(Record):
             self.checkpoint(f"switch:at-{weight}", inflight)
             if weight != last:
                 self._proxy_tests(units, weight, final=False)
-                if self.opts.gates.active:
+                if self.opts.gates.active and weight > 0:  # at 0 no user reaches the new one
                     self._gate(units, weight)
                 elif self.opts.step_wait:
                     self._wait(units, weight)
@@ -391,8 +394,10 @@ class Release(Record):
             tests = self.target.tests(u, "proxy")
             if tests.empty or u.removed:
                 continue
-            result = checks.run(tests, self.opts.proxy_url)
-            where = self.opts.proxy_url if final else f"the proxy at {weight}%"
+            preview = self.opts.preview if weight == 0 and not final else None
+            result = checks.run(tests, self.opts.proxy_url, preview=preview)
+            where = self.opts.proxy_url if final else f"the proxy at {weight}%" + (
+                " (preview requests)" if preview else "")
             self.say(f"post-integration tests{self._of(u)} {_verdict(result)} against {where}: "
                      f"{result.detail}")
             if not result.ok:
@@ -608,9 +613,10 @@ class Release(Record):
             served = {} if untouched else {
                 u.service: steps.serving_color(u.service) for u in units
                 if u.routed and (u.moving or u.removed)}
+            at_zero = inflight.get("switched") and inflight.get("weight") == 0  # a preview step
             touched = set() if untouched else {
                 u.service for u in units if u.name not in kept_new and (
-                    (u.moving and served.get(u.service) == u.color)
+                    (u.moving and (served.get(u.service) == u.color or at_zero))
                     or (u.removed and served.get(u.service) is None)
                     or (u.endpoint and u.moving and steps.proxy_chains(u.service)))}
             back = [m for m in self._moves(inflight, 100, back=True) if m.service in touched]
