@@ -104,3 +104,67 @@ def test_a_step_at_zero_without_a_preview_secret_is_refused(psvc):
                env=env)
     assert r.code == 2 and "needs --nginx-mode dynamic and a preview secret" in r.err
     assert version(svc) == "v1"
+
+
+APP_COMPOSE = """name: {app}
+services:
+  servicea:
+    image: bluegreen-servicea:{v}
+    labels:
+      bluegreen.port: "5000"
+      bluegreen.endpoint: servicea.local
+      bluegreen.health-path: /health
+  serviceb:
+    image: bluegreen-serviceb:{v}
+    environment:
+      - dep_endpoint=http://servicea.local:{port}
+    labels:
+      bluegreen.port: "5001"
+      bluegreen.route: /
+      bluegreen.health-path: /health
+      bluegreen.test.http: /
+      bluegreen.test.expect-body: "{expect}"
+"""
+
+
+def test_an_application_previewed_end_to_end_at_zero_then_promoted(sandbox, tmp_path):
+    """Both services change: a preview request reaches the new frontend, whose calls reach
+    the new backend (the chains), while every user stays on the old release."""
+    from bluegreen_dev.sample_app import build_sample_app_images
+    from bluegreen_dev.sandbox import free_port
+    from tests.integration.test_app_faults import BODIES, GATEWAY
+
+    build_sample_app_images()
+    app = "previewapp"
+    nginx = DynamicNginx(tmp_path / "nginx").start()
+    listen = f"{GATEWAY}:{free_port()}"
+    env = Env(sandbox, app, nginx, extra_env={
+        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
+        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file), "BLUEGREEN_INTERNAL_LISTEN": listen,
+        "BLUEGREEN_PREVIEW_SECRET": SECRET})
+
+    def compose(v: str) -> str:
+        path = tmp_path / f"{v}.yaml"
+        path.write_text(APP_COMPOSE.format(app=app, v=v, port=listen.rpartition(":")[2],
+                                           expect=BODIES[v]))
+        return str(path)
+
+    def answer(preview: bool = False) -> str:
+        r = requests.get(nginx.url + "/", timeout=10,
+                         headers={"X-Bluegreen-Preview": SECRET} if preview else {})
+        return r.text.strip() if r.status_code == 200 else f"HTTP {r.status_code}"
+
+    try:
+        assert env.bg("app", "deploy", "--file", compose("v1")).code == 0
+        r = env.bg("app", "deploy", "--file", compose("v2"), "--steps", "0,100", "--confirm")
+        assert r.code == 0, r.err
+        assert "passed against the proxy at 0% (preview requests)" in r.err  # expects v2's body
+        assert {answer() for _ in range(10)} == {BODIES["v1"]}
+        assert {answer(preview=True) for _ in range(10)} == {BODIES["v2"]}
+        r = env.bg("app", "promote", app)
+        assert r.code == 0, r.err
+        assert {answer() for _ in range(10)} == {BODIES["v2"]}
+    finally:
+        for name in ("servicea", "serviceb"):
+            cleanup(sandbox, f"{app}.{name}", nginx)
+        requests.delete(f"{sandbox.consul.addr}/v1/kv/{app}._app?recurse=1", timeout=5)
