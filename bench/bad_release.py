@@ -177,6 +177,7 @@ def plot(bins: list[tuple[float, int, int]], marks: dict[str, float], run_s: flo
     import matplotlib.pyplot as plt
 
     width = 0.5
+    bins = bins[:-1]  # the last bin ends when the clients stop: partial
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), dpi=110, sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
     xs = [t for t, _, _ in bins]
@@ -195,7 +196,7 @@ def plot(bins: list[tuple[float, int, int]], marks: dict[str, float], run_s: flo
     if {"switch", "back"} <= marks.keys():
         bottom.axvspan(marks["switch"], marks["back"], color="#2ca02c", alpha=0.08,
                        label="the new color routed (10%)")
-    top.axvline(run_s, color="#7f7f7f", linewidth=0.8)
+    top.axvline(run_s, color="#7f7f7f", linewidth=0.8, label=f"the run ends ({run_s:.1f} s)")
     top.set_ylabel("requests/s")
     bottom.set_ylabel("5xx/s")
     bottom.set_xlabel(f"seconds since `bluegreen run` started ({args.clients} keep-alive "

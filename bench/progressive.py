@@ -15,6 +15,10 @@
 
     PYTHONPATH=pyscripts .venv/bin/python bench/progressive.py [--clients 1000] [--json FILE]
         [--plot docs/bench-sticky.png] [--plot-counting docs/bench-counting.png]
+        [--other-lua DIR --other-name NAME]
+
+``--other-lua``: a third variant in the same rounds, the Lua of DIR (for instance an older
+``bluegreen_dynamic.lua``, to compare two ways of counting on the same machine at once).
 
 The plots need matplotlib, a bench-only extra: ``.venv/bin/pip install -e '.[bench]'``.
 """
@@ -161,7 +165,8 @@ class StaticBackend:
         self.proc.wait(10)
 
 
-def counting_cost(root: Path, rounds: int, seconds: int) -> dict[str, Any]:
+def counting_cost(root: Path, rounds: int, seconds: int, other_lua: str | None = None,
+                  other_name: str = "other Lua") -> dict[str, Any]:
     backend = StaticBackend(root / "static", "blue")
     lua_copy = root / "lua-no-counting"
     shutil.copytree(nginx_dynamic.lua_dir(), lua_copy)
@@ -174,8 +179,11 @@ def counting_cost(root: Path, rounds: int, seconds: int) -> dict[str, Any]:
     lua.write_text(text)
     nginxes = {}
     try:
-        for variant, lua_path in (("counting", None), ("not counting", str(lua_copy))):
-            n = DynamicNginx(root / variant.replace(" ", "-")).start()
+        variants = [("counting", None), ("not counting", str(lua_copy))]
+        if other_lua:
+            variants.append((other_name, other_lua))
+        for i, (variant, lua_path) in enumerate(variants):
+            n = DynamicNginx(root / f"nginx-{i}").start()
             nginxes[variant] = n
             engine = nginx_dynamic.DynamicProxy(n.controller(), n.include_path, n.include_dir,
                                                 n.control, n.state_file, lua_path=lua_path)
@@ -204,7 +212,12 @@ def counting_cost(root: Path, rounds: int, seconds: int) -> dict[str, Any]:
         medians = {v: statistics.median(r) for v, r in rps.items()}
         cpu = {v: statistics.median(r) for v, r in cpu_us.items()}
         ratios = [a / b for a, b in zip(rps["counting"], rps["not counting"], strict=True)]
-        return {"rounds": rounds, "seconds": seconds, "rps": rps, "cpu_us": cpu_us,
+        other = {}
+        if other_lua:
+            other = {"other_lua": other_lua, "other_name": other_name,
+                     "other_cost_pct": round(100 * (1 - medians[other_name] / medians["not counting"]), 2),
+                     "other_cpu_cost_pct": round(100 * (cpu[other_name] / cpu["not counting"] - 1), 2)}
+        return {**other, "rounds": rounds, "seconds": seconds, "rps": rps, "cpu_us": cpu_us,
                 "median_rps": {v: round(m) for v, m in medians.items()},
                 "cost_pct": round(100 * (1 - medians["counting"] / medians["not counting"]), 2),
                 "paired_cost_pct": round(100 * (1 - statistics.median(ratios)), 2),
@@ -235,8 +248,8 @@ def plot_sticky(s: dict[str, Any], path: Path) -> None:
         ax.annotate(f"{step['clients_on_new']} ({share}%)", (w, share), ha="center",
                     va="bottom", xytext=(0, 3), textcoords="offset points", fontsize=9)
     ax.set_xticks(weights, [f"{w}%" for w in weights])
-    ax.set_xlim(0, 108)
-    ax.set_ylim(0, 110)
+    ax.set_xlim(0, 115)
+    ax.set_ylim(0, 112)
     ax.set_xlabel("weight of the new release at the step")
     ax.set_ylabel("clients on the new release (%)")
     ax.set_title(f"{s['clients']} sticky clients, {s['requests_per_client_per_step']} requests "
@@ -254,20 +267,29 @@ def plot_counting(c: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"counting": "#d62728", "not counting": "#1f77b4"}
+    colors = {"counting": "#d62728", "not counting": "#1f77b4", c.get("other_name"): "#7f7f7f"}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), dpi=110, sharex=True)
     rounds = range(1, c["rounds"] + 1)
     for variant, color in colors.items():
+        if variant not in c["rps"]:
+            continue
         top.plot(rounds, c["rps"][variant], marker="o", markersize=3, color=color,
                  label=f"{variant}: median {c['median_rps'][variant]:,}")
         bottom.plot(rounds, c["cpu_us"][variant], marker="o", markersize=3, color=color,
                     label=f"{variant}: median {c['worker_cpu_us_per_request'][variant]} us")
     top.set_ylabel("requests/s (wrk)")
-    top.set_title(f"The cost of counting: requests/s {-c['cost_pct']:+.1f}% "
-                  f"(paired {-c['paired_cost_pct']:+.1f}%), CPU per request "
-                  f"{c['cpu_cost_pct']:+.1f}%")
+    title = (f"Counting against not counting: requests/s {-c['cost_pct']:+.1f}% "
+             f"(paired {-c['paired_cost_pct']:+.1f}%), workers' CPU per request "
+             f"{c['cpu_cost_pct']:+.1f}%")
+    if "other_lua" in c:
+        title += (f"\n{c['other_name']} against not counting: requests/s {-c['other_cost_pct']:+.1f}%, "
+                  f"CPU per request {c['other_cpu_cost_pct']:+.1f}%")
+    top.set_title(title, fontsize=10)
     bottom.set_ylabel("nginx workers' CPU per request (us)")
     bottom.set_xlabel(f"round ({c['seconds']} s of wrk per variant, alternating)")
+    from matplotlib.ticker import MaxNLocator
+
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (top, bottom):
         ax.set_ylim(bottom=0)
         ax.legend(loc="lower right", fontsize=9)
@@ -283,6 +305,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--other-lua", help="also measure the Lua of this directory (e.g. an "
+                        "older bluegreen_dynamic.lua), a third variant in the same rounds")
+    parser.add_argument("--other-name", default="other Lua", help="what to call it")
     parser.add_argument("--plot", help="draw the sticky clients' split to this PNG (matplotlib)")
     parser.add_argument("--plot-counting", help="draw each round's requests/s and CPU per "
                         "request to this PNG (matplotlib)")
@@ -292,7 +317,8 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="bg-progressive-"))
     try:
         results = {"sticky": sticky_clients(root, args.clients, args.requests),
-                   "counting": counting_cost(root, args.rounds, args.seconds)}
+                   "counting": counting_cost(root, args.rounds, args.seconds, args.other_lua,
+                                            args.other_name)}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     s, c = results["sticky"], results["counting"]
@@ -305,6 +331,9 @@ def main() -> int:
           f"cost {c['cost_pct']}% (median of paired runs {c['paired_cost_pct']}%); nginx "
           f"workers' CPU per request {c['worker_cpu_us_per_request']} us: "
           f"+{c['cpu_cost_pct']}%")
+    if "other_lua" in c:
+        print(f"{c['other_name']} ({c['other_lua']}): cost {c['other_cost_pct']}% requests/s, "
+              f"{c['other_cpu_cost_pct']:+}% CPU per request against not counting")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     if args.plot:
