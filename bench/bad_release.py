@@ -11,6 +11,11 @@ Figures: requests and 5xx during the run (from its start to its end) and while t
 was routed, the time from the switch to 10% until the proxy was back, against the window.
 
     PYTHONPATH=pyscripts .venv/bin/python bench/bad_release.py [--step-wait 10] [--clients 4]
+        [--plot docs/bench-bad-release.png]
+
+``--plot``: the clients' requests/s and 5xx over time (0.5 s bins), the switch to 10%, the
+gate's verdict and the proxy back on the old release marked; needs matplotlib, a bench-only
+extra: ``.venv/bin/pip install -e '.[bench]'``.
 """
 
 from __future__ import annotations
@@ -69,6 +74,16 @@ class Clients:
         for t in self._threads:
             t.join(15)
 
+    def timeline(self, origin: float, width: float) -> list[tuple[float, int, int]]:
+        """(seconds since ``origin`` of each bin, answers, 5xx or no answer) per ``width`` s."""
+        bins: dict[int, list[int]] = {}
+        for answers in self.answers:
+            for t, s in answers:
+                row = bins.setdefault(int((t - origin) // width), [0, 0])
+                row[0] += 1
+                row[1] += s >= 500 or s == 0
+        return [(k * width, n, bad) for k, (n, bad) in sorted(bins.items())]
+
     def between(self, start: float, end: float) -> tuple[int, int]:
         """(answers, 5xx or no answer) between two instants."""
         got = [s for answers in self.answers for t, s in answers if start <= t <= end]
@@ -81,7 +96,10 @@ def main() -> int:
     ap.add_argument("--min-requests", type=int, default=100)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--json", help="write the figures there too")
+    ap.add_argument("--plot", help="draw requests/s and 5xx over time to this PNG (matplotlib)")
     args = ap.parse_args()
+    if args.plot:
+        import matplotlib  # noqa: F401  (missing: say so before the run, not after)
     with tempfile.TemporaryDirectory(prefix="bg-bad-release-") as tmp:
         root = Path(tmp)
         sandbox = Sandbox(root / "sandbox").start()
@@ -132,6 +150,9 @@ def release(env: dict[str, str], port: int, args: argparse.Namespace) -> dict[st
     end = time.monotonic()
     time.sleep(1.0)
     clients.stop()
+    if args.plot:
+        plot(clients.timeline(start, 0.5), {k: v - start for k, v in marks.items()},
+             end - start, args, Path(args.plot))
     total, bad = clients.between(start, end)
     routed, routed_bad = clients.between(marks.get("switch", end), marks.get("back", end))
     return {
@@ -145,6 +166,50 @@ def release(env: dict[str, str], port: int, args: argparse.Namespace) -> dict[st
         "run_s": round(end - start, 2), "gate_line": gate_line if "gate" in marks else None,
         "error": lines[-1] if lines else "",
     }
+
+
+def plot(bins: list[tuple[float, int, int]], marks: dict[str, float], run_s: float,
+         args: argparse.Namespace, path: Path) -> None:
+    """Requests/s and 5xx/s of the clients over time, the release's moments marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.5
+    bins = bins[:-1]  # the last bin ends when the clients stop: partial
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6), dpi=110, sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    xs = [t for t, _, _ in bins]
+    top.step(xs, [n / width for _, n, _ in bins], where="post", color="#1f77b4",
+             label="requests/s (all answers)")
+    bottom.bar(xs, [bad / width for _, _, bad in bins], width=width, align="edge",
+               color="#d62728", linewidth=0, label="5xx (or no answer)/s")
+    labels = {"switch": ("10% to the new color", "#2ca02c"),
+              "gate": ("the gate's verdict", "#ff7f0e"),
+              "back": ("abort: the proxy back on the old color", "#000000")}
+    for key, (text, color) in labels.items():
+        if key in marks:
+            for ax in (top, bottom):
+                ax.axvline(marks[key], color=color, linewidth=1.2, linestyle="--",
+                           label=f"{text} ({marks[key]:.1f} s)" if ax is top else None)
+    if {"switch", "back"} <= marks.keys():
+        bottom.axvspan(marks["switch"], marks["back"], color="#2ca02c", alpha=0.08,
+                       label="the new color routed (10%)")
+    top.axvline(run_s, color="#7f7f7f", linewidth=0.8, label=f"the run ends ({run_s:.1f} s)")
+    top.set_ylabel("requests/s")
+    bottom.set_ylabel("5xx/s")
+    bottom.set_xlabel(f"seconds since `bluegreen run` started ({args.clients} keep-alive "
+                      f"clients, every 20th request to /cgi-bin/fail; --step-wait "
+                      f"{args.step_wait:g})")
+    top.set_title("A bad release (fails 5% of its requests) stopped by its gate at 10%")
+    top.set_ylim(bottom=0)
+    bottom.set_ylim(bottom=0)
+    top.legend(loc="lower left", fontsize=8)
+    bottom.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

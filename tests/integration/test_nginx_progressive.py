@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
+import time
 
 import pytest
 
 from bluegreen.errors import UsageError
 from bluegreen.model import LATENCY_BOUNDS_MS, Counts, Route, Server
-from bluegreen.proxy.dynamic import CONTROL_PATH, DynamicProxy, NginxDynamicProxy
+from bluegreen.proxy.dynamic import CONTROL_PATH, DynamicProxy, NginxDynamicProxy, lua_dir
 from bluegreen.proxy.fanout import FanoutProxy
 from bluegreen.proxy.nginx import NginxProxy
 from bluegreen_dev.dynamic_nginx import Backend
@@ -107,6 +109,40 @@ def test_counts_per_color_kept_by_a_reload_anew_after_a_restart(nginx, backends)
     assert after[SVC]["green"].epoch not in ("", third["green"].epoch)
     zero = Counts(0, 0, 0, (0,) * (len(LATENCY_BOUNDS_MS) + 1), after[SVC]["green"].epoch)
     assert after == {SVC: {"blue": zero, "green": zero}, "other": {"blue": zero, "green": zero}}
+
+
+def figures_when(proxy: NginxDynamicProxy, ready, what: str, timeout: float = 60.0
+                 ) -> dict[str, Counts]:
+    """The figures of SVC once ``ready(figures)`` holds (read again until then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        figures = proxy.figures([SVC])[SVC]
+        if ready(figures):
+            return figures
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s: {figures}"
+        time.sleep(0.05)
+
+
+def test_counts_made_just_before_a_reload_are_not_lost(nginx, backends, tmp_path):
+    """The workers count in Lua tables; a worker that a reload replaces adds what it counted
+    when it exits. Its periodic flush is off here (a copy of the Lua whose timer waits an
+    hour), so only the flush at exit can bring these counts to the dict."""
+    lua = tmp_path / "lua"
+    shutil.copytree(lua_dir(), lua)
+    source = lua / "bluegreen_dynamic.lua"
+    text = source.read_text()
+    interval = "local FLUSH_INTERVAL = 0.25"
+    assert text.count(interval) == 1
+    source.write_text(text.replace(interval, "local FLUSH_INTERVAL = 3600"))
+    proxy = NginxDynamicProxy(DynamicProxy(nginx.controller(), nginx.include_path,
+                                           nginx.include_dir, nginx.control, nginx.state_file,
+                                           lua_path=str(lua)))
+    proxy.apply([split(backends, weight=100)])  # a new service: the include, a reload
+    assert [get(nginx.port)[:2] for _ in range(30)] == [(200, "green")] * 30
+    nginx.controller().reload()  # no figures read before: the 30 are only in the old workers
+    green = figures_when(proxy, lambda f: f["green"].requests >= 30,
+                         "the counts of the replaced workers")["green"]
+    assert green.requests == 30 and sum(green.buckets) == 30 and green.errors == 0
 
 
 def test_figures_are_summed_over_proxies_and_refused_in_the_reload_mode(nginx, backends,

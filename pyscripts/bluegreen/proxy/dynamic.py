@@ -53,7 +53,14 @@ JSON is strict (what Python's ``json`` refuses is refused).
   {COLOR: {"requests", "errors", "failures", "buckets": [...]}}}}``: what nginx counted per
   service and color (log_by_lua, the shared dict ``bluegreen_figures``, sized by
   :func:`figures_size_for` so nothing is evicted) since epoch ``E``, which a reload keeps and a
-  restart changes (:class:`bluegreen.model.Counts`).
+  restart changes (:class:`bluegreen.model.Counts`). Each worker counts in a Lua table (no
+  lock per request) and adds its counts to the dict every 0.25 s, when it exits (a reload or
+  a stop: nothing it counted is lost) and, for the worker answering it, at the GET; the GET
+  answers once every current worker has added its counts after the GET began: it holds every
+  request logged before it and takes up to 0.25 s. Bounds: a worker whose timer runs over 1 s
+  late (blocked) is read as it last added; during a reload, the workers being replaced add
+  theirs when the master tells them to exit (milliseconds after the new ones start). A
+  gate's window of seconds is unaffected (both its readings wait alike).
 
 Preview (``--preview-secret``, from ``BLUEGREEN_PREVIEW_SECRET`` or the config file only):
 bluegreen writes the secret to an owner-only file beside the state file (:func:`preview_path`;

@@ -16,6 +16,16 @@
 -- refused, reset, timed out), "b<i>" responses whose upstream time is within LATENCY_MS[i]
 -- (i = #LATENCY_MS + 1: above the last). Counted in log_by_lua, by the color of the peer the
 -- request ended on (a failed try: at the retry); a server of no color is not counted.
+-- Each worker counts in a plain Lua table (no shared dict, no lock per request) and adds its
+-- counts to the dict in one batch every FLUSH_INTERVAL (0.25 s, a timer), when its timer runs
+-- early because the worker exits (reload, stop: and each request it still logs while exiting
+-- is added at once), and when it answers a figures GET (its own counts). A figures GET answers
+-- once every current worker has flushed after the GET began (it waits for them, at most
+-- FLUSH_WAIT, 1 s): it holds every request logged before it, and takes up to one interval to
+-- answer. Bounds: a worker whose timer runs over 1 s late (a worker blocked) is read as it last
+-- flushed; during a reload, the counts of a worker being replaced come with its exit flush,
+-- which follows the new workers' start by the master's signal (milliseconds). Each worker
+-- records when it last flushed in "bluegreen_stats": "flushed:<pid>" (expires after 60 s).
 --
 -- The control endpoint answers only requests that carry the secret of `secret_file` (read by
 -- the master at start and at each reload, compared in constant time), have no Origin header
@@ -51,6 +61,10 @@ local DICT = "bluegreen"
 local STATS = "bluegreen_stats"
 local FIGURES = "bluegreen_figures"
 local LATENCY_MS = { 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000 }  -- LATENCY_BOUNDS_MS
+local NBUCKETS = #LATENCY_MS + 1
+local FLUSH_INTERVAL = 0.25  -- seconds between two flushes of a worker's counts to the dict
+local FLUSH_WAIT = 1         -- at most this long a figures GET waits for the workers' flushes
+local FLUSHED_TTL = 60       -- seconds a worker's "flushed:<pid>" stays without a new flush
 local SECRET_HEADER = "X-Bluegreen-Secret"
 local MAX_SERVERS = 256
 local MAX_CALLERS = 1024
@@ -73,6 +87,7 @@ local preview_token = nil -- the bg_preview cookie's value: hex HMAC-SHA1 of a f
 -- service -> { peers = {{key, address, port, weight, current}...},
 --              callers = {address -> side}, sides = {side -> peers} }
 local routes = {}
+local has_figures = false -- the counts dict exists (not an include older than this file)
 
 -- validation ------------------------------------------------------------------------------
 
@@ -386,6 +401,77 @@ local function sync()
                           cjson.encode({ pid = ngx.worker.pid(), generation = local_gen }))
 end
 
+-- counting ----------------------------------------------------------------------------------
+
+-- This worker's counts not yet added to the shared dict: service -> color -> a record
+-- {keys (built once: no string per request), r, e, f, b = {...}, dirty}; `dirty`: the records
+-- with counts to add. Nothing here when nginx runs an include older than this file (no dict).
+local counters = {}
+local dirty = {}
+local exiting = false     -- this worker exits: each count goes to the dict at once
+
+local function counts_of(name, color)
+    local colors = counters[name]
+    if colors == nil then
+        colors = {}
+        counters[name] = colors
+    end
+    local rec = colors[color]
+    if rec == nil then
+        local prefix = "c|" .. name .. "|" .. color .. "|"
+        rec = { kr = prefix .. "r", ke = prefix .. "e", kf = prefix .. "f", kb = {},
+                r = 0, e = 0, f = 0, b = {}, dirty = false }
+        for i = 1, NBUCKETS do
+            rec.kb[i] = prefix .. "b" .. i
+            rec.b[i] = 0
+        end
+        colors[color] = rec
+    end
+    return rec
+end
+
+local function add(figures, key, n)
+    if n == 0 then return 0 end
+    local _, err = figures:incr(key, n, 0)
+    if err then
+        ngx.log(ngx.ERR, "bluegreen: cannot count in ", FIGURES, ": ", err)
+        return n  -- kept for the next flush
+    end
+    return 0
+end
+
+-- Add this worker's counts to the shared dict, and record when (the figures GET waits for it).
+local function flush()
+    local figures = ngx.shared[FIGURES]
+    if not figures then return end
+    local left = {}
+    for _, rec in ipairs(dirty) do
+        rec.r = add(figures, rec.kr, rec.r)
+        rec.e = add(figures, rec.ke, rec.e)
+        rec.f = add(figures, rec.kf, rec.f)
+        local b, kb, rest = rec.b, rec.kb, rec.r + rec.e + rec.f
+        for i = 1, NBUCKETS do
+            b[i] = add(figures, kb[i], b[i])
+            rest = rest + b[i]
+        end
+        rec.dirty = rest > 0
+        if rec.dirty then left[#left + 1] = rec end
+    end
+    dirty = left
+    if not exiting then
+        ngx.update_time()
+        ngx.shared[STATS]:set("flushed:" .. ngx.worker.pid(), ngx.now(), FLUSHED_TTL)
+    end
+end
+
+local function counted(rec)
+    if not rec.dirty then
+        rec.dirty = true
+        dirty[#dirty + 1] = rec
+    end
+    if exiting then flush() end
+end
+
 -- phases ------------------------------------------------------------------------------------
 
 -- The text of a file, or nil and why.
@@ -540,6 +626,14 @@ function M.init_worker()
         if not premature then sync() end
     end)
     if not ok then ngx.log(ngx.ERR, "bluegreen: cannot start the sync timer: ", err) end
+    has_figures = ngx.shared[FIGURES] ~= nil
+    if not has_figures then return end
+    flush()  -- this worker's first "flushed:<pid>"
+    ok, err = ngx.timer.every(FLUSH_INTERVAL, function(premature)
+        if premature then exiting = true end  -- the worker exits: the last batch, then at once
+        flush()
+    end)
+    if not ok then ngx.log(ngx.ERR, "bluegreen: cannot start the counts' flush timer: ", err) end
 end
 
 -- Smooth weighted round robin (as nginx's own), skipping the peers this request tried.
@@ -607,25 +701,6 @@ local function release_side(rel, ctx)
     return side
 end
 
--- service -> color -> the keys of its counts (built once per worker: no string per request)
-local count_keys = {}
-
-local function keys_of(name, color)
-    local colors = count_keys[name]
-    if colors == nil then
-        colors = {}
-        count_keys[name] = colors
-    end
-    local keys = colors[color]
-    if keys == nil then
-        local prefix = "c|" .. name .. "|" .. color .. "|"
-        keys = { r = prefix .. "r", e = prefix .. "e", f = prefix .. "f", b = {} }
-        for i = 1, #LATENCY_MS + 1 do keys.b[i] = prefix .. "b" .. i end
-        colors[color] = keys
-    end
-    return keys
-end
-
 -- balancer_by_lua of the upstream of `name` (`internal`: of its internal endpoint, where a
 -- caller of a chain is kept on that chain's servers). Without a peer set here, nginx falls
 -- back to the upstream's only server, marked down: 502 "no live upstreams".
@@ -666,14 +741,16 @@ function M.balance(name, internal)
     local dict = ngx.shared[STATS]
     if ctx.bluegreen_peer then
         dict:incr("active:" .. ctx.bluegreen_peer, -1, 0)
-        local figures = ngx.shared[FIGURES]  -- none: an include older than this file
-        if ctx.bluegreen_color and figures then  -- a retry: the previous try failed
-            figures:incr(keys_of(name, ctx.bluegreen_color).f, 1, 0)
+        local rec = ctx.bluegreen_counts
+        if rec then  -- a retry: the previous try failed
+            rec.f = rec.f + 1
+            counted(rec)
         end
     end
     dict:incr("active:" .. peer.key, 1, 0)
     ctx.bluegreen_peer = peer.key
-    ctx.bluegreen_service, ctx.bluegreen_color = name, peer.color
+    -- none: a server of no color, or an include older than this file (no counts dict)
+    ctx.bluegreen_counts = peer.color and has_figures and counts_of(name, peer.color) or nil
 end
 
 -- The last of a list of upstream values ("0.004, 0.012" or "- : 0.010").
@@ -682,24 +759,29 @@ local function last_value(v)
     return v:match("([^%s,:]+)%s*$")
 end
 
--- Count the request that ended on a peer of `ctx.bluegreen_color` (log phase).
+-- Count the request that ended on a peer of the color of `ctx.bluegreen_counts` (log phase),
+-- in this worker's table; each nginx variable read once, the response time only when needed.
 local function count_request(ctx)
-    local color = ctx.bluegreen_color
-    local figures = ngx.shared[FIGURES]
-    if not color or not figures then return end
-    local keys = keys_of(ctx.bluegreen_service, color)
+    local rec = ctx.bluegreen_counts
+    if not rec then return end
     local status = ngx.status
-    figures:incr(keys.r, 1, 0)
-    if status >= 500 then figures:incr(keys.e, 1, 0) end
-    local header_time = last_value(ngx.var.upstream_header_time)
-    if header_time == nil or header_time == "-" then
-        if status ~= 499 then figures:incr(keys.f, 1, 0) end  -- 499: the client left
-        return
+    rec.r = rec.r + 1
+    if status >= 500 then rec.e = rec.e + 1 end
+    local var = ngx.var
+    local header_time = var.upstream_header_time
+    if tonumber(header_time) == nil then  -- several tries ("0.004, 0.012"), or none ("-")
+        local last = last_value(header_time)
+        if last == nil or last == "-" then
+            if status ~= 499 then rec.f = rec.f + 1 end  -- 499: the client left
+            return counted(rec)
+        end
     end
-    local ms = (tonumber(last_value(ngx.var.upstream_response_time)) or 0) * 1000
+    local response_time = var.upstream_response_time
+    local ms = (tonumber(response_time) or tonumber(last_value(response_time)) or 0) * 1000
     local i = 1
-    while i <= #LATENCY_MS and ms > LATENCY_MS[i] do i = i + 1 end
-    figures:incr(keys.b[i], 1, 0)
+    while i < NBUCKETS and ms > LATENCY_MS[i] do i = i + 1 end
+    rec.b[i] = rec.b[i] + 1
+    counted(rec)
 end
 
 -- header_filter_by_lua (http level): a client given a bucket gets its cookie.
@@ -771,14 +853,36 @@ local function snapshot()
              endpoints = with_endpoint, workers = workers, active = active }
 end
 
+-- Wait until every current worker (the pids of "worker:<id>") has flushed its counts after
+-- now, FLUSH_WAIT at most; this worker's own counts go to the dict at once.
+local function await_flushes()
+    local stats = ngx.shared[STATS]
+    ngx.update_time()
+    local start = ngx.now()
+    flush()
+    local me = ngx.worker.pid()
+    local deadline = start + FLUSH_WAIT
+    for id = 0, ngx.worker.count() - 1 do
+        local w = cjson.decode(stats:get("worker:" .. id) or "{}")
+        local pid = type(w) == "table" and w.pid
+        if pid and pid ~= me then
+            local key = "flushed:" .. string.format("%d", pid)
+            while (stats:get(key) or 0) <= start and ngx.now() < deadline do
+                ngx.sleep(0.01)
+            end
+        end
+    end
+end
+
 -- What is counted: {"epoch", "bounds": LATENCY_MS, "figures": {service: {color: {"requests",
--- "errors", "failures", "buckets": [...]}}}}.
+-- "errors", "failures", "buckets": [...]}}}}, with every request logged before the GET.
 local function figures_view()
     local figures = ngx.shared[FIGURES]
     local out = {}
     if not figures then
         return { epoch = cjson.null, bounds = LATENCY_MS, figures = out }
     end
+    await_flushes()
     for _, key in ipairs(figures:get_keys(0)) do
         local name, color, field = key:match("^c|([^|]+)|(%a+)|(%w+)$")
         if name then
