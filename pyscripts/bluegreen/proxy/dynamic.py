@@ -518,15 +518,27 @@ def _line_encoder() -> Callable[[Any], str]:
     return lambda value: "".join(make(value, 0))
 
 
+# (part, service) -> (the value as last encoded, a copy; its line): a change re-encodes only
+# the entries it changed (2,000 lines at 1,000 services: 2 ms each time)
+_state_lines: dict[tuple[str, str], tuple[Any, str]] = {}
+
+
 def _state_text(services: Mapping[str, Any], chains: Mapping[str, Any],
                 colors: Mapping[str, Any]) -> str:
     """The state file's JSON: one line per service in each part (json's C encoder for each
     line: an indented document goes through its Python encoder, 10 ms at 1,000 services)."""
     dumps = _line_encoder()
 
+    def line(key: str, name: str, value: Any) -> str:
+        cached = _state_lines.get((key, name))
+        if cached is not None and cached[0] == value:
+            return cached[1]
+        text = f"  {dumps(name)}: {dumps(value)}"
+        _state_lines[(key, name)] = (json.loads(text.split(": ", 1)[1]), text)  # a copy
+        return text
+
     def part(key: str, entries: Mapping[str, Any]) -> str:
-        lines = ",\n".join(f"  {dumps(name)}: {dumps(value)}"
-                           for name, value in sorted(entries.items()))
+        lines = ",\n".join(line(key, name, value) for name, value in sorted(entries.items()))
         return f' "{key}": {{\n{lines}\n }}' if lines else f' "{key}": {{}}'
 
     releases = releases_of(services, colors)  # what nginx reads; bluegreen derives them again
