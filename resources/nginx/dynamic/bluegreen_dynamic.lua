@@ -2,11 +2,19 @@
 -- which a loopback-only control endpoint replaces without an nginx reload.
 --
 -- Shared dict "bluegreen" (routes only, written with safe_* calls: nothing in it is ever
--- evicted): "state:<G>" = JSON {"generation": G, "services": {name: [server, ...]},
--- "chains": {name: [chain, ...]}}, "generation" = G (read on every request to notice a
--- change), "lock" (writers). A change writes the new generation's key first and drops the old
--- one only once "generation" names the new one: a full dict refuses the change and keeps the
--- routes. Shared dict "bluegreen_stats" (may evict, holds nothing that routes):
+-- evicted), one key per service so that a change costs what it changes:
+-- "route:<name>:<V>" = JSON {"servers": [server, ...], "chains": [chain, ...]?, "release":
+-- {...}?}, the service's route as set by generation V; "ver:<name>" = V (the service's
+-- version once its writer has finished; 0: none yet); "delta:<G>" = JSON {"names": [name,
+-- ...], "full": true?} (what generation G set; full: every route, the others gone; kept
+-- for KEEP_DELTAS generations); "generation" = G (read on every request to notice a change);
+-- "lock" (writers). A change writes its services' keys and its delta first (a full dict
+-- refuses them: they go, nothing changed), then flips "generation" (all its services at
+-- once), then sets their versions and drops the keys they replace. A worker applies the
+-- deltas between its generation and the dict's (their services only), or rebuilds all
+-- (just started, further behind, a full generation). Readers of a generation G take a
+-- service's version from G's delta, else from "ver:", and read again when a newer change
+-- got in the way. Shared dict "bluegreen_stats" (may evict, holds nothing that routes):
 -- "worker:<id>" = JSON {"pid", "generation"} (what each worker really uses),
 -- "active:<address>:<port>" = requests in flight to that peer (for draining).
 -- Shared dict "bluegreen_figures" (sized for every service's keys, so nothing is evicted):
@@ -68,6 +76,7 @@ local FLUSHED_TTL = 60       -- seconds a worker's "flushed:<pid>" stays without
 local SECRET_HEADER = "X-Bluegreen-Secret"
 local MAX_SERVERS = 256
 local MAX_CALLERS = 1024
+local KEEP_DELTAS = 8  -- generations whose delta stays: a worker further behind rebuilds all
 local SERVER_KEYS = { address = true, port = true, weight = true, color = true }
 local CHAIN_KEYS = { side = true, color = true, callers = true, servers = true }
 local RELEASE_KEYS = { new = true, weight = true, sticky = true }
@@ -291,43 +300,132 @@ end
 
 -- state in the shared dict ----------------------------------------------------------------
 
--- The routes of generation `gen` (default: the current one), or nil when the dict has none.
-local function stored_state(dict)
-    for _ = 1, 3 do  -- a writer may drop the key between the two reads: read again
+local function route_key(name, version)
+    return "route:" .. name .. ":" .. string.format("%d", version)
+end
+
+local function delta_key(gen)
+    return "delta:" .. string.format("%d", gen)
+end
+
+-- The names generation `gen` changed (a set) and whether it replaced all routes, or nil when
+-- its delta is gone (KEEP_DELTAS generations later).
+local function read_delta(dict, gen)
+    local blob = dict:get(delta_key(gen))
+    local d = blob and cjson.decode(blob)
+    if type(d) ~= "table" then return nil end
+    local changed = {}
+    for _, name in ipairs(d.names or {}) do changed[name] = true end
+    return changed, d.full == true
+end
+
+-- One service's route as stored ({"servers", "chains"?, "release"?}), or nil when its key is
+-- gone (a newer change replaced it).
+local function read_route(dict, name, version)
+    local blob = dict:get(route_key(name, version))
+    local r = blob and cjson.decode(blob)
+    if type(r) ~= "table" then return nil end
+    return r
+end
+
+-- {name: route} of the services of the set `names` at the current generation, and that
+-- generation; nil when the dict holds no routes or concurrent changes kept getting in the way.
+-- A service's version at generation G: G when G's delta names it, none when G replaced all
+-- routes without it, else "ver:<name>" (every writer before G has finished setting it; a
+-- version above G: a newer change got in the way, read again).
+local function read_routes(dict, names)
+    for attempt = 1, 3 do
         local gen = dict:get("generation")
         if gen == nil then return nil end
-        local blob = dict:get("state:" .. gen)
-        local st = blob and cjson.decode(blob)
-        if type(st) == "table" then
-            st.chains = st.chains or {}
-            st.releases = st.releases or {}
-            return st
+        local changed, full = read_delta(dict, gen)
+        local out, ok = {}, changed ~= nil
+        if ok then
+            for name in pairs(names) do
+                local v = 0
+                if changed[name] then v = gen
+                elseif not full then v = dict:get("ver:" .. name) or 0 end
+                if v > gen then ok = false break end
+                if v > 0 then
+                    local r = read_route(dict, name, v)
+                    if r == nil then ok = false break end
+                    out[name] = r
+                end
+            end
         end
+        if ok and (attempt == 3 or dict:get("generation") == gen) then return out, gen end
     end
     return nil
 end
 
-local function empty_state(dict)
-    return { generation = dict:get("generation") or 0, services = {}, chains = {}, releases = {} }
+-- The routes of the one JSON document an older version of this file kept ("state:<G>"),
+-- of the services of `names`, or nil (a reload onto this version keeps the dict).
+local function legacy_routes(dict, names)
+    local gen = dict:get("generation")
+    local blob = gen and dict:get("state:" .. gen)
+    local st = blob and cjson.decode(blob)
+    if type(st) ~= "table" or type(st.services) ~= "table" then return nil end
+    local out = {}
+    for name, servers in pairs(st.services) do
+        if names[name] then
+            out[name] = { servers = servers, chains = (st.chains or {})[name],
+                          release = (st.releases or {})[name] }
+        end
+    end
+    return out
 end
 
--- Store `st` as the current routes: its key first (refused, nothing changes, when the dict is
--- full), then "generation", then the previous generation's key goes.
-local function store(dict, st)
-    local blob = cjson.encode(st)
-    local key = "state:" .. st.generation
-    local ok, err = dict:safe_set(key, blob)
-    if not ok then
-        return nil, "the shared dict " .. DICT .. " cannot hold the routes (" .. tostring(err)
-            .. ", " .. #blob .. " bytes): nothing changed; give nginx a larger dict"
+local function refused(err)
+    return nil, "the shared dict " .. DICT .. " cannot hold the routes (" .. tostring(err)
+        .. "): nothing changed; give nginx a larger dict"
+end
+
+-- Store `changes` ({name: route}) as generation `gen` (the current one + 1; `full`: they are
+-- all the routes, the others go): each service's key and the generation's delta first (a full
+-- dict refuses them: what was written goes, nothing changed), then "generation" (the change
+-- is visible, all at once), then the versions they replace and old deltas go.
+local function store(dict, gen, changes, full)
+    local written, names = {}, {}
+    local function undo(err)
+        for i = #written, 1, -1 do dict:delete(written[i]) end
+        return refused(err)
     end
-    local old = dict:get("generation")
-    ok, err = dict:safe_set("generation", st.generation)
-    if not ok then
-        dict:delete(key)
-        return nil, "shared dict: " .. tostring(err)
+    for name, r in pairs(changes) do
+        local key = route_key(name, gen)
+        local ok, err = dict:safe_set(key, cjson.encode(r))
+        if not ok then return undo(err) end
+        written[#written + 1] = key
+        if dict:get("ver:" .. name) == nil then  -- 0: no route yet (its value's room, kept)
+            ok, err = dict:safe_add("ver:" .. name, 0)
+            if not ok then return undo(err) end
+            written[#written + 1] = "ver:" .. name
+        end
+        names[#names + 1] = name
     end
-    if old and old ~= st.generation then dict:delete("state:" .. old) end
+    local ok, err = dict:safe_set(delta_key(gen), cjson.encode({ names = names, full = full }))
+    if not ok then return undo(err) end
+    written[#written + 1] = delta_key(gen)
+    ok, err = dict:safe_set("generation", gen)
+    if not ok then return undo(err) end
+    for name in pairs(changes) do  -- a number over a number: in place, never refused
+        local old = dict:get("ver:" .. name)
+        ok, err = dict:safe_set("ver:" .. name, gen)
+        if not ok then
+            ngx.log(ngx.ERR, "bluegreen: cannot record the version of ", name, ": ", err)
+        elseif old and old > 0 and old ~= gen then
+            dict:delete(route_key(name, old))
+        end
+    end
+    if full then  -- the routes of services not in `changes`, leftovers of older versions
+        for _, key in ipairs(dict:get_keys(0)) do
+            local name = key:match("^ver:(.+)$")
+            local rname, v = key:match("^route:(.+):(%d+)$")
+            if (name and not changes[name]) or (rname and tonumber(v) ~= gen)
+                    or key:sub(1, 6) == "state:" then
+                dict:delete(key)
+            end
+        end
+    end
+    dict:delete(delta_key(gen - KEEP_DELTAS))
     return true
 end
 
@@ -370,33 +468,64 @@ local function peers_of(servers)
     return peers
 end
 
--- Rebuild this worker's peers when the dict holds a newer generation.
+-- A worker's route of one stored route.
+local function build_route(r)
+    local route = { peers = peers_of(r.servers), callers = {}, sides = {} }
+    for _, c in ipairs(r.chains or {}) do
+        route.sides[c.side] = peers_of(c.servers)
+        for _, ip in ipairs(c.callers) do route.callers[ip] = c.side end
+    end
+    local rel = r.release
+    if rel then
+        route.release = { new = rel.new, weight = rel.weight, sticky = rel.sticky,
+                          new_peers = color_peers(r.servers, rel.new),
+                          old_peers = color_peers(r.servers, OTHER[rel.new]) }
+    end
+    return route
+end
+
+-- Bring this worker's routes from `local_gen` to `gen` with the deltas between them (only the
+-- services they changed); false when that cannot be done (no generation yet, a delta gone or
+-- replacing all routes, a route replaced again since): rebuild them all.
+local function apply_deltas(dict, gen)
+    if local_gen == nil or gen <= local_gen or gen - local_gen > KEEP_DELTAS then return false end
+    local latest = {}
+    for g = local_gen + 1, gen do
+        local changed, full = read_delta(dict, g)
+        if changed == nil or full then return false end
+        for name in pairs(changed) do latest[name] = g end
+    end
+    local built = {}
+    for name, g in pairs(latest) do
+        if known[name] then
+            local r = read_route(dict, name, g)
+            if r == nil then return false end
+            built[name] = build_route(r)
+        end
+    end
+    for name, route in pairs(built) do routes[name] = route end
+    return true
+end
+
+-- Bring this worker's peers to the dict's generation: the changed services only when it has
+-- the deltas since its own, else all of them.
 local function sync()
     local dict = ngx.shared[DICT]
     local gen = dict:get("generation")
     if gen == local_gen then return end
-    local st = stored_state(dict)
-    if st == nil then  -- never route with nothing because the dict lost the routes
-        ngx.log(ngx.ERR, "bluegreen: no routes of generation ", tostring(gen),
-                " in the shared dict; keeping generation ", tostring(local_gen))
-        return
-    end
-    local fresh = {}
-    for name, servers in pairs(st.services or {}) do
-        local route = { peers = peers_of(servers), callers = {}, sides = {} }
-        for _, c in ipairs(st.chains[name] or {}) do
-            route.sides[c.side] = peers_of(c.servers)
-            for _, ip in ipairs(c.callers) do route.callers[ip] = c.side end
+    if gen == nil or not apply_deltas(dict, gen) then
+        local all
+        all, gen = read_routes(dict, known)
+        if all == nil then  -- never route with nothing because the dict lost the routes
+            ngx.log(ngx.ERR, "bluegreen: no routes of generation ", tostring(dict:get("generation")),
+                    " in the shared dict; keeping generation ", tostring(local_gen))
+            return
         end
-        local rel = st.releases[name]
-        if rel then
-            route.release = { new = rel.new, weight = rel.weight, sticky = rel.sticky,
-                              new_peers = color_peers(servers, rel.new),
-                              old_peers = color_peers(servers, OTHER[rel.new]) }
-        end
-        fresh[name] = route
+        local fresh = {}
+        for name, r in pairs(all) do fresh[name] = build_route(r) end
+        routes = fresh
     end
-    routes, local_gen = fresh, st.generation
+    local_gen = gen
     ngx.shared[STATS]:set("worker:" .. ngx.worker.id(),
                           cjson.encode({ pid = ngx.worker.pid(), generation = local_gen }))
 end
@@ -557,7 +686,7 @@ function M.init(opts)
         ngx.log(ngx.ERR, "bluegreen: no preview secret in ", opts.preview_file, " (", perr, ")")
     end
     local dict = ngx.shared[DICT]
-    local prev = stored_state(dict) or empty_state(dict)
+    local prev = read_routes(dict, known) or legacy_routes(dict, known) or {}
     local loaded, err = load_state(opts.state_file)
     local used = opts.state_file
     if not loaded and next(known) then
@@ -576,12 +705,10 @@ function M.init(opts)
     if not loaded then
         -- keep what this nginx already served (a reload), never an empty set for a known one
         services, chains, releases = {}, {}, {}
-        for name, servers in pairs(prev.services or {}) do
-            if known[name] then
-                services[name] = servers
-                if endpoints[name] then chains[name] = prev.chains[name] end
-                releases[name] = (prev.releases or {})[name]
-            end
+        for name, r in pairs(prev) do
+            services[name] = r.servers
+            if endpoints[name] then chains[name] = r.chains end
+            releases[name] = r.release
         end
     else
         services, chains, releases = loaded.services, loaded.chains, loaded.releases
@@ -607,8 +734,11 @@ function M.init(opts)
             ngx.log(ngx.ERR, "bluegreen: no recorded servers for ", name, "; it answers 502")
         end
     end
-    local ok, perr = store(dict, { generation = (prev.generation or 0) + 1, services = services,
-                                   chains = chains, releases = releases })
+    local changes = {}
+    for name, servers in pairs(services) do
+        changes[name] = { servers = servers, chains = chains[name], release = releases[name] }
+    end
+    local ok, perr = store(dict, (dict:get("generation") or 0) + 1, changes, true)
     if not ok then error("bluegreen: " .. perr) end
 end
 
@@ -826,16 +956,38 @@ local function respond(status, body)
     return ngx.exit(status)
 end
 
-local function snapshot()
-    local dict = ngx.shared[DICT]
+-- The routes of the set `names` as the control endpoint shows them: generation, services,
+-- chains, releases; nil when the dict holds no routes readable now.
+local function routes_view(dict, names)
+    local all, gen = read_routes(dict, names)
+    if all == nil then
+        if dict:get("generation") ~= nil then return nil end
+        all, gen = {}, 0
+    end
+    local services, chains, releases = {}, {}, {}
+    for name, r in pairs(all) do
+        services[name], chains[name], releases[name] = r.servers, r.chains, r.release
+    end
+    return { generation = gen, services = services, chains = chains, releases = releases }
+end
+
+local function workers_view()
     local stats = ngx.shared[STATS]
-    local st = stored_state(dict) or empty_state(dict)
     local workers = {}
     for id = 0, ngx.worker.count() - 1 do
         local w = cjson.decode(stats:get("worker:" .. id) or "{}")
         workers[#workers + 1] = { id = id, pid = w and w.pid or cjson.null,
                                   generation = w and w.generation or cjson.null }
     end
+    return workers
+end
+
+-- Everything: the routes of every service, the known services and endpoints, the workers'
+-- generations, the requests in flight.
+local function snapshot()
+    local stats = ngx.shared[STATS]
+    local view = routes_view(ngx.shared[DICT], known)
+    if view == nil then return nil end
     local names, with_endpoint = {}, {}
     for name in pairs(known) do names[#names + 1] = name end
     for name in pairs(endpoints) do with_endpoint[#with_endpoint + 1] = name end
@@ -848,9 +1000,29 @@ local function snapshot()
             if n and n > 0 then active[key:sub(8)] = n end
         end
     end
-    return { generation = st.generation, services = st.services, chains = st.chains,
-             releases = st.releases, known = names,
-             endpoints = with_endpoint, workers = workers, active = active }
+    view.known, view.endpoints, view.workers, view.active = names, with_endpoint, workers_view(),
+        active
+    return view
+end
+
+-- The set of services a "services" query names ("a,b,c": each a known service, once), or nil
+-- and why.
+local function queried_services(value)
+    if type(value) ~= "string" or value == "" then
+        return nil, "services must be one list of names separated by commas"
+    end
+    local names, n = {}, 0
+    for name in (value .. ","):gmatch("([^,]*),") do
+        if not is_service_name(name) then
+            return nil, "invalid service name " .. cjson.encode(name)
+        end
+        if not known[name] then
+            return nil, "unknown service " .. name .. " (no upstream for it in this nginx)"
+        end
+        if names[name] then return nil, "service " .. name .. " named twice" end
+        names[name], n = true, n + 1
+    end
+    return names
 end
 
 -- Wait until every current worker (the pids of "worker:<id>") has flushed its counts after
@@ -958,22 +1130,15 @@ local function post()
     if not services then return respond(400, { error = chains }) end
     local dict = ngx.shared[DICT]
     local gen, err = with_lock(dict, function()
-        local st = stored_state(dict)
-        if st == nil then return nil, "the shared dict holds no routes: reload nginx" end
-        local all, all_chains, all_releases = {}, {}, {}
-        for name, servers in pairs(st.services or {}) do all[name] = servers end
-        for name, list in pairs(st.chains) do all_chains[name] = list end
-        for name, rel in pairs(st.releases) do all_releases[name] = rel end
-        for name, servers in pairs(services) do  -- a service posted: exactly its chains, release
-            all[name] = servers
-            all_chains[name] = chains[name]
-            all_releases[name] = releases[name]
+        local current = dict:get("generation")
+        if current == nil then return nil, "the shared dict holds no routes: reload nginx" end
+        local changes = {}  -- a service posted: exactly its servers, chains and release
+        for name, servers in pairs(services) do
+            changes[name] = { servers = servers, chains = chains[name], release = releases[name] }
         end
-        local new = { generation = (st.generation or 0) + 1, services = all, chains = all_chains,
-                      releases = all_releases }
-        local ok, serr = store(dict, new)
-        if not ok then return nil, serr end  -- the routes of st are still there
-        return new.generation
+        local ok, serr = store(dict, current + 1, changes)
+        if not ok then return nil, serr end  -- the routes of `current` are still there
+        return current + 1
     end)
     if not gen then return respond(507, { error = err }) end
     sync()
@@ -1001,11 +1166,30 @@ function M.control()
         return respond(415, { error = "the body must be application/json" })
     end
     if method == "GET" then
-        local view = ngx.var.arg_view
-        if view == "figures" then return respond(200, figures_view()) end
-        if view ~= nil then return respond(400, { error = "view must be figures" }) end
+        local args, aerr = ngx.req.get_uri_args(3)
+        if aerr == "truncated" then return respond(400, { error = "too many query arguments" }) end
+        for k in pairs(args) do
+            if k ~= "view" and k ~= "services" then
+                return respond(400, { error = "unknown query argument " .. cjson.encode(tostring(k)) })
+            end
+        end
+        local view = args.view
+        if view == "figures" and args.services == nil then return respond(200, figures_view()) end
+        if view ~= nil then return respond(400, { error = "view must be figures (alone)" }) end
         sync()
-        return respond(200, snapshot())
+        local body
+        if args.services ~= nil then  -- the read-back of a change: its services and the workers
+            local names, nerr = queried_services(args.services)
+            if not names then return respond(400, { error = nerr }) end
+            body = routes_view(ngx.shared[DICT], names)
+            if body then body.workers = workers_view() end
+        else
+            body = snapshot()
+        end
+        if body == nil then
+            return respond(503, { error = "the routes changed while they were read: read again" })
+        end
+        return respond(200, body)
     elseif method == "POST" then
         return post()
     end
