@@ -7,15 +7,6 @@ set -euo pipefail
 
 say() { printf 'bench-deps: %s\n' "$*" >&2; }
 
-want=(haproxy wrk)
-missing=()
-for pkg in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  say "installing ${missing[*]}"
-  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/debian-packages.sh"
+ensure_packages haproxy wrk
 say "ready: $(haproxy -v | head -1); wrk $(command -v wrk)"

@@ -9,17 +9,8 @@ cd "$(dirname "$0")/.."
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # 1. Debian packages
-want=(docker.io nginx busybox-static wrk hey iproute2 libnginx-mod-http-lua lua-cjson)
-missing=()
-for pkg in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  say "installing ${missing[*]}"
-  SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+. scripts/debian-packages.sh
+ensure_packages docker.io nginx busybox-static wrk hey iproute2 libnginx-mod-http-lua lua-cjson
 # Debian's nginx package starts a system nginx on port 80; the project never uses it.
 
 # 2. Python virtualenv with the package (editable) and the test tools

@@ -47,6 +47,11 @@ class DynamicNginx(Nginx):
     def state_file(self) -> Path:
         return self.prefix / "state" / "routes.json"
 
+    def cli_env(self) -> dict[str, str]:
+        """The environment that points the CLI at this nginx in the dynamic mode."""
+        return {"BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": self.control,
+                "BLUEGREEN_NGINX_STATE_FILE": str(self.state_file)}
+
     @property
     def include_path(self) -> Path:
         return self.upstream_dir / nginx_dynamic.INCLUDE_NAME

@@ -92,8 +92,7 @@ def start(sandbox, tmp: Path, name: str, mode: str) -> Env:
     extra = {"BLUEGREEN_INTERNAL_LISTEN": f"{GATEWAY}:{free_port()}"}
     if mode == "dynamic":
         nginx = DynamicNginx(tmp / "nginx").start()
-        extra |= {"BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
-                  "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file)}
+        extra |= nginx.cli_env()
     else:
         nginx = Nginx(tmp / "nginx").start()
     env = Env(sandbox, name, nginx, consul, extra_env=extra)

@@ -71,9 +71,8 @@ def pair(sandbox, tmp_path_factory) -> Iterator[Pair]:
     tmp = tmp_path_factory.mktemp("apppartial")
     a = DynamicNginx(tmp / "nginx-a").start()
     b = Nginx(tmp / "nginx-b").start()
-    env = Env(sandbox, APP, a, extra_env={
-        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": a.control,
-        "BLUEGREEN_NGINX_STATE_FILE": str(a.state_file), "BLUEGREEN_PROXY": f"a=dynamic\n{proxy_b(b)}"})
+    env = Env(sandbox, APP, a,
+              extra_env=a.cli_env() | {"BLUEGREEN_PROXY": f"a=dynamic\n{proxy_b(b)}"})
     r = env.bg("app", "deploy", "--file", compose(tmp, "v1"))
     assert r.code == 0, r.err
     p = Pair(env, a, b, tmp)

@@ -38,8 +38,7 @@ def app(sandbox, request) -> Iterator[Env]:
     mode = request.param
     if mode == "dynamic":
         nginx = DynamicNginx(sandbox.root / "nginx-app-dynamic").start()
-        extra = {"BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
-                 "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file)}
+        extra = nginx.cli_env()
     else:
         nginx, extra = Nginx(sandbox.root / "nginx-app").start(), {}
     env = Env(sandbox, APP, nginx, extra_env=extra)

@@ -22,9 +22,7 @@ HTTP = ["--http", "/api/v1/books"]
 def dynamic_env(sandbox, request, setup: bool = True) -> tuple[Env, DynamicNginx]:
     name = service_name(request.node.name.removeprefix("test_"))
     nginx = DynamicNginx(sandbox.root / f"nginx-{name}", setup=setup).start()
-    return Env(sandbox, name, nginx, extra_env={
-        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
-        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file)}), nginx
+    return Env(sandbox, name, nginx, extra_env=nginx.cli_env()), nginx
 
 
 @pytest.fixture

@@ -23,9 +23,7 @@ HTTP = ["--http", "/api/v1/books"]
 def dsvc(sandbox, request) -> Iterator[Env]:
     name = service_name(request.node.name.removeprefix("test_"))
     nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
-    env = Env(sandbox, name, nginx, extra_env={
-        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
-        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file)})
+    env = Env(sandbox, name, nginx, extra_env=nginx.cli_env())
     yield env
     cleanup(sandbox, name, nginx)
 

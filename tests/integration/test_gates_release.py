@@ -27,9 +27,7 @@ HTTP = ["--http", "/api/v1/books"]
 def dsvc(sandbox, request) -> Iterator[Env]:
     name = service_name(request.node.name.removeprefix("test_"))
     nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
-    env = Env(sandbox, name, nginx, extra_env={
-        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
-        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file)})
+    env = Env(sandbox, name, nginx, extra_env=nginx.cli_env())
     assert env.bg("run", name, "--image", "bluegreen-sample:v1", *HTTP).code == 0
     yield env
     cleanup(sandbox, name, nginx)
@@ -195,9 +193,7 @@ def gated_app(sandbox, request) -> Iterator[tuple[Env, str]]:
     build_sample_app_images()
     name = service_name(request.node.name.removeprefix("test_"))[:30].rstrip("-.")
     nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
-    env = Env(sandbox, name, nginx, extra_env={
-        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
-        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file)})
+    env = Env(sandbox, name, nginx, extra_env=nginx.cli_env())
     yield env, name
     for service in ("servicea", "serviceb"):
         cleanup(sandbox, f"{name}.{service}", nginx)

@@ -24,10 +24,8 @@ HTTP = ["--http", "/api/v1/books"]
 def psvc(sandbox, request) -> Iterator[Env]:
     name = service_name(request.node.name.removeprefix("test_"))
     nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
-    env = Env(sandbox, name, nginx, extra_env={
-        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
-        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file),
-        "BLUEGREEN_PREVIEW_SECRET": SECRET})
+    env = Env(sandbox, name, nginx,
+              extra_env=nginx.cli_env() | {"BLUEGREEN_PREVIEW_SECRET": SECRET})
     assert env.bg("run", name, "--image", "bluegreen-sample:v1", *HTTP).code == 0
     yield env
     cleanup(sandbox, name, nginx)
@@ -138,10 +136,8 @@ def test_an_application_previewed_end_to_end_at_zero_then_promoted(sandbox, tmp_
     app = "previewapp"
     nginx = DynamicNginx(tmp_path / "nginx").start()
     listen = f"{GATEWAY}:{free_port()}"
-    env = Env(sandbox, app, nginx, extra_env={
-        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
-        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file), "BLUEGREEN_INTERNAL_LISTEN": listen,
-        "BLUEGREEN_PREVIEW_SECRET": SECRET})
+    env = Env(sandbox, app, nginx, extra_env=nginx.cli_env() | {
+        "BLUEGREEN_INTERNAL_LISTEN": listen, "BLUEGREEN_PREVIEW_SECRET": SECRET})
 
     def compose(v: str) -> str:
         path = tmp_path / f"{v}.yaml"

@@ -41,9 +41,7 @@ def run_with_fault(svc: Env, tmp_path: Path, fault: Callable[[], object]) -> tup
 
 
 def dynamic_env(sandbox, name: str, nginx: DynamicNginx, **extra: str) -> Env:
-    return Env(sandbox, name, nginx, extra_env={
-        "BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": nginx.control,
-        "BLUEGREEN_NGINX_STATE_FILE": str(nginx.state_file), **extra})
+    return Env(sandbox, name, nginx, extra_env=nginx.cli_env() | extra)
 
 
 def proxy_b(nginx: Nginx) -> str:
