@@ -33,9 +33,19 @@ SAMPLE_TAGS = {  # tag -> (VERSION, MODE)
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (their sockets held open together while chosen: two
+    ports chosen one after the other may be the same one)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(n):
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> None:
@@ -185,8 +195,9 @@ class ConsulAgent:
 
     def start(self, client_cert: Any = None) -> ConsulAgent:
         self.operator_cert = client_cert or self.operator_cert
-        self.http_port = self.http_port or free_port()
-        ports = [free_port() for _ in range(3)]
+        fresh = free_ports(4)  # an agent that finds two of its ports alike exits
+        self.http_port = self.http_port or fresh[0]
+        ports = [p for p in fresh if p != self.http_port][:3]
         self.workdir.mkdir(parents=True, exist_ok=True)
         extra: list[str] = []
         if self.tls or self.acl_token:
@@ -211,7 +222,13 @@ class ConsulAgent:
             return bool(requests.get(f"{self.addr}/v1/status/leader", timeout=1,
                                      **kwargs).json())
 
-        wait_for(leader, 60, "Consul agent")
+        try:
+            wait_for(leader, 60, "Consul agent")
+        except OperationFailed:
+            if self.proc.poll() is None:
+                raise
+            last = (self.workdir / "consul.log").read_text(errors="replace").strip()
+            raise OperationFailed(f"consul exited: {last.splitlines()[-1:]}") from None
         if self.acl_token:  # the management token works once the ACL system is bootstrapped
             wait_for(lambda: requests_ok_with(f"{self.addr}/v1/acl/token/self", kwargs), 60,
                      "Consul ACLs")
