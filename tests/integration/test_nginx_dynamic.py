@@ -91,11 +91,10 @@ def test_weights_spread_the_requests(nginx, backends):
 
 
 def test_a_dead_peer_is_retried_on_another(nginx, backends):
-    dead = Backend("dead").start()
-    dead.stop()  # its port now refuses connections
-    proxy = nginx.proxy()
-    dead2 = Backend("dead2").start()
+    dead, dead2 = Backend("dead").start(), Backend("dead2").start()  # two ports, not one twice
+    dead.stop()  # their ports now refuse connections
     dead2.stop()
+    proxy = nginx.proxy()
     proxy.apply({SVC: [Server("127.0.0.1", dead.port, 50), Server("127.0.0.1", backends["blue"].port, 50)]})
     assert [get(nginx.port) for _ in range(20)] == [(200, "blue")] * 20
     proxy.apply({SVC: [Server("127.0.0.1", dead.port), Server("127.0.0.1", dead2.port),
