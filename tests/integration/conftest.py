@@ -5,6 +5,7 @@ A component that cannot be started is an error, never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -169,3 +170,23 @@ def module_svc(sandbox: Sandbox, request: pytest.FixtureRequest) -> Iterator[Env
     env = Env(sandbox, name, Nginx(sandbox.root / f"nginx-{name}").start())
     yield env
     cleanup(sandbox, name, env.nginx)
+
+
+@contextlib.contextmanager
+def dynamic_service(sandbox: Sandbox, request: pytest.FixtureRequest, live: str | None = None,
+                    **extra: str) -> Iterator[Env]:
+    """A service of its own behind a dynamic nginx of its own (named after the test), with
+    ``extra`` in the CLI's environment; ``live``: an image run first (its HTTP tests on
+    /api/v1/books). Both removed afterwards."""
+    from bluegreen_dev.dynamic_nginx import DynamicNginx
+
+    name = service_name(request.node.name.removeprefix("test_"))
+    nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
+    env = Env(sandbox, name, nginx, extra_env=nginx.cli_env() | extra)
+    try:
+        if live:
+            r = env.bg("run", name, "--image", live, "--http", "/api/v1/books")
+            assert r.code == 0, r.err
+        yield env
+    finally:
+        cleanup(sandbox, name, nginx)

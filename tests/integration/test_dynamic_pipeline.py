@@ -12,8 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bluegreen_dev.dynamic_nginx import DynamicNginx
-from tests.integration.conftest import Env, cleanup, service_name
+from tests.integration.conftest import Env, dynamic_service
 
 pytestmark = pytest.mark.integration
 HTTP = ["--http", "/api/v1/books"]
@@ -21,11 +20,8 @@ HTTP = ["--http", "/api/v1/books"]
 
 @pytest.fixture
 def dsvc(sandbox, request) -> Iterator[Env]:
-    name = service_name(request.node.name.removeprefix("test_"))
-    nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
-    env = Env(sandbox, name, nginx, extra_env=nginx.cli_env())
-    yield env
-    cleanup(sandbox, name, nginx)
+    with dynamic_service(sandbox, request) as env:
+        yield env
 
 
 def workers(env: Env) -> set[int]:

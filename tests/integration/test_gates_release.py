@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from bluegreen_dev.dynamic_nginx import DynamicNginx
-from tests.integration.conftest import Env, cleanup, service_name
+from tests.integration.conftest import Env, cleanup, dynamic_service, service_name
 from tests.integration.test_reliability import Held
 
 pytestmark = pytest.mark.integration
@@ -25,12 +25,8 @@ HTTP = ["--http", "/api/v1/books"]
 
 @pytest.fixture
 def dsvc(sandbox, request) -> Iterator[Env]:
-    name = service_name(request.node.name.removeprefix("test_"))
-    nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
-    env = Env(sandbox, name, nginx, extra_env=nginx.cli_env())
-    assert env.bg("run", name, "--image", "bluegreen-sample:v1", *HTTP).code == 0
-    yield env
-    cleanup(sandbox, name, nginx)
+    with dynamic_service(sandbox, request, live="bluegreen-sample:v1") as env:
+        yield env
 
 
 def send(env: Env, count: int, fail_every: int = 0) -> dict[int, int]:

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from bluegreen_dev.dynamic_nginx import DynamicNginx
-from tests.integration.conftest import Env, cleanup, service_name
+from tests.integration.conftest import Env, cleanup, dynamic_service
 from tests.integration.test_reliability import Held
 
 pytestmark = pytest.mark.integration
@@ -22,13 +22,9 @@ HTTP = ["--http", "/api/v1/books"]
 
 @pytest.fixture
 def psvc(sandbox, request) -> Iterator[Env]:
-    name = service_name(request.node.name.removeprefix("test_"))
-    nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
-    env = Env(sandbox, name, nginx,
-              extra_env=nginx.cli_env() | {"BLUEGREEN_PREVIEW_SECRET": SECRET})
-    assert env.bg("run", name, "--image", "bluegreen-sample:v1", *HTTP).code == 0
-    yield env
-    cleanup(sandbox, name, nginx)
+    with dynamic_service(sandbox, request, live="bluegreen-sample:v1",
+                         BLUEGREEN_PREVIEW_SECRET=SECRET) as env:
+        yield env
 
 
 def version(env: Env, preview: bool = False) -> str | None:
