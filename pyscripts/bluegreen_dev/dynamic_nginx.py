@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.proxy import dynamic as nginx_dynamic
-from bluegreen.proxy.nginx import LocalNginx
+from bluegreen.proxy.nginx import LocalNginx, write_atomic
 from bluegreen_dev.sandbox import Nginx, free_port, wait_for
 
 
@@ -63,7 +63,7 @@ class DynamicNginx(Nginx):
         if self.setup and not self.include_path.exists():  # the control server, before any service
             nginx_dynamic.ensure_secret(self.secret_file)
             nginx_dynamic.private_socket_dir(self.control)
-            nginx_dynamic.write_atomic(self.include_path, nginx_dynamic.render_http(
+            write_atomic(self.include_path, nginx_dynamic.render_http(
                 [], self.control, self.state_file))
 
     def start(self) -> DynamicNginx:

@@ -16,6 +16,8 @@ from bluegreen.errors import OperationFailed, UsageError
 from bluegreen.model import Chain, Route, Server
 from bluegreen.proxy import dynamic as nginx_dynamic
 from bluegreen.proxy.dynamic import CONTROL_PATH, DynamicControl
+from bluegreen.proxy.dynamic_state import read_state
+from bluegreen.proxy.nginx import write_atomic
 from bluegreen_dev.dynamic_nginx import Backend, DynamicNginx, KeepAliveClient, parse_wrk
 from bluegreen_dev.sandbox import free_port, wait_for
 from tests.integration import dynamic_fixtures
@@ -174,15 +176,22 @@ def test_invalid_payloads_are_refused_and_change_nothing(nginx, backends):
 def test_nginx_refusal_restores_the_state_file(nginx, backends):
     proxy = nginx.proxy()
     proxy.apply(route(backends, blue=100))
-    recorded = nginx.state_file.read_text()
+    proxy.apply(route(backends, blue=100))  # a POST: one line in the journal
+    journal = nginx.state_file.with_suffix(".journal")
+
+    def files() -> tuple[str, str]:
+        return nginx.state_file.read_text(), journal.read_text()
+
+    recorded = files()
+    assert recorded[1].count("\n") == 1
     client = DynamicControl(nginx.control, nginx.state_file)
     with pytest.raises(OperationFailed, match="unknown service other"):  # not in this nginx
         client.apply({"other": [Server("127.0.0.1", backends["green"].port)]})
-    assert nginx.state_file.read_text() == recorded
+    assert files() == recorded  # the journal cut back to its size before
     # refused before sending: nothing written either
     with pytest.raises(UsageError):
         client.apply({SVC: [Server("127.0.0.1;", backends["green"].port)]})
-    assert nginx.state_file.read_text() == recorded
+    assert files() == recorded
 
 
 def test_the_control_server_is_not_on_the_public_port(nginx, backends):
@@ -297,7 +306,7 @@ def test_a_service_without_servers_answers_502(nginx, backends):
     proxy.apply({SVC: [Server("127.0.0.1", dead.port)]})
     assert get(nginx.port)[0] == 502  # the only peer refuses: no placeholder, no hang
     # an upstream the state file does not name (a hand-made include): 502, never a placeholder
-    nginx_dynamic.write_atomic(nginx.include_path, nginx_dynamic.render_http(
+    write_atomic(nginx.include_path, nginx_dynamic.render_http(
         [SVC, "ghost"], nginx.control, nginx.state_file))
     (nginx.include_dir / "ghost.conf").write_text("location /ghost { proxy_pass http://ghost; }\n")
     nginx.controller().reload()
@@ -329,7 +338,7 @@ def test_concurrent_writers_keep_the_state_file_whole(nginx, backends):
         t.join()
     assert not errors
     served = proxy.read()["services"]
-    assert nginx_dynamic.read_state(nginx.state_file) == served
+    assert read_state(nginx.state_file) == served
     assert {s[0]["port"] for s in served.values()} == {backends["blue"].port}
 
 

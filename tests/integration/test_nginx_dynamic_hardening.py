@@ -262,6 +262,55 @@ def test_a_restart_serves_the_last_good_routes_whatever_the_state_file_holds(
     assert len(said) == 1 and "rebuilt it from what nginx serves" in said[0], said
 
 
+def test_a_restart_replays_the_journal_and_skips_a_line_cut_short(nginx, backends):
+    """Switches are journal lines (the base stays as the service's addition wrote it); nginx
+    at a start applies them in order, skips a last line a crash cut short, and the next
+    change rewrites the base."""
+    proxy = nginx.proxy()
+    proxy.apply(routes(backends, "blue"))  # a reload: the base
+    base = nginx.state_file.read_text()
+    for color in ("green", "blue", "green"):
+        proxy.apply(routes(backends, color))  # a POST each: one line each
+    journal = nginx.state_file.with_suffix(".journal")
+    assert nginx.state_file.read_text() == base and journal.read_text().count("\n") == 3
+    to_blue = journal.read_text().splitlines()[1]  # a line to blue, written again, cut short
+    with journal.open("a") as fh:
+        fh.write(to_blue[:-2])
+    nginx.kill()
+    nginx.start()
+    assert get(nginx.port) == (200, "green")
+    log = (nginx.prefix / "logs" / "error.log").read_text()
+    assert f"skipped the last line of {journal}, cut short" in log
+    assert "rejected" not in log
+    proxy.apply(routes(backends, "blue"))
+    assert get(nginx.port) == (200, "blue")
+    assert nginx.state_file.read_text() != base and journal.read_text() == ""
+    nginx.kill()
+    nginx.start()
+    assert get(nginx.port) == (200, "blue")
+
+
+def test_a_damaged_journal_is_read_around_from_the_last_good_copy(nginx, backends):
+    proxy = nginx.proxy()
+    proxy.apply(routes(backends, "blue"))
+    proxy.apply(routes(backends, "green"))
+    journal = nginx.state_file.with_suffix(".journal")
+    journal.write_text("garbage\n" + journal.read_text())
+    nginx.kill()
+    nginx.start()
+    assert get(nginx.port) == (200, "green")
+    log = (nginx.prefix / "logs" / "error.log").read_text()
+    assert f"rejected the state file {nginx.state_file}: journal {journal} line 1" in log
+    client = proxy.client
+    client.document()
+    assert f"journal {journal}: line 1" in str(client.damage)
+    said: list[str] = []
+    client.say = said.append
+    proxy.apply(routes(backends, "blue"))  # rebuilt from what nginx serves, in one line
+    assert get(nginx.port) == (200, "blue") and len(said) == 1, said
+    assert nd.read_document(nginx.state_file)["services"] == proxy.read()["services"]
+
+
 def test_a_service_the_state_file_lost_comes_back_from_the_last_good_copy(nginx, backends):
     proxy = nginx.proxy()
     proxy.apply([Route(SVC, "blue", (Server("127.0.0.1", backends["blue"].port),)),

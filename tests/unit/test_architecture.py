@@ -8,7 +8,8 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "pyscripts"
 BACKENDS = {"bluegreen.registry.consul", "bluegreen.registry.file", "bluegreen.runtime.docker",
-            "bluegreen.runtime.swarm", "bluegreen.proxy.nginx", "bluegreen.proxy.dynamic"}
+            "bluegreen.runtime.swarm", "bluegreen.proxy.nginx", "bluegreen.proxy.dynamic",
+            "bluegreen.proxy.dynamic_state"}
 SHARED = {"bluegreen", "bluegreen.model", "bluegreen.errors", "bluegreen.validate",
           "bluegreen.templates", "bluegreen.interrupts", "bluegreen.record", "bluegreen.wire"}
 
@@ -76,6 +77,8 @@ def test_backends_import_only_their_interface_and_shared_modules():
         if module == "bluegreen.proxy.nginx":  # container mode: nginx in a Docker container
             allowed |= {"bluegreen.runtime.docker"}
         if module == "bluegreen.proxy.dynamic":  # the same nginx, validated and reloaded alike
+            allowed |= {"bluegreen.proxy.nginx", "bluegreen.proxy.dynamic_state"}
+        if module == "bluegreen.proxy.dynamic_state":  # its state file, written as nginx's files
             allowed |= {"bluegreen.proxy.nginx"}
         assert graph()[module] <= allowed, (module, graph()[module] - allowed)
 

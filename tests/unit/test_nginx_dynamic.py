@@ -9,6 +9,7 @@ import pytest
 from bluegreen.errors import Unreachable, UsageError
 from bluegreen.model import Chain, Route, Server
 from bluegreen.proxy import dynamic as nd
+from bluegreen.proxy import dynamic_state as ds
 from bluegreen_dev.sandbox import free_port
 
 
@@ -103,17 +104,18 @@ def test_check_routes_refuses(routes):
 
 def test_state_file_merges_and_is_written_atomically(tmp_path):
     path = tmp_path / "state" / "routes.json"
-    assert nd.read_state(path) == {}
+    assert ds.read_state(path) == {}
     web = nd.check_routes({"web": [Server("127.0.0.1", 8080)]})
-    nd.write_atomic(path, nd.merged_state(path, web))
+    ds.write_atomic(path, nd.merged_state(path, web))
     api = nd.check_routes({"api": [Server("127.0.0.1", 9090, 5)]})
-    nd.write_atomic(path, nd.merged_state(path, api))
-    assert nd.read_state(path) == web | api
-    assert json.loads(path.read_text()) == {"services": api | web, "colors": {}}
-    nd.write_atomic(path, nd.merged_state(path, {}, drop=["web"]))
-    assert nd.read_state(path) == api
+    ds.write_atomic(path, nd.merged_state(path, api))
+    assert ds.read_state(path) == web | api
+    assert json.loads(path.read_text()) == {"id": ds.base_id_of(path), "services": api | web,
+                                            "colors": {}}
+    ds.write_atomic(path, nd.merged_state(path, {}, drop=["web"]))
+    assert ds.read_state(path) == api
     assert [p.name for p in path.parent.iterdir()] == ["routes.json"]  # no temp file left
-    nd.write_atomic(path, None)
+    ds.write_atomic(path, None)
     assert not path.exists()
 
 
@@ -201,15 +203,15 @@ def test_check_payload_refuses(route):
 def test_state_file_keeps_each_services_chains(tmp_path):
     path = tmp_path / "routes.json"
     services, chains = nd.check_payload([_route(NEW)])
-    nd.write_atomic(path, nd.merged_state(path, services, chains=chains))
+    ds.write_atomic(path, nd.merged_state(path, services, chains=chains))
     web = nd.check_routes({"web": [Server("127.0.0.1", 9)]})
-    nd.write_atomic(path, nd.merged_state(path, web))  # another service: the chains stay
+    ds.write_atomic(path, nd.merged_state(path, web))  # another service: the chains stay
     assert nd.read_document(path) == {"services": services | web, "chains": chains, "colors": {}}
-    nd.write_atomic(path, nd.merged_state(path, services))  # posted without chains: none
+    ds.write_atomic(path, nd.merged_state(path, services))  # posted without chains: none
     assert nd.read_document(path)["chains"] == {}
     assert "chains" not in json.loads(path.read_text())
-    nd.write_atomic(path, nd.merged_state(path, services, chains=chains))
-    nd.write_atomic(path, nd.merged_state(path, {}, drop=["api"]))
+    ds.write_atomic(path, nd.merged_state(path, services, chains=chains))
+    ds.write_atomic(path, nd.merged_state(path, {}, drop=["api"]))
     assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {}}
 
 
@@ -226,13 +228,13 @@ def test_state_file_keeps_each_services_color_in_the_same_write(tmp_path):
     assert nd.read_document(path)["colors"] == {"web": {"color": "blue", "weight": 100}}
     colors = nd.route_colors([Route("api", "green", (Server("127.0.0.1", 8),), 40)])
     assert colors == {"api": {"color": "green", "weight": 40}}
-    nd.write_atomic(path, nd.merged_state(path, api, colors=colors))
+    ds.write_atomic(path, nd.merged_state(path, api, colors=colors))
     assert json.loads(path.read_text())["colors"] == {"api": {"color": "green", "weight": 40},
                                                       "web": {"color": "blue", "weight": 100}}
     legacy.write_text("{}")  # read no more once the state file has colors
     assert nd.read_document(path)["colors"]["web"] == {"color": "blue", "weight": 100}
-    nd.write_atomic(path, nd.merged_state(path, web))  # routed without a color: none
-    nd.write_atomic(path, nd.merged_state(path, {}, drop=["api"]))
+    ds.write_atomic(path, nd.merged_state(path, web))  # routed without a color: none
+    ds.write_atomic(path, nd.merged_state(path, {}, drop=["api"]))
     assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {}}
     assert nd.route_colors([Route("web", None, (Server("127.0.0.1", 9),))]) == {}
     with pytest.raises(UsageError):
@@ -333,8 +335,10 @@ def test_the_state_text_is_one_json_dumps_line_per_service():
                 "caf\u00e9": [{"address": "10.0.0.2", "port": 81, "weight": 0.5, "x": None}]}
     chains = {"web": [{"side": "new", "color": "blue", "callers": ["10.0.0.9"], "servers": []}]}
     colors = {"web": {"color": "blue", "weight": 100}}
-    text = nd._state_text(services, chains, colors)
-    assert json.loads(text) == {"services": services, "chains": chains, "colors": colors}
+    text = ds.state_text({"services": services, "chains": chains, "colors": colors})
+    assert json.loads(text) == {"id": text.split('"')[3], "services": services,
+                                "chains": chains, "colors": colors}
+    assert text.split('"')[3] != ds.state_text({"services": services}).split('"')[3]  # new id
     lines = text.splitlines()
     for name, value in [*services.items(), *chains.items()]:
         assert f"  {json.dumps(name)}: {json.dumps(value)}" in {line.rstrip(",") for line in lines}
@@ -356,11 +360,11 @@ def test_the_include_header_parse_is_kept_but_never_shared(tmp_path):
 
 def test_a_state_text_written_here_reads_back_as_parsed_and_a_changed_file_is_parsed(tmp_path):
     state = tmp_path / "routes.json"
-    nd.write_atomic(state, nd.merged_state(state, {"web": [{"address": "10.0.0.1", "port": 80,
+    ds.write_atomic(state, nd.merged_state(state, {"web": [{"address": "10.0.0.1", "port": 80,
                                                             "weight": 100}]}, colors={}))
     text = nd.merged_state(state, {"api": [{"address": "10.0.0.2", "port": 81, "weight": 100}]},
                            colors={"api": {"color": "green", "weight": 100}})
-    nd.write_atomic(state, text)
+    ds.write_atomic(state, text)
     expected = {"services": json.loads(text)["services"], "chains": {},
                 "colors": {"api": {"color": "green", "weight": 100}}}
     assert nd.read_document(state) == expected

@@ -111,7 +111,7 @@ def test_the_reload_mode_leaves_a_weight_0_server_out(tmp_path):
 
 
 def test_the_dynamic_release_of_a_route():
-    from bluegreen.proxy.dynamic import release_of
+    from bluegreen.proxy.dynamic_state import release_of
 
     g = {"address": "1.1.1.1", "port": 1, "weight": 20, "color": "green"}
     b = {"address": "1.1.1.2", "port": 1, "weight": 80, "color": "blue"}

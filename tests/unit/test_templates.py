@@ -10,6 +10,8 @@ CONTEXT = {"services": ["web"], "control_listen": "127.0.0.1:9000", "control_pat
            "dict_size": "1m", "figures_size": "1m", "endpoints": {},
            "internal_listen": "172.17.0.1:80",
            "last_good_file": "/var/lib/bluegreen/routes.last-good.json",
+           "journal_file": "/var/lib/bluegreen/routes.journal",
+           "last_good_journal_file": "/var/lib/bluegreen/routes.last-good.journal",
            "secret_file": "/var/lib/bluegreen/routes.secret",
            "preview_file": "/var/lib/bluegreen/routes.preview"}
 

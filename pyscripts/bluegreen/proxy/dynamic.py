@@ -88,19 +88,28 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from bluegreen import templates, validate, wire
 from bluegreen.errors import OperationFailed, Unreachable, UsageError, redact
 from bluegreen.model import COLORS, LATENCY_BOUNDS_MS, Chain, Counts, Route, Server, Serving
+from bluegreen.proxy import dynamic_state
 from bluegreen.proxy.base import Proxy
+from bluegreen.proxy.dynamic_state import (
+    Undo,
+    journal_path,
+    last_good_path,
+    merged_state,
+    read_document,
+    releases_of,
+    state_lock,
+)
 from bluegreen.proxy.nginx import (
     NginxController,
     apply_files,
     files_diff,
     located,
     read_text,
-    write_atomic,
 )
 from bluegreen.record import replace
 
@@ -169,11 +178,6 @@ HTTP_TEMPLATE = "nginx/dynamic/http.conf.j2"
 def secret_path(state_file: str | os.PathLike[str]) -> str:
     """Where the control secret is kept by default: beside the state file."""
     return os.path.splitext(os.fspath(state_file))[0] + ".secret"
-
-
-def last_good_path(state_file: str | os.PathLike[str]) -> str:
-    """The last good copy of a state file (what nginx confirmed serving)."""
-    return os.path.splitext(os.fspath(state_file))[0] + ".last-good.json"
 
 
 def preview_path(state_file: str | os.PathLike[str]) -> str:
@@ -318,6 +322,9 @@ def http_context(services: Iterable[str], control: str, state_file: str | os.Pat
     return {"services": names, "control_listen": control_address(control),
             "control_path": CONTROL_PATH, "state_file": safe_path(state_file, "state file"),
             "last_good_file": safe_path(last_good_path(state_file), "state file"),
+            "journal_file": safe_path(journal_path(state_file), "state file"),
+            "last_good_journal_file": safe_path(journal_path(last_good_path(state_file)),
+                                                "state file"),
             "secret_file": safe_path(secret_file or secret_path(state_file), "secret file"),
             "preview_file": safe_path(preview_path(state_file), "state file"),
             "lua_dir": safe_path(lua_path or lua_dir(), "Lua directory"),
@@ -448,112 +455,6 @@ def route_colors(routes: Sequence[Route]) -> dict[str, dict[str, Any]]:
             | ({"sticky": True} if r.sticky else {}) for r in routes if r.color}
 
 
-def release_of(entry: Mapping[str, Any] | None, servers: Sequence[Mapping[str, Any]]
-               ) -> dict[str, Any] | None:
-    """The ``release`` of a service (the Lua's split between its colors) from its ``colors``
-    entry and its servers (each with its color): at a weight below 100 the routed color is the
-    new one; at 100 with the other color's servers all at weight 0, the other color is new, at
-    weight 0 (a preview). None when the servers are not of both colors."""
-    if not entry or entry.get("color") not in COLORS:
-        return None
-    color, weight = entry["color"], int(entry.get("weight", 100))
-    if not {s.get("color") for s in servers} >= set(COLORS):
-        return None
-    if weight < 100:
-        return {"new": color, "weight": weight, "sticky": bool(entry.get("sticky"))}
-    other = "green" if color == "blue" else "blue"
-    if all(s.get("weight") == 0 for s in servers if s.get("color") == other):
-        return {"new": other, "weight": 0, "sticky": bool(entry.get("sticky"))}
-    return None
-
-
-def releases_of(services: Mapping[str, Sequence[Mapping[str, Any]]],
-                colors: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """:func:`release_of` of every service that has one."""
-    out = {}
-    for name, servers in services.items():
-        rel = release_of(colors.get(name), servers or [])
-        if rel:
-            out[name] = rel
-    return out
-
-
-_known_state: list[Any] = [None, {}]  # the state text this process wrote last, its document
-
-
-def _remember_state(text: str, doc: Mapping[str, Mapping[str, Any]]) -> None:
-    """Keep the document of a state text just written: the next change reads that text back
-    and need not parse it again (1-1.5 ms at 1,000 services)."""
-    _known_state[:] = [text, {k: dict(sorted(v.items())) for k, v in doc.items()}]
-
-
-def read_document(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The ``services``, ``chains`` and ``colors`` recorded in a state file (empty when there
-    is none). A state file written before ``colors`` were kept in it takes them from
-    ``<state>.colors.json``, where they were."""
-    try:
-        text = read_text(path)
-        if text is not None and text == _known_state[0]:
-            return {k: dict(v) for k, v in _known_state[1].items()}
-        doc = json.loads(text) if text is not None else {}
-        if isinstance(doc, dict) and "colors" not in doc:
-            legacy = read_text(os.path.splitext(os.fspath(path))[0] + ".colors.json")
-            doc["colors"] = json.loads(legacy) if legacy is not None else {}
-    except (OSError, ValueError) as exc:
-        raise OperationFailed(f"cannot read the state file {path}: {exc}") from exc
-    if not isinstance(doc, dict) or not all(isinstance(doc.get(k, {}), dict)
-                                            for k in ("services", "chains", "colors")):
-        raise OperationFailed(f"cannot read the state file {path}: not a bluegreen state file")
-    return {k: dict(doc.get(k) or {}) for k in ("services", "chains", "colors")}
-
-
-def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
-    """The servers recorded in a state file (empty when there is none)."""
-    return read_document(path)["services"]
-
-
-def _line_encoder() -> Callable[[Any], str]:
-    """One value as compact JSON with ``, `` and ``: `` (as ``json.dumps``), by json's C
-    encoder made once: ``json.dumps`` sets one up per call, 2,000 calls of 2-4 us at 1,000
-    services (the pure-Python ``json.dumps`` where the C encoder is missing)."""
-    from json import encoder
-
-    if encoder.c_make_encoder is None:
-        return json.dumps
-    make = encoder.c_make_encoder(None, json.JSONEncoder().default, encoder.encode_basestring_ascii,
-                                  None, ": ", ", ", False, False, True)
-    return lambda value: "".join(make(value, 0))
-
-
-# (part, service) -> (the value as last encoded, a copy; its line): a change re-encodes only
-# the entries it changed (2,000 lines at 1,000 services: 2 ms each time)
-_state_lines: dict[tuple[str, str], tuple[Any, str]] = {}
-
-
-def _state_text(services: Mapping[str, Any], chains: Mapping[str, Any],
-                colors: Mapping[str, Any]) -> str:
-    """The state file's JSON: one line per service in each part (json's C encoder for each
-    line: an indented document goes through its Python encoder, 10 ms at 1,000 services)."""
-    dumps = _line_encoder()
-
-    def line(key: str, name: str, value: Any) -> str:
-        cached = _state_lines.get((key, name))
-        if cached is not None and cached[0] == value:
-            return cached[1]
-        text = f"  {dumps(name)}: {dumps(value)}"
-        _state_lines[(key, name)] = (json.loads(text.split(": ", 1)[1]), text)  # a copy
-        return text
-
-    def part(key: str, entries: Mapping[str, Any]) -> str:
-        lines = ",\n".join(line(key, name, value) for name, value in sorted(entries.items()))
-        return f' "{key}": {{\n{lines}\n }}' if lines else f' "{key}": {{}}'
-
-    releases = releases_of(services, colors)  # what nginx reads; bluegreen derives them again
-    parts = [part("services", services)] + ([part("chains", chains)] if chains else []) + [
-        part("colors", colors)] + ([part("releases", releases)] if releases else [])
-    return "{\n" + ",\n".join(parts) + "\n}\n"
-
-
 # -- the control client ---------------------------------------------------------------------
 
 
@@ -667,7 +568,7 @@ class DynamicControl:
               colors: Mapping[str, dict[str, Any]]) -> int:
         """:meth:`apply_checked` under the state file's lock: record, POST, check that nginx
         serves exactly that, keep the state file as the last good copy."""
-        previous = self.record(services, chains, colors)
+        undo = self.record(services, chains, colors)
         releases = releases_of(services, colors)
         body = ({"services": services} | ({"chains": chains} if chains else {})
                 | ({"releases": releases} if releases else {}))
@@ -679,10 +580,10 @@ class DynamicControl:
             generation = int(doc["generation"])
             self.verify(services, chains, colors)
         except BaseException:
-            if self.state_file:
-                write_atomic(self.state_file, previous)
+            if undo:
+                undo()
             raise
-        self.keep_last_good()
+        self.keep_last_good(undo)
         return generation
 
     def verify(self, services: Mapping[str, list[dict[str, Any]]],
@@ -701,12 +602,11 @@ class DynamicControl:
                                   f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")
         return int(served["generation"])
 
-    def keep_last_good(self) -> None:
-        """Copy the state file (confirmed by nginx) to its last good copy."""
+    def keep_last_good(self, undo: Undo | None = None) -> None:
+        """Make the last good copy what the state file holds (nginx confirmed it): ``undo``'s
+        journal line appended to it, or the whole state copied."""
         if self.state_file:
-            text = read_text(self.state_file)
-            if text is not None:
-                write_atomic(last_good_path(self.state_file), text)
+            dynamic_state.keep_last_good(self.state_file, undo)
 
     def document(self) -> dict[str, dict[str, Any]]:
         """The state file's document; when it is damaged, or missing while nginx serves
@@ -744,65 +644,27 @@ class DynamicControl:
             doc = self.document()
             if not self.damage:
                 return None
-            write_atomic(self.state_file, _state_text(doc["services"], doc["chains"],
-                                                      doc["colors"]))
+            dynamic_state.rewrite(self.state_file, doc)
         return f"{self.damage}: rebuilt it from what nginx serves"
 
     def record(self, services: Mapping[str, list[dict[str, Any]]],
                chains: Mapping[str, list[dict[str, Any]]],
-               colors: Mapping[str, dict[str, Any]]) -> str | None:
-        """Merge ``services`` (with their ``chains`` and ``colors``) into the state file; its
-        previous text. A damaged state file is rebuilt (from what nginx serves), saying so."""
+               colors: Mapping[str, dict[str, Any]]) -> Undo | None:
+        """Record ``services`` (with their ``chains`` and ``colors``) in the state file (a
+        journal line); what takes it back. A damaged state file is rebuilt (from what nginx
+        serves), saying so."""
         if not self.state_file:
             return None
-        previous = read_text(self.state_file)
-        if previous is not None and read_text(last_good_path(self.state_file)) is None:
+        if os.path.exists(self.state_file) and not os.path.exists(last_good_path(self.state_file)):
             with contextlib.suppress(OperationFailed):  # a state file of an older bluegreen
                 read_document(self.state_file)
-                write_atomic(last_good_path(self.state_file), previous)
+                dynamic_state.keep_last_good(self.state_file)
         base = self.document()
-        write_atomic(self.state_file, merged_state(self.state_file, services, chains=chains,
-                                                   colors=colors, base=base))
+        undo = dynamic_state.record(self.state_file, base, services, chains, colors,
+                                    rewrite=bool(self.damage))
         if self.damage:
             self.say(f"{self.damage}: rebuilt it from what nginx serves and the change")
-        return previous
-
-
-@contextlib.contextmanager
-def state_lock(state_file: str | None) -> Iterator[None]:
-    """Serialize the processes (and threads) that change one state file (``flock`` of
-    ``<file>.lock``)."""
-    if state_file is None:
-        yield
-        return
-    import fcntl
-
-    os.makedirs(os.path.dirname(state_file) or ".", exist_ok=True)
-    with open(f"{state_file}.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-def merged_state(path: str | os.PathLike[str], services: Mapping[str, list[dict[str, Any]]],
-                 drop: Iterable[str] = (),
-                 chains: Mapping[str, list[dict[str, Any]]] | None = None,
-                 colors: Mapping[str, dict[str, Any]] | None = None,
-                 base: Mapping[str, dict[str, Any]] | None = None) -> str:
-    """The text of state file ``path`` (or of the document ``base``) with ``services`` set
-    (each with exactly its ``chains`` and its entry of ``colors``: none when not named) and
-    ``drop`` removed."""
-    doc = ({k: dict(v) for k, v in base.items()} if base is not None else read_document(path))
-    doc["services"].update(services)
-    for name in [*services, *drop]:
-        doc["chains"].pop(name, None)
-        doc["colors"].pop(name, None)
-    for key, given in (("chains", chains), ("colors", colors)):
-        doc[key].update({n: v for n, v in (given or {}).items() if n in services})
-    for name in drop:
-        doc["services"].pop(name, None)
-    text = _state_text(doc["services"], doc["chains"], doc["colors"])
-    _remember_state(text, doc)
-    return text
+        return undo
 
 
 # -- the proxy: POST, or reload when the set of services changes ------------------------------
@@ -897,6 +759,7 @@ class DynamicProxy:
                 return self.client._post(services, chains, colors)
             plan[self.state_file] = merged_state(self.state_file, services, chains=chains,
                                                  colors=colors, base=self.client.document())
+            plan[journal_path(self.state_file)] = ""  # in the new base
             if self.client.damage:
                 self.client.say(f"{self.client.damage}: rebuilt it from what nginx serves and "
                                 f"the change")
@@ -935,7 +798,8 @@ class DynamicProxy:
             plan: dict[str, str | None] = {
                 self.include_path: self._render(self.services() - gone, endpoints),
                 self.state_file: merged_state(self.state_file, {}, gone,
-                                              base=self.client.document())}
+                                              base=self.client.document()),
+                journal_path(self.state_file): ""}
             plan.update(dict.fromkeys((self._location_path(s) for s in gone), None))
             self._reload(plan, reload_timeout)
             self.client.keep_last_good()

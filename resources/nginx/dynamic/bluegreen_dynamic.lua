@@ -612,17 +612,73 @@ local function read_file(path)
     return text
 end
 
--- The validated routes of a state file ({services, chains, releases}), or nil and why.
-local function load_state(path)
+-- Apply to `doc` (in place) the lines of the journal `path` written on the base `id`
+-- (bluegreen's dynamic_state.py): each sets the services it names to exactly their servers,
+-- chains and release, and removes those of "drop"; lines of another base (a rewrite that
+-- stopped before emptying the journal) are skipped. A last line without its newline is a
+-- write cut short (never sent to nginx): skipped. True, or nil and why.
+local function replay(doc, id, path)
     local text, err = read_file(path)
-    if not text then return nil, err end
-    local doc, derr = cjson.decode(text)
-    if doc == nil then
-        return nil, "not JSON (" .. #text .. " bytes): " .. tostring(derr)
+    if not text then
+        if tostring(err):find("No such file", 1, true) then return true end
+        return nil, err
     end
-    local services, chains, releases = check_document(doc, false)
-    if not services then return nil, chains end
-    return { services = services, chains = chains, releases = releases }
+    for _, part in ipairs({ "services", "chains", "releases" }) do
+        if doc[part] == nil then doc[part] = {} end
+        if type(doc[part]) ~= "table" then return nil, part .. " must be an object" end
+    end
+    local number = 0
+    for line in text:gmatch("([^\n]*)\n") do
+        number = number + 1
+        local entry, derr = cjson.decode(line)
+        if type(entry) ~= "table" or type(entry.services) ~= "table" then
+            return nil, "journal " .. path .. " line " .. number .. ": "
+                .. (derr and ("not JSON: " .. tostring(derr)) or "not a bluegreen change")
+        end
+        if entry.base == id then
+            local chains, releases = entry.chains or {}, entry.releases or {}
+            local drop = entry.drop or {}
+            if type(chains) ~= "table" or type(releases) ~= "table" or type(drop) ~= "table" then
+                return nil, "journal " .. path .. " line " .. number .. ": not a bluegreen change"
+            end
+            for _, name in ipairs(drop) do
+                doc.services[name], doc.chains[name], doc.releases[name] = nil, nil, nil
+            end
+            for name, servers in pairs(entry.services) do
+                doc.services[name], doc.chains[name] = servers, chains[name]
+                doc.releases[name] = releases[name]
+            end
+        end
+    end
+    if #text > 0 and text:sub(-1) ~= "\n" then
+        ngx.log(ngx.WARN, "bluegreen: skipped the last line of ", path, ", cut short")
+    end
+    return true
+end
+
+-- The validated routes of a state file and its journal ({services, chains, releases}), or
+-- nil and why. Read again when bluegreen rewrote the base meanwhile.
+local function load_state(path, journal)
+    for _ = 1, 3 do
+        local text, err = read_file(path)
+        if not text then return nil, err end
+        local doc, derr = cjson.decode(text)
+        if doc == nil then
+            return nil, "not JSON (" .. #text .. " bytes): " .. tostring(derr)
+        end
+        if type(doc) == "table" and journal then
+            local id = doc.id
+            doc.id = nil
+            local ok, jerr = replay(doc, id, journal)
+            if not ok then return nil, jerr end
+        end
+        if not journal or read_file(path) == text then
+            local services, chains, releases = check_document(doc, false)
+            if not services then return nil, chains end
+            return { services = services, chains = chains, releases = releases }
+        end
+    end
+    return nil, "rewritten while it was read, three times"
 end
 
 -- The control secret of `path`: 64 hexadecimal digits or more, or nil and why.
@@ -687,14 +743,14 @@ function M.init(opts)
     end
     local dict = ngx.shared[DICT]
     local prev = read_routes(dict, known) or legacy_routes(dict, known) or {}
-    local loaded, err = load_state(opts.state_file)
+    local loaded, err = load_state(opts.state_file, opts.journal_file)
     local used = opts.state_file
     if not loaded and next(known) then
         ngx.log(ngx.ERR, "bluegreen: rejected the state file ", opts.state_file, ": ",
                 tostring(err), "; trying its last good copy ", opts.last_good_file)
     end
     if not loaded and opts.last_good_file then
-        loaded, err = load_state(opts.last_good_file)
+        loaded, err = load_state(opts.last_good_file, opts.last_good_journal_file)
         used = opts.last_good_file
         if not loaded and next(known) then
             ngx.log(ngx.ERR, "bluegreen: rejected the last good copy ", opts.last_good_file,
@@ -720,7 +776,7 @@ function M.init(opts)
     for name in pairs(known) do  -- a service the state file lost: its last good routes
         if not services[name] and used == opts.state_file and opts.last_good_file then
             if good == nil then
-                good = load_state(opts.last_good_file)
+                good = load_state(opts.last_good_file, opts.last_good_journal_file)
                     or { services = {}, chains = {}, releases = {} }
             end
             if good.services[name] then
