@@ -325,6 +325,54 @@ def test_run_partial_with_b_down_then_b_back_and_recover(pair):
     svc.assert_safe()
 
 
+def test_b_lost_after_the_ping_before_the_repair_partial_carries_on_and_records_it(
+        pair, tmp_path):
+    """a and the record on blue, b on green: a recover holds once it has found them
+    disagreeing (hold point repair:before, after the ping) while b's nginx is stopped. Without
+    --partial it fails naming --partial; with it, a keeps blue, b is recorded as behind with
+    a's route, and once b is back the next command brings it in line."""
+    svc, b = pair
+    assert svc.bg("deploy", svc.service, "--color", "green", "--image",
+                  "bluegreen-sample:v2").code == 0
+    r = svc.bg("switch", svc.service, "--color", "green", env=only_b(svc, b))
+    assert r.code == 0, r.err
+    set_color(svc, "blue")
+    assert svc.version() == "v1" and version(b) == "v2"
+
+    def recover_losing_b(*extra: str) -> tuple[int, str]:
+        holds = tmp_path / f"holds{len(extra)}"  # each run its own hold files
+        holds.mkdir()
+        held = Held(svc, holds, ["repair:before"], "recover", svc.service, *extra)
+        held.wait("repair:before")
+        b.stop()
+        held.release("repair:before")
+        return held.finish()
+
+    code, err = recover_losing_b()
+    assert code == 3, err
+    assert "proxy b (nginx) unreachable" in err and "--partial" in err
+    b.start()
+    assert svc.version() == "v1" and version(b) == "v2" and svc.kv("proxies-behind") is None
+
+    code, err = recover_losing_b("--partial")
+    assert code == 0, err
+    assert "proxy b left behind (unreachable, --partial)" in err
+    assert svc.version() == "v1" and svc.kv("color") == "blue"
+    assert [(x["service"], x["color"], x["weight"]) for x in behind(svc)["b"]["routes"]] == [
+        (svc.service, "blue", 100)]
+    b.start()
+    assert version(b) == "v2"  # it kept what it had
+    r = svc.bg("status", svc.service, "--json")
+    assert r.code == 1, r.out
+    assert any("proxy b is behind" in p and f"must route {svc.service} to blue 100%" in p
+               for p in json.loads(r.out)["problems"])
+    r = svc.bg("recover", svc.service)
+    assert r.code == 0, r.err
+    assert "proxy b, behind since" in r.out and "brought in line" in r.out
+    assert svc.version() == version(b) == "v1" and svc.kv("proxies-behind") is None
+    svc.assert_safe()
+
+
 def test_run_partial_with_every_proxy_down_is_unreachable(pair):
     svc, b = pair
     b.stop()

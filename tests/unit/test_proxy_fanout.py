@@ -11,7 +11,7 @@ from bluegreen.errors import OperationFailed, Unreachable, UsageError
 from bluegreen.flow import behind
 from bluegreen.flow.records import Records
 from bluegreen.flow.steps import Steps
-from bluegreen.model import Route, Server
+from bluegreen.model import Instance, Route, Server
 from bluegreen.proxy.base import Proxy
 from bluegreen.proxy.fanout import FanoutProxy
 from bluegreen.proxy.nginx import NginxProxy
@@ -129,32 +129,52 @@ def test_two_proxies_never_share_files(tmp_path):
 
 class Flaky(Proxy):
     """A reload-mode proxy that can be made unreachable: every call then raises
-    ``Unreachable``, as a stopped nginx's control endpoint does."""
+    ``Unreachable``, as a stopped nginx's control endpoint does; :meth:`lose_at` makes it
+    unreachable at a chosen call (by what is called, never by time)."""
 
     def __init__(self, inner: NginxProxy) -> None:
         self.inner, self.down, self.where = inner, False, "flaky"
+        self._lose: list = []  # [call, how many more of it answer]
 
-    def _up(self) -> NginxProxy:
+    def lose_at(self, call: str, nth: int = 1) -> None:
+        """Unreachable from the ``nth`` call of ``call`` on (that call does not answer)."""
+        self._lose = [call, nth]
+
+    def _up(self, call: str) -> NginxProxy:
+        if self._lose and self._lose[0] == call:
+            self._lose[1] -= 1
+            if self._lose[1] == 0:
+                self.down, self._lose = True, []
         if self.down:
             raise Unreachable("nginx", "flaky", "not running")
         return self.inner
 
     def ping(self):
-        self._up().ping()
+        self._up("ping").ping()
 
     def serving(self, service):
-        return self._up().serving(service)
+        return self._up("serving").serving(service)
 
     def current(self, service):
-        return self._up().current(service)
+        return self._up("current").current(service)
 
     def apply(self, routes):
-        return self._up().apply(routes)
+        return self._up("apply").apply(routes)
 
     def diff(self, routes):
-        return self._up().diff(routes)
+        return self._up("diff").diff(routes)
+
+    def exposures(self):
+        return self._up("exposures").exposures()
+
+    def disagreements(self, service):
+        return self._up("disagreements").disagreements(service)
+
+    def repair(self, service, trusted, recorded=None):
+        return self._up("repair").repair(service, trusted, recorded)
 
     def drain(self, timeout):
+        self._up("drain")
         return True
 
 
@@ -298,3 +318,151 @@ def test_a_route_behind_keeps_its_servers_colors_and_stickiness():
     assert behind.route_of(behind.route_json(route)) == route
     older = behind.route_json(route) | {"servers": [["127.0.0.1", 9002, 3]]}
     assert behind.route_of(older).servers == (Server("127.0.0.1", 9002, 3),)
+
+
+# -- --partial: a proxy lost between the ping and a read or a repair -------------------------
+
+healthy = lambda s: True  # noqa: E731
+
+
+def flaky_fan(tmp_path, colors: str, partial: bool) -> tuple[FanoutProxy, list[Flaky]]:
+    """One flaky proxy per letter of ``colors`` (b: blue, g: green), named a, b, c..., pinged."""
+    proxies = [Flaky(nginx(tmp_path, name)) for name in "abc"[:len(colors)]]
+    fan = FanoutProxy(list(zip("abc", proxies, strict=False)), partial=partial)
+    for proxy, color in zip(proxies, colors, strict=True):
+        proxy.apply(blue_green("blue" if color == "b" else "green"))
+    fan.ping()
+    return fan, proxies
+
+
+def colors(proxies: list[Flaky]) -> list[str | None]:
+    return [p.inner.serving("books-ms").color for p in proxies]
+
+
+def test_winner_lost_proxy_without_partial_names_partial(tmp_path):
+    fan, (_a, _b, c) = flaky_fan(tmp_path, "bgg", partial=False)
+    c.lose_at("serving")
+    with pytest.raises(Unreachable, match=r"^proxy c \(nginx\) unreachable.*--partial"):
+        fan.winner("books-ms", None, healthy)
+
+
+def test_winner_counts_a_proxy_lost_while_asked_in_the_majority_total(tmp_path):
+    fan, (_a, _b, c) = flaky_fan(tmp_path, "bgg", partial=True)
+    assert fan.winner("books-ms", None, healthy)[0] == "b"  # b and c: 2 of 3
+    c.lose_at("serving")
+    assert fan.winner("books-ms", None, healthy) is None  # b alone: 1 of 3, c still counted
+    assert set(fan.skipped()) == {"c"}
+    assert fan.winner("books-ms", "blue", healthy)[0] == "a"  # the record's color still wins
+
+
+def test_winner_a_lost_proxy_leaves_a_majority_that_counts_it(tmp_path):
+    fan, (a, _b, _c) = flaky_fan(tmp_path, "bgg", partial=True)
+    a.lose_at("serving")
+    assert fan.winner("books-ms", "blue", healthy)[0] == "b"  # green: 2 of 3; a not asked
+    assert set(fan.skipped()) == {"a"}
+
+
+@pytest.mark.parametrize("call", ["repair", "serving", "apply"])
+def test_repair_without_partial_a_proxy_lost_fails_naming_partial(tmp_path, call):
+    fan, (a, b) = flaky_fan(tmp_path, "bg", partial=False)
+    b.lose_at(call)
+    with pytest.raises(Unreachable, match=r"^proxy b \(nginx\) unreachable.*--partial"):
+        fan.repair("books-ms", healthy, recorded="blue")
+    assert colors([a]) == ["blue"] and fan.missed() == {}
+
+
+@pytest.mark.parametrize("call", ["repair", "serving", "apply"])
+def test_repair_partial_sets_aside_a_proxy_lost_and_keeps_what_it_missed(tmp_path, call):
+    """b routes green against the record (blue) and a: lost at its own repair, while the
+    winner is read, or at the change itself, it missed the winning route."""
+    fan, (a, b) = flaky_fan(tmp_path, "bg", partial=True)
+    b.lose_at(call)
+    assert fan.repair("books-ms", healthy, recorded="blue") == []  # nothing changed on a
+    assert set(fan.skipped()) == {"b"} and colors([a, b]) == ["blue", "green"]
+    (route,) = fan.missed()["b"]
+    assert route == a.current("books-ms")
+    b.down = False
+    assert fan.disagreements("books-ms") == []  # b is not read again in this command
+
+
+def test_repair_partial_the_winners_proxy_lost_the_next_one_wins(tmp_path):
+    fan, (a, b, c) = flaky_fan(tmp_path, "ggb", partial=True)
+    a.lose_at("current")  # the winner's route, read after the winner was chosen
+    assert fan.repair("books-ms", healthy, recorded="green") == [
+        "proxy c routed like proxy b: green 100% (127.0.0.1:9002)"]
+    assert colors([b, c]) == ["green", "green"]
+    (route,) = fan.missed()["a"]
+    assert route.color == "green"
+
+
+def test_repair_partial_a_proxy_set_aside_before_misses_a_change_only(tmp_path):
+    fan, (_a, b, c) = flaky_fan(tmp_path, "bgb", partial=True)
+    c.down = True
+    fan.ping()  # c set aside at the ping, before the repair
+    fan.repair("books-ms", healthy, recorded="blue")  # b routed like a: a change c missed
+    assert colors([b]) == ["blue"]
+    assert [r.color for r in fan.missed()["c"]] == ["blue"]
+    assert fan.repair("books-ms", healthy, recorded="blue") == []
+    assert fan.missed() == {}  # no change: nothing missed
+
+
+def test_repair_partial_with_no_winner_keeps_nothing(tmp_path):
+    fan, (a, b) = flaky_fan(tmp_path, "bg", partial=True)
+    assert fan.repair("books-ms", healthy, recorded=None)[0].startswith("proxies disagree")
+    b.lose_at("serving")  # no record, a alone is no majority of 2: no winning route to keep
+    assert fan.repair("books-ms", healthy, recorded=None) == []
+    assert set(fan.skipped()) == {"b"} and fan.missed() == {}
+    assert colors([a, b]) == ["blue", "green"]
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_drain_and_disagreements_a_proxy_lost_while_asked(tmp_path, partial):
+    fan, (_a, b) = flaky_fan(tmp_path, "bb", partial=partial)
+    b.lose_at("drain")
+    if partial:
+        assert fan.drain(1.0) is True and set(fan.skipped()) == {"b"}
+    else:
+        with pytest.raises(Unreachable, match=r"^proxy b \(nginx\) unreachable.*--partial"):
+            fan.drain(1.0)
+    fan, (_a, b) = flaky_fan(tmp_path, "bb", partial=partial)
+    b.lose_at("disagreements")  # its own (a damaged state file): asked after serving
+    assert fan.disagreements("books-ms") == []
+    assert set(fan.skipped()) == ({"b"} if partial else set())
+
+
+@pytest.mark.parametrize("call", ["exposures", "diff", "current"])
+def test_other_reads_set_aside_a_proxy_lost_while_asked(tmp_path, call):
+    fan, (a, b) = flaky_fan(tmp_path, "bb", partial=True)
+    (b if call != "current" else a).lose_at(call)
+    {"exposures": fan.exposures, "diff": lambda: fan.diff(blue_green("green")),
+     "current": lambda: fan.current("books-ms")}[call]()
+    assert len(fan.skipped()) == 1
+
+
+def test_a_proxy_lost_during_a_repair_is_recorded_behind_like_one_lost_during_a_change(
+        tmp_path):
+    """Steps.repair under the target's watch (flow/behind.py): b, lost while the winner was
+    read, is recorded in proxies-behind with the winning route, and the next command brings
+    it in line."""
+    fan, (a, b) = flaky_fan(tmp_path, "bg", partial=True)
+    reg = FileRegistry(tmp_path / "state.json")
+    reg.register(Instance("books-ms-blue-1", "books-ms", "blue", "127.0.0.1", 9001))
+    said: list[str] = []
+    steps = Steps(registry=reg, proxy=fan, say=said.append)
+    records = Records(reg, said.append)
+    b.lose_at("serving")
+    with behind.watch(steps, records, "books-ms"):
+        assert steps.repair("books-ms", "blue") == []
+    entry = reg.get_json("books-ms", "proxies-behind")["proxies"]["b"]
+    assert [(r["service"], r["color"], r["weight"]) for r in entry["routes"]] == [
+        ("books-ms", "blue", 100)]
+    assert any("proxy b left behind" in s for s in said)
+    assert colors([a, b]) == ["blue", "green"]
+
+    fan.down.clear()  # the next command: b answers again
+    b.down = False
+    with behind.watch(steps, records, "books-ms") as caught_up:
+        (line,) = caught_up
+        assert "brought in line" in line
+    assert colors([a, b]) == ["blue", "blue"]
+    assert reg.get_json("books-ms", "proxies-behind") is None

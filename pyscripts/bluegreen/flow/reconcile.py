@@ -144,7 +144,7 @@ class Reality(Record):
             recorded = steps.registry.get_color(service)
         except InvalidRecord:
             recorded = None
-        done = steps.proxy.repair(service, lambda s: steps.healthy(service, s.color), recorded)
+        done = steps.repair(service, recorded)
         return done, bool(steps.proxy.disagreements(service))
 
     def _rebuild_release(self, service: str, color: str, live: str | None,

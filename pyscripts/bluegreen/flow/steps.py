@@ -309,13 +309,28 @@ class Steps(Record):
         with interrupts.shielded():  # the proxy and the records change together
             changed = self.proxy.apply(routes)
             self.proxy_changes += 1
-            missed = self.proxy.missed() if self.on_behind else None
-            if missed:
-                self.on_behind(missed)  # type: ignore[misc]
+            self._note_behind()
             interrupts.hold("switch:proxy-applied")
             for service, color in records:
                 self.registry.set_color(service, color)
         return changed
+
+    def repair(self, service: str, recorded: str | None) -> list[str]:
+        """Proxies that disagree routed alike on the winner (``FanoutProxy.repair``: the
+        record's healthy color, else the majority's); like a change, the route a proxy set
+        aside (``--partial``) missed is recorded as behind. What was done."""
+        assert self.proxy
+        interrupts.hold("repair:before")
+        with interrupts.shielded():  # the proxies and the record of those behind together
+            done = self.proxy.repair(service, lambda s: self.healthy(service, s.color), recorded)
+            self._note_behind()
+        return done
+
+    def _note_behind(self) -> None:
+        """The routes the proxies set aside missed, to ``on_behind`` (when watched)."""
+        missed = self.proxy.missed() if self.proxy and self.on_behind else None
+        if missed:
+            self.on_behind(missed)  # type: ignore[misc]
 
     def figures(self, services: list[str] | tuple[str, ...]) -> dict[str, dict[str, model.Counts]]:
         """Service -> color -> what the proxy counted (cumulative, since its epoch)."""

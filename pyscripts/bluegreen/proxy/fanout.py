@@ -10,9 +10,11 @@ proxy routes to it, else the color a strict majority of the proxies route to whe
 else none (never one proxy alone against the record and the others).
 
 ``partial`` (``--partial``): a proxy found unreachable is set aside (``down``) instead of
-failing the command, as long as one proxy is left; reads and changes go to the others, and
-the routes each one set aside missed are kept (``missed``) for the caller to record as
-behind. A proxy recorded as behind (``hold_back``) never counts in :meth:`winner`.
+failing the command, as long as one proxy is left, whichever call finds it (the ping, a read,
+a change, a repair: every call on a proxy goes through :meth:`FanoutProxy._ask`); reads and
+changes go to the others, and the routes each one set aside missed are kept (``missed``) for
+the caller to record as behind. A proxy recorded as behind (``hold_back``) never counts in
+:meth:`winner`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def _named(name: str, proxy: Proxy, exc: BaseException) -> BaseException:
         new.args = (f"proxy {name}: {exc}",)
         return new
     return OperationFailed(f"proxy {name} ({proxy.where}): {type(exc).__name__}: {exc}")
+
+
+ASIDE = object()  # what FanoutProxy._ask gives for a proxy it has just set aside
 
 
 def _same(a: Serving, b: Serving) -> bool:
@@ -86,26 +91,31 @@ class FanoutProxy(Proxy):
                         f"this one as behind)",)
         return err
 
-    def _each(self, fn: Callable[[str, Proxy], object]) -> None:
-        for name, proxy in self.live:
-            try:
-                fn(name, proxy)
-            except Exception as exc:
-                if not self._set_aside(name, exc):
-                    raise self._error(name, proxy, exc) from exc
+    def _ask(self, name: str, proxy: Proxy, fn: Callable[[Proxy], Any]) -> Any:
+        """``fn(proxy)``; :data:`ASIDE` when it is unreachable and partial mode sets it aside;
+        any other failure raised with the proxy's name (and, unreachable, ``--partial``'s)."""
+        try:
+            return fn(proxy)
+        except Exception as exc:
+            if self._set_aside(name, exc):
+                return ASIDE
+            raise self._error(name, proxy, exc) from exc
+
+    def _each(self, fn: Callable[[Proxy], object]) -> list[tuple[str, Any]]:
+        """``fn`` of every live proxy: (name, answer), those set aside meanwhile left out."""
+        answers = [(name, self._ask(name, proxy, fn)) for name, proxy in self.live]
+        return [(name, answer) for name, answer in answers if answer is not ASIDE]
 
     def _first(self, fn: Callable[[Proxy], Any]) -> Any:
         """``fn`` of the first proxy that answers (partial: the next when one is unreachable)."""
         for name, proxy in self.live:
-            try:
-                return fn(proxy)
-            except Exception as exc:
-                if not self._set_aside(name, exc):
-                    raise self._error(name, proxy, exc) from exc
+            answer = self._ask(name, proxy, fn)
+            if answer is not ASIDE:
+                return answer
         raise AssertionError("no proxy left")  # _set_aside always leaves one
 
     def ping(self) -> None:
-        self._each(lambda _n, p: p.ping())
+        self._each(lambda p: p.ping())
 
     def skipped(self) -> dict[str, str]:
         return dict(self.down)
@@ -129,12 +139,8 @@ class FanoutProxy(Proxy):
                                   f"(--proxy)")
         if name in self.down:
             return None
-        try:
-            return proxy.apply(routes)
-        except Exception as exc:
-            if self._set_aside(name, exc):
-                return None
-            raise self._error(name, proxy, exc) from exc
+        done = self._ask(name, proxy, lambda p: p.apply(routes))
+        return None if done is ASIDE else done
 
     @property
     def location(self) -> str:  # type: ignore[override]
@@ -142,31 +148,24 @@ class FanoutProxy(Proxy):
 
     def exposures(self) -> dict[str, str]:
         found: dict[str, str] = {}
-        self._each(lambda _n, p: found.update(p.exposures()))
+        for _name, exposures in self._each(lambda p: p.exposures()):
+            found.update(exposures)
         return found
 
     def serving(self, service: str) -> Serving:
         return self._first(lambda p: p.serving(service))
 
     def diff(self, routes: Sequence[Route]) -> str:
-        out: list[str] = []
-
-        def one(name: str, proxy: Proxy) -> None:
-            text = proxy.diff(routes)
-            if text:
-                out.append(f"proxy {name}:\n{text}" if len(self.proxies) > 1 else text)
-
-        for name in self.down:
-            out.append(f"proxy {name}: unreachable, left behind (--partial)\n")
-
-        self._each(one)
+        texts = self._each(lambda p: p.diff(routes))
+        out = [f"proxy {name}: unreachable, left behind (--partial)\n" for name in self.down]
+        out += [f"proxy {name}:\n{text}" if len(self.proxies) > 1 else text
+                for name, text in texts if text]
         return "".join(out)
 
     def apply(self, routes: Sequence[Route]) -> bool:
         """Every proxy or none: on a failure the proxies already changed get their previous
         routes back, and the error names the proxy that failed (and any left changed)."""
-        before: dict[str, list[Route]] = {}
-        self._each(lambda n, p: before.__setitem__(n, [p.current(r.service) for r in routes]))
+        before = dict(self._each(lambda p: [p.current(r.service) for r in routes]))
         done: list[tuple[str, Proxy]] = []
         for name, proxy in self.live:
             try:
@@ -206,8 +205,7 @@ class FanoutProxy(Proxy):
     def figures(self, services: Sequence[str]) -> dict[str, dict[str, Counts]]:
         """Each service's and color's counts summed over the proxies (the epoch: theirs,
         joined with ",")."""
-        each: list[dict[str, dict[str, Counts]]] = []
-        self._each(lambda _n, p: each.append(p.figures(services)))
+        each = [figures for _n, figures in self._each(lambda p: p.figures(services))]
         out: dict[str, dict[str, Counts]] = {}
         for service in services:
             colors = sorted({c for figures in each for c in figures.get(service, {})})
@@ -224,8 +222,10 @@ class FanoutProxy(Proxy):
         return out
 
     def drain(self, timeout: float) -> bool:
+        """Every live proxy drained (one set aside meanwhile is not waited for)."""
         deadline = time.monotonic() + timeout
-        return all([p.drain(max(0.0, deadline - time.monotonic())) for _n, p in self.live])
+        return all([drained for _n, drained in
+                    self._each(lambda p: p.drain(max(0.0, deadline - time.monotonic())))])
 
     def current(self, service: str) -> Route:
         return self._first(lambda p: p.current(service))
@@ -249,7 +249,8 @@ class FanoutProxy(Proxy):
                              f"{_describe(want)}, {name} to {_describe(have)}")
         for name, proxy in self.live:  # each one's own (a damaged state file)
             with contextlib.suppress(BlueGreenError):  # said above, or by serving
-                lines += [f"proxy {name}: {line}" for line in proxy.disagreements(service)]
+                found = self._ask(name, proxy, lambda p: p.disagreements(service))
+                lines += [f"proxy {name}: {line}" for line in (() if found is ASIDE else found)]
         return lines
 
     def winner(self, service: str, recorded: str | None,
@@ -258,9 +259,11 @@ class FanoutProxy(Proxy):
         that color is healthy (``trusted``); else one routing the color a strict majority of
         the proxies route to, when healthy; else none (never one proxy alone against the
         record and the others). Proxies recorded as behind (``held``) and those set aside
-        are not asked; those set aside still count in the majority's total."""
-        routed = [(n, p, s) for n, p in self.live
-                  if n not in self.held and (s := p.serving(service)).servers]
+        (before or while they are asked) are not asked; those set aside still count in the
+        majority's total."""
+        asked = [(n, p, self._ask(n, p, lambda q: q.serving(service)))
+                 for n, p in self.live if n not in self.held]
+        routed = [(n, p, s) for n, p, s in asked if s is not ASIDE and s.servers]
         total = sum(1 for n, _p in self.proxies if n not in self.held)
         if recorded:
             hit = next((r for r in routed if r[2].color == recorded and trusted(r[2])), None)
@@ -276,24 +279,40 @@ class FanoutProxy(Proxy):
     def repair(self, service: str, trusted: Callable[[Serving], bool],
                recorded: str | None = None) -> list[str]:
         """Re-apply the winning route (:meth:`winner`) to every proxy that routes the service
-        differently; with no winner nothing is changed and the line says so."""
-        done = [f"proxy {n}: {line}" for n, p in self.live
-                for line in p.repair(service, trusted, recorded)]
-        win = self.winner(service, recorded, trusted)
-        if win is None:
-            first = self.serving(service)
-            if any(not _same(p.serving(service), first) for _n, p in self.live[1:]):
-                done.append(f"proxies disagree on {service} and neither the record "
-                            f"({recorded or 'none'}) nor a majority of them routes to a healthy "
-                            f"color: left as they are (switch to choose)")
-            return done
-        name, source, want = win
-        route = source.current(service)
+        differently; with no winner nothing is changed and the line says so.
+
+        Partial: a proxy found unreachable on the way is set aside (the winner chosen again
+        when it was the winner's); with a winner, each proxy set aside during the repair, and
+        each one set aside before it when the repair changed a proxy, missed the winning
+        route (``missed``), as it would have missed a change."""
+        before = set(self.down)
+        done = [f"proxy {n}: {line}" for n, lines in
+                self._each(lambda p: p.repair(service, trusted, recorded)) for line in lines]
+        while True:  # each round sets a proxy aside or ends; _set_aside always leaves one
+            win = self.winner(service, recorded, trusted)
+            if win is None:
+                first = self.serving(service)
+                if any(not _same(have, first) for _n, have in
+                       self._each(lambda p: p.serving(service))):
+                    done.append(f"proxies disagree on {service} and neither the record "
+                                f"({recorded or 'none'}) nor a majority of them routes to a "
+                                f"healthy color: left as they are (switch to choose)")
+                return done
+            name, source, want = win
+            route = self._ask(name, source, lambda p: p.current(service))
+            if route is not ASIDE:
+                break
+        changed = False
         for other, proxy in self.live:
-            if proxy is not source and not _same(proxy.serving(service), want):
-                try:
-                    proxy.apply([route])
-                except Exception as exc:
-                    raise _named(other, proxy, exc) from exc
-                done.append(f"proxy {other} routed like proxy {name}: {_describe(want)}")
+            if proxy is source:
+                continue
+            have = self._ask(other, proxy, lambda p: p.serving(service))
+            if have is ASIDE or _same(have, want) or \
+                    self._ask(other, proxy, lambda p: p.apply([route])) is ASIDE:
+                continue
+            changed = True
+            done.append(f"proxy {other} routed like proxy {name}: {_describe(want)}")
+        for lost in self.down:
+            if changed or lost not in before:
+                self._missed.setdefault(lost, {})[service] = route
         return done
