@@ -178,6 +178,9 @@ def base_url(value: str, what: str = "--proxy-url") -> str:
     import urllib.parse
 
     parts = urllib.parse.urlsplit(value)
+    if "@" in parts.netloc:  # never printed: it may hold a password
+        raise UsageError(f"invalid {what}: credentials in the URL (user:password@) are not "
+                         f"taken: they would be kept in records and shown in logs")
     try:
         port = parts.port
     except ValueError:
@@ -193,7 +196,10 @@ def prefix_url(value: str, what: str) -> str:
     """``http(s)://host[:port][/path]`` (a server under a path prefix), no query or user info."""
     import urllib.parse
 
-    path = urllib.parse.urlsplit(value).path
+    parts = urllib.parse.urlsplit(value)
+    path = parts.path
+    if "@" in parts.netloc:
+        base_url(value, what)  # refused without printing the credentials
     if not _URL_PATH_RE.fullmatch(path or "/"):
         raise UsageError(f"invalid {what} {value!r}: use http(s)://host[:port][/path]")
     base_url(value[:len(value) - len(path)] if path else value, what)

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from bluegreen_dev.dynamic_nginx import DynamicNginx
 from tests.integration.conftest import Env, cleanup, dynamic_service, service_name
@@ -101,6 +102,71 @@ def test_a_healthy_release_passes_its_gates_once_traffic_comes(dsvc, tmp_path):
     assert svc.version() == "v2"
     last = json.loads(svc.bg("history", svc.service, "--json").out)[-1]
     assert last["result"] == "ok"
+    svc.assert_safe()
+
+
+def test_a_resumed_run_keeps_the_gates_recorded_when_it_started(dsvc, tmp_path):
+    """The gates are given to the first call only (paused after its pre-tests): the resume,
+    given none, is judged by them and undone by the breach."""
+    svc = dsvc
+    r = svc.bg("run", svc.service, "--image", "bluegreen-sample:flaky", *HTTP, "--until",
+               "pre-test", "--steps", "50,100", "--step-wait", "0.1", "--max-error-rate", "1",
+               "--min-requests", "20")
+    assert r.code == 0, r.err
+    record = json.loads(svc.kv("inflight") or "{}")
+    assert record["gates"] == {"max_error_rate": 1.0, "min_requests": 20}, record
+    assert record["step_wait"] == 0.1 and record["steps"] == [50, 100]
+    run = Held(svc, tmp_path, ["gate:window"], "run", svc.service, "--resume", *HTTP)
+    run.wait("gate:window")
+    seen = send(svc, 400, fail_every=7)
+    run.release("gate:window")
+    code, err = run.finish()
+    assert code == 1, err
+    assert seen.get(500), seen
+    assert "override" not in err  # nothing given: the record's gates, said by nothing else
+    error = err.strip().splitlines()[-1]
+    assert error.startswith(f"bluegreen: error: {svc.service}: gate failed: gate at 50% over")
+    assert "of green above --max-error-rate 1%" in error
+    assert proxy(svc)["color"] == "blue" and proxy(svc)["weight"] == 100
+    assert svc.version() == "v1" and svc.kv("inflight") is None
+    svc.assert_safe()
+
+
+def test_a_gate_given_on_resume_overrides_the_recorded_one_and_says_so(dsvc, tmp_path):
+    svc = dsvc
+    r = svc.bg("run", svc.service, "--image", "bluegreen-sample:flaky", *HTTP, "--until",
+               "pre-test", "--steps", "50,100", "--step-wait", "0.1", "--max-error-rate", "1",
+               "--min-requests", "20")
+    assert r.code == 0, r.err
+    run = Held(svc, tmp_path, ["gate:window"], "run", svc.service, "--resume", *HTTP,
+               "--max-error-rate", "100")  # every 5xx tolerated
+    run.wait("gate:window")
+    seen = send(svc, 400, fail_every=7)
+    run.release("gate:window")
+    code, err = run.finish()
+    assert code == 0, err
+    assert seen.get(500), seen
+    assert f"{svc.service}: options given override the release's record: --max-error-rate " \
+        f"100 in place of 1" in err.splitlines()
+    line = next(x for x in err.splitlines() if x.startswith("gate at 50% over"))
+    assert line.endswith(": passed")  # judged: --min-requests 20 of the record still applies
+    assert svc.version() == "v-flaky"
+    svc.assert_safe()
+
+
+def test_recorded_gates_are_refused_by_a_resume_in_a_reload_mode(dsvc):
+    svc = dsvc
+    r = svc.bg("run", svc.service, "--image", "bluegreen-sample:v2", *HTTP, "--until",
+               "pre-test", "--steps", "50,100", "--step-wait", "0.1", "--min-requests", "1")
+    assert r.code == 0, r.err
+    reload_env = svc.env | {"BLUEGREEN_NGINX_MODE": "local"}
+    r = svc.bg("run", svc.service, "--resume", *HTTP, env=reload_env)
+    assert r.code == 2, r.err
+    assert "the release's gates (recorded when it started, or given) read the proxy's " \
+        "figures: they need --nginx-mode dynamic" in r.err
+    assert json.loads(svc.kv("inflight") or "{}")["paused_after"] == "pre-test"  # untouched
+    assert proxy(svc)["color"] == "blue" and proxy(svc)["weight"] == 100
+    assert svc.bg("recover", svc.service).code == 0
     svc.assert_safe()
 
 
@@ -243,3 +309,36 @@ def test_a_gated_sticky_application_release(gated_app, tmp_path):
     services = json.loads(r.out)["services"]
     assert set(services) == {f"{name}.servicea", f"{name}.serviceb"}
     assert services[f"{name}.serviceb"]["green"]["weight"] == 100
+
+
+def test_app_promote_goes_on_with_the_gates_recorded_by_app_deploy(gated_app, tmp_path):
+    """The gates are given to app deploy (paused after its pre-tests); app promote, given
+    only one of them, is judged by the recorded ones with that one in place."""
+    env, name = gated_app
+    assert env.bg("app", "deploy", "--file", app_file(tmp_path, name, "v1")).code == 0
+    r = env.bg("app", "deploy", "--file", app_file(tmp_path, name, "v2"), "--until",
+               "pre-test", "--steps", "50,100", "--step-wait", "0.1", "--max-error-rate", "1",
+               "--min-requests", "5")
+    assert r.code == 0, r.err
+    raw = requests.get(f"{env.consul_addr}/v1/kv/{name}._app/app-inflight?raw", timeout=5)
+    record = raw.json()
+    assert record["gates"] == {"max_error_rate": 1.0, "min_requests": 5}, record
+    assert record["step_wait"] == 0.1
+    run = Held(env, tmp_path, ["gate:window"], "app", "promote", name, "--min-requests", "10")
+    run.wait("gate:window")
+    conn = http.client.HTTPConnection("127.0.0.1", env.nginx.port, timeout=10)
+    for _ in range(60):
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        resp.read()
+    conn.close()
+    run.release("gate:window")
+    code, err = run.finish()
+    assert code == 0, err
+    assert f"{name}: options given override the release's record: --min-requests 10 in place " \
+        f"of 5" in err.splitlines()
+    line = next(x for x in err.splitlines() if x.startswith("gate at 50% over"))
+    assert f"{name}.serviceb: green " in line and line.endswith(": passed"), line
+    history = json.loads(env.bg("app", "history", name, "--json").out)
+    assert history[-1]["result"] == "ok"

@@ -100,6 +100,38 @@ def test_a_step_at_zero_without_a_preview_secret_is_refused(psvc):
     assert version(svc) == "v1"
 
 
+def test_a_paused_preview_step_is_not_resumed_without_the_secret(psvc):
+    svc = psvc
+    r = svc.bg("run", svc.service, "--image", "bluegreen-sample:v2", *HTTP, "--steps", "0,100",
+               "--until", "pre-test")
+    assert r.code == 0, r.err
+    env = {k: v for k, v in svc.env.items() if k != "BLUEGREEN_PREVIEW_SECRET"}
+    r = svc.bg("run", svc.service, "--resume", *HTTP, env=env)
+    assert r.code == 2 and "the release's first step is 0%, reached by preview requests only: " \
+        "it needs --nginx-mode dynamic and a preview secret" in r.err, r.err
+    assert version(svc) == "v1"  # nothing moved
+    r = svc.bg("run", svc.service, "--resume", *HTTP, "--expect-body", '"v2"')
+    assert r.code == 0, r.err
+    assert "passed against the proxy at 0% (preview requests)" in r.err
+    assert version(svc) == "v2"
+    svc.assert_safe()
+
+
+def test_a_preview_secret_in_a_reload_mode_is_a_warning_never_printed(svc):
+    """Set for several jobs (a Jenkins folder's credentials): the reload-mode run goes on,
+    with one line saying its preview secret does nothing there."""
+    r = svc.bg("run", svc.service, "--image", "bluegreen-sample:v2", *HTTP,
+               env=svc.env | {"BLUEGREEN_PREVIEW_SECRET": SECRET})
+    assert r.code == 0, r.err
+    warnings = [x for x in r.err.splitlines() if x.startswith("bluegreen: warning:")]
+    assert warnings == ["bluegreen: warning: the preview secret ($BLUEGREEN_PREVIEW_SECRET, "
+                        "--preview-secret) is ignored by --nginx-mode local: the preview needs "
+                        "--nginx-mode dynamic"]
+    assert SECRET not in r.out + r.err
+    assert svc.version() == "v2"
+    svc.assert_safe()
+
+
 APP_COMPOSE = """name: {app}
 services:
   servicea:

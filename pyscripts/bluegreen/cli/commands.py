@@ -310,13 +310,57 @@ def _release_options(opts: dict[str, Any]) -> ReleaseOptions:
         raise UsageError("a step at 0% reaches the new release by preview requests only: "
                              "it needs --nginx-mode dynamic and a preview secret "
                              "($BLUEGREEN_PREVIEW_SECRET)")
+    if preview and opts["command_path"] in FINISHING:
+        _preview_unused(opts)
     return ReleaseOptions(steps=weights, preview=preview,
                           step_wait=opts.get("step_wait") or 0.0,
                           confirm=bool(opts.get("confirm")), keep_old=opts.get("keep_old") or 0.0,
                           proxy_url=validate.base_url(opts.get("proxy_url") or "http://127.0.0.1"),
                           lock_wait=opts.get("lock_wait") or 0.0, until=opts.get("until"),
                           outcome=None if not outcome else outcome == "passed",
-                          gates=_gates(opts, weights), sticky=bool(opts.get("sticky")))
+                          gates=_gates(opts, weights), sticky=bool(opts.get("sticky")),
+                          dynamic=_modes(opts) == {"dynamic"}, given=_given(opts))
+
+
+# the commands that start or continue a release's steps
+FINISHING = ("run", "app deploy", "app resume", "app promote")
+
+
+def _continuing(opts: dict[str, Any]) -> bool:
+    """``run --resume``, ``app resume``, ``app promote``: a paused release goes on with the
+    gates and step wait it recorded."""
+    return bool(opts.get("resume")) or opts["command_path"] in ("app resume", "app promote")
+
+
+def _given(opts: dict[str, Any]) -> dict[str, str]:
+    """On a continued release: the gates, step wait and (``run --resume``) steps given on
+    this command, each with where it came from; they override the release's record."""
+    from bluegreen.cli.options import OPTIONS
+    from bluegreen.flow.gates import FLAGS
+
+    if not _continuing(opts):
+        return {}
+    given, path = opts.get("given") or {}, opts["command_path"]
+    fields = {"gate_query": "query", **{f: f for f in (*FLAGS, "steps")}}
+    return {fields[o.dest]: given[o.dest] for o in OPTIONS
+            if o.dest in fields and o.dest in given and path in o.commands}
+
+
+def _preview_unused(opts: dict[str, Any]) -> None:
+    """A preview secret with proxies that have no preview (the reload modes): a warning, not
+    a refusal. The secret is read from the environment or the config file only, so it is
+    often set once for several jobs (a Jenkins folder's credentials, a shared bluegreen.toml),
+    some of them in a reload mode; where a preview is needed (a 0% step) it is refused."""
+    import sys
+
+    specs = settings.proxy_specs(opts.get("proxy") or [])
+    reload = [f"--proxy {name} ({mode})" for name, mode, _ in specs if mode != "dynamic"] \
+        if specs else [] if opts.get("nginx_mode") == "dynamic" else \
+        [f"--nginx-mode {opts.get('nginx_mode')}"]
+    if reload:
+        print(f"bluegreen: warning: the preview secret ($BLUEGREEN_PREVIEW_SECRET, "
+              f"--preview-secret) is ignored by {', '.join(reload)}: the preview needs "
+              f"--nginx-mode dynamic", file=sys.stderr, flush=True)
 
 
 def _modes(opts: dict[str, Any]) -> set[str]:
@@ -328,30 +372,23 @@ def _modes(opts: dict[str, Any]) -> set[str]:
 def _gates(opts: dict[str, Any], weights: tuple[int, ...]) -> Any:
     """The gates of a release's steps, refused at the edge when they cannot work: they need
     the dynamic nginx's figures, a window (--step-wait) and, for a new release, a step below
-    100 (a paused one has its steps)."""
-    from bluegreen.flow.gates import Limits
+    100. A continued release is checked again with the gates it recorded (the release does)."""
+    from bluegreen.flow import gates
 
     query, url = opts.get("gate_query"), opts.get("prometheus_url")
-    if bool(query) != bool(url):
-        raise UsageError("--gate-query and --prometheus-url go together")
-    limits = Limits(max_error_rate=opts.get("max_error_rate"),
-                    max_latency_ratio=opts.get("max_latency_ratio"),
-                    min_requests=opts.get("min_requests") or 0,
-                    min_requests_wait=opts.get("min_requests_wait") or 0.0,
-                    query=validate.text(query, "--gate-query") if query else None,
-                    prometheus_url=validate.prefix_url(url, "--prometheus-url") if url else None)
-    if not limits.active:
-        if limits.min_requests_wait:
-            raise UsageError("--min-requests-wait goes with --min-requests")
+    limits = gates.Limits(
+        max_error_rate=opts.get("max_error_rate"),
+        max_latency_ratio=opts.get("max_latency_ratio"),
+        min_requests=opts.get("min_requests") or 0,
+        min_requests_wait=opts.get("min_requests_wait") or 0.0,
+        query=validate.text(query, "--gate-query") if query else None,
+        prometheus_url=validate.prefix_url(url, "--prometheus-url") if url else None)
+    dynamic = _modes(opts) == {"dynamic"}
+    if _continuing(opts):  # the rest with the record's: a query's URL, the step wait
+        gates.refuse(limits, 0.0, dynamic, mode_only=True)
         return limits
-    if _modes(opts) != {"dynamic"}:
-        raise UsageError("gates (--max-error-rate, --max-latency-ratio, --min-requests, "
-                         "--gate-query) read the proxy's figures: they need --nginx-mode dynamic")
-    if not opts.get("step_wait"):
-        raise UsageError("gates compare the colors over each step's window: give --step-wait "
-                         "> 0 (seconds)")
-    if opts["command_path"] in ("run", "app deploy") and not opts.get("resume") \
-            and len(weights) < 2:
+    gates.refuse(limits, opts.get("step_wait") or 0.0, dynamic)
+    if limits.active and opts["command_path"] in ("run", "app deploy") and len(weights) < 2:
         raise UsageError("gates judge the steps below 100: give --steps, e.g. 10,50,100")
     return limits
 

@@ -474,28 +474,38 @@ def command_path(values: Mapping[str, Any]) -> str:
 
 def resolve(given: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Every option's value (``given``: :func:`parse`'s): flag, else environment, else config
-    file, else default; typed and range-checked (exit 2 on nonsense)."""
+    file, else default; typed and range-checked (exit 2 on nonsense). ``values["given"]``:
+    where each option that is not its default came from (``--name``, ``$VAR``, ``the config
+    file``): a continued release takes its recorded gates unless one is given."""
     env = os.environ if env is None else env
     values = dict(given)
     values["command_path"] = path = command_path(given)
     file_values = load_file(values.get("config"), env)
+    sources: dict[str, str] = {}
     for opt in OPTIONS:
         if values.get(opt.dest) is None:
-            values[opt.dest] = _from_outside(opt, env, file_values)
+            values[opt.dest], source = _from_outside(opt, env, file_values)
+        else:
+            source = opt.cli or f"--{opt.name}"
         values[opt.dest] = _typed(opt, values[opt.dest])
+        if source:
+            sources[opt.dest] = source
+    values["given"] = sources
     for dest in REQUIRED.get(path, ()):
         if values.get(dest) in (None, ""):
             raise UsageError(f"--{dest.replace('_', '-')} is required")
     return values
 
 
-def _from_outside(opt: Option, env: Mapping[str, str], file_values: dict[str, Any]) -> Any:
+def _from_outside(opt: Option, env: Mapping[str, str], file_values: dict[str, Any]
+                  ) -> tuple[Any, str | None]:
+    """The value and where it came from (None: the default)."""
     for var in (opt.variable, opt.env):
         if var and env.get(var) is not None:
-            return _from_text(env[var], opt, var)
+            return _from_text(env[var], opt, var), f"${var}"
     if opt.dest in file_values:
-        return file_values[opt.dest]
-    return opt.default
+        return file_values[opt.dest], "the config file"
+    return opt.default, None
 
 
 def _typed(opt: Option, value: Any) -> Any:

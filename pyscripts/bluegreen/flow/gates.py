@@ -343,3 +343,102 @@ def watch(read: Callable[[Sequence[str]], Figures],
     if failed:
         return False, f"{text}: {'; '.join(failed)}"
     return True, text
+
+
+# -- the release record: the gates a release goes on with ----------------------------------
+
+# each field of Limits (and the step wait) and the option that gives it
+FLAGS = {"step_wait": "--step-wait", "max_error_rate": "--max-error-rate",
+         "max_latency_ratio": "--max-latency-ratio", "min_requests": "--min-requests",
+         "min_requests_wait": "--min-requests-wait", "query": "--gate-query",
+         "prometheus_url": "--prometheus-url"}
+
+
+def to_record(limits: Limits) -> dict[str, Any]:
+    """The gates that are set, as the release record keeps them (none: ``{}``). No secret
+    is in them: a Prometheus URL with credentials is refused at the edge."""
+    default = Limits()
+    return {name: getattr(limits, name) for name in FLAGS if name != "step_wait"
+            and getattr(limits, name) != getattr(default, name)}
+
+
+def from_record(inflight: Mapping[str, Any]) -> tuple[Limits, float]:
+    """The gates and step wait a release record keeps, checked as the options are (a record
+    written before they were recorded: none, and no wait)."""
+    from bluegreen import validate
+    from bluegreen.errors import OperationFailed, UsageError
+
+    data, wait = inflight.get("gates") or {}, inflight.get("step_wait") or 0.0
+    try:
+        if not isinstance(data, dict) or set(data) - set(FLAGS) or "step_wait" in data:
+            raise UsageError(f"unknown gates {sorted(data) if isinstance(data, dict) else data}")
+        rate, ratio = data.get("max_error_rate"), data.get("max_latency_ratio")
+        query, url = data.get("query"), data.get("prometheus_url")
+        limits = Limits(
+            max_error_rate=None if rate is None else validate.number(
+                rate, "--max-error-rate", 0.0, 100.0),
+            max_latency_ratio=None if ratio is None else validate.number(
+                ratio, "--max-latency-ratio", 0.01, 1000.0),
+            min_requests=validate.bounded_int(data.get("min_requests", 0), "--min-requests",
+                                              0, 10**6),
+            min_requests_wait=validate.seconds(data.get("min_requests_wait", 0.0),
+                                               "--min-requests-wait"),
+            query=None if query is None else validate.text(query, "--gate-query"),
+            prometheus_url=None if url is None else validate.prefix_url(url, "--prometheus-url"))
+        return limits, validate.seconds(wait, "--step-wait")
+    except UsageError as exc:
+        raise OperationFailed(f"the release record's gates cannot be read ({exc}): abort "
+                              f"the release, or recover") from None
+
+
+def continued(recorded: Limits, recorded_wait: float, given: Limits, given_wait: float,
+              names: Mapping[str, str]) -> tuple[Limits, float, list[str]]:
+    """What a continued release (``run --resume``, ``app resume|promote``) is gated by: its
+    recorded gates and step wait, each option given on this command (``names``: field ->
+    where it came from) in place of its recorded value. Returns them and what differs from
+    the record (``--max-error-rate 5 in place of 1``)."""
+    from bluegreen.record import asdict
+
+    values = asdict(recorded) | {"step_wait": recorded_wait}
+    new = asdict(given) | {"step_wait": given_wait}
+    changed = []
+    for name in FLAGS:
+        if name in names and new[name] != values[name]:
+            where = "" if names[name] == FLAGS[name] else f" (from {names[name]})"
+            changed.append(f"{FLAGS[name]} {_shown(new[name])}{where} in place of "
+                           f"{_shown(values[name])}")
+            values[name] = new[name]
+    wait = values.pop("step_wait")
+    return Limits(**values), wait, changed
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else repr(value) \
+        if isinstance(value, str) else str(value)
+
+
+def refuse(limits: Limits, step_wait: float, dynamic: bool, recorded: bool = False,
+           mode_only: bool = False) -> None:
+    """Gates that cannot work, refused (exit 2): they need the dynamic nginx's figures and a
+    window (``step_wait``); a query needs its Prometheus. ``recorded``: the gates a continued
+    release goes on with (the record's, and the options given); ``mode_only``: the mode
+    alone (a continued release's options, before its record is read)."""
+    from bluegreen.errors import UsageError
+
+    whose = "the release's gates (recorded when it started, or given)" if recorded else \
+        "gates (--max-error-rate, --max-latency-ratio, --min-requests, --gate-query)"
+    if limits.active and not dynamic:
+        raise UsageError(f"{whose} read the proxy's figures: they need --nginx-mode dynamic")
+    if mode_only:
+        return
+    if bool(limits.query) != bool(limits.prometheus_url):
+        raise UsageError("--gate-query and --prometheus-url go together")
+    if not limits.active:
+        if limits.min_requests_wait:
+            raise UsageError("--min-requests-wait goes with --min-requests")
+        return
+    if step_wait <= 0:
+        raise UsageError(f"{whose} compare the colors over each step's window: give "
+                         f"--step-wait > 0 (seconds)")

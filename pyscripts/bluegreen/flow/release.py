@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 from bluegreen import interrupts, model
 from bluegreen.errors import Interrupted, OperationFailed, Unreachable, UsageError, redact
-from bluegreen.flow import behind, checks
+from bluegreen.flow import behind, checks, gates
 from bluegreen.flow.gates import Limits
 from bluegreen.flow.reconcile import Reality, scale_down_colors
 from bluegreen.flow.records import Records, who
@@ -55,6 +55,10 @@ class ReleaseOptions(Record):
     gates: Limits = factory(Limits)  # each step's gate on the proxy's figures
     sticky: bool = False  # a new release keeps each client on one release (bucket cookie)
     preview: str | None = None  # the preview secret: the tests at a 0% step send it
+    dynamic: bool = False  # every proxy counts (the dynamic nginx): gates can work
+    # a continued release: the gates, step wait, steps given on this command (field -> where
+    # from), in place of those recorded when it started
+    given: dict[str, str] = factory(dict)
 
 
 class Release(Record):
@@ -173,7 +177,8 @@ class Release(Record):
             # the --confirm gate is passed when resuming from it or to the end (promote); a
             # resume --until a phase before it keeps it (one Jenkins stage per phase)
             keep_gate = bool(self.opts.until) and todo[0] != inflight["paused_after"]
-            inflight = inflight | {"confirm": bool(inflight.get("confirm")) and keep_gate}
+            inflight = self._continued(inflight) | {
+                "confirm": bool(inflight.get("confirm")) and keep_gate}
             summary = self._summary(inflight)
             self.say(f"{self.target.label}: resuming {_describe(inflight)} with {todo[0]}")
             if self.dry_run:
@@ -188,9 +193,36 @@ class Release(Record):
                     "paused_after": None, "weight": 0, "steps": list(self.opts.steps),
                     "confirm": self.opts.confirm, "started": time.time(), "host": hostname(),
                     "pid": os.getpid(), "by": who(), "routed_before": routed_before,
-                    "sticky": self.opts.sticky,
+                    "sticky": self.opts.sticky, "step_wait": self.opts.step_wait,
+                    "gates": gates.to_record(self.opts.gates),
                     "units": {u.name: u.to_json() for u in units}} | fields
         return inflight | self.target.fields(inflight)
+
+    def _continued(self, inflight: dict[str, Any]) -> dict[str, Any]:
+        """A paused release goes on with the gates and step wait it recorded (a record
+        without them: none, as before they were recorded), and ``run --resume`` with its
+        steps; each given on this command overrides the record (one line) and is recorded
+        for the rest of the release. What cannot work is refused (exit 2): gates without the
+        dynamic nginx or a step wait, a preview step still to come without a preview secret."""
+        o, given = self.opts, self.opts.given
+        limits, wait = gates.from_record(inflight)
+        limits, wait, changed = gates.continued(limits, wait, o.gates, o.step_wait, given)
+        steps = inflight["steps"]
+        if "steps" in given and list(o.steps) != steps:
+            where = "" if given["steps"] == "--steps" else f" (from {given['steps']})"
+            changed.append(f"--steps {','.join(map(str, o.steps))}{where} in place of "
+                           f"{','.join(map(str, steps))}")
+            steps = list(o.steps)
+        gates.refuse(limits, wait, o.dynamic, recorded=True)
+        if steps[0] == 0 and not inflight.get("switched") and not (o.preview and o.dynamic):
+            raise UsageError("the release's first step is 0%, reached by preview requests "
+                             "only: it needs --nginx-mode dynamic and a preview secret "
+                             "($BLUEGREEN_PREVIEW_SECRET)")
+        if changed:
+            self.say(f"{self.target.label}: options given override the release's record: "
+                     f"{', '.join(changed)}")
+        self.opts.gates, self.opts.step_wait = limits, wait
+        return inflight | {"gates": gates.to_record(limits), "step_wait": wait, "steps": steps}
 
     def _summary(self, inflight: dict[str, Any]) -> dict[str, Any]:
         return {"result": "failed"} | self.target.fields(inflight)
@@ -352,8 +384,6 @@ class Release(Record):
     def _gate(self, units: list[Unit], weight: int) -> None:
         """The step's wait, judged: the new color of each moving routed service against its
         old one over the window (one line of figures); a breach fails the release."""
-        from bluegreen.flow import gates
-
         passed, text = gates.watch(self.steps.figures, _gated(units), self.opts.gates,
                                    self.opts.step_wait, weight, self.say)
         if not passed:
@@ -362,8 +392,6 @@ class Release(Record):
     def _wait(self, units: list[Unit], weight: int) -> None:
         """The step's wait without gates: one line of the figures, when the proxy counts
         (the dynamic nginx); never a reason to fail."""
-        from bluegreen.flow import gates
-
         start = time.monotonic()
         try:
             gates.watch(self.steps.figures, _gated(units), gates.Limits(),
