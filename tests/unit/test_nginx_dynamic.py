@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bluegreen.errors import Unreachable, UsageError
+from bluegreen.errors import OperationFailed, Unreachable, UsageError
 from bluegreen.model import Chain, Route, Server
 from bluegreen.proxy import dynamic as nd
 from bluegreen.proxy import dynamic_state as ds
@@ -375,3 +375,74 @@ def test_a_state_text_written_here_reads_back_as_parsed_and_a_changed_file_is_pa
     state.write_text(text[:60])
     with pytest.raises(Exception, match="cannot read the state file"):
         nd.read_document(state)
+
+
+class _FakeControl:
+    """A control endpoint on loopback answering a POST with ``served`` as given once
+    ``wrong`` is set (before: what was posted; None: no read-back in the answer, as an older
+    Lua), and a GET with what was posted; ``reads``: the GETs of posted services."""
+
+    def __init__(self, served: object) -> None:
+        import http.server
+        import threading
+
+        fake = self
+        self.posted: dict = {}
+        self.reads, self.wrong = 0, False
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_args: object) -> None:
+                pass
+
+            def _send(self, doc: dict) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                fake.posted = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                doc = {"generation": 2, **fake.posted}
+                if served is not None:
+                    doc["served"] = served if fake.wrong else dict(doc)
+                self._send(doc)
+
+            def do_GET(self) -> None:
+                fake.reads += "services=" in self.path
+                self._send({"generation": 2, **fake.posted})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("served", [
+    {"generation": 2, "services": {}},  # the route not stored (evicted, dropped)
+    {"generation": 2, "services": {"web": [{"address": "127.0.0.1", "port": 1, "weight": 100}]}},
+])
+def test_a_post_whose_read_back_differs_fails_and_takes_the_change_back(tmp_path, served):
+    path = tmp_path / "routes.json"
+    fake = _FakeControl(served)
+    try:
+        client = nd.DynamicControl(fake.address, path)
+        client.apply({"web": [Server("127.0.0.1", 8080)]})
+        client.apply({"web": [Server("127.0.0.1", 8082)]})  # a journal line
+        before = ds.read_document(path)
+        fake.wrong = True
+        with pytest.raises(OperationFailed, match="does not serve what was posted for web"):
+            client.apply({"web": [Server("127.0.0.1", 8081)]})
+        assert ds.read_document(path) == before and fake.reads == 0
+    finally:
+        fake.server.shutdown()
+
+
+def test_a_post_without_a_read_back_in_its_answer_is_checked_by_a_get(tmp_path):
+    fake = _FakeControl(None)
+    try:
+        nd.DynamicControl(fake.address, tmp_path / "routes.json").apply(
+            {"web": [Server("127.0.0.1", 8080)]})
+        assert fake.reads == 1
+    finally:
+        fake.server.shutdown()

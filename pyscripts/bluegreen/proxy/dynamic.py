@@ -522,10 +522,7 @@ class DynamicControl:
         status, doc = self._request("GET", query=query)
         if status != 200:
             raise OperationFailed(f"nginx control endpoint {self.where}: {status} {doc.get('error')}")
-        for key in ("chains", "services", "releases"):
-            doc[key] = dict(doc.get(key) or {})  # Lua's cjson writes an empty object as {}
-        doc["workers"] = list(doc.get("workers") or [])
-        return doc
+        return _routes_view(doc)
 
     def figures(self) -> dict[str, Any]:
         """What nginx counted: ``epoch``, ``bounds`` (the latency buckets' upper bounds, ms)
@@ -578,7 +575,7 @@ class DynamicControl:
                 raise OperationFailed(f"nginx at {self.where} refused the routes ({status}): "
                                       f"{str(doc.get('error'))[:300]}")
             generation = int(doc["generation"])
-            self.verify(services, chains, colors)
+            self.verify(services, chains, colors, doc.get("served"))
         except BaseException:
             if undo:
                 undo()
@@ -588,10 +585,13 @@ class DynamicControl:
 
     def verify(self, services: Mapping[str, list[dict[str, Any]]],
                chains: Mapping[str, list[dict[str, Any]]],
-               colors: Mapping[str, dict[str, Any]] | None = None) -> int:
+               colors: Mapping[str, dict[str, Any]] | None = None,
+               served: Mapping[str, Any] | None = None) -> int:
         """Fail unless nginx serves exactly ``services`` with exactly ``chains`` (and the
-        releases of ``colors``) now; the generation it serves them in."""
-        served = self.read_services(services)
+        releases of ``colors``) now; the generation it serves them in. ``served``: what a
+        POST's answer read back (``served``), else a GET of those services."""
+        served = _routes_view(served) if isinstance(served, Mapping) else \
+            self.read_services(services)
         releases = releases_of(services, colors or {})
         wrong = sorted(n for n, servers in services.items()
                        if served["services"].get(n) != servers
@@ -665,6 +665,16 @@ class DynamicControl:
         if self.damage:
             self.say(f"{self.damage}: rebuilt it from what nginx serves and the change")
         return undo
+
+
+def _routes_view(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A read-back of routes (a GET ``?services=``, or a POST's ``served``) with its parts
+    as Python types (Lua's cjson writes an empty object as ``{}`` and an empty list too)."""
+    out = dict(doc)
+    for key in ("chains", "services", "releases"):
+        out[key] = dict(doc.get(key) or {})
+    out["workers"] = list(doc.get("workers") or [])
+    return out
 
 
 # -- the proxy: POST, or reload when the set of services changes ------------------------------

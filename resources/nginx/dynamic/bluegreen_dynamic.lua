@@ -1198,8 +1198,12 @@ local function post()
     end)
     if not gen then return respond(507, { error = err }) end
     sync()
+    -- what the dict holds for the posted services now, read back (bluegreen compares it with
+    -- what it posted: a route evicted or not stored would show here)
+    local names = {}
+    for name in pairs(services) do names[name] = true end
     return respond(200, { generation = gen, services = services, chains = chains,
-                          releases = releases })
+                          releases = releases, served = routes_view(dict, names) or cjson.null })
 end
 
 -- content_by_lua of the control location: GET what is served, POST new routes; only for
