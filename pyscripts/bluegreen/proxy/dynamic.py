@@ -10,8 +10,9 @@ loopback or a unix socket (``resources/nginx/dynamic/``).
 The public surface:
 
 - :class:`DynamicControl` posts the full routes of one or more services in one request, all
-  applied or none, and reads what nginx serves. It records the routes in a JSON state file
-  first (atomically), from which nginx restores them when it (re)starts.
+  applied or none, and reads what nginx serves. It records the routes in the state file
+  first (a journal line, :mod:`bluegreen.proxy.dynamic_state`), from which nginx restores
+  them when it (re)starts, and checks the read-back in the POST's answer (``served``).
 - :class:`DynamicProxy` adds that a service or an internal endpoint new to nginx (or removed
   from it, or a location changed) is a config change: render, ``nginx -t``, reload, restore on
   failure. Everything else (servers, weights, chains) is a POST.
@@ -40,7 +41,8 @@ JSON is strict (what Python's ``json`` refuses is refused).
   get a new bucket each time (per-request weights). The state file records the releases too
   (nginx restores them). Sticky is the dynamic mode's only: the reload mode routes by weights.
   200 ``{"generation": G, "services": <applied>, "chains": <applied>, "releases":
-  <applied>}``; 400 ``{"error": ...}`` for any invalid payload (unknown service or key, bad
+  <applied>, "served": <as GET ?services= of the posted services, read from the dict after
+  the change>}``; 400 ``{"error": ...}`` for any invalid payload (unknown service or key, bad
   value, malformed JSON), and nothing changes; 507 when the change lock stays held
   5 s or the shared dict cannot hold the new routes (nothing changes: routes are never
   evicted).
