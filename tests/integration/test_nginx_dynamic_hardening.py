@@ -311,6 +311,37 @@ def test_a_damaged_journal_is_read_around_from_the_last_good_copy(nginx, backend
     assert nd.read_document(nginx.state_file)["services"] == proxy.read()["services"]
 
 
+def test_a_change_posted_while_a_reload_reads_the_state_is_not_lost(nginx, backends):
+    """A reload not made by bluegreen (``nginx -s reload``, so without its lock): a change
+    posted to the old workers after the master read the state file, before it stored the
+    routes, is read again, not overwritten by the older routes."""
+    proxy = nginx.proxy()
+    proxy.apply(routes(backends, "blue"))
+    controller = nginx.controller()
+    before = set(controller.workers())
+    hold, held = (Path(f"{nginx.state_file}.test-hold-init"),
+                  Path(f"{nginx.state_file}.test-held-init"))
+    hold.touch()
+    try:
+        controller.signal_reload()
+        wait_for(held.exists, 30, "nginx's init at its hold point")
+        nd.DynamicControl(nginx.control, nginx.state_file).apply(routes(backends, "green"))
+        assert get(nginx.port) == (200, "green")  # an old worker, from the dict
+    finally:
+        hold.unlink()
+
+    def reloaded() -> bool:
+        now = controller.workers()
+        return any(p not in before for p in now) and not any(
+            p in now and not now[p] for p in before)
+
+    wait_for(reloaded, 30, "the new workers")
+    assert get(nginx.port) == (200, "green")
+    assert proxy.read()["services"][SVC] == nd.check_routes(routes(backends, "green"))[SVC]
+    log = (nginx.prefix / "logs" / "error.log").read_text()
+    assert "routes changed while nginx read them; reading them again" in log
+
+
 def test_a_service_the_state_file_lost_comes_back_from_the_last_good_copy(nginx, backends):
     proxy = nginx.proxy()
     proxy.apply([Route(SVC, "blue", (Server("127.0.0.1", backends["blue"].port),)),

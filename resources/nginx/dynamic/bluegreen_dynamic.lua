@@ -716,32 +716,9 @@ local function new_epoch()
     return string.format("%x%x", ngx.time(), ngx.worker.pid())
 end
 
-function M.init(opts)
-    local figures = ngx.shared[FIGURES]
-    if figures and figures:get("epoch") == nil then
-        local ok, ferr = figures:safe_set("epoch", new_epoch())
-        if not ok then error("bluegreen: shared dict " .. FIGURES .. ": " .. tostring(ferr)) end
-    end
-    known, endpoints = {}, {}
-    for _, name in ipairs(opts.services) do known[name] = true end
-    for _, name in ipairs(opts.endpoints or {}) do endpoints[name] = true end
-    local serr
-    secret, serr = load_secret(opts.secret_file)
-    if not secret then
-        ngx.log(ngx.ERR, "bluegreen: no control secret in ", opts.secret_file, " (", serr,
-                "): the control endpoint refuses every request")
-    end
-    local perr
-    preview, perr = load_preview(opts.preview_file)
-    preview_token = nil
-    if preview then
-        preview_token = (ngx.hmac_sha1(preview, "bluegreen-preview"):gsub(".", function(c)
-            return string.format("%02x", c:byte())
-        end))
-    elseif perr and not tostring(perr):find("No such file", 1, true) then
-        ngx.log(ngx.ERR, "bluegreen: no preview secret in ", opts.preview_file, " (", perr, ")")
-    end
-    local dict = ngx.shared[DICT]
+-- The routes nginx starts with ({name: route}): the state file's, or its last good copy's,
+-- or what the dict holds (a reload), logging what it rejected.
+local function starting_routes(opts, dict)
     local prev = read_routes(dict, known) or legacy_routes(dict, known) or {}
     local loaded, err = load_state(opts.state_file, opts.journal_file)
     local used = opts.state_file
@@ -794,8 +771,71 @@ function M.init(opts)
     for name, servers in pairs(services) do
         changes[name] = { servers = servers, chains = chains[name], release = releases[name] }
     end
-    local ok, perr = store(dict, (dict:get("generation") or 0) + 1, changes, true)
-    if not ok then error("bluegreen: " .. perr) end
+    return changes
+end
+
+-- A test's hold point (tests/integration/test_nginx_dynamic_hardening.py): with the file
+-- <state>.test-hold-init present, nginx's init writes <state>.test-held-init and waits until
+-- the hold file is gone (30 s at most), between reading the routes and storing them.
+local function test_hold(state_file)
+    local hold = state_file .. ".test-hold-init"
+    if not read_file(hold) then return end
+    local fh = io.open(state_file .. ".test-held-init", "w")
+    if fh then fh:close() end
+    local ffi = require("ffi")
+    pcall(ffi.cdef, "int usleep(unsigned int usec);")
+    for _ = 1, 15000 do
+        if not read_file(hold) then return end
+        ffi.C.usleep(2000)
+    end
+end
+
+function M.init(opts)
+    local figures = ngx.shared[FIGURES]
+    if figures and figures:get("epoch") == nil then
+        local ok, ferr = figures:safe_set("epoch", new_epoch())
+        if not ok then error("bluegreen: shared dict " .. FIGURES .. ": " .. tostring(ferr)) end
+    end
+    known, endpoints = {}, {}
+    for _, name in ipairs(opts.services) do known[name] = true end
+    for _, name in ipairs(opts.endpoints or {}) do endpoints[name] = true end
+    local serr
+    secret, serr = load_secret(opts.secret_file)
+    if not secret then
+        ngx.log(ngx.ERR, "bluegreen: no control secret in ", opts.secret_file, " (", serr,
+                "): the control endpoint refuses every request")
+    end
+    local perr
+    preview, perr = load_preview(opts.preview_file)
+    preview_token = nil
+    if preview then
+        preview_token = (ngx.hmac_sha1(preview, "bluegreen-preview"):gsub(".", function(c)
+            return string.format("%02x", c:byte())
+        end))
+    elseif perr and not tostring(perr):find("No such file", 1, true) then
+        ngx.log(ngx.ERR, "bluegreen: no preview secret in ", opts.preview_file, " (", perr, ")")
+    end
+    -- The master reads the state file, then stores its routes as a full generation; a POST
+    -- to a worker of the old configuration in between (its journal line written first) would
+    -- be overwritten: the routes are stored only when the dict's generation is still the one
+    -- seen before reading, else read again (the file has that change by then).
+    local dict = ngx.shared[DICT]
+    for _ = 1, 50 do
+        local seen = dict:get("generation")
+        local changes = starting_routes(opts, dict)
+        test_hold(opts.state_file)
+        if dict:safe_add("lock", true, 10) then
+            if dict:get("generation") == seen then
+                local ok, perr = store(dict, (seen or 0) + 1, changes, true)
+                dict:delete("lock")
+                if not ok then error("bluegreen: " .. perr) end
+                return
+            end
+            dict:delete("lock")
+        end
+        ngx.log(ngx.WARN, "bluegreen: routes changed while nginx read them; reading them again")
+    end
+    error("bluegreen: the routes kept changing while nginx loaded them")
 end
 
 function M.init_worker()
