@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -76,6 +77,26 @@ def test_a_new_color_failing_a_share_of_requests_is_undone_with_its_figures(dsvc
     svc.assert_safe()
 
 
+def _paused_with_gates(svc: Env) -> None:
+    """A progressive run with gates (--max-error-rate 1, --min-requests 20), paused before
+    its pre-integration tests."""
+    r = svc.bg("run", svc.service, "--image", "bluegreen-sample:flaky", *HTTP, "--until",
+               "pre-test", "--steps", "50,100", "--step-wait", "0.1", "--max-error-rate", "1",
+               "--min-requests", "20")
+    assert r.code == 0, r.err
+
+
+def _resumed_under_failures(svc: Env, tmp_path: Path, *extra: str) -> tuple[int, str, dict]:
+    """``run --resume`` (with ``extra``), 400 requests sent (every 7th a 5xx) while its gate's
+    window is held; its exit code, stderr and the statuses seen."""
+    run = Held(svc, tmp_path, ["gate:window"], "run", svc.service, "--resume", *HTTP, *extra)
+    run.wait("gate:window")
+    seen = send(svc, 400, fail_every=7)
+    run.release("gate:window")
+    code, err = run.finish()
+    return code, err, seen
+
+
 def test_a_step_below_min_requests_fails_and_the_old_color_serves(dsvc):
     svc = dsvc
     r = svc.bg("run", svc.service, "--image", "bluegreen-sample:v2", *HTTP, "--steps", "10,100",
@@ -109,18 +130,11 @@ def test_a_resumed_run_keeps_the_gates_recorded_when_it_started(dsvc, tmp_path):
     """The gates are given to the first call only (paused after its pre-tests): the resume,
     given none, is judged by them and undone by the breach."""
     svc = dsvc
-    r = svc.bg("run", svc.service, "--image", "bluegreen-sample:flaky", *HTTP, "--until",
-               "pre-test", "--steps", "50,100", "--step-wait", "0.1", "--max-error-rate", "1",
-               "--min-requests", "20")
-    assert r.code == 0, r.err
+    _paused_with_gates(svc)
     record = json.loads(svc.kv("inflight") or "{}")
     assert record["gates"] == {"max_error_rate": 1.0, "min_requests": 20}, record
     assert record["step_wait"] == 0.1 and record["steps"] == [50, 100]
-    run = Held(svc, tmp_path, ["gate:window"], "run", svc.service, "--resume", *HTTP)
-    run.wait("gate:window")
-    seen = send(svc, 400, fail_every=7)
-    run.release("gate:window")
-    code, err = run.finish()
+    code, err, seen = _resumed_under_failures(svc, tmp_path)
     assert code == 1, err
     assert seen.get(500), seen
     assert "override" not in err  # nothing given: the record's gates, said by nothing else
@@ -134,16 +148,8 @@ def test_a_resumed_run_keeps_the_gates_recorded_when_it_started(dsvc, tmp_path):
 
 def test_a_gate_given_on_resume_overrides_the_recorded_one_and_says_so(dsvc, tmp_path):
     svc = dsvc
-    r = svc.bg("run", svc.service, "--image", "bluegreen-sample:flaky", *HTTP, "--until",
-               "pre-test", "--steps", "50,100", "--step-wait", "0.1", "--max-error-rate", "1",
-               "--min-requests", "20")
-    assert r.code == 0, r.err
-    run = Held(svc, tmp_path, ["gate:window"], "run", svc.service, "--resume", *HTTP,
-               "--max-error-rate", "100")  # every 5xx tolerated
-    run.wait("gate:window")
-    seen = send(svc, 400, fail_every=7)
-    run.release("gate:window")
-    code, err = run.finish()
+    _paused_with_gates(svc)
+    code, err, seen = _resumed_under_failures(svc, tmp_path, "--max-error-rate", "100")  # all
     assert code == 0, err
     assert seen.get(500), seen
     assert f"{svc.service}: options given override the release's record: --max-error-rate " \
