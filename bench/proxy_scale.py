@@ -14,8 +14,11 @@ through bluegreen's proxy classes as the CLI drives them:
   connections, no retry): the same ``--repeat`` switches and rollbacks, then ``--repeat``
   additions, each series in its own wrk run: requests, non-2xx, socket errors.
 
-Dynamic mode: a switch is ``DynamicProxy.apply`` (state file, one POST, the read-back check,
-the last good copy); an addition is its checked reload. Reload mode: ``NginxProxy.apply``
+Dynamic mode: a switch is ``DynamicProxy.apply`` (a line appended to the state file's
+journal, one POST whose answer carries the read-back, checked, the line appended to the last
+good copy); an addition is its checked reload. Also: what a change adds on the rare occasion
+it rewrites the state file's base (its journal outgrew it) and how many one-service switches
+that takes. Reload mode: ``NginxProxy.apply``
 (the service's files, ``nginx -t``, HUP, wait until new workers serve alone).
 
 Part ``haproxy``: Debian's haproxy (2.6; ``bash scripts/bench-deps.sh`` installs it) with a
@@ -26,7 +29,7 @@ delayed ACK); a dynamic nginx with one service. wrk on each (``-t1 -c4``) all al
 ``--switches`` alternating switches, HAProxy's and the dynamic one interleaved: from the
 command's start to the first response of the new server on a new connection. HAProxy: ``set
 server be/NEW state ready; set server be/OLD state maint`` over the admin socket; dynamic:
-``DynamicControl.apply`` (state file, POST, read-back check, last good copy); and a bare POST
+``DynamicControl.apply`` (journal line, POST, its read-back checked, last good copy); a bare POST
 of the same routes (no state file, no check: nginx's own part).
 
 All traffic goes to 127.0.0.1. Prints tables (JSON with ``--json FILE``).
@@ -53,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from bluegreen.model import Route, Server
+from bluegreen.proxy import dynamic_state
 from bluegreen.proxy.dynamic import DynamicControl
 from bluegreen.proxy.nginx import LocalNginx, NginxProxy
 from bluegreen_dev.dynamic_nginx import Backend, DynamicNginx, parse_wrk
@@ -156,6 +160,23 @@ def additions(m: Mode, repeat: int) -> list[float]:
     return took
 
 
+def rewrites(m: Mode, target: str, repeat: int) -> tuple[list[float], int]:
+    """Dynamic mode: what a change adds when it rewrites the state file's base (once the
+    journal has outgrown it): the base written anew and the last good copy copied whole (ms,
+    ``repeat`` times); and after how many switches of one service that happens."""
+    state = str(m.nginx.state_file)
+    took = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        dynamic_state.rewrite(state, dynamic_state.read_document(state))
+        dynamic_state.keep_last_good(state)
+        took.append((time.perf_counter() - t0) * 1000)
+    m.apply([m.route(target, "blue")])  # one journal line
+    line = Path(dynamic_state.journal_path(state)).stat().st_size
+    limit = max(dynamic_state.MIN_JOURNAL, Path(state).stat().st_size)
+    return took, limit // line + 1
+
+
 def measure(mode: str, size: int, repeat: int, blue: Backend, green: Backend) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"bg-{mode}-") as tmp:
         m = Mode(mode, Path(tmp) / "nginx", blue, green)
@@ -167,6 +188,7 @@ def measure(mode: str, size: int, repeat: int, blue: Backend, green: Backend) ->
             target = names[size // 2]
             first_response(m.nginx.port, f"/{target}", "blue")
             quiet = series(m, target, repeat)
+            rewrite = rewrites(m, target, repeat) if mode == "dynamic" else None
             rss = m.rss()
             quiet["add"] = additions(m, repeat)
             url = f"http://127.0.0.1:{m.nginx.port}/{target}"
@@ -178,6 +200,8 @@ def measure(mode: str, size: int, repeat: int, blue: Backend, green: Backend) ->
             m.nginx.stop()
     row = {"mode": mode, "services": size, "setup_s": round(setup_s, 2), "rss_mb": round(rss, 1),
            "wrk_switch": wrk_switch, "wrk_add": wrk_add, "raw": {"quiet": quiet, "wrk": loaded}}
+    if rewrite:
+        row["rewrite_ms"], row["changes_per_rewrite"] = median(rewrite[0]), rewrite[1]
     for k in ("switch", "change", "rollback", "add"):
         row[f"{k}_ms"] = median(quiet[k])
         row[f"{k}_wrk_ms"] = median(loaded[k])
@@ -328,7 +352,10 @@ def main() -> int:
                     rows.append(r)
                     print(f"{mode:8} {r['services']:>5}: switch {r['switch_ms']} ms (change "
                           f"{r['change_ms']}), rollback {r['rollback_ms']} ms, add {r['add_ms']} ms, "
-                          f"RSS {r['rss_mb']} MB, setup {r['setup_s']} s | under wrk: switch "
+                          f"RSS {r['rss_mb']} MB, setup {r['setup_s']} s"
+                          + (f", base rewrite {r['rewrite_ms']} ms every "
+                             f"{r['changes_per_rewrite']} switches" if "rewrite_ms" in r else "")
+                          + f" | under wrk: switch "
                           f"{r['switch_wrk_ms']}, rollback {r['rollback_wrk_ms']}, add "
                           f"{r['add_wrk_ms']} ms; wrk switches {errors(r['wrk_switch'])}; "
                           f"wrk adds {errors(r['wrk_add'])}", flush=True)
