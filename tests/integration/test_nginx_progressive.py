@@ -358,3 +358,20 @@ def test_a_bad_preview_secret_is_refused_without_showing_it(nginx):
         with pytest.raises(UsageError) as info:
             with_preview(nginx, bad)
         assert bad not in str(info.value)
+
+
+def test_counts_kept_when_a_service_is_added_to_many(nginx, backends):
+    """Adding a service is a reload; at 130 services the shared dicts are over 1m, sized in
+    steps so that an addition keeps them (nginx makes a new, empty zone for a new size):
+    the counts and their epoch survive it, as any reload's."""
+    proxy = NginxDynamicProxy(nginx.proxy())
+    blue = Server("127.0.0.1", backends["blue"].port, 100, "blue")
+    many = [Route(f"svc-{i:03d}", "blue", (blue,), location=f"/svc-{i:03d}") for i in range(130)]
+    proxy.apply([split(backends), *many])
+    for _ in range(10):
+        assert get(nginx.port)[0] == 200
+    before = proxy.figures([SVC])[SVC]
+    assert sum(c.requests for c in before.values()) == 10
+    proxy.apply([Route("extra", "blue", (blue,), location="/extra")])  # a checked reload
+    assert get(nginx.port, "/extra")[:2] == (200, "blue")
+    assert proxy.figures([SVC])[SVC] == before

@@ -278,8 +278,12 @@ def test_the_header_names_a_thousand_services_on_short_lines(tmp_path):
 
 def test_the_routes_dict_grows_with_the_services():
     assert nd.dict_size_for(1, 0) == "1m"
-    assert nd.dict_size_for(1000, 0) == f"{256 + 4 * 1000}k"
-    assert nd.dict_size_for(10, 100) == f"{256 + 40 + 6400}k"
+    assert nd.dict_size_for(1000, 0) == "8m"  # 4,256k needed: sized in steps of powers of 2
+    assert nd.dict_size_for(10, 100) == "8m"  # 6,696k
+    assert nd.dict_size_for(190, 0) == "1m" and nd.dict_size_for(193, 0) == "2m"
+    sizes = {nd.dict_size_for(n, 0) for n in range(500, 900)}  # adding a service keeps it
+    assert sizes == {"4m"} and nd.figures_size_for(1000) == "8m"
+    assert {nd.figures_size_for(n) for n in range(121, 249)} == {"2m"}
     assert nd.dict_size_for(1000, 0, "64m") == "64m"
     with pytest.raises(UsageError):
         nd.dict_size_for(1, 0, "1g")

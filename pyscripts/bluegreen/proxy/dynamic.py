@@ -277,6 +277,16 @@ def private_socket_dir(control: str) -> None:
                          f"directory only its owner can enter (chmod 700 {where})")
 
 
+def _stepped(need_kb: int) -> str:
+    """The least power of two megabytes (1m at least) that holds ``need_kb``: a dict's size
+    changes only when the need crosses one, so adding a service (a reload) keeps the dicts
+    (nginx gives a shared dict of a new size a new, empty zone)."""
+    mb = 1
+    while mb * 1024 < need_kb:
+        mb *= 2
+    return f"{mb}m"
+
+
 def dict_size_for(services: int, endpoints: int, minimum: str = "1m") -> str:
     """The routes' shared dict for that many services and internal endpoints (``minimum``
     at least): room for two copies of the routes (a change writes the new one first)."""
@@ -284,14 +294,13 @@ def dict_size_for(services: int, endpoints: int, minimum: str = "1m") -> str:
         raise UsageError(f"invalid shared dict size {minimum!r}: use e.g. 1m or 512k")
     given = int(minimum[:-1]) * (1024 if minimum.endswith("m") else 1)
     need = DICT_BASE_KB + DICT_SERVICE_KB * services + DICT_ENDPOINT_KB * endpoints
-    return minimum if given >= need else f"{need}k"
+    return minimum if given >= need else _stepped(need)
 
 
 def figures_size_for(services: int) -> str:
     """The counts' shared dict for that many services (at least 1m): room for every count of
     every service and color, so that none is ever evicted."""
-    need = FIGURES_BASE_KB + FIGURES_SERVICE_KB * services
-    return "1m" if need <= 1024 else f"{need}k"
+    return _stepped(FIGURES_BASE_KB + FIGURES_SERVICE_KB * services)
 
 
 def render_http(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
