@@ -98,10 +98,14 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         while self.path == "/hold" and not os.path.exists(gate):
             time.sleep(0.005)
+        body = name
+        if self.path.startswith("/echo"):  # what reached the backend
+            body = name + b" " + self.path.encode() + b" " + "|".join(
+                f"{k}: {v}" for k, v in self.headers.items()).encode()
         self.send_response(500 if self.path == "/fail" else 200)
-        self.send_header("Content-Length", str(len(name)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(name)
+        self.wfile.write(body)
     def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.do_GET()
@@ -119,8 +123,8 @@ S(("127.0.0.1", port), H).serve_forever()
 @dataclass
 class Backend:
     """A tiny HTTP server on 127.0.0.1 (its own process) answering every GET and POST with its
-    name (``/fail``: with status 500); ``GET /hold`` answers only once the file ``gate``
-    exists."""
+    name (``/fail``: with status 500; ``/echo...``: its name, the path and the headers it
+    got); ``GET /hold`` answers only once the file ``gate`` exists."""
 
     name: str
     port: int = 0

@@ -331,9 +331,9 @@ def test_a_preview_reaches_the_new_color_at_weight_0_with_the_secret_only(nginx,
     assert {get(nginx.port, headers=right)[1] for _ in range(10)} == {"green"}
     for wrong in (PREVIEW[:-1], PREVIEW + "x", PREVIEW.upper(), ""):
         assert get(nginx.port, headers={"X-Bluegreen-Preview": wrong})[1] == "blue", wrong
-    status, body, r = get(nginx.port, "/?bluegreen-preview=" + quote(PREVIEW, safe=""))
+    status, _body, r = get(nginx.port, "/?bluegreen-preview=" + quote(PREVIEW, safe=""))
     token = preview_cookie(r)
-    assert (status, body) == (200, "green") and token and PREVIEW not in token
+    assert (status, r.getheader("Location")) == (302, "/") and token and PREVIEW not in token
     assert get(nginx.port, headers={"Cookie": f"bg_preview={token}"})[1] == "green"
     assert get(nginx.port, headers={"Cookie": f"bg_preview={PREVIEW}"})[1] == "blue"
     assert get(nginx.port, headers={"Cookie": f"bg_preview={token[:-1]}0"})[1] == "blue"
@@ -351,6 +351,29 @@ def test_a_preview_reaches_the_new_color_at_weight_0_with_the_secret_only(nginx,
     assert not preview_file.exists()
     assert {get(nginx.port, headers=right)[1] for _ in range(10)} == {"blue"}
     assert get(nginx.port, headers={"Cookie": f"bg_preview={token}"})[1] == "blue"
+
+
+def test_the_preview_secret_never_reaches_a_backend(nginx, backends):
+    """The header is taken out of the request; the preview URL answers 302 to itself without
+    the secret (other arguments kept), setting the cookie; a wrong secret in the URL is taken
+    out too."""
+    from urllib.parse import quote
+
+    proxy = NginxDynamicProxy(with_preview(nginx, PREVIEW))
+    proxy.apply([preview_at_0(backends)])
+    status, body, _r = get(nginx.port, "/echo", headers={"X-Bluegreen-Preview": PREVIEW})
+    assert status == 200 and body.startswith("green /echo ") and PREVIEW not in body
+    assert "x-bluegreen-preview" not in body.lower()
+    status, body, _r = get(nginx.port, "/echo", headers={"X-Bluegreen-Preview": "wrong-0123456789"})
+    assert body.startswith("blue /echo ") and "x-bluegreen-preview" not in body.lower()
+    secret = quote(PREVIEW, safe="")
+    status, _body, r = get(nginx.port, f"/echo/a%20b?x=1&bluegreen-preview={secret}")
+    assert (status, r.getheader("Location")) == (302, "/echo/a%20b?x=1")
+    token = preview_cookie(r)
+    status, body, _r = get(nginx.port, "/echo/a%20b?x=1", headers={"Cookie": f"bg_preview={token}"})
+    assert body.startswith("green /echo/a%20b?x=1 ")
+    status, body, _r = get(nginx.port, "/echo?bluegreen-preview=wrong-secret-0123456&y=2")
+    assert status == 200 and body.startswith("blue /echo?y=2 ")
 
 
 def test_a_bad_preview_secret_is_refused_without_showing_it(nginx):

@@ -76,9 +76,11 @@ secret: a checked reload before the change). A request with ``X-Bluegreen-Previe
 (compared in constant time), or with the cookie ``bg_preview`` that a request with
 ``?bluegreen-preview=<secret>`` gets (an HMAC of the secret, ``Path=/; HttpOnly;
 SameSite=Lax``), is served by the new color of a service in a release at any weight, 0
-included. Without a secret the header, the cookie and the query do nothing. nginx's access
-log records a preview URL's query as it records any URL: use the header, or a log format
-without the query, where that matters.
+included. Without a secret the header, the cookie and the query do nothing. The secret never
+reaches a backend: the Lua's rewrite phase (http level) takes the header out and answers the
+preview URL with a 302 to itself without the secret, setting the cookie. nginx's access log
+records a preview URL's query as it records any URL: use the header, or a log format without
+the query, where that matters.
 """
 
 from __future__ import annotations

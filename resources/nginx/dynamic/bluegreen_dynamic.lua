@@ -54,7 +54,9 @@
 -- request with the header X-Bluegreen-Preview: <secret>, or the cookie "bg_preview" that a
 -- request with ?bluegreen-preview=<secret> gets (its value an HMAC of the secret, not the
 -- secret), is served by a release's new color at any weight, 0 included (compared in
--- constant time). Without a secret they do nothing.
+-- constant time). Without a secret they do nothing. The secret never reaches a backend: the
+-- header is taken out of the request (rewrite phase, http level), and the preview URL answers
+-- 302 to the same URL without it, setting the cookie.
 
 local cjson = require("cjson.safe").new()
 local balancer = require "ngx.balancer"
@@ -887,9 +889,11 @@ local function same(given, expected)
 end
 
 -- Whether this request asks for a preview with the right secret (header, cookie, or the
--- preview URL, whose response then sets the cookie).
+-- preview URL, whose response then sets the cookie; the header as M.rewrite found it, which
+-- took it out, in a location that runs it).
 local function previewing(ctx)
     if preview == nil then return false end
+    if ctx.bluegreen_preview_header then return true end
     if same(ngx.var.http_x_bluegreen_preview, preview) then return true end
     local cookie = ngx.var.cookie_bg_preview
     if cookie and same(cookie, preview_token) then return true end
@@ -1008,6 +1012,31 @@ local function count_request(ctx)
     while i < NBUCKETS and ms > LATENCY_MS[i] do i = i + 1 end
     rec.b[i] = rec.b[i] + 1
     counted(rec)
+end
+
+-- rewrite_by_lua (http level): the preview secret never reaches a backend. The header's
+-- verdict is kept for the balancer and the header taken out; the preview URL answers 302 to
+-- the same URL without the secret, setting the preview cookie (a wrong secret is taken out
+-- of the URL too). (A location with a rewrite_by_lua of its own does not run this.)
+function M.rewrite()
+    if preview == nil then return end
+    local var = ngx.var
+    if var.http_x_bluegreen_preview ~= nil then
+        ngx.ctx.bluegreen_preview_header = same(var.http_x_bluegreen_preview, preview)
+        ngx.req.clear_header("X-Bluegreen-Preview")
+    end
+    local arg = var["arg_bluegreen-preview"]
+    if arg == nil then return end
+    local args = ngx.req.get_uri_args(100)
+    args["bluegreen-preview"] = nil
+    if not same(ngx.unescape_uri(arg), preview) then
+        return ngx.req.set_uri_args(args)
+    end
+    local query = ngx.encode_args(args)
+    local path = var.request_uri:match("^[^?]*")
+    ngx.header["Set-Cookie"] = PREVIEW_COOKIE .. "=" .. preview_token .. COOKIE_ATTRIBUTES
+    ngx.header["Cache-Control"] = "no-store"
+    return ngx.redirect(path .. (query ~= "" and ("?" .. query) or ""), 302)
 end
 
 -- header_filter_by_lua (http level): a client given a bucket gets its cookie.
