@@ -374,6 +374,10 @@ def test_the_preview_secret_never_reaches_a_backend(nginx, backends):
     assert body.startswith("green /echo/a%20b?x=1 ")
     status, body, _r = get(nginx.port, "/echo?bluegreen-preview=wrong-secret-0123456&y=2")
     assert status == 200 and body.startswith("blue /echo?y=2 ")
+    many = "&".join(f"a{i}={i}" for i in range(150))  # every other argument kept
+    status, body, _r = get(nginx.port, f"/echo?{many}&bluegreen-preview=wrong-secret-0123456")
+    kept = body.split(" ")[1].split("?")[1].split("&")
+    assert status == 200 and sorted(kept) == sorted(many.split("&"))
 
 
 def test_a_bad_preview_secret_is_refused_without_showing_it(nginx):

@@ -1027,7 +1027,7 @@ function M.rewrite()
     end
     local arg = var["arg_bluegreen-preview"]
     if arg == nil then return end
-    local args = ngx.req.get_uri_args(100)
+    local args = ngx.req.get_uri_args(0)  -- all of them (0: no limit)
     args["bluegreen-preview"] = nil
     if not same(ngx.unescape_uri(arg), preview) then
         return ngx.req.set_uri_args(args)
