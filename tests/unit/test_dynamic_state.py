@@ -132,3 +132,20 @@ def test_a_base_without_an_id_is_rewritten_at_the_first_change(tmp_path):
     ds.record(str(path), ds.read_document(path), {"api": servers(81)}, {}, {})
     assert ds.base_id_of(path) and journal(path) == ""
     assert ds.read_document(path) == doc_of({"web": servers(80), "api": servers(81)})
+
+
+def test_a_read_that_a_rewrite_overtakes_is_made_again(state, monkeypatch):
+    """A reader between a base and its journal while a writer rewrites both: it would see the
+    old base with the journal emptied (the changes lost), so it reads again."""
+    ds.record(str(state), ds.read_document(state), {"web": servers(90)}, {}, {})
+    real = ds.read_text
+    rewritten = []
+
+    def read_text(path):
+        if str(path).endswith(".journal") and not rewritten:
+            rewritten.append(True)  # the writer gets in between the two reads
+            ds.rewrite(str(state), ds.read_document(state))
+        return real(path)
+
+    monkeypatch.setattr(ds, "read_text", read_text)
+    assert ds.read_document(state)["services"]["web"] == servers(90)

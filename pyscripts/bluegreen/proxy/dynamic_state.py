@@ -155,17 +155,21 @@ def apply_change(doc: dict[str, dict[str, Any]], entry: Mapping[str, Any]) -> No
 
 def read_pair(path: str | os.PathLike[str]) -> tuple[str | None, str, dict[str, dict[str, Any]]]:
     """A base (or last good copy) with its journal applied: (the base's text, its id, the
-    document); (None, "", empty) when there is no base."""
-    text = read_text(path)
-    if text is None:
-        return None, "", {k: {} for k in PARTS}
-    base_id, doc = _parse_base(path, text)
-    jpath = journal_path(path)
-    journal = read_text(jpath)
-    if journal:
-        for _n, entry in _journal_lines(jpath, journal):
-            if entry.get("base") == base_id:
-                apply_change(doc, entry)
+    document); (None, "", empty) when there is no base. Read again when a writer rewrote the
+    base meanwhile (its old journal may be gone)."""
+    for _attempt in range(3):
+        text = read_text(path)
+        if text is None:
+            return None, "", {k: {} for k in PARTS}
+        base_id, doc = _parse_base(path, text)
+        jpath = journal_path(path)
+        journal = read_text(jpath)
+        if journal:
+            for _n, entry in _journal_lines(jpath, journal):
+                if entry.get("base") == base_id:
+                    apply_change(doc, entry)
+        if base_id_of(path) == (base_id or None):
+            break
     return text, base_id, doc
 
 
