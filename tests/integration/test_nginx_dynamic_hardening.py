@@ -392,20 +392,40 @@ def test_a_damaged_state_file_is_reported_and_read_around(nginx, backends):
 
 
 def test_a_thousand_services_behind_one_nginx(nginx, backends):
-    proxy = nginx.proxy()
+    """1,000 services, 100 of them with an internal endpoint (on a loopback port here)."""
+    internal = free_port()
+    proxy = nginx.proxy(internal_listen=f"127.0.0.1:{internal}")
     names = [f"svc-{i:04d}" for i in range(1000)]
     ports = [backends["blue"].port, backends["green"].port]
-    proxy.apply([Route(n, "blue", (Server("127.0.0.1", ports[0]),), location="")
-                 for n in names])  # one checked reload; no public location needed
-    assert proxy.services() == set(names)
+
+    def every(color: str) -> list[Route]:
+        port = ports[0] if color == "blue" else ports[1]
+        return [Route(n, color, (Server("127.0.0.1", port),), location="",
+                      endpoint=f"{n}.local" if i % 10 == 0 else None)
+                for i, n in enumerate(names)]
+
+    proxy.apply(every("blue"))  # one checked reload; no public location needed
+    assert proxy.services() == set(names) and len(proxy.endpoints()) == 100
+
+    def internal_get(endpoint: str) -> tuple[int, str]:
+        c = http.client.HTTPConnection("127.0.0.1", internal, timeout=10)
+        c.request("GET", "/", headers={"Host": endpoint})
+        r = c.getresponse()
+        return r.status, r.read().decode()
+
+    assert internal_get("svc-0990.local") == (200, "blue")
     text = nginx.include_path.read_text()
     assert max(len(line) for line in text.splitlines()) < 200
     served = proxy.read()
     assert len(served["services"]) == 1000
     # a switch of every service at once is one POST, checked against what nginx serves
-    proxy.apply([Route(n, "green", (Server("127.0.0.1", ports[1]),), location="")
-                 for n in names])
+    generation = proxy.read()["generation"]
+    include = nginx.include_path.read_text()
+    proxy.apply(every("green"))
+    assert nginx.include_path.read_text() == include  # no reload: one POST
+    assert proxy.read()["generation"] == generation + 1
     assert {s[0]["port"] for s in proxy.read()["services"].values()} == {ports[1]}
+    assert internal_get("svc-0000.local") == (200, "green")
     # and one more service is a reload that keeps the thousand
     proxy.apply([Route("svc-extra", "blue", (Server("127.0.0.1", ports[0]),))])
     assert len(proxy.read()["services"]) == 1001
