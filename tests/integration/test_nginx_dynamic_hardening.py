@@ -231,6 +231,7 @@ DAMAGE = {
     "binary": bytes(range(256)) * 4,
     "no services": b'{"services":[]}',
     "missing": None,
+    "journal missing": None,  # the base kept: every change since it would be lost
 }
 
 
@@ -245,6 +246,8 @@ def test_a_restart_serves_the_last_good_routes_whatever_the_state_file_holds(
     text = nginx.state_file.read_bytes()
     if damage == "missing":
         nginx.state_file.unlink()
+    elif damage == "journal missing":
+        nginx.state_file.with_suffix(".journal").unlink()
     else:
         nginx.state_file.write_bytes(text[:60] if damage == "cut" else DAMAGE[damage])
     nginx.kill()

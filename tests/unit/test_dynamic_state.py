@@ -149,3 +149,21 @@ def test_a_read_that_a_rewrite_overtakes_is_made_again(state, monkeypatch):
 
     monkeypatch.setattr(ds, "read_text", read_text)
     assert ds.read_document(state)["services"]["web"] == servers(90)
+
+
+def test_a_lost_journal_is_damage_not_an_older_state(state):
+    """A base with an id always has its journal (made first): one deleted would silently
+    take back every change since the base, so the state reads as damaged."""
+    ds.record(str(state), ds.read_document(state), {"web": servers(90)}, {}, {})
+    os.unlink(ds.journal_path(state))
+    with pytest.raises(OperationFailed, match=r"its journal .*routes.journal is missing"):
+        ds.read_document(state)
+    good = ds.last_good_path(state)  # the last good copy's lost journal: copied whole again
+    ds.rewrite(str(state), doc_of({"web": servers(91)}))
+    ds.keep_last_good(str(state))
+    ds.keep_last_good(str(state), ds.record(str(state), ds.read_document(state),
+                                            {"web": servers(92)}, {}, {}))
+    os.unlink(ds.journal_path(good))
+    ds.keep_last_good(str(state), ds.record(str(state), ds.read_document(state),
+                                            {"api": servers(93)}, {}, {}))
+    assert ds.read_document(good) == doc_of({"web": servers(92), "api": servers(93)})

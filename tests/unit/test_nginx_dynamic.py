@@ -13,6 +13,12 @@ from bluegreen.proxy import dynamic_state as ds
 from bluegreen_dev.sandbox import free_port
 
 
+def write_base(path, text: str) -> None:
+    """A base written as bluegreen writes one: its (empty) journal made first."""
+    ds.ensure_journal(path)
+    ds.write_atomic(path, text)
+
+
 def test_render_has_one_balanced_upstream_per_service_and_a_loopback_control_server(tmp_path):
     text = nd.render_http(["web", "books-ms", "web"], "127.0.0.1:9000", tmp_path / "routes.json")
     assert nd.configured_services(text) == {"books-ms", "web"}
@@ -106,15 +112,15 @@ def test_state_file_merges_and_is_written_atomically(tmp_path):
     path = tmp_path / "state" / "routes.json"
     assert ds.read_state(path) == {}
     web = nd.check_routes({"web": [Server("127.0.0.1", 8080)]})
-    ds.write_atomic(path, nd.merged_state(path, web))
+    write_base(path, nd.merged_state(path, web))
     api = nd.check_routes({"api": [Server("127.0.0.1", 9090, 5)]})
-    ds.write_atomic(path, nd.merged_state(path, api))
+    write_base(path, nd.merged_state(path, api))
     assert ds.read_state(path) == web | api
     assert json.loads(path.read_text()) == {"id": ds.base_id_of(path), "services": api | web,
                                             "colors": {}}
-    ds.write_atomic(path, nd.merged_state(path, {}, drop=["web"]))
+    write_base(path, nd.merged_state(path, {}, drop=["web"]))
     assert ds.read_state(path) == api
-    assert [p.name for p in path.parent.iterdir()] == ["routes.json"]  # no temp file left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["routes.journal", "routes.json"]
     ds.write_atomic(path, None)
     assert not path.exists()
 
@@ -203,15 +209,15 @@ def test_check_payload_refuses(route):
 def test_state_file_keeps_each_services_chains(tmp_path):
     path = tmp_path / "routes.json"
     services, chains = nd.check_payload([_route(NEW)])
-    ds.write_atomic(path, nd.merged_state(path, services, chains=chains))
+    write_base(path, nd.merged_state(path, services, chains=chains))
     web = nd.check_routes({"web": [Server("127.0.0.1", 9)]})
-    ds.write_atomic(path, nd.merged_state(path, web))  # another service: the chains stay
+    write_base(path, nd.merged_state(path, web))  # another service: the chains stay
     assert nd.read_document(path) == {"services": services | web, "chains": chains, "colors": {}}
-    ds.write_atomic(path, nd.merged_state(path, services))  # posted without chains: none
+    write_base(path, nd.merged_state(path, services))  # posted without chains: none
     assert nd.read_document(path)["chains"] == {}
     assert "chains" not in json.loads(path.read_text())
-    ds.write_atomic(path, nd.merged_state(path, services, chains=chains))
-    ds.write_atomic(path, nd.merged_state(path, {}, drop=["api"]))
+    write_base(path, nd.merged_state(path, services, chains=chains))
+    write_base(path, nd.merged_state(path, {}, drop=["api"]))
     assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {}}
 
 
@@ -228,13 +234,13 @@ def test_state_file_keeps_each_services_color_in_the_same_write(tmp_path):
     assert nd.read_document(path)["colors"] == {"web": {"color": "blue", "weight": 100}}
     colors = nd.route_colors([Route("api", "green", (Server("127.0.0.1", 8),), 40)])
     assert colors == {"api": {"color": "green", "weight": 40}}
-    ds.write_atomic(path, nd.merged_state(path, api, colors=colors))
+    write_base(path, nd.merged_state(path, api, colors=colors))
     assert json.loads(path.read_text())["colors"] == {"api": {"color": "green", "weight": 40},
                                                       "web": {"color": "blue", "weight": 100}}
     legacy.write_text("{}")  # read no more once the state file has colors
     assert nd.read_document(path)["colors"]["web"] == {"color": "blue", "weight": 100}
-    ds.write_atomic(path, nd.merged_state(path, web))  # routed without a color: none
-    ds.write_atomic(path, nd.merged_state(path, {}, drop=["api"]))
+    write_base(path, nd.merged_state(path, web))  # routed without a color: none
+    write_base(path, nd.merged_state(path, {}, drop=["api"]))
     assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {}}
     assert nd.route_colors([Route("web", None, (Server("127.0.0.1", 9),))]) == {}
     with pytest.raises(UsageError):
@@ -364,7 +370,7 @@ def test_the_include_header_parse_is_kept_but_never_shared(tmp_path):
 
 def test_a_state_text_written_here_reads_back_as_parsed_and_a_changed_file_is_parsed(tmp_path):
     state = tmp_path / "routes.json"
-    ds.write_atomic(state, nd.merged_state(state, {"web": [{"address": "10.0.0.1", "port": 80,
+    write_base(state, nd.merged_state(state, {"web": [{"address": "10.0.0.1", "port": 80,
                                                             "weight": 100}]}, colors={}))
     text = nd.merged_state(state, {"api": [{"address": "10.0.0.2", "port": 81, "weight": 100}]},
                            colors={"api": {"color": "green", "weight": 100}})

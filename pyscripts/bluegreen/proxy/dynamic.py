@@ -780,6 +780,7 @@ class DynamicProxy:
                         raise
             if not plan:
                 return self.client._post(services, chains, colors)
+            dynamic_state.ensure_journal(self.state_file)
             plan[self.state_file] = merged_state(self.state_file, services, chains=chains,
                                                  colors=colors, base=self.client.document())
             plan[journal_path(self.state_file)] = ""  # in the new base
@@ -818,6 +819,7 @@ class DynamicProxy:
             if not gone:
                 return False
             endpoints = {s: e for s, e in self.endpoints().items() if s not in gone}
+            dynamic_state.ensure_journal(self.state_file)
             plan: dict[str, str | None] = {
                 self.include_path: self._render(self.services() - gone, endpoints),
                 self.state_file: merged_state(self.state_file, {}, gone,

@@ -164,6 +164,9 @@ def read_pair(path: str | os.PathLike[str]) -> tuple[str | None, str, dict[str, 
         base_id, doc = _parse_base(path, text)
         jpath = journal_path(path)
         journal = read_text(jpath)
+        if journal is None and base_id and base_id_of(path) == base_id:
+            raise OperationFailed(f"cannot read the state file {path}: its journal {jpath} is "
+                                  f"missing (changes since the base would be lost)")
         if journal:
             for _n, entry in _journal_lines(jpath, journal):
                 if entry.get("base") == base_id:
@@ -335,14 +338,25 @@ def record(state_file: str, doc: Mapping[str, Mapping[str, Any]],
         return Undo(state_file, line, _append(jpath, line))
     undo = Undo(state_file, None, files={state_file: read_text(state_file),
                                          jpath: read_text(jpath)})
+    ensure_journal(state_file)
     write_atomic(state_file, merged_state(state_file, services, chains=chains, colors=colors,
                                           base=doc))
     write_atomic(jpath, "")
     return undo
 
 
+def ensure_journal(state_file: str | os.PathLike[str]) -> None:
+    """Create an empty journal where there is none, before a base is written: a base with an
+    id and no journal reads as damaged (the journal was lost)."""
+    jpath = journal_path(state_file)
+    if not os.path.exists(jpath):
+        write_atomic(jpath, "")
+
+
 def rewrite(state_file: str, doc: Mapping[str, Mapping[str, Any]]) -> None:
-    """Write a new base of ``doc`` and empty its journal."""
+    """Write a new base of ``doc`` and empty its journal (the base first: a reader between
+    the two sees the old lines as another base's and skips them)."""
+    ensure_journal(state_file)
     write_atomic(state_file, state_text(doc))
     write_atomic(journal_path(state_file), "")
 
@@ -352,7 +366,8 @@ def keep_last_good(state_file: str, undo: Undo | None = None) -> None:
     line appended when both hold the same base, else the pair copied."""
     good = last_good_path(state_file)
     good_journal = journal_path(good)
-    if undo is not None and undo.line is not None and _tail_ok(good_journal):
+    if undo is not None and undo.line is not None and os.path.exists(good_journal) \
+            and _tail_ok(good_journal):
         base_id = base_id_of(state_file)
         if base_id and base_id == base_id_of(good) and f'"base":"{base_id}"' in undo.line:
             # not fsynced: lost in a crash, the copy is one change older (a line cut short
@@ -360,9 +375,9 @@ def keep_last_good(state_file: str, undo: Undo | None = None) -> None:
             _append(good_journal, undo.line, sync=False)
             return
     text = read_text(state_file)
-    if text is not None:
-        write_atomic(good, text)
+    if text is not None:  # the journal first: until the base follows, its lines are skipped
         write_atomic(good_journal, read_text(journal_path(state_file)) or "")
+        write_atomic(good, text)
 
 
 @contextlib.contextmanager

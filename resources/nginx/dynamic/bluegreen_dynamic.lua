@@ -622,8 +622,10 @@ end
 local function replay(doc, id, path)
     local text, err = read_file(path)
     if not text then
-        if tostring(err):find("No such file", 1, true) then return true end
-        return nil, err
+        -- a base with an id always has a journal (bluegreen creates it first): one missing
+        -- was lost, and the changes since the base with it
+        if id == nil and tostring(err):find("No such file", 1, true) then return true end
+        return nil, "journal " .. path .. ": " .. tostring(err)
     end
     for _, part in ipairs({ "services", "chains", "releases" }) do
         if doc[part] == nil then doc[part] = {} end
