@@ -15,8 +15,8 @@ from bluegreen_dev.sandbox import free_port
 
 def write_base(path, text: str) -> None:
     """A base written as bluegreen writes one: its (empty) journal made first."""
-    ds.ensure_journal(path)
-    ds.write_atomic(path, text)
+    for name, content in ds.base_files(path, text).items():
+        ds.write_atomic(name, content)
 
 
 def test_render_has_one_balanced_upstream_per_service_and_a_loopback_control_server(tmp_path):

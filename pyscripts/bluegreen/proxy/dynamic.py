@@ -519,8 +519,8 @@ class DynamicControl:
         status, doc = self._request("GET")
         if status != 200:
             raise OperationFailed(f"nginx control endpoint {self.where}: {status} {doc.get('error')}")
-        for key, kind in (("known", list), ("endpoints", list), ("active", dict),
-                          ("chains", dict), ("services", dict), ("releases", dict)):
+        doc = _routes_view(doc)
+        for key, kind in (("known", list), ("endpoints", list), ("active", dict)):
             doc[key] = kind(doc.get(key) or kind())  # Lua's cjson writes an empty list as {}
         return doc
 
@@ -780,10 +780,9 @@ class DynamicProxy:
                         raise
             if not plan:
                 return self.client._post(services, chains, colors)
-            dynamic_state.ensure_journal(self.state_file)
-            plan[self.state_file] = merged_state(self.state_file, services, chains=chains,
-                                                 colors=colors, base=self.client.document())
-            plan[journal_path(self.state_file)] = ""  # in the new base
+            plan.update(dynamic_state.base_files(self.state_file, merged_state(
+                self.state_file, services, chains=chains, colors=colors,
+                base=self.client.document())))
             if self.client.damage:
                 self.client.say(f"{self.client.damage}: rebuilt it from what nginx serves and "
                                 f"the change")
@@ -819,12 +818,10 @@ class DynamicProxy:
             if not gone:
                 return False
             endpoints = {s: e for s, e in self.endpoints().items() if s not in gone}
-            dynamic_state.ensure_journal(self.state_file)
             plan: dict[str, str | None] = {
                 self.include_path: self._render(self.services() - gone, endpoints),
-                self.state_file: merged_state(self.state_file, {}, gone,
-                                              base=self.client.document()),
-                journal_path(self.state_file): ""}
+                **dynamic_state.base_files(self.state_file, merged_state(
+                    self.state_file, {}, gone, base=self.client.document()))}
             plan.update(dict.fromkeys((self._location_path(s) for s in gone), None))
             self._reload(plan, reload_timeout)
             self.client.keep_last_good()

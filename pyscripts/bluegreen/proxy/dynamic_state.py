@@ -153,34 +153,27 @@ def apply_change(doc: dict[str, dict[str, Any]], entry: Mapping[str, Any]) -> No
                 doc[part].pop(name, None)
 
 
-def read_pair(path: str | os.PathLike[str]) -> tuple[str | None, str, dict[str, dict[str, Any]]]:
-    """A base (or last good copy) with its journal applied: (the base's text, its id, the
-    document); (None, "", empty) when there is no base. Read again when a writer rewrote the
-    base meanwhile (its old journal may be gone)."""
+def read_document(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The ``services``, ``chains`` and ``colors`` recorded in a state file (or its last good
+    copy) and its journal (empty when there is no base); read again when a writer rewrote the
+    base meanwhile (its old journal may be gone). A state file written before ``colors`` were
+    kept in it takes them from ``<state>.colors.json``, where they were."""
+    jpath = journal_path(path)
     for _attempt in range(3):
         text = read_text(path)
         if text is None:
-            return None, "", {k: {} for k in PARTS}
+            return {k: {} for k in PARTS}
         base_id, doc = _parse_base(path, text)
-        jpath = journal_path(path)
         journal = read_text(jpath)
-        if journal is None and base_id and base_id_of(path) == base_id:
-            raise OperationFailed(f"cannot read the state file {path}: its journal {jpath} is "
-                                  f"missing (changes since the base would be lost)")
-        if journal:
-            for _n, entry in _journal_lines(jpath, journal):
-                if entry.get("base") == base_id:
-                    apply_change(doc, entry)
         if base_id_of(path) == (base_id or None):
             break
-    return text, base_id, doc
-
-
-def read_document(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The ``services``, ``chains`` and ``colors`` recorded in a state file and its journal
-    (empty when there is none). A state file written before ``colors`` were kept in it takes
-    them from ``<state>.colors.json``, where they were."""
-    return read_pair(path)[2]
+    if journal is None and base_id:
+        raise OperationFailed(f"cannot read the state file {path}: its journal {jpath} is "
+                              f"missing (changes since the base would be lost)")
+    for _n, entry in _journal_lines(jpath, journal or ""):
+        if entry.get("base") == base_id:
+            apply_change(doc, entry)
+    return doc
 
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
@@ -329,36 +322,43 @@ def record(state_file: str, doc: Mapping[str, Mapping[str, Any]],
     base). ``doc``: the document now (for a rewrite)."""
     jpath = journal_path(state_file)
     base_id = None if rewrite else base_id_of(state_file)
-    if base_id and _tail_ok(jpath):
-        with contextlib.suppress(FileNotFoundError):
-            if os.stat(jpath).st_size > max(MIN_JOURNAL, os.stat(state_file).st_size):
-                base_id = None
-    if base_id and _tail_ok(jpath):
+    if base_id and _tail_ok(jpath) and not _outgrown(state_file, jpath):
         line = change_line(base_id, services, chains, colors)
         return Undo(state_file, line, _append(jpath, line))
     undo = Undo(state_file, None, files={state_file: read_text(state_file),
                                          jpath: read_text(jpath)})
-    ensure_journal(state_file)
-    write_atomic(state_file, merged_state(state_file, services, chains=chains, colors=colors,
-                                          base=doc))
-    write_atomic(jpath, "")
+    _write(base_files(state_file, merged_state(state_file, services, chains=chains,
+                                               colors=colors, base=doc)))
     return undo
 
 
-def ensure_journal(state_file: str | os.PathLike[str]) -> None:
-    """Create an empty journal where there is none, before a base is written: a base with an
-    id and no journal reads as damaged (the journal was lost)."""
+def _outgrown(state_file: str, jpath: str) -> bool:
+    """Whether a journal has grown past its base (and :data:`MIN_JOURNAL`)."""
+    try:
+        return os.stat(jpath).st_size > max(MIN_JOURNAL, os.stat(state_file).st_size)
+    except FileNotFoundError:
+        return False
+
+
+def base_files(state_file: str | os.PathLike[str], text: str) -> dict[str, str]:
+    """The files a new base ``text`` is written as, in this order: the base, then its journal
+    emptied (a reader between the two skips the old lines as another base's). A journal is
+    made first where there is none: a base with an id and no journal reads as damaged (its
+    journal lost)."""
     jpath = journal_path(state_file)
     if not os.path.exists(jpath):
         write_atomic(jpath, "")
+    return {os.fspath(state_file): text, jpath: ""}
+
+
+def _write(files: Mapping[str, str]) -> None:
+    for path, text in files.items():
+        write_atomic(path, text)
 
 
 def rewrite(state_file: str, doc: Mapping[str, Mapping[str, Any]]) -> None:
-    """Write a new base of ``doc`` and empty its journal (the base first: a reader between
-    the two sees the old lines as another base's and skips them)."""
-    ensure_journal(state_file)
-    write_atomic(state_file, state_text(doc))
-    write_atomic(journal_path(state_file), "")
+    """Write a new base of ``doc`` and empty its journal."""
+    _write(base_files(state_file, state_text(doc)))
 
 
 def keep_last_good(state_file: str, undo: Undo | None = None) -> None:
