@@ -25,12 +25,14 @@ Part ``haproxy``: Debian's haproxy (2.6; ``bash scripts/bench-deps.sh`` installs
 private configuration on loopback, its admin socket in a temp dir, one backend ``be`` with
 servers blue and green (``option http-server-close``: a new connection to the server for
 each request, as nginx makes here; the backends' keep-alive connections answer with a 40 ms
-delayed ACK); a dynamic nginx with one service. wrk on each (``-t1 -c4``) all along;
-``--switches`` alternating switches, HAProxy's and the dynamic one interleaved: from the
-command's start to the first response of the new server on a new connection. HAProxy: ``set
-server be/NEW state ready; set server be/OLD state maint`` over the admin socket; dynamic:
-``DynamicControl.apply`` (journal line, POST, its read-back checked, last good copy); a bare POST
-of the same routes (no state file, no check: nginx's own part).
+delayed ACK); a dynamic nginx with one service. Each switch is timed from the command's start
+to the first response of the new server on a new connection. HAProxy: ``set server be/NEW
+state ready; set server be/OLD state maint`` over the admin socket; dynamic:
+``DynamicControl.apply`` (journal line, POST, its read-back checked, last good copy); a bare
+POST of the same routes (no state file, no check: nginx's own part). Two ways: each proxy
+under its own wrk (``-t1 -c4``) only, in blocks of ``--switches``/2 alternated twice (HAProxy's
+switches, then nginx's dynamic and bare POST interleaved, again); then ``--switches``
+switches of all three interleaved with both proxies under wrk at once.
 
 All traffic goes to 127.0.0.1. Prints tables (JSON with ``--json FILE``).
 
@@ -272,7 +274,35 @@ class HAProxy:
         self.proc.wait(10)
 
 
+def _switches(actions: dict[str, tuple[int, Callable[[str, str], Any]]], switches: int,
+              took: dict[str, list[float]], change: dict[str, list[float]]) -> None:
+    """``switches`` alternating switches of each action, interleaved: the call's time and the
+    time to the first response of the new server on a new connection."""
+    for i in range(switches):
+        new, old = ("green", "blue") if i % 2 == 0 else ("blue", "green")
+        for name, (port, act) in actions.items():
+            t0 = time.perf_counter()
+            act(new, old)
+            change[name].append((time.perf_counter() - t0) * 1000)
+            first_response(port, "/", new)
+            took[name].append((time.perf_counter() - t0) * 1000)
+
+
+def _figures(took: dict[str, list[float]], change: dict[str, list[float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in took:
+        out[f"{name}_ms"], out[f"{name}_change_ms"] = median(took[name]), median(change[name])
+    for name in ("dynamic", "bare_post"):
+        out[f"{name}_ratio"] = round(statistics.median(took[name])
+                                     / statistics.median(took["haproxy"]), 2)
+    return out | {"raw": {"took": took, "change": change}}
+
+
 def haproxy_part(switches: int, blue: Backend, green: Backend) -> dict[str, Any]:
+    """Two ways, in one run: each proxy under its own wrk only (HAProxy's switches, then
+    nginx's, the two blocks alternated twice: the proxy measured has the cores to itself, with
+    its own load), then both under wrk at once (the two proxies and the two wrk share the
+    cores, and the proxy that answers wrk faster gets more of them)."""
     with tempfile.TemporaryDirectory(prefix="bg-haproxy-") as tmp:
         hap = HAProxy(Path(tmp), blue, green)
         nginx = DynamicNginx(Path(tmp) / "nginx")
@@ -283,6 +313,7 @@ def haproxy_part(switches: int, blue: Backend, green: Backend) -> dict[str, Any]
             control = DynamicControl(nginx.control, nginx.state_file)
             first_response(nginx.port, "/", "blue")
             first_response(hap.port, "/", "blue")
+
             def bare(new: str, _old: str) -> None:
                 body = {"services": {"svc": [{"address": "127.0.0.1", "port": servers[new].port,
                                               "weight": 100}]}}
@@ -294,28 +325,28 @@ def haproxy_part(switches: int, blue: Backend, green: Backend) -> dict[str, Any]
                 "haproxy": (hap.port, hap.switch),
                 "dynamic": (nginx.port, lambda new, _old: control.apply({"svc": [servers[new]]})),
                 "bare_post": (nginx.port, bare)}
-            took: dict[str, list[float]] = {k: [] for k in actions}
-            change: dict[str, list[float]] = {k: [] for k in actions}
+            own: dict[str, Any] = {"took": {k: [] for k in actions}, "change": {k: [] for k in actions},
+                                   "wrk_haproxy": [], "wrk_dynamic": []}
+            blocks = [("haproxy", hap.port, ["haproxy"]),
+                      ("dynamic", nginx.port, ["dynamic", "bare_post"])] * 2
+            for label, port, names in blocks:  # an even number of switches per block
+                with wrk(f"http://127.0.0.1:{port}/") as w:
+                    _switches({k: actions[k] for k in names}, max(2, switches // 4 * 2),
+                              own["took"], own["change"])
+                own[f"wrk_{label}"].append(w)
+            both_took: dict[str, list[float]] = {k: [] for k in actions}
+            both_change: dict[str, list[float]] = {k: [] for k in actions}
             with wrk(f"http://127.0.0.1:{hap.port}/") as wrk_hap, \
                     wrk(f"http://127.0.0.1:{nginx.port}/") as wrk_dyn:
-                for i in range(switches):
-                    new, old = ("green", "blue") if i % 2 == 0 else ("blue", "green")
-                    for name, (port, act) in actions.items():
-                        t0 = time.perf_counter()
-                        act(new, old)
-                        change[name].append((time.perf_counter() - t0) * 1000)
-                        first_response(port, "/", new)
-                        took[name].append((time.perf_counter() - t0) * 1000)
+                _switches(actions, switches, both_took, both_change)
         finally:
             nginx.stop()
             hap.stop()
     return {"version": hap.version, "switches": switches,
-            "haproxy_ms": median(took["haproxy"]), "haproxy_change_ms": median(change["haproxy"]),
-            "dynamic_ms": median(took["dynamic"]), "dynamic_change_ms": median(change["dynamic"]),
-            "bare_post_ms": median(took["bare_post"]),
-            "bare_post_change_ms": median(change["bare_post"]),
-            "ratio": round(statistics.median(took["dynamic"]) / statistics.median(took["haproxy"]), 2),
-            "wrk_haproxy": wrk_hap, "wrk_dynamic": wrk_dyn, "raw": {"took": took, "change": change}}
+            "own_load": _figures(own["took"], own["change"])
+            | {"wrk_haproxy": own["wrk_haproxy"], "wrk_dynamic": own["wrk_dynamic"]},
+            "both_loaded": _figures(both_took, both_change)
+            | {"wrk_haproxy": [wrk_hap], "wrk_dynamic": [wrk_dyn]}}
 
 
 def errors(w: dict[str, Any]) -> str:
@@ -361,11 +392,16 @@ def main() -> int:
                           f"wrk adds {errors(r['wrk_add'])}", flush=True)
         if "haproxy" in parts:
             h = results["haproxy"] = haproxy_part(args.switches, blue, green)
-            print(f"{h['version']}: {h['haproxy_ms']} ms (command {h['haproxy_change_ms']} ms); "
-                  f"dynamic POST: {h['dynamic_ms']} ms (call {h['dynamic_change_ms']} ms); bare POST "
-                  f"{h['bare_post_ms']} ms (call {h['bare_post_change_ms']} ms); "
-                  f"ratio {h['ratio']}x; wrk haproxy {errors(h['wrk_haproxy'])}; wrk dynamic "
-                  f"{errors(h['wrk_dynamic'])}", flush=True)
+            for way, title in (("own_load", "each under its own wrk"),
+                               ("both_loaded", "both under wrk at once")):
+                f = h[way]
+                print(f"{h['version'].split(' - ')[0]}, {title}: HAProxy {f['haproxy_ms']} ms "
+                      f"(command {f['haproxy_change_ms']} ms); dynamic {f['dynamic_ms']} ms (call "
+                      f"{f['dynamic_change_ms']} ms), {f['dynamic_ratio']}x; bare POST "
+                      f"{f['bare_post_ms']} ms (call {f['bare_post_change_ms']} ms), "
+                      f"{f['bare_post_ratio']}x; wrk haproxy "
+                      f"{'; '.join(errors(w) for w in f['wrk_haproxy'])}; wrk dynamic "
+                      f"{'; '.join(errors(w) for w in f['wrk_dynamic'])}", flush=True)
     finally:
         for b in backends:
             b.stop()

@@ -167,3 +167,25 @@ def test_a_lost_journal_is_damage_not_an_older_state(state):
     ds.keep_last_good(str(state), ds.record(str(state), ds.read_document(state),
                                             {"api": servers(93)}, {}, {}))
     assert ds.read_document(good) == doc_of({"web": servers(92), "api": servers(93)})
+
+
+def test_a_read_replays_only_the_lines_added_since_the_last_and_sees_every_other_change(
+        state, monkeypatch):
+    ds.record(str(state), ds.read_document(state), {"web": servers(90)}, {}, {})
+    ds.read_document(state)
+    replayed: list[int] = []
+    real = ds.apply_change
+    monkeypatch.setattr(ds, "apply_change", lambda doc, entry: replayed.append(1) or real(doc, entry))
+    ds.record(str(state), ds.read_document(state), {"api": servers(91)}, {}, {})
+    assert replayed == [] and ds.read_document(state)["services"] == {
+        "web": servers(90), "api": servers(91)} and replayed == [1]  # the new line alone
+    # another process's view: the journal cut back (a refused change), a damaged line added,
+    # the base rewritten
+    cut = journal(state).splitlines(keepends=True)
+    Path(ds.journal_path(state)).write_text(cut[0])
+    assert ds.read_document(state)["services"] == {"web": servers(90), "api": servers(81)}
+    Path(ds.journal_path(state)).write_text(cut[0] + "not json\n")
+    with pytest.raises(OperationFailed, match=r"routes.journal: line 2"):
+        ds.read_document(state)
+    ds.rewrite(str(state), doc_of({"web": servers(70)}))
+    assert ds.read_document(state)["services"] == {"web": servers(70)}

@@ -466,3 +466,40 @@ def test_a_proxy_lost_during_a_repair_is_recorded_behind_like_one_lost_during_a_
         assert "brought in line" in line
     assert colors([a, b]) == ["blue", "blue"]
     assert reg.get_json("books-ms", "proxies-behind") is None
+
+
+def test_a_proxy_lost_while_a_failed_change_is_put_back_is_recorded_behind(tmp_path):
+    """A change fails at c (refused); b is put back; a, lost before it is put back, serves
+    the new route: with --partial it is set aside and recorded in proxies-behind with the
+    route it had (the one the record keeps), and the next command brings it back in line."""
+    fan, (a, b) = flaky_fan(tmp_path, "bb", partial=True)
+    c = nginx(tmp_path, "c")
+    c.apply(blue_green("blue"))
+    fan.proxies.append(("c", c))
+    reg = FileRegistry(tmp_path / "state.json")
+    for color, port in (("blue", 9001), ("green", 9002)):
+        reg.register(Instance(f"books-ms-{color}-1", "books-ms", color, "127.0.0.1", port))
+    reg.set_color("books-ms", "blue")
+    said: list[str] = []
+    steps = Steps(registry=reg, proxy=fan, say=said.append)
+    records = Records(reg, said.append)
+    c.controller.reload_fails = True
+    a.lose_at("apply", 2)  # its change answers, its putting back does not
+    with behind.watch(steps, records, "books-ms"), \
+            pytest.raises(OperationFailed, match=r"^proxy c: .*proxy a became unreachable "
+                                                 r"before it was put back: left behind"):
+        steps.switch("books-ms", "green")
+    assert colors([a, b]) == ["green", "blue"] and c.serving("books-ms").color == "blue"
+    entry = reg.get_json("books-ms", "proxies-behind")["proxies"]["a"]
+    assert [(r["service"], r["color"], r["weight"]) for r in entry["routes"]] == [
+        ("books-ms", "blue", 100)]
+    assert reg.get_color("books-ms") == "blue"
+
+    fan.down.clear()  # the next command: a answers again
+    a.down = False
+    c.controller.reload_fails = False
+    with behind.watch(steps, records, "books-ms") as caught_up:
+        (line,) = caught_up
+        assert "proxy a" in line and "brought in line" in line
+    assert colors([a, b]) == ["blue", "blue"]
+    assert reg.get_json("books-ms", "proxies-behind") is None

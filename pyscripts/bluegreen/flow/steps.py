@@ -307,7 +307,11 @@ class Steps(Record):
             return bool(diff)
         interrupts.hold("switch:before")
         with interrupts.shielded():  # the proxy and the records change together
-            changed = self.proxy.apply(routes)
+            try:
+                changed = self.proxy.apply(routes)
+            except BaseException:
+                self._note_behind()  # a proxy that could not be put back (--partial)
+                raise
             self.proxy_changes += 1
             self._note_behind()
             interrupts.hold("switch:proxy-applied")

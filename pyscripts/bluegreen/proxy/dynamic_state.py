@@ -119,11 +119,17 @@ def _parse_base(path: str | os.PathLike[str], text: str) -> tuple[str, dict[str,
     return base_id, out
 
 
-def _journal_lines(path: str, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The journal's complete lines (number, object); a last line without its newline is a
-    write cut short, skipped."""
+# the journal a read last replayed: (state file, its base's text, the journal's complete
+# lines read, the document they made); a later read of the same pair replays only the lines
+# appended since (a journal grows to 64 KiB, some 400 lines, before it is folded into its base)
+_known_journal: list[Any] = [None, None, "", {}]
+
+
+def _journal_lines(path: str, text: str, first: int = 1) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The journal's complete lines (number, object), numbered from ``first``; a last line
+    without its newline is a write cut short, skipped."""
     lines = text.split("\n")
-    for number, line in enumerate(lines[:-1], 1):
+    for number, line in enumerate(lines[:-1], first):
         try:
             entry = json.loads(line)
         except ValueError as exc:
@@ -170,9 +176,16 @@ def read_document(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     if journal is None and base_id:
         raise OperationFailed(f"cannot read the state file {path}: its journal {jpath} is "
                               f"missing (changes since the base would be lost)")
-    for _n, entry in _journal_lines(jpath, journal or ""):
+    journal = journal or ""
+    known_path, known_base, known_lines, known_doc = _known_journal
+    done = ""
+    if known_path == os.fspath(path) and known_base == text and journal.startswith(known_lines):
+        done, doc = known_lines, _copy(known_doc)
+    for _n, entry in _journal_lines(jpath, journal[len(done):], done.count("\n") + 1):
         if entry.get("base") == base_id:
             apply_change(doc, entry)
+    complete = journal[:journal.rfind("\n") + 1]
+    _known_journal[:] = [os.fspath(path), text, complete, _copy(doc)]
     return doc
 
 

@@ -179,10 +179,15 @@ class FanoutProxy(Proxy):
                     raise
                 err = self._error(name, proxy, exc)
                 err.stuck = stuck  # type: ignore[attr-defined]  # proxies left changed
+                aside = [n for n, _p in done if n in self._missed]
+                if aside:
+                    err.args = (f"{err.args[0]}; proxy {', '.join(aside)} became unreachable "
+                                f"before it was put back: left behind (--partial), the next "
+                                f"command that reaches it puts it back",)
                 if stuck:
                     err.args = (f"{err.args[0]}; could not put back {', '.join(stuck)}: "
                                 f"the next run or recover repairs them",)
-                elif done:
+                elif done and not aside:
                     err.args = (f"{err.args[0]} (proxy {', '.join(n for n, _ in done)} put back "
                                 f"as it was)",)
                 raise err from exc
@@ -191,14 +196,18 @@ class FanoutProxy(Proxy):
                 self._missed.setdefault(name, {}).update({r.service: r for r in routes})
         return bool(done)
 
-    @staticmethod
-    def _restore(done: list[tuple[str, Proxy]], before: dict[str, list[Route]]) -> list[str]:
-        """Put back the routes of the changed proxies; the names of those that failed."""
+    def _restore(self, done: list[tuple[str, Proxy]], before: dict[str, list[Route]]) -> list[str]:
+        """Put back the routes of the changed proxies; the names of those that failed. Partial:
+        one found unreachable meanwhile is set aside, its routes before kept as what it missed
+        (the caller records it as behind, and the next command brings it back in line)."""
         stuck = []
         for name, proxy in reversed(done):
             try:
                 proxy.apply(before[name])
             except Exception as exc:
+                if self._set_aside(name, exc):
+                    self._missed.setdefault(name, {}).update({r.service: r for r in before[name]})
+                    continue
                 stuck.append(f"proxy {name} ({exc})")
         return stuck
 
