@@ -134,6 +134,8 @@ def test_a_resumed_run_keeps_the_gates_recorded_when_it_started(dsvc, tmp_path):
     record = json.loads(svc.kv("inflight") or "{}")
     assert record["gates"] == {"max_error_rate": 1.0, "min_requests": 20}, record
     assert record["step_wait"] == 0.1 and record["steps"] == [50, 100]
+    assert "the unfinished run goes on with: --max-error-rate 1 --min-requests 20 " \
+        "--step-wait 0.1" in svc.bg("status", svc.service).out.splitlines()
     code, err, seen = _resumed_under_failures(svc, tmp_path)
     assert code == 1, err
     assert seen.get(500), seen
@@ -330,6 +332,8 @@ def test_app_promote_goes_on_with_the_gates_recorded_by_app_deploy(gated_app, tm
     record = raw.json()
     assert record["gates"] == {"max_error_rate": 1.0, "min_requests": 5}, record
     assert record["step_wait"] == 0.1
+    assert "it goes on with: --max-error-rate 1 --min-requests 5 --step-wait 0.1" in \
+        env.bg("app", "status", name).out.splitlines()
     run = Held(env, tmp_path, ["gate:window"], "app", "promote", name, "--min-requests", "10")
     run.wait("gate:window")
     conn = http.client.HTTPConnection("127.0.0.1", env.nginx.port, timeout=10)

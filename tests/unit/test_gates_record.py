@@ -91,6 +91,15 @@ def test_unreadable_recorded_gates_fail_and_say_what_to_do(bad):
         gates.from_record(paused(step_wait=-3))
 
 
+def test_status_shows_the_gates_a_release_goes_on_with():
+    assert gates.shown(paused(gates=gates.to_record(GATED), step_wait=60.0)) == (
+        "--max-error-rate 1 --max-latency-ratio 2 --min-requests 20 --min-requests-wait 30 "
+        "--gate-query 'up == 1' --prometheus-url 'http://127.0.0.1:9090/p' --step-wait 60")
+    assert gates.shown(paused()) == ""
+    assert gates.shown(paused(gates={"token": "x"})).startswith(
+        "the release record's gates cannot be read")
+
+
 # -- a continued release ---------------------------------------------------------------------
 
 
@@ -116,6 +125,21 @@ def test_an_option_given_overrides_the_record_in_one_line():
     assert said == ["books: options given override the release's record: --step-wait 10 (from "
                     "$BLUEGREEN_STEP_WAIT) in place of 60, --max-error-rate 5 in place of 1, "
                     "--gate-query 'up > bool 0' in place of 'up == 1'"]
+
+
+def test_none_takes_a_recorded_gate_off_a_continued_release():
+    ropts = release_options("app", "promote", "shop", "--nginx-mode", "dynamic",
+                            "--max-error-rate", "none", "--gate-query", "none",
+                            "--min-requests", "0")
+    r, said = release(ropts)
+    inflight = r._continued(paused(gates=gates.to_record(GATED), step_wait=60.0))
+    # the query off, and with it its Prometheus; the latency ratio as recorded
+    assert r.opts.gates == replace(GATED, max_error_rate=None, query=None, prometheus_url=None,
+                                   min_requests=0)
+    assert inflight["gates"] == {"max_latency_ratio": 2.0, "min_requests_wait": 30.0}
+    assert said == ["books: options given override the release's record: --max-error-rate "
+                    "none in place of 1, --min-requests 0 in place of 20, --gate-query none "
+                    "in place of 'up == 1'"]
 
 
 def test_jenkins_giving_the_same_gates_again_says_nothing():

@@ -220,6 +220,8 @@ def _watch(opts: dict[str, Any], steps: Steps, services: list[str]) -> int:
 
 def cmd_status(opts: dict[str, Any]) -> int:
     """Everything that can be reached; exit 3 after the report when a part cannot."""
+    from bluegreen.flow import gates
+
     service = validate.service(opts["service"])
     steps = _steps(opts, runtime=True, proxy=True, ping=False)
     if opts.get("watch"):
@@ -237,6 +239,8 @@ def cmd_status(opts: dict[str, Any]) -> int:
     print(f"proxy routes to: {proxy.get('color') or '(nothing)'}"
           + (f" {proxy['weight']}%" if proxy.get("weight", 100) != 100 else "")
           + (f" [{', '.join(proxy.get('servers', []))}]" if proxy.get("servers") else ""))
+    if (inflight := report.get("inflight")) and (gated := gates.shown(inflight)):
+        print(f"the unfinished run goes on with: {gated}")
     for color, info in report["colors"].items():
         health = {i["id"]: i["status"] for i in info["instances"]}
         for c in info["containers"]:
@@ -575,6 +579,8 @@ def cmd_app_action(opts: dict[str, Any]) -> int:
 
 def cmd_app_status(opts: dict[str, Any]) -> int:
     """Every disagreement between the records and reality is a problem: exit 1."""
+    from bluegreen.flow import gates
+
     name = _app_name(opts)  # at the edge, before anything is contacted
     release, target = _app(opts, name)
     report = target.status(release)
@@ -591,6 +597,8 @@ def cmd_app_status(opts: dict[str, Any]) -> int:
         i = report["inflight"]
         print(f"unfinished release {i['release']}: {i['state']} at {i['weight']}%"
               + (f" (paused after {i['paused_after']})" if i.get("paused_after") else ""))
+        if gated := gates.shown(i):
+            print(f"it goes on with: {gated}")
     for name, e in report["services"].items():
         moving = f" moving {e['moving']['from'] or '-'} -> {e['moving']['to']}" \
             if e.get("moving") else ""

@@ -258,7 +258,8 @@ OPTIONS: tuple[Option, ...] = (
            "colors are routed (an application's service also by label bluegreen.sticky)",
            kind="flag", commands=RELEASES),
     Option("max-error-rate", None, "gate: after each step's wait, fail the release when more "
-           "than this percent of the new color's requests got a 5xx or a failed try",
+           "than this percent of the new color's requests got a 5xx or a failed try (none: no "
+           "such gate, also to take a recorded one off a continued release)",
            kind="float", commands=FINISHING, metavar="PERCENT", group="gates"),
     Option("max-latency-ratio", None, "gate: fail when the new color's p99 is more than this "
            "times the old color's over the same window", kind="float", commands=FINISHING,
@@ -511,6 +512,8 @@ def _from_outside(opt: Option, env: Mapping[str, str], file_values: dict[str, An
 def _typed(opt: Option, value: Any) -> Any:
     if value is None:
         return None
+    if opt.group == "gates" and isinstance(value, str) and value.strip().lower() in ("none", ""):
+        return None  # no such gate: on a continued release, the recorded one taken away
     what = opt.cli or f"--{opt.name}"
     if opt.kind == "int":
         return validate.bounded_int(value, what, 0, 10**6)

@@ -362,6 +362,20 @@ def to_record(limits: Limits) -> dict[str, Any]:
             and getattr(limits, name) != getattr(default, name)}
 
 
+def shown(inflight: Mapping[str, Any]) -> str:
+    """The gates and step wait an unfinished release goes on with, as the options that set
+    them (``--max-error-rate 1 --step-wait 30``); empty when it has none. A record that
+    cannot be read says so."""
+    from bluegreen.errors import OperationFailed
+
+    try:
+        limits, wait = from_record(inflight)
+    except OperationFailed as exc:
+        return str(exc)
+    values = to_record(limits) | ({"step_wait": wait} if wait else {})
+    return " ".join(f"{FLAGS[k]} {_shown(v)}" for k, v in values.items())
+
+
 def from_record(inflight: Mapping[str, Any]) -> tuple[Limits, float]:
     """The gates and step wait a release record keeps, checked as the options are (a record
     written before they were recorded: none, and no wait)."""
@@ -408,6 +422,8 @@ def continued(recorded: Limits, recorded_wait: float, given: Limits, given_wait:
             changed.append(f"{FLAGS[name]} {_shown(new[name])}{where} in place of "
                            f"{_shown(values[name])}")
             values[name] = new[name]
+    if "query" in names and values["query"] is None and "prometheus_url" not in names:
+        values["prometheus_url"] = None  # the query taken off: nothing asks its Prometheus
     wait = values.pop("step_wait")
     return Limits(**values), wait, changed
 
