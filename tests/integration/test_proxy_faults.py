@@ -373,6 +373,42 @@ def test_b_lost_after_the_ping_before_the_repair_partial_carries_on_and_records_
     svc.assert_safe()
 
 
+def test_a_lost_while_a_refused_change_is_put_back_is_recorded_and_green_kept_for_it(
+        pair, tmp_path):
+    """A run to v2 with --partial: a (dynamic) is switched, b refuses the change (a broken
+    file in its include dir), and a's nginx is killed before a is put back (hold point
+    fanout:restore). a is recorded as behind with the route it had (blue); the run fails and
+    keeps green running, since a serves it again when it comes back from its state file; once
+    a is back, recover brings it in line, then stops green."""
+    svc, b = pair
+    broken = b.include_dir / "zz-broken.conf"
+    held = Held(svc, tmp_path, ["switch:before", "fanout:restore"], *run_args(svc, "v2"),
+                "--partial")
+    held.wait("switch:before")
+    broken.write_text("this_is_not_a_directive;\n")
+    held.release("switch:before")
+    held.wait("fanout:restore")
+    svc.nginx.kill()
+    broken.unlink()
+    held.release("fanout:restore")
+    code, err = held.finish()
+    assert code == 1, err
+    assert "proxy b: nginx rejected the configuration" in err
+    assert "proxy a became unreachable before it was put back: left behind (--partial)" in err
+    assert f"keeping {svc.service}-green: proxy a is behind and may still route it" in err
+    assert [(x["service"], x["color"], x["weight"]) for x in behind(svc)["a"]["routes"]] == [
+        (svc.service, "blue", 100)]
+    assert svc.kv("color") == "blue" and version(b) == "v1"
+    svc.nginx.start()
+    assert svc.version() == "v2"  # a's state file kept the change: green runs, it answers
+    r = svc.bg("recover", svc.service)
+    assert r.code == 0, r.err
+    assert "brought in line" in r.out
+    assert f"stopped {svc.service}-green" in r.out + r.err
+    assert svc.version() == version(b) == "v1" and svc.kv("proxies-behind") is None
+    svc.assert_safe()
+
+
 def test_run_partial_with_every_proxy_down_is_unreachable(pair):
     svc, b = pair
     b.stop()

@@ -690,12 +690,34 @@ class Release(Record):
                 stop.append((u, u.endpoint is not None))
             elif not self.dry_run:
                 self.steps.deregister(u.service, u.color)
+        if stop and (held := behind.names(self.records, self.target.name)):
+            self._stop_later([u for u, _e in stop], held)
+            return
         for callee in (False, True):
             batch = [(u.service, u.color) for u, e in stop if e == callee]
             if batch:
                 self.steps.stop_many(batch, drain=drain)
                 for service, color in batch:
                     self.say(f"stopped the unverified {service}-{color}")
+
+    def _stop_later(self, units: list[Unit], held: list[str]) -> None:
+        """A proxy behind (``--partial``) may route the new colors (one lost while a failed
+        change was put back serves them when it returns): they keep running, added to the
+        scale-down record, which the command that brings it in line carries out."""
+        names = ", ".join(f"{u.service}-{u.color}" for u in units)
+        self.say(f"keeping {names}: proxy {', '.join(held)} is behind and may still route "
+                 f"it; the command that brings it in line stops it")
+        if self.dry_run:
+            return
+        t = self.target
+
+        def merged(old: Any) -> dict[str, Any]:
+            colors = {s or t.name: c for s, c in scale_down_colors(old).items()}
+            return {"not_before": (old or {}).get("not_before", time.time()),
+                    "colors": colors | {u.service: u.color for u in units},
+                    "chained": (old or {}).get("chained") or {}}
+
+        self.records.update(t.name, "scale-down", merged)
 
     # -- recovery --------------------------------------------------------------------------
 

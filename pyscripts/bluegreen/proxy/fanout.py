@@ -23,6 +23,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 
+from bluegreen import interrupts
 from bluegreen.errors import BlueGreenError, OperationFailed, Unreachable
 from bluegreen.model import Counts, Route, Serving
 from bluegreen.proxy.base import Proxy
@@ -174,6 +175,8 @@ class FanoutProxy(Proxy):
             except BaseException as exc:
                 if isinstance(exc, Exception) and self._set_aside(name, exc):
                     continue  # partial: it keeps what it had (a proxy's apply is all or nothing)
+                if done:
+                    interrupts.hold("fanout:restore")  # a fault test's moment
                 stuck = self._restore(done, before)
                 if not isinstance(exc, Exception):
                     raise
