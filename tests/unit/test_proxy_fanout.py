@@ -503,3 +503,18 @@ def test_a_proxy_lost_while_a_failed_change_is_put_back_is_recorded_behind(tmp_p
         assert "proxy a" in line and "brought in line" in line
     assert colors([a, b]) == ["blue", "blue"]
     assert reg.get_json("books-ms", "proxies-behind") is None
+
+
+def test_stop_refuses_a_color_while_a_proxy_is_behind_unless_forced(tmp_path):
+    """b recorded as behind (and still unreachable) may route either color when it answers
+    again: stop refuses until it is brought in line, or with --force."""
+    fan, _proxies = flaky_fan(tmp_path, "bg", partial=True)
+    reg = FileRegistry(tmp_path / "state.json")
+    steps = Steps(registry=reg, proxy=fan, say=lambda _line: None)
+    fan.hold_back({"b"})
+    with pytest.raises(OperationFailed, match=r"^books-ms-green: proxy b is behind \(--partial\) "
+                                              r"and may still route it.*bluegreen recover books-ms"):
+        steps.stop("books-ms", "green")
+    fan.hold_back(set())
+    with pytest.raises(AssertionError):  # past the check: no runtime in this test
+        steps.stop("books-ms", "green")

@@ -450,6 +450,11 @@ class Steps(Record):
         if not force and self.proxy and self.proxy.serving(service).color == color:
             raise OperationFailed(f"{service}-{color} is live (the proxy routes to it); "
                                   f"switch first, or use --force")
+        if not force and self.proxy and (held := self.proxy.held_back()):
+            raise OperationFailed(f"{service}-{color}: proxy {', '.join(sorted(held))} is behind "
+                                  f"(--partial) and may still route it when it answers again; "
+                                  f"bring it in line first (bluegreen recover {service}), or "
+                                  f"use --force")
         return self.stop_many([(service, color)], drain)
 
     def _start_all(self, colors: list[tuple[str, str, DeploySpec]]) -> list[Container]:

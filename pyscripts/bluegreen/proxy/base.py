@@ -89,6 +89,10 @@ class Proxy(ABC):
         """The proxies recorded as behind: they never count in the majority's choice."""
         return None
 
+    def held_back(self) -> set[str]:
+        """The proxies recorded as behind (:meth:`hold_back`) and not brought in line."""
+        return set()
+
     def bring_in_line(self, name: str, routes: Sequence[Route]) -> bool | None:
         """Apply ``routes`` to the proxy ``name`` alone; None when it is still unreachable."""
         raise NotImplementedError(f"no proxy named {name}")

@@ -127,6 +127,9 @@ class FanoutProxy(Proxy):
     def hold_back(self, names: set[str]) -> None:
         self.held = set(names)
 
+    def held_back(self) -> set[str]:
+        return set(self.held)
+
     def missed(self) -> dict[str, list[Route]]:
         missed, self._missed = self._missed, {}
         return {n: list(routes.values()) for n, routes in missed.items()}
