@@ -1,5 +1,6 @@
-"""nginx's dynamic and reload modes at 10, 100 and 1,000 services, under wrk, and HAProxy's
-runtime API against the dynamic POST (issue 19, item 7), in one run.
+"""nginx's dynamic mode (with each --nginx-routing) and reload mode at 10, 100 and 1,000
+services, under wrk, and HAProxy's runtime API against the dynamic POST (issue 19, item 7),
+in one run.
 
 Part ``scale``: for each size N and each mode, one private nginx (Debian's; the dynamic one
 with the Lua module, 2 workers each) on loopback in front of two tiny backends ("blue",
@@ -9,14 +10,16 @@ through bluegreen's proxy classes as the CLI drives them:
 - quiet (no load), medians of ``--repeat``: a switch of one service (blue to green) to the
   first response of green on a new connection; its rollback (back to blue) to the first
   response of blue; adding one more service (a checked reload: files, ``nginx -t``, HUP, new
-  workers) to its first response; nginx's RSS (master and workers, once old workers left);
+  workers; with the routing table, a POST) to its first response; nginx's RSS (master and
+  workers, once old workers left);
 - under wrk (``wrk -t1 -c4`` on the switched service's public location, kept-alive
   connections, no retry): the same ``--repeat`` switches and rollbacks, then ``--repeat``
   additions, each series in its own wrk run: requests, non-2xx, socket errors.
 
-Dynamic mode: a switch is ``DynamicProxy.apply`` (a line appended to the state file's
-journal, one POST whose answer carries the read-back, checked, the line appended to the last
-good copy); an addition is its checked reload. Also: what a change adds on the rare occasion
+Dynamic mode (``dynamic``: a location per service; ``table``: ``--nginx-routing table``): a
+switch is ``DynamicProxy.apply`` (a line appended to the state file's journal, one POST whose
+answer carries the read-back, checked, the line appended to the last good copy); an addition
+is its checked reload, or with the routing table a POST like a switch. Also: what a change adds on the rare occasion
 it rewrites the state file's base (its journal outgrew it) and how many one-service switches
 that takes. Reload mode: ``NginxProxy.apply``
 (the service's files, ``nginx -t``, HUP, wait until new workers serve alone).
@@ -65,7 +68,8 @@ from bluegreen_dev.dynamic_nginx import Backend, DynamicNginx, parse_wrk
 from bluegreen_dev.sandbox import Nginx, free_port, wait_for
 from dynamic_scale import first_response, rss_mb
 
-MODES = ("dynamic", "reload")
+MODES = ("dynamic", "table", "reload")
+DYNAMIC = ("dynamic", "table")  # the dynamic mode with each --nginx-routing
 WRK = ["wrk", "-t", "1", "-c", "4", "-d", "3600s"]
 
 
@@ -95,7 +99,8 @@ class Mode:
     def __init__(self, mode: str, root: Path, blue: Backend, green: Backend) -> None:
         self.mode, self.servers = mode, {"blue": Server("127.0.0.1", blue.port),
                                          "green": Server("127.0.0.1", green.port)}
-        self.nginx: Nginx = DynamicNginx(root) if mode == "dynamic" else Nginx(root)
+        self.nginx: Nginx = DynamicNginx(root, routing="table" if mode == "table" else
+                                         "locations") if mode in DYNAMIC else Nginx(root)
         n = self.nginx
         try:
             n.start()
@@ -118,7 +123,7 @@ class Mode:
         return Route(name, color, (self.servers[color],), location=f"/{name}")
 
     def apply(self, routes: list[Route]) -> None:
-        if self.mode == "dynamic":
+        if self.mode in DYNAMIC:
             self.dyn.apply(routes)
         else:
             self.reload.apply(routes)
@@ -190,7 +195,7 @@ def measure(mode: str, size: int, repeat: int, blue: Backend, green: Backend) ->
             target = names[size // 2]
             first_response(m.nginx.port, f"/{target}", "blue")
             quiet = series(m, target, repeat)
-            rewrite = rewrites(m, target, repeat) if mode == "dynamic" else None
+            rewrite = rewrites(m, target, repeat) if mode in DYNAMIC else None
             rss = m.rss()
             quiet["add"] = additions(m, repeat)
             url = f"http://127.0.0.1:{m.nginx.port}/{target}"

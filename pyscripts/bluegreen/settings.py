@@ -86,6 +86,10 @@ def _include_file(opts: Opts) -> str | None:
 def _nginx_files(opts: Opts, controller: Any) -> Proxy:
     from bluegreen.proxy.nginx import NginxProxy
 
+    if opts.get("nginx_routing", "locations") != "locations":
+        raise UsageError("--nginx-routing table needs --nginx-mode dynamic (a reloaded nginx "
+                         "routes by its locations)")
+
     return NginxProxy(controller, validate.directory(opts["upstream_dir"], "--upstream-dir"),
                       validate.directory(opts["include_dir"], "--include-dir"),
                       location=opts["location"], include_file=_include_file(opts),
@@ -110,7 +114,8 @@ def _nginx_dynamic(opts: Opts) -> Proxy:
         opts["nginx_state_file"], location=opts["location"], include_file=_include_file(opts),
         internal_listen=internal_listen(opts),
         secret_file=opts.get("nginx_control_secret_file") or None,
-        preview_secret=opts.get("preview_secret") or None))
+        preview_secret=opts.get("preview_secret") or None,
+        routing=opts.get("nginx_routing") or "locations"))
 
 
 REGISTRIES: dict[str, Callable[[Opts], Registry]] = {"consul": _consul, "file": _file}
@@ -143,7 +148,8 @@ def runtime(opts: Opts) -> Runtime:
 PROXY_KEYS = {"conf": "nginx_conf", "prefix": "nginx_prefix", "pid-file": "nginx_pid_file",
               "bin": "nginx_bin", "container": "nginx_container", "upstream-dir": "upstream_dir",
               "include-dir": "include_dir", "control": "nginx_control",
-              "state-file": "nginx_state_file", "control-secret-file": "nginx_control_secret_file"}
+              "state-file": "nginx_state_file", "control-secret-file": "nginx_control_secret_file",
+              "routing": "nginx_routing"}
 
 
 def proxy_specs(items: list[Any]) -> list[tuple[str, str, dict[str, str]]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bluegreen import templates
 from bluegreen.proxy import dynamic as nginx_dynamic
 from bluegreen.proxy.nginx import LocalNginx, write_atomic
 from bluegreen_dev.sandbox import Nginx, free_port, wait_for
@@ -28,6 +29,7 @@ class DynamicNginx(Nginx):
     control_port: int = 0
     control_unix: bool = False  # the control server on ``<prefix>/control/control.sock`` instead
     setup: bool = True  # write bluegreen's include before starting (False: as a user's nginx)
+    routing: str = "locations"  # bluegreen's --nginx-routing
 
     @property
     def control(self) -> str:
@@ -50,7 +52,8 @@ class DynamicNginx(Nginx):
     def cli_env(self) -> dict[str, str]:
         """The environment that points the CLI at this nginx in the dynamic mode."""
         return {"BLUEGREEN_NGINX_MODE": "dynamic", "BLUEGREEN_NGINX_CONTROL": self.control,
-                "BLUEGREEN_NGINX_STATE_FILE": str(self.state_file)}
+                "BLUEGREEN_NGINX_STATE_FILE": str(self.state_file),
+                "BLUEGREEN_NGINX_ROUTING": self.routing}
 
     @property
     def include_path(self) -> Path:
@@ -64,7 +67,10 @@ class DynamicNginx(Nginx):
             nginx_dynamic.ensure_secret(self.secret_file)
             nginx_dynamic.private_socket_dir(self.control)
             write_atomic(self.include_path, nginx_dynamic.render_http(
-                [], self.control, self.state_file))
+                [], self.control, self.state_file, table=self.routing == "table"))
+            if self.routing == "table":
+                write_atomic(self.include_dir / nginx_dynamic.TABLE_NAME,
+                             templates.render(nginx_dynamic.TABLE_TEMPLATE))
 
     def start(self) -> DynamicNginx:
         """Start, and return once all workers run (a reload right after sees them as old)."""
@@ -81,7 +87,7 @@ class DynamicNginx(Nginx):
               ) -> nginx_dynamic.DynamicProxy:
         return nginx_dynamic.DynamicProxy(self.controller(), self.include_path, self.include_dir,
                                           self.control, self.state_file, location,
-                                          internal_listen=internal_listen)
+                                          internal_listen=internal_listen, routing=self.routing)
 
     def kill(self) -> None:
         """Stop nginx at once (SIGTERM: fast shutdown), and wait until it is gone."""

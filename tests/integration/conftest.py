@@ -174,14 +174,14 @@ def module_svc(sandbox: Sandbox, request: pytest.FixtureRequest) -> Iterator[Env
 
 @contextlib.contextmanager
 def dynamic_service(sandbox: Sandbox, request: pytest.FixtureRequest, live: str | None = None,
-                    **extra: str) -> Iterator[Env]:
+                    routing: str = "locations", **extra: str) -> Iterator[Env]:
     """A service of its own behind a dynamic nginx of its own (named after the test), with
     ``extra`` in the CLI's environment; ``live``: an image run first (its HTTP tests on
-    /api/v1/books). Both removed afterwards."""
+    /api/v1/books); ``routing``: the nginx's --nginx-routing. Both removed afterwards."""
     from bluegreen_dev.dynamic_nginx import DynamicNginx
 
     name = service_name(request.node.name.removeprefix("test_"))
-    nginx = DynamicNginx(sandbox.root / f"nginx-{name}").start()
+    nginx = DynamicNginx(sandbox.root / f"nginx-{name}", routing=routing).start()
     env = Env(sandbox, name, nginx, extra_env=nginx.cli_env() | extra)
     try:
         if live:

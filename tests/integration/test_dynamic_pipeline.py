@@ -1,7 +1,7 @@
 """The whole pipeline with ``--nginx-mode dynamic`` on real Docker, Consul and an nginx with the
-Lua module: a switch is a POST (the same nginx workers before and after), clients on kept-alive
-connections see no error, rollback is proxy-only, and nginx restarted comes back routing as
-recorded."""
+Lua module, with each ``--nginx-routing``: a switch is a POST (the same nginx workers before and
+after; with the routing table, adding the service too), clients on kept-alive connections see
+no error, rollback is proxy-only, and nginx restarted comes back routing as recorded."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ pytestmark = pytest.mark.integration
 HTTP = ["--http", "/api/v1/books"]
 
 
-@pytest.fixture
+@pytest.fixture(params=["locations", "table"])
 def dsvc(sandbox, request) -> Iterator[Env]:
-    with dynamic_service(sandbox, request) as env:
+    with dynamic_service(sandbox, request, routing=request.param) as env:
         yield env
 
 
@@ -63,10 +63,13 @@ class KeptAlive:
 
 def test_runs_switch_without_reload_and_without_client_errors(dsvc):
     svc = dsvc
+    first = workers(svc)
     r = svc.bg("run", svc.service, "--image", "bluegreen-sample:v1", *HTTP)
     assert r.code == 0, r.err
     assert svc.version() == "v1"
     before = workers(svc)
+    if svc.nginx.routing == "table":
+        assert before == first  # the service added by a POST, not a reload
     with KeptAlive(svc) as client:
         run = svc.popen("run", svc.service, "--image", "bluegreen-sample:v2", *HTTP,
                         "--keep-old", "30")

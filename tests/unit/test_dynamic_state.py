@@ -16,8 +16,10 @@ def servers(port: int, color: str | None = None) -> list[dict]:
     return [{"address": "10.0.0.1", "port": port, "weight": 100} | ({"color": color} if color else {})]
 
 
-def doc_of(services: dict, chains: dict | None = None, colors: dict | None = None) -> dict:
-    return {"services": services, "chains": chains or {}, "colors": colors or {}}
+def doc_of(services: dict, chains: dict | None = None, colors: dict | None = None,
+           locations: dict | None = None) -> dict:
+    return {"services": services, "chains": chains or {}, "colors": colors or {},
+            "locations": locations or {}}
 
 
 @pytest.fixture

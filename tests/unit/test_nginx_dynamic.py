@@ -212,13 +212,15 @@ def test_state_file_keeps_each_services_chains(tmp_path):
     write_base(path, nd.merged_state(path, services, chains=chains))
     web = nd.check_routes({"web": [Server("127.0.0.1", 9)]})
     write_base(path, nd.merged_state(path, web))  # another service: the chains stay
-    assert nd.read_document(path) == {"services": services | web, "chains": chains, "colors": {}}
+    assert nd.read_document(path) == {"services": services | web, "chains": chains, "colors": {},
+                                      "locations": {}}
     write_base(path, nd.merged_state(path, services))  # posted without chains: none
     assert nd.read_document(path)["chains"] == {}
     assert "chains" not in json.loads(path.read_text())
     write_base(path, nd.merged_state(path, services, chains=chains))
     write_base(path, nd.merged_state(path, {}, drop=["api"]))
-    assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {}}
+    assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {},
+                                      "locations": {}}
 
 
 def test_state_file_keeps_each_services_color_in_the_same_write(tmp_path):
@@ -241,7 +243,8 @@ def test_state_file_keeps_each_services_color_in_the_same_write(tmp_path):
     assert nd.read_document(path)["colors"]["web"] == {"color": "blue", "weight": 100}
     write_base(path, nd.merged_state(path, web))  # routed without a color: none
     write_base(path, nd.merged_state(path, {}, drop=["api"]))
-    assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {}}
+    assert nd.read_document(path) == {"services": web, "chains": {}, "colors": {},
+                                      "locations": {}}
     assert nd.route_colors([Route("web", None, (Server("127.0.0.1", 9),))]) == {}
     with pytest.raises(UsageError):
         nd.route_colors([Route("web", "red", (Server("127.0.0.1", 9),))])
@@ -376,7 +379,7 @@ def test_a_state_text_written_here_reads_back_as_parsed_and_a_changed_file_is_pa
                            colors={"api": {"color": "green", "weight": 100}})
     ds.write_atomic(state, text)
     expected = {"services": json.loads(text)["services"], "chains": {},
-                "colors": {"api": {"color": "green", "weight": 100}}}
+                "colors": {"api": {"color": "green", "weight": 100}}, "locations": {}}
     assert nd.read_document(state) == expected
     nd.read_document(state)["services"].clear()  # a caller's copy
     assert nd.read_document(state) == expected

@@ -13,7 +13,8 @@ CONTEXT = {"services": ["web"], "control_listen": "127.0.0.1:9000", "control_pat
            "journal_file": "/var/lib/bluegreen/routes.journal",
            "last_good_journal_file": "/var/lib/bluegreen/routes.last-good.journal",
            "secret_file": "/var/lib/bluegreen/routes.secret",
-           "preview_file": "/var/lib/bluegreen/routes.preview"}
+           "preview_file": "/var/lib/bluegreen/routes.preview", "table": False,
+           "table_file": "_bluegreen-table.conf"}
 
 
 def test_a_keyed_text_is_current_for_the_same_context_only():

@@ -138,11 +138,16 @@ OPTIONS: tuple[Option, ...] = (
            "it (the book's way); dynamic changes a local nginx's upstreams in process (Lua), "
            "reloading only when a service is added or removed",
            choices=("local", "container", "dynamic")),
+    Option("nginx-routing", "locations", "dynamic mode: how a request finds its service: "
+           "locations (an nginx location per service; adding one is a checked reload) or table "
+           "(one location /, each service's path prefix in its route, matched as nginx matches "
+           "prefix locations; adding one is a POST)", choices=("locations", "table")),
     Option("proxy", [], "route through several proxies, all or nothing (repeat): NAME=MODE "
            "with MODE local, container or dynamic, then ,KEY=VALUE for what differs from the "
            "single-proxy options (conf, prefix, pid-file, bin, container, upstream-dir, "
-           "include-dir, control, state-file, control-secret-file); in the config file also [[proxy]] tables "
-           "(name, mode, keys). A key not given is the single-proxy option's value",
+           "include-dir, control, state-file, control-secret-file, routing); in the config "
+           "file also [[proxy]] tables (name, mode, keys). A key not given is the single-proxy "
+           "option's value",
            kind="list", metavar="NAME=MODE[,KEY=VALUE...]"),
     Option("nginx-control", "127.0.0.1:8079", "dynamic mode: nginx's control endpoint "
            "(127.x.y.z:PORT or unix:/path; never public)"),

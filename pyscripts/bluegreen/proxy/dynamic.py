@@ -177,6 +177,9 @@ def lua_dir() -> str:
 
 
 HTTP_TEMPLATE = "nginx/dynamic/http.conf.j2"
+TABLE_TEMPLATE = "nginx/dynamic/table.conf.j2"
+TABLE_NAME = "_bluegreen-table.conf"  # in include-dir (in server {}): the routing table's location
+ROUTINGS = ("locations", "table")
 
 
 def secret_path(state_file: str | os.PathLike[str]) -> str:
@@ -309,24 +312,26 @@ def render_http(services: Iterable[str], control: str, state_file: str | os.Path
                 dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None,
                 endpoints: Mapping[str, str] | None = None,
                 internal_listen: str = "172.17.0.1:80",
-                secret_file: str | os.PathLike[str] | None = None) -> str:
+                secret_file: str | os.PathLike[str] | None = None, table: bool = False) -> str:
     """The http-level include: Lua settings, one upstream per service, the server of each
     internal endpoint (``endpoints``: service -> name, served on ``internal_listen``), the
     control server. ``lua_path``: the directory of ``bluegreen_dynamic.lua`` as nginx sees it
-    (default :func:`lua_dir`; another for an nginx in a container or on another host)."""
+    (default :func:`lua_dir`; another for an nginx in a container or on another host).
+    ``table``: the routing table (``services``: those with an internal endpoint only)."""
     return templates.render_keyed(HTTP_TEMPLATE, **http_context(
         services, control, state_file, dict_size, lua_path, endpoints, internal_listen,
-        secret_file))
+        secret_file, table))
 
 
 def http_context(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
                  dict_size: str = "1m", lua_path: str | os.PathLike[str] | None = None,
                  endpoints: Mapping[str, str] | None = None,
                  internal_listen: str = "172.17.0.1:80",
-                 secret_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                 secret_file: str | os.PathLike[str] | None = None,
+                 table: bool = False, routed: int = 0) -> dict[str, Any]:
     """The validated values :func:`render_http` renders (``dict_size``: the least size of
-    the routes' shared dict, grown with the number of services; ``secret_file``: default
-    :func:`secret_path`)."""
+    the routes' shared dict, grown with the number of services, or ``routed`` when more;
+    ``secret_file``: default :func:`secret_path`)."""
     names = list(_checked_services(frozenset(services)))
     named = {validate.service(s): validate.host(e) for s, e in sorted((endpoints or {}).items())}
     if set(named) - set(names):
@@ -341,9 +346,10 @@ def http_context(services: Iterable[str], control: str, state_file: str | os.Pat
             "secret_file": safe_path(secret_file or secret_path(state_file), "secret file"),
             "preview_file": safe_path(preview_path(state_file), "state file"),
             "lua_dir": safe_path(lua_path or lua_dir(), "Lua directory"),
-            "dict_size": dict_size_for(len(names), len(named), dict_size),
-            "figures_size": figures_size_for(len(names)),
-            "endpoints": named,
+            "dict_size": dict_size_for(max(len(names), routed), len(named), dict_size),
+            "figures_size": figures_size_for(max(len(names), routed)),
+            "endpoints": named, "table": table,
+            "table_file": TABLE_NAME,
             "internal_listen": f"{validate.host(host)}:{validate.port(port)}"}
 
 
@@ -565,30 +571,33 @@ class DynamicControl:
 
     def apply_checked(self, services: Mapping[str, list[dict[str, Any]]],
                       chains: Mapping[str, list[dict[str, Any]]] | None = None,
-                      colors: Mapping[str, dict[str, Any]] | None = None) -> int:
+                      colors: Mapping[str, dict[str, Any]] | None = None,
+                      locations: Mapping[str, str] | None = None) -> int:
         """:meth:`apply` for a payload from :func:`check_payload`: record it in the state file
         (with the ``colors`` of :func:`route_colors`), POST it; on any failure the state file
         is restored and nothing was applied (except when the answer was lost, which the
-        error says)."""
+        error says). ``locations``: the routing table's (None: nginx has locations of its own)."""
         with state_lock(self.state_file):
-            return self._post(services, chains or {}, colors or {})
+            return self._post(services, chains or {}, colors or {}, locations)
 
     def _post(self, services: Mapping[str, list[dict[str, Any]]],
               chains: Mapping[str, list[dict[str, Any]]],
-              colors: Mapping[str, dict[str, Any]]) -> int:
+              colors: Mapping[str, dict[str, Any]],
+              locations: Mapping[str, str] | None = None) -> int:
         """:meth:`apply_checked` under the state file's lock: record, POST, check that nginx
         serves exactly that, keep the state file as the last good copy."""
-        undo = self.record(services, chains, colors)
+        undo = self.record(services, chains, colors, locations)
         releases = releases_of(services, colors)
         body = ({"services": services} | ({"chains": chains} if chains else {})
-                | ({"releases": releases} if releases else {}))
+                | ({"releases": releases} if releases else {})
+                | ({"locations": locations} if locations else {}))
         try:
             status, doc = self._request("POST", json.dumps(body).encode())
             if status != 200:
                 raise OperationFailed(f"nginx at {self.where} refused the routes ({status}): "
                                       f"{str(doc.get('error'))[:300]}")
             generation = int(doc["generation"])
-            self.verify(services, chains, colors, doc.get("served"))
+            self.verify(services, chains, colors, doc.get("served"), locations)
         except BaseException:
             if undo:
                 undo()
@@ -599,17 +608,21 @@ class DynamicControl:
     def verify(self, services: Mapping[str, list[dict[str, Any]]],
                chains: Mapping[str, list[dict[str, Any]]],
                colors: Mapping[str, dict[str, Any]] | None = None,
-               served: Mapping[str, Any] | None = None) -> int:
+               served: Mapping[str, Any] | None = None,
+               locations: Mapping[str, str] | None = None) -> int:
         """Fail unless nginx serves exactly ``services`` with exactly ``chains`` (and the
-        releases of ``colors``) now; the generation it serves them in. ``served``: what a
-        POST's answer read back (``served``), else a GET of those services."""
+        releases of ``colors``, the routing table's ``locations``) now; the generation it
+        serves them in. ``served``: what a POST's answer read back (``served``), else a GET
+        of those services."""
         served = _routes_view(served) if isinstance(served, Mapping) else \
             self.read_services(services)
         releases = releases_of(services, colors or {})
+        locations = locations or {}
         wrong = sorted(n for n, servers in services.items()
                        if served["services"].get(n) != servers
                        or list(served["chains"].get(n) or []) != list(chains.get(n) or [])
-                       or served["releases"].get(n) != releases.get(n))
+                       or served["releases"].get(n) != releases.get(n)
+                       or served["locations"].get(n) != locations.get(n))
         if wrong:
             raise OperationFailed(f"nginx at {self.where} does not serve what was posted for "
                                   f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''}")
@@ -627,7 +640,7 @@ class DynamicControl:
         copy's colors, ``damage`` saying what was wrong. Missing with nothing served: empty."""
         self.damage = None
         if not self.state_file:
-            return {"services": {}, "chains": {}, "colors": {}}
+            return {"services": {}, "chains": {}, "colors": {}, "locations": {}}
         missing = False
         try:
             if os.path.exists(self.state_file):
@@ -635,12 +648,14 @@ class DynamicControl:
             missing = True
         except OperationFailed as exc:
             self.damage = str(exc)
-        good: dict[str, dict[str, Any]] = {"services": {}, "chains": {}, "colors": {}}
+        good: dict[str, dict[str, Any]] = {"services": {}, "chains": {}, "colors": {},
+                                           "locations": {}}
         with contextlib.suppress(OperationFailed):
             good = read_document(last_good_path(self.state_file))
         try:
             live = self.read()
-            base = {"services": live["services"], "chains": live["chains"], "colors": {}}
+            base = {"services": live["services"], "chains": live["chains"], "colors": {},
+                    "locations": live["locations"]}
         except (Unreachable, OperationFailed):
             base = dict(good, colors={})
         base["colors"] = {n: c for n, c in good["colors"].items() if n in base["services"]}
@@ -662,7 +677,8 @@ class DynamicControl:
 
     def record(self, services: Mapping[str, list[dict[str, Any]]],
                chains: Mapping[str, list[dict[str, Any]]],
-               colors: Mapping[str, dict[str, Any]]) -> Undo | None:
+               colors: Mapping[str, dict[str, Any]],
+               locations: Mapping[str, str] | None = None) -> Undo | None:
         """Record ``services`` (with their ``chains`` and ``colors``) in the state file (a
         journal line); what takes it back. A damaged state file is rebuilt (from what nginx
         serves), saying so."""
@@ -674,7 +690,7 @@ class DynamicControl:
                 dynamic_state.keep_last_good(self.state_file)
         base = self.document()
         undo = dynamic_state.record(self.state_file, base, services, chains, colors,
-                                    rewrite=bool(self.damage))
+                                    rewrite=bool(self.damage), locations=locations)
         if self.damage:
             self.say(f"{self.damage}: rebuilt it from what nginx serves and the change")
         return undo
@@ -684,7 +700,7 @@ def _routes_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     """A read-back of routes (a GET ``?services=``, or a POST's ``served``) with its parts
     as Python types (Lua's cjson writes an empty object as ``{}`` and an empty list too)."""
     out = dict(doc)
-    for key in ("chains", "services", "releases"):
+    for key in ("chains", "services", "releases", "locations"):
         out[key] = dict(doc.get(key) or {})
     out["workers"] = list(doc.get("workers") or [])
     return out
@@ -696,7 +712,10 @@ def _routes_view(doc: Mapping[str, Any]) -> dict[str, Any]:
 class DynamicProxy:
     """An nginx in dynamic mode: ``include_path`` (in ``http {}``) holds the upstreams, the
     internal endpoints' servers (on ``internal_listen``) and the control server;
-    ``include_dir/<service>.conf`` (in ``server {}``) the locations, as in the reload mode."""
+    ``include_dir/<service>.conf`` (in ``server {}``) the locations, as in the reload mode.
+    ``routing`` "table": no upstream or location per service; one ``location /``
+    (``include_dir/_bluegreen-table.conf``) and each service's location in its route, so
+    adding a service is a POST (a reload only for an internal endpoint or a larger dict)."""
 
     def __init__(self, controller: NginxController, include_path: str | os.PathLike[str],
                  include_dir: str | os.PathLike[str], control: str,
@@ -704,7 +723,13 @@ class DynamicProxy:
                  include_file: str | None = None, dict_size: str = "1m",
                  lua_path: str | None = None, internal_listen: str = "172.17.0.1:80",
                  secret_file: str | os.PathLike[str] | None = None,
-                 preview_secret: str | None = None) -> None:
+                 preview_secret: str | None = None, routing: str = "locations") -> None:
+        if routing not in ROUTINGS:
+            raise UsageError(f"invalid --nginx-routing {routing!r}: use {' or '.join(ROUTINGS)}")
+        if routing == "table" and include_file:
+            raise UsageError("--include-file writes a location per service: it does not go "
+                             "with --nginx-routing table")
+        self.table = routing == "table"
         self.controller = controller
         self.include_path, self.include_dir = os.fspath(include_path), os.fspath(include_dir)
         self.location = validate.location(location)
@@ -717,6 +742,7 @@ class DynamicProxy:
         self.state_file = os.fspath(state_file)
         self.preview_secret = check_preview_secret(preview_secret)
         self.preview_file = preview_path(self.state_file)
+        self.table_path = os.path.join(self.include_dir, TABLE_NAME)
 
     def _preview_change(self) -> tuple[str | None, str | None] | None:
         """(the preview file's text, what it should be) when they differ: no secret, no file
@@ -737,13 +763,24 @@ class DynamicProxy:
         with state_lock(self.state_file):
             if self.ready():
                 return False
-            self._reload({self.include_path: self._render(self.services(), self.endpoints())},
-                         reload_timeout)
+            plan: dict[str, str | None] = {self.include_path: self._render(
+                self.services(), self.endpoints(), len(self.routed()))}
+            if self.table:
+                self._refuse_locations()
+                plan[self.table_path] = templates.render(TABLE_TEMPLATE)
+            self._reload(plan, reload_timeout)
         return True
 
     def services(self) -> set[str]:
-        """The services nginx's configuration has an upstream for."""
+        """The services nginx's configuration has an upstream for (routing table: those with
+        an internal endpoint)."""
         return configured_services(read_text(self.include_path))
+
+    def routed(self) -> set[str]:
+        """The services routed: those with an upstream, or (routing table) those recorded."""
+        if self.table:
+            return set(self.client.document()["services"])
+        return self.services()
 
     def endpoints(self) -> dict[str, str]:
         """Service -> the internal endpoint nginx's configuration serves for it."""
@@ -769,6 +806,7 @@ class DynamicProxy:
         self.ensure_control(reload_timeout)  # the first change on this nginx
         with state_lock(self.state_file):
             plan = self.config_changes(routes)
+            locations = self.table_locations(routes) if self.table else None
             preview = self._preview_change()  # nginx reads it as it (re)loads
             if preview:
                 write_private(self.preview_file, preview[1])
@@ -779,10 +817,10 @@ class DynamicProxy:
                         write_private(self.preview_file, preview[0])
                         raise
             if not plan:
-                return self.client._post(services, chains, colors)
+                return self.client._post(services, chains, colors, locations)
             plan.update(dynamic_state.base_files(self.state_file, merged_state(
                 self.state_file, services, chains=chains, colors=colors,
-                base=self.client.document())))
+                base=self.client.document(), locations=locations)))
             if self.client.damage:
                 self.client.say(f"{self.client.damage}: rebuilt it from what nginx serves and "
                                 f"the change")
@@ -792,7 +830,7 @@ class DynamicProxy:
                 if preview:
                     write_private(self.preview_file, preview[0])
                 raise
-            generation = self.client.verify(services, chains, colors)
+            generation = self.client.verify(services, chains, colors, locations=locations)
             self.client.keep_last_good()
             return generation
 
@@ -804,25 +842,60 @@ class DynamicProxy:
             if r.endpoint:
                 endpoints[r.service] = r.endpoint
         plan: dict[str, str | None] = {}
-        context = self._context(self.services() | {r.service for r in routes}, endpoints)
+        names = self.services() | {r.service for r in routes}
+        if self.table:
+            self._refuse_locations()
+            context = self._context(set(endpoints), endpoints,
+                                    len(self.routed() | {r.service for r in routes}))
+            plan[self.table_path] = templates.render(TABLE_TEMPLATE)
+        else:
+            if os.path.exists(self.table_path):
+                raise UsageError(f"{self.table_path} exists: this nginx routes by the routing "
+                                 f"table; give --nginx-routing table")
+            context = self._context(names, endpoints)
+            plan.update({self._location_path(r.service): self._location(r) for r in routes})
         if not templates.is_current(read_text(self.include_path), HTTP_TEMPLATE, **context):
             plan[self.include_path] = templates.render_keyed(HTTP_TEMPLATE, **context)
-        plan.update({self._location_path(r.service): self._location(r) for r in routes})
         return {path: text for path, text in plan.items() if read_text(path) != text}
+
+    def _refuse_locations(self) -> None:
+        """The routing table next to locations of services (``--nginx-routing locations``)
+        is refused: those would win over it, and their upstreams are gone."""
+        found = located(self.include_dir)
+        if found:
+            raise UsageError(f"--nginx-routing table: {self.include_dir} holds the locations of "
+                             f"{', '.join(sorted(set(found.values())))} (--nginx-routing "
+                             f"locations); route those services with it, or remove them first")
+
+    def table_locations(self, routes: Sequence[Route]) -> dict[str, str]:
+        """The routing table's location of each route's service: its own, or (None) the one
+        recorded for it, the default for a new one; ``""``: none."""
+        doc = self.client.document()
+        out = {}
+        for r in routes:
+            location = r.location
+            if location is None:
+                location = doc["locations"].get(r.service) if r.service in doc["services"] \
+                    else self.location
+            if location:
+                out[r.service] = validate.location(location)
+        return out
 
     def remove(self, services: Iterable[str], reload_timeout: float = 10.0) -> bool:
         """Take services out of nginx (a checked reload); False if none was there."""
         names = {validate.service(s) for s in services}
         with state_lock(self.state_file):
-            gone = names & self.services()
+            gone = names & self.routed()
             if not gone:
                 return False
             endpoints = {s: e for s, e in self.endpoints().items() if s not in gone}
             plan: dict[str, str | None] = {
-                self.include_path: self._render(self.services() - gone, endpoints),
+                self.include_path: self._render(self.services() - gone, endpoints,
+                                                len(self.routed() - gone)),
                 **dynamic_state.base_files(self.state_file, merged_state(
                     self.state_file, {}, gone, base=self.client.document()))}
-            plan.update(dict.fromkeys((self._location_path(s) for s in gone), None))
+            if not self.table:
+                plan.update(dict.fromkeys((self._location_path(s) for s in gone), None))
             self._reload(plan, reload_timeout)
             self.client.keep_last_good()
         return True
@@ -830,13 +903,17 @@ class DynamicProxy:
     def _location_path(self, service: str) -> str:
         return os.path.join(self.include_dir, f"{service}.conf")
 
-    def _render(self, services: Iterable[str], endpoints: Mapping[str, str]) -> str:
-        return templates.render_keyed(HTTP_TEMPLATE, **self._context(services, endpoints))
+    def _render(self, services: Iterable[str], endpoints: Mapping[str, str],
+                routed: int = 0) -> str:
+        if self.table:  # upstreams for the internal endpoints only
+            services = set(endpoints)
+        return templates.render_keyed(HTTP_TEMPLATE, **self._context(services, endpoints, routed))
 
-    def _context(self, services: Iterable[str], endpoints: Mapping[str, str]) -> dict[str, Any]:
+    def _context(self, services: Iterable[str], endpoints: Mapping[str, str],
+                 routed: int = 0) -> dict[str, Any]:
         return http_context(services, self.client.control, self.state_file, self.dict_size,
                             self.lua_path, endpoints, self.internal_listen,
-                            self.client.secret_file)
+                            self.client.secret_file, self.table, routed)
 
     def _location(self, route: Route) -> str | None:
         """The service's public location file: none for location ``""``; for ``None`` the
@@ -934,13 +1011,20 @@ class NginxDynamicProxy(Proxy):
         if self.engine.ready():
             self.engine.read()
 
+    def _located(self, service: str | None = None) -> dict[str, str]:
+        """``route:<location>`` -> service: the location files, or the routing table's."""
+        if not self.engine.table:
+            return located(self.engine.include_dir, service)
+        return {f"route:{loc}": s for s, loc in self._served()["locations"].items()
+                if service is None or s == service}
+
     def exposures(self) -> dict[str, str]:
-        return located(self.engine.include_dir) | {
+        return self._located() | {
             f"endpoint:{e}": s for s, e in self.engine.endpoints().items()}
 
     def exposed(self, service: str) -> set[str]:
         endpoint = self.engine.endpoints().get(service)
-        return set(located(self.engine.include_dir, service)) | (
+        return set(self._located(service)) | (
             {f"endpoint:{endpoint}"} if endpoint else set())
 
     def _served(self) -> dict[str, Any]:
@@ -993,9 +1077,11 @@ class NginxDynamicProxy(Proxy):
         chains = tuple(Chain(c["side"], c["color"], tuple(c["callers"]),
                              tuple(Server(a, p, w) for a, p, w in _served_entries(c["servers"])))
                        for c in served["chains"].get(service) or [])
+        location = (served.get("locations") or {}).get(service, "") if self.engine.table \
+            else None  # the routing table's; location files stay as they are
         return Route(service, route.get("color") if servers else None, servers,
                      int(route.get("weight", 100)), endpoint=self.engine.endpoints().get(service),
-                     chains=chains, sticky=bool(route.get("sticky")))
+                     chains=chains, sticky=bool(route.get("sticky")), location=location)
 
     def diff(self, routes: Sequence[Route], served: Mapping[str, Any] | None = None) -> str:
         """One line per service whose servers, color or weight change, one per service whose
@@ -1024,6 +1110,12 @@ class NginxDynamicProxy(Proxy):
             have_chains = _served_chains(served["chains"].get(r.service) or [])
             if not r.removed and have_chains != _route_chains(r):
                 lines.append(f"{r.service} chains: {have_chains} -> {_route_chains(r)}\n")
+            if self.engine.table and not r.removed:
+                have_at = (served.get("locations") or {}).get(r.service)
+                want_at = self.engine.table_locations([r]).get(r.service)
+                if have_at != want_at:
+                    lines.append(f"{r.service} location: {have_at or '(none)'} -> "
+                                 f"{want_at or '(none)'}\n")
         return "".join(lines)
 
     def apply(self, routes: Sequence[Route]) -> bool:

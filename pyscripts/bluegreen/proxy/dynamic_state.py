@@ -40,8 +40,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-PARTS = ("services", "chains", "colors")
-LINE_KEYS = frozenset({"base", "services", "chains", "colors", "releases", "drop"})
+PARTS = ("services", "chains", "colors", "locations")  # locations: the routing table's
+LINE_KEYS = frozenset({"base", "services", "chains", "colors", "releases", "locations", "drop"})
 MIN_JOURNAL = 64 * 1024  # a journal is rewritten into its base beyond max(this, the base's size)
 _ID_RE = re.compile(rb'\A\{\n "id": "([0-9a-f]{16})",\n')
 
@@ -151,7 +151,7 @@ def apply_change(doc: dict[str, dict[str, Any]], entry: Mapping[str, Any]) -> No
             doc[part].pop(name, None)
     for name, servers in entry["services"].items():
         doc["services"][name] = servers
-        for part in ("chains", "colors"):
+        for part in ("chains", "colors", "locations"):
             given = entry.get(part) or {}
             if name in given:
                 doc[part][name] = given[name]
@@ -238,11 +238,12 @@ def state_text(doc: Mapping[str, Mapping[str, Any]], base_id: str | None = None)
         lines = ",\n".join(line(key, name, value) for name, value in sorted(entries.items()))
         return f' "{key}": {{\n{lines}\n }}' if lines else f' "{key}": {{}}'
 
-    services, chains, colors = (doc.get(k) or {} for k in PARTS)
+    services, chains, colors, locations = (doc.get(k) or {} for k in PARTS)
     releases = releases_of(services, colors)  # what nginx reads; bluegreen derives them again
     parts = [f' "id": "{base_id}"', part("services", services)] + (
         [part("chains", chains)] if chains else []) + [part("colors", colors)] + (
-        [part("releases", releases)] if releases else [])
+        [part("releases", releases)] if releases else []) + (
+        [part("locations", locations)] if locations else [])
     text = "{\n" + ",\n".join(parts) + "\n}\n"
     _known_base[:] = [text, base_id, _copy(doc)]
     return text
@@ -250,11 +251,13 @@ def state_text(doc: Mapping[str, Mapping[str, Any]], base_id: str | None = None)
 
 def change_line(base_id: str, services: Mapping[str, list[dict[str, Any]]],
                 chains: Mapping[str, Any], colors: Mapping[str, Any],
-                drop: Iterable[str] = ()) -> str:
-    """The journal line of a change (``chains`` and ``colors`` of the services it sets)."""
+                drop: Iterable[str] = (), locations: Mapping[str, str] | None = None) -> str:
+    """The journal line of a change (``chains``, ``colors`` and, routing table, ``locations``
+    of the services it sets)."""
     entry: dict[str, Any] = {"base": base_id, "services": dict(services)}
     for key, given in (("chains", chains), ("colors", colors),
-                       ("releases", releases_of(services, colors))):
+                       ("releases", releases_of(services, colors)),
+                       ("locations", locations or {})):
         named = {n: v for n, v in given.items() if n in services and v}
         if named:
             entry[key] = named
@@ -268,13 +271,15 @@ def merged_state(path: str | os.PathLike[str], services: Mapping[str, list[dict[
                  drop: Iterable[str] = (),
                  chains: Mapping[str, list[dict[str, Any]]] | None = None,
                  colors: Mapping[str, dict[str, Any]] | None = None,
-                 base: Mapping[str, dict[str, Any]] | None = None) -> str:
+                 base: Mapping[str, dict[str, Any]] | None = None,
+                 locations: Mapping[str, str] | None = None) -> str:
     """The text of a new base: state file ``path`` (or the document ``base``) with
-    ``services`` set (each with exactly its ``chains`` and its entry of ``colors``: none when
-    not named) and ``drop`` removed. Its journal must be emptied with it."""
+    ``services`` set (each with exactly its ``chains``, its entry of ``colors`` and of
+    ``locations``: none when not named) and ``drop`` removed. Its journal must be emptied
+    with it."""
     doc = _copy(base) if base is not None else read_document(path)
     apply_change(doc, {"services": services, "chains": chains or {}, "colors": colors or {},
-                       "drop": list(drop)})
+                       "locations": locations or {}, "drop": list(drop)})
     return state_text(doc)
 
 
@@ -329,19 +334,20 @@ class Undo:
 
 def record(state_file: str, doc: Mapping[str, Mapping[str, Any]],
            services: Mapping[str, list[dict[str, Any]]], chains: Mapping[str, Any],
-           colors: Mapping[str, Any], rewrite: bool = False) -> Undo:
+           colors: Mapping[str, Any], rewrite: bool = False,
+           locations: Mapping[str, str] | None = None) -> Undo:
     """Record a change (under the state lock): one journal line, or the base rewritten with
     an empty journal (``rewrite``, no usable base, a journal cut short or grown past its
     base). ``doc``: the document now (for a rewrite)."""
     jpath = journal_path(state_file)
     base_id = None if rewrite else base_id_of(state_file)
     if base_id and _tail_ok(jpath) and not _outgrown(state_file, jpath):
-        line = change_line(base_id, services, chains, colors)
+        line = change_line(base_id, services, chains, colors, locations=locations)
         return Undo(state_file, line, _append(jpath, line))
     undo = Undo(state_file, None, files={state_file: read_text(state_file),
                                          jpath: read_text(jpath)})
     _write(base_files(state_file, merged_state(state_file, services, chains=chains,
-                                               colors=colors, base=doc)))
+                                               colors=colors, base=doc, locations=locations)))
     return undo
 
 

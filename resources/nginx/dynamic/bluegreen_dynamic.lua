@@ -50,6 +50,15 @@
 -- cookie "bg_bucket", 0-99; a client without a valid one gets a random one, set on the
 -- response) is below the weight, else to the old color's; raising the weight only ever moves
 -- clients from old to new. A caller kept on a chain stays on it.
+-- Routing table (`table` in init's options: bluegreen's --nginx-routing table): the public
+-- locations are not nginx `location` blocks, one per service, but a table in the routes: a
+-- service's route carries its "location" (a path prefix, or none), one `location /` runs
+-- M.route() (access phase), which picks the service of the longest prefix of $uri as nginx
+-- picks a prefix location (a URI equal to a location but its trailing slash: 301 to it, as
+-- nginx's auto redirect; none: 404), and one upstream's balancer balances that service. Any
+-- valid service name is accepted (no upstream per service), so adding one is a POST. A POST's
+-- "locations": {name: path} (a posted service without one has none); two services never hold
+-- one location.
 -- Preview: with a preview secret (`preview_file`, read by the master at start and reload), a
 -- request with the header X-Bluegreen-Preview: <secret>, or the cookie "bg_preview" that a
 -- request with ?bluegreen-preview=<secret> gets (its value an HMAC of the secret, not the
@@ -90,6 +99,7 @@ local SIDES = { new = true, old = true }
 local COLORS = { blue = true, green = true }
 
 local known = {}          -- service name -> true: the services with an upstream in this config
+local table_mode = false  -- the routing table: any service, located by its route
 local endpoints = {}      -- service name -> true: those with an internal endpoint (chains)
 local local_gen = nil     -- generation this worker's `routes` were built from
 local secret = nil        -- the control secret (nil: every control request is refused)
@@ -98,6 +108,8 @@ local preview_token = nil -- the bg_preview cookie's value: hex HMAC-SHA1 of a f
 -- service -> { peers = {{key, address, port, weight, current}...},
 --              callers = {address -> side}, sides = {side -> peers} }
 local routes = {}
+local index = nil         -- routing table: location -> service of `routes` (nil: to build)
+local lengths = {}        -- routing table: the locations' lengths, longest first
 local has_figures = false -- the counts dict exists (not an include older than this file)
 
 -- validation ------------------------------------------------------------------------------
@@ -136,6 +148,18 @@ local function is_service_name(s)
 end
 
 -- A validated copy of one service's server list, or nil and why.
+-- A location as bluegreen's validate.location allows: a path of [A-Za-z0-9._~/-] from "/",
+-- no "//" and no "/../" (nor a last "/..").
+local function is_location(s)
+    return type(s) == "string" and #s <= 1024 and s:match("^/[%w%._~/%-]*$") ~= nil
+        and not s:find("//", 1, true) and not (s .. "/"):find("/../", 1, true)
+end
+
+-- Whether a service may be routed here: one with an upstream, or any (routing table).
+local function admitted(name)
+    return table_mode or known[name] == true
+end
+
 local function check_servers(name, list)
     if type(list) ~= "table" or not is_list(list) then
         return nil, name .. ": servers must be a list"
@@ -234,17 +258,21 @@ local function check_release(name, rel, servers)
     return { new = rel.new, weight = rel.weight, sticky = rel.sticky }
 end
 
--- Validated {name: servers}, {name: chains} and {name: release} from a document
--- {"services": {...}, "chains": {...}, "releases": {...}} (chains and releases only of
--- services it names), or nil and why.
+-- Validated {name: servers}, {name: chains}, {name: release} and {name: location} from a
+-- document {"services": {...}, "chains": {...}, "releases": {...}, "locations": {...}}
+-- (chains, releases and locations only of services it names), or nil and why.
 -- `only_known`: reject services without an upstream (payloads); else skip them (state file,
 -- where bluegreen also keeps each service's color and weight, "colors", which nginx ignores).
+-- Locations: a payload's only with the routing table; a state file's read, used only there.
 local function check_document(doc, only_known)
     if type(doc) ~= "table" then return nil, "the body must be a JSON object" end
     for k in pairs(doc) do
-        if k ~= "services" and k ~= "chains" and k ~= "releases"
-                and (only_known or k ~= "colors") then
+        local allowed = k == "services" or k == "chains" or k == "releases"
+            or (not only_known and (k == "colors" or k == "locations"))
+            or (only_known and table_mode and k == "locations")
+        if not allowed then
             return nil, "unknown key " .. tostring(k)
+                .. (k == "locations" and " (locations need the routing table)" or "")
         end
     end
     local services = doc.services
@@ -256,7 +284,7 @@ local function check_document(doc, only_known)
         if not is_service_name(name) then
             return nil, "invalid service name " .. cjson.encode(tostring(name))
         end
-        if known[name] then
+        if admitted(name) then
             local servers, err = check_servers(name, list)
             if not servers then return nil, err end
             out[name] = servers
@@ -297,7 +325,24 @@ local function check_document(doc, only_known)
             out_releases[name] = checked
         end
     end
-    return out, out_chains, out_releases
+    local locations = doc.locations
+    if locations == nil then locations = {} end
+    if not is_object(locations) then return nil, "locations must be an object" end
+    local out_locations, holder = {}, {}
+    for name, loc in pairs(locations) do
+        if type(name) ~= "string" or services[name] == nil then
+            return nil, "location of " .. cjson.encode(tostring(name)) .. ": not in services"
+        end
+        if not is_location(loc) then
+            return nil, "invalid location " .. cjson.encode(tostring(loc)) .. " of " .. name
+        end
+        if holder[loc] then
+            return nil, "location " .. loc .. " given to both " .. holder[loc] .. " and " .. name
+        end
+        holder[loc] = name
+        if out[name] and table_mode then out_locations[name] = loc end
+    end
+    return out, out_chains, out_releases, out_locations
 end
 
 -- state in the shared dict ----------------------------------------------------------------
@@ -374,6 +419,18 @@ local function legacy_routes(dict, names)
         end
     end
     return out
+end
+
+-- The services the dict holds a version of (the routing table has no list of them in the
+-- configuration); with upstreams per service, those of the configuration.
+local function routed_names(dict)
+    if not table_mode then return known end
+    local names = {}
+    for _, key in ipairs(dict:get_keys(0)) do
+        local name = key:match("^ver:(.+)$")
+        if name then names[name] = true end
+    end
+    return names
 end
 
 local function refused(err)
@@ -472,7 +529,8 @@ end
 
 -- A worker's route of one stored route.
 local function build_route(r)
-    local route = { peers = peers_of(r.servers), callers = {}, sides = {} }
+    local route = { peers = peers_of(r.servers), callers = {}, sides = {},
+                    location = r.location }
     for _, c in ipairs(r.chains or {}) do
         route.sides[c.side] = peers_of(c.servers)
         for _, ip in ipairs(c.callers) do route.callers[ip] = c.side end
@@ -499,7 +557,7 @@ local function apply_deltas(dict, gen)
     end
     local built = {}
     for name, g in pairs(latest) do
-        if known[name] then
+        if admitted(name) then
             local r = read_route(dict, name, g)
             if r == nil then return false end
             built[name] = build_route(r)
@@ -517,7 +575,7 @@ local function sync()
     if gen == local_gen then return end
     if gen == nil or not apply_deltas(dict, gen) then
         local all
-        all, gen = read_routes(dict, known)
+        all, gen = read_routes(dict, routed_names(dict))
         if all == nil then  -- never route with nothing because the dict lost the routes
             ngx.log(ngx.ERR, "bluegreen: no routes of generation ", tostring(dict:get("generation")),
                     " in the shared dict; keeping generation ", tostring(local_gen))
@@ -528,6 +586,7 @@ local function sync()
         routes = fresh
     end
     local_gen = gen
+    index = nil
     ngx.shared[STATS]:set("worker:" .. ngx.worker.id(),
                           cjson.encode({ pid = ngx.worker.pid(), generation = local_gen }))
 end
@@ -627,7 +686,7 @@ local function replay(doc, id, path)
         if id == nil and tostring(err):find("No such file", 1, true) then return true end
         return nil, "journal " .. path .. ": " .. tostring(err)
     end
-    for _, part in ipairs({ "services", "chains", "releases" }) do
+    for _, part in ipairs({ "services", "chains", "releases", "locations" }) do
         if doc[part] == nil then doc[part] = {} end
         if type(doc[part]) ~= "table" then return nil, part .. " must be an object" end
     end
@@ -641,16 +700,18 @@ local function replay(doc, id, path)
         end
         if entry.base == id then
             local chains, releases = entry.chains or {}, entry.releases or {}
-            local drop = entry.drop or {}
-            if type(chains) ~= "table" or type(releases) ~= "table" or type(drop) ~= "table" then
+            local drop, locations = entry.drop or {}, entry.locations or {}
+            if type(chains) ~= "table" or type(releases) ~= "table" or type(drop) ~= "table"
+                    or type(locations) ~= "table" then
                 return nil, "journal " .. path .. " line " .. number .. ": not a bluegreen change"
             end
             for _, name in ipairs(drop) do
                 doc.services[name], doc.chains[name], doc.releases[name] = nil, nil, nil
+                doc.locations[name] = nil
             end
             for name, servers in pairs(entry.services) do
                 doc.services[name], doc.chains[name] = servers, chains[name]
-                doc.releases[name] = releases[name]
+                doc.releases[name], doc.locations[name] = releases[name], locations[name]
             end
         end
     end
@@ -677,9 +738,10 @@ local function load_state(path, journal)
             if not ok then return nil, jerr end
         end
         if not journal or read_file(path) == text then
-            local services, chains, releases = check_document(doc, false)
+            local services, chains, releases, locations = check_document(doc, false)
             if not services then return nil, chains end
-            return { services = services, chains = chains, releases = releases }
+            return { services = services, chains = chains, releases = releases,
+                     locations = locations }
         end
     end
     return nil, "rewritten while it was read, three times"
@@ -723,7 +785,8 @@ end
 -- The routes nginx starts with ({name: route}): the state file's, or its last good copy's,
 -- or what the dict holds (a reload), logging what it rejected.
 local function starting_routes(opts, dict)
-    local prev = read_routes(dict, known) or legacy_routes(dict, known) or {}
+    local names = routed_names(dict)
+    local prev = read_routes(dict, names) or legacy_routes(dict, names) or {}
     local loaded, err = load_state(opts.state_file, opts.journal_file)
     local used = opts.state_file
     if not loaded and next(known) then
@@ -738,17 +801,21 @@ local function starting_routes(opts, dict)
                     ": ", tostring(err), "; keeping the routes in memory")
         end
     end
-    local services, chains, releases
+    local services, chains, releases, locations
     if not loaded then
         -- keep what this nginx already served (a reload), never an empty set for a known one
-        services, chains, releases = {}, {}, {}
+        services, chains, releases, locations = {}, {}, {}, {}
         for name, r in pairs(prev) do
-            services[name] = r.servers
-            if endpoints[name] then chains[name] = r.chains end
-            releases[name] = r.release
+            if admitted(name) then
+                services[name] = r.servers
+                if endpoints[name] then chains[name] = r.chains end
+                releases[name] = r.release
+                if table_mode then locations[name] = r.location end
+            end
         end
     else
         services, chains, releases = loaded.services, loaded.chains, loaded.releases
+        locations = loaded.locations
     end
     if loaded and used ~= opts.state_file then
         ngx.log(ngx.WARN, "bluegreen: routes restored from ", used)
@@ -758,11 +825,11 @@ local function starting_routes(opts, dict)
         if not services[name] and used == opts.state_file and opts.last_good_file then
             if good == nil then
                 good = load_state(opts.last_good_file, opts.last_good_journal_file)
-                    or { services = {}, chains = {}, releases = {} }
+                    or { services = {}, chains = {}, releases = {}, locations = {} }
             end
             if good.services[name] then
                 services[name], chains[name] = good.services[name], good.chains[name]
-                releases[name] = good.releases[name]
+                releases[name], locations[name] = good.releases[name], good.locations[name]
                 ngx.log(ngx.WARN, "bluegreen: the state file has no servers for ", name,
                         "; restored from ", opts.last_good_file)
             end
@@ -773,7 +840,8 @@ local function starting_routes(opts, dict)
     end
     local changes = {}
     for name, servers in pairs(services) do
-        changes[name] = { servers = servers, chains = chains[name], release = releases[name] }
+        changes[name] = { servers = servers, chains = chains[name], release = releases[name],
+                          location = locations[name] }
     end
     return changes
 end
@@ -800,7 +868,7 @@ function M.init(opts)
         local ok, ferr = figures:safe_set("epoch", new_epoch())
         if not ok then error("bluegreen: shared dict " .. FIGURES .. ": " .. tostring(ferr)) end
     end
-    known, endpoints = {}, {}
+    known, endpoints, table_mode = {}, {}, opts.table == true
     for _, name in ipairs(opts.services) do known[name] = true end
     for _, name in ipairs(opts.endpoints or {}) do endpoints[name] = true end
     local serr
@@ -985,6 +1053,67 @@ function M.balance(name, internal)
     ctx.bluegreen_counts = peer.color and has_figures and counts_of(name, peer.color) or nil
 end
 
+-- The routing table's index of this worker's routes: location -> service, and the lengths
+-- of the locations, longest first.
+local function build_index()
+    local by_location, seen = {}, {}
+    lengths = {}
+    for name, route in pairs(routes) do
+        local loc = route.location
+        if loc then
+            by_location[loc] = name
+            if not seen[#loc] then
+                seen[#loc] = true
+                lengths[#lengths + 1] = #loc
+            end
+        end
+    end
+    table.sort(lengths, function(a, b) return a > b end)
+    index = by_location
+end
+
+-- access_by_lua of the routing table's `location /`: the service whose location is the
+-- longest prefix of $uri (nginx's choice among prefix locations), kept for the balancer. A
+-- URI that is a location without its trailing slash is redirected there (301, the query
+-- kept), as nginx does for a prefix location ending in "/" that proxies; no location: 404.
+function M.route()
+    sync()
+    if index == nil then build_index() end
+    local uri = ngx.var.uri
+    local n = #uri
+    local name = index[uri]
+    if name == nil and uri:byte(n) ~= 47 and index[uri .. "/"] then
+        -- as nginx writes its own (absolute_redirect, port_in_redirect on; the request's host)
+        local var = ngx.var
+        local scheme, port, args = var.scheme, var.server_port, var.args
+        local default = scheme == "https" and "443" or "80"
+        ngx.header["Location"] = scheme .. "://" .. var.host
+            .. (port ~= default and (":" .. port) or "") .. uri .. "/"
+            .. (args and args ~= "" and ("?" .. args) or "")
+        return ngx.exit(301)
+    end
+    if name == nil then
+        for _, len in ipairs(lengths) do
+            if len < n then
+                name = index[uri:sub(1, len)]
+                if name then break end
+            end
+        end
+    end
+    if name == nil then return ngx.exit(404) end
+    ngx.ctx.bluegreen_service = name
+end
+
+-- balancer_by_lua of the routing table's upstream: the service M.route() chose.
+function M.balance_table()
+    local name = ngx.ctx.bluegreen_service
+    if name == nil then
+        ngx.log(ngx.ERR, "bluegreen: no service chosen for this request (M.route not run)")
+        return
+    end
+    return M.balance(name)
+end
+
 -- The last of a list of upstream values ("0.004, 0.012" or "- : 0.010").
 local function last_value(v)
     if v == nil then return nil end
@@ -1091,11 +1220,13 @@ local function routes_view(dict, names)
         if dict:get("generation") ~= nil then return nil end
         all, gen = {}, 0
     end
-    local services, chains, releases = {}, {}, {}
+    local services, chains, releases, locations = {}, {}, {}, {}
     for name, r in pairs(all) do
         services[name], chains[name], releases[name] = r.servers, r.chains, r.release
+        locations[name] = r.location
     end
-    return { generation = gen, services = services, chains = chains, releases = releases }
+    return { generation = gen, services = services, chains = chains, releases = releases,
+             locations = locations }
 end
 
 local function workers_view()
@@ -1113,7 +1244,8 @@ end
 -- generations, the requests in flight.
 local function snapshot()
     local stats = ngx.shared[STATS]
-    local view = routes_view(ngx.shared[DICT], known)
+    local dict = ngx.shared[DICT]
+    local view = routes_view(dict, routed_names(dict))
     if view == nil then return nil end
     local names, with_endpoint = {}, {}
     for name in pairs(known) do names[#names + 1] = name end
@@ -1143,7 +1275,7 @@ local function queried_services(value)
         if not is_service_name(name) then
             return nil, "invalid service name " .. cjson.encode(name)
         end
-        if not known[name] then
+        if not admitted(name) then
             return nil, "unknown service " .. name .. " (no upstream for it in this nginx)"
         end
         if names[name] then return nil, "service " .. name .. " named twice" end
@@ -1253,28 +1385,45 @@ local function post()
     if not strict then return respond(400, { error = "malformed JSON: " .. serr }) end
     local doc, derr = cjson.decode(body)
     if doc == nil then return respond(400, { error = "malformed JSON: " .. tostring(derr) }) end
-    local services, chains, releases = check_document(doc, true)
+    local services, chains, releases, locations = check_document(doc, true)
     if not services then return respond(400, { error = chains }) end
     local dict = ngx.shared[DICT]
+    local clash = nil
     local gen, err = with_lock(dict, function()
         local current = dict:get("generation")
         if current == nil then return nil, "the shared dict holds no routes: reload nginx" end
-        local changes = {}  -- a service posted: exactly its servers, chains and release
+        if table_mode then  -- a location held by a service this change leaves as it is
+            sync()
+            local holder = {}
+            for other, r in pairs(routes) do
+                if r.location then holder[r.location] = other end
+            end
+            for name, loc in pairs(locations) do
+                local other = holder[loc]
+                if other and other ~= name and not services[other] then
+                    clash = "location " .. loc .. " is " .. other .. "'s"
+                    return nil, clash
+                end
+            end
+        end
+        local changes = {}  -- a service posted: exactly its servers, chains, release, location
         for name, servers in pairs(services) do
-            changes[name] = { servers = servers, chains = chains[name], release = releases[name] }
+            changes[name] = { servers = servers, chains = chains[name], release = releases[name],
+                              location = locations[name] }
         end
         local ok, serr = store(dict, current + 1, changes)
         if not ok then return nil, serr end  -- the routes of `current` are still there
         return current + 1
     end)
-    if not gen then return respond(507, { error = err }) end
+    if not gen then return respond(clash and 409 or 507, { error = err }) end
     sync()
     -- what the dict holds for the posted services now, read back (bluegreen compares it with
     -- what it posted: a route evicted or not stored would show here)
     local names = {}
     for name in pairs(services) do names[name] = true end
     return respond(200, { generation = gen, services = services, chains = chains,
-                          releases = releases, served = routes_view(dict, names) or cjson.null })
+                          releases = releases, locations = locations,
+                          served = routes_view(dict, names) or cjson.null })
 end
 
 -- content_by_lua of the control location: GET what is served, POST new routes; only for
