@@ -459,3 +459,70 @@ def test_a_post_without_a_read_back_in_its_answer_is_checked_by_a_get(tmp_path):
         assert fake.reads == 1
     finally:
         fake.server.shutdown()
+
+
+# -- the routing table (--nginx-routing table) -------------------------------------------------
+
+
+def table_proxy(tmp_path, **kwargs) -> nd.DynamicProxy:
+    (tmp_path / "up").mkdir(exist_ok=True)
+    (tmp_path / "inc").mkdir(exist_ok=True)
+    return nd.DynamicProxy(None, tmp_path / "up" / nd.INCLUDE_NAME, tmp_path / "inc",
+                           f"127.0.0.1:{free_port()}", tmp_path / "routes.json",
+                           location="/default/", routing="table", **kwargs)
+
+
+def test_the_table_renders_one_balanced_upstream_and_no_service_of_its_own(tmp_path):
+    text = nd.render_http(["api"], "127.0.0.1:9000", tmp_path / "routes.json",
+                          endpoints={"api": "api.local"}, table=True)
+    assert "upstream _bg_table {" in text and "balance_table()" in text
+    assert "table = true," in text and "# service api endpoint=api.local" in text
+    assert "table = false," in nd.render_http([], "127.0.0.1:9000", tmp_path / "r.json")
+
+
+def test_a_tables_locations_are_given_kept_defaulted_or_none(tmp_path):
+    proxy = table_proxy(tmp_path)
+    servers = (Server("127.0.0.1", 8080),)
+    write_base(tmp_path / "routes.json", ds.state_text(
+        {"services": {"web": [{"address": "127.0.0.1", "port": 8080, "weight": 100}],
+                      "bare": [{"address": "127.0.0.1", "port": 8081, "weight": 100}]},
+         "locations": {"web": "/web/"}}))
+    assert proxy.table_locations([
+        Route("web", "blue", servers),  # kept
+        Route("bare", "blue", servers),  # recorded without one: none
+        Route("new", "blue", servers),  # new: the default
+        Route("moved", "blue", servers, location="/m/"),
+        Route("off", "blue", servers, location="")]) == {
+            "web": "/web/", "new": "/default/", "moved": "/m/"}
+    with pytest.raises(UsageError, match="invalid location"):
+        proxy.table_locations([Route("bad", "blue", servers, location="/a/../b")])
+
+
+def test_the_table_is_refused_with_an_include_file_a_reload_mode_or_location_files(tmp_path):
+    include = tmp_path / "loc.conf"
+    include.write_text("location /x { }\n")
+    with pytest.raises(UsageError, match="does not go with --nginx-routing table"):
+        table_proxy(tmp_path, include_file=str(include))
+    with pytest.raises(UsageError, match="invalid --nginx-routing 'tables'"):
+        nd.DynamicProxy(None, tmp_path / "i.conf", tmp_path, "127.0.0.1:9000",
+                        tmp_path / "r.json", routing="tables")
+    from bluegreen import settings
+    from bluegreen.cli.options import resolve
+
+    opts = resolve({"command": "status", "service": "web", "nginx_routing": "table",
+                    "upstream_dir": str(tmp_path), "include_dir": str(tmp_path)}, env={})
+    with pytest.raises(UsageError, match="--nginx-routing table needs --nginx-mode dynamic"):
+        settings.proxy(opts)
+    proxy = table_proxy(tmp_path)
+    (tmp_path / "inc" / "web.conf").write_text(nd.templates.render(
+        "nginx/include.conf.j2", service="web", location="/web/"))
+    with pytest.raises(UsageError, match=r"holds the locations of web \(--nginx-routing "
+                                         r"locations\)"):
+        proxy.config_changes([Route("api", "blue", (Server("127.0.0.1", 8080),))])
+    (tmp_path / "inc" / "web.conf").unlink()
+    (tmp_path / "inc" / nd.TABLE_NAME).write_text("location / { }\n")
+    locations = nd.DynamicProxy(None, tmp_path / "up" / nd.INCLUDE_NAME, tmp_path / "inc",
+                                "127.0.0.1:9000", tmp_path / "routes.json")
+    with pytest.raises(UsageError, match="routes by the routing table; give --nginx-routing "
+                                         "table"):
+        locations.config_changes([Route("api", "blue", (Server("127.0.0.1", 8080),))])

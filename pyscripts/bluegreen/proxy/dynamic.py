@@ -1012,10 +1012,11 @@ class NginxDynamicProxy(Proxy):
             self.engine.read()
 
     def _located(self, service: str | None = None) -> dict[str, str]:
-        """``route:<location>`` -> service: the location files, or the routing table's."""
+        """``route:<location>`` -> service: the location files, or the routing table's (as
+        recorded: what nginx confirmed serving)."""
         if not self.engine.table:
             return located(self.engine.include_dir, service)
-        return {f"route:{loc}": s for s, loc in self._served()["locations"].items()
+        return {f"route:{loc}": s for s, loc in self.engine.client.document()["locations"].items()
                 if service is None or s == service}
 
     def exposures(self) -> dict[str, str]:
