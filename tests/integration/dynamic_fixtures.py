@@ -24,3 +24,11 @@ def nginx(tmp_path) -> Iterator[DynamicNginx]:
     n = DynamicNginx(tmp_path / "nginx").start()
     yield n
     n.stop()
+
+
+@pytest.fixture(params=["locations", "table"])
+def any_nginx(tmp_path, request) -> Iterator[DynamicNginx]:
+    """A fresh nginx with each ``--nginx-routing``, for what does not depend on it."""
+    n = DynamicNginx(tmp_path / "nginx", routing=request.param).start()
+    yield n
+    n.stop()

@@ -32,12 +32,13 @@ SERVICES = (f"{APP}.servicea", f"{APP}.serviceb")
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-world" / "compose.yaml"
 
 
-@pytest.fixture(scope="module", params=["local", "dynamic"])
+@pytest.fixture(scope="module", params=["local", "dynamic", "dynamic-table"])
 def app(sandbox, request) -> Iterator[Env]:
     build_sample_app_images()
     mode = request.param
-    if mode == "dynamic":
-        nginx = DynamicNginx(sandbox.root / "nginx-app-dynamic").start()
+    if mode.startswith("dynamic"):  # dynamic-table: --nginx-routing table
+        nginx = DynamicNginx(sandbox.root / f"nginx-app-{mode}",
+                             routing="table" if mode == "dynamic-table" else "locations").start()
         extra = nginx.cli_env()
     else:
         nginx, extra = Nginx(sandbox.root / "nginx-app").start(), {}

@@ -33,6 +33,7 @@ AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 backends = dynamic_fixtures.backends
 nginx = dynamic_fixtures.nginx
+any_nginx = dynamic_fixtures.any_nginx
 
 
 @pytest.fixture
@@ -237,7 +238,8 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_a_restart_serves_the_last_good_routes_whatever_the_state_file_holds(
-        nginx, backends, damage):
+        any_nginx, backends, damage):
+    nginx = any_nginx
     proxy = nginx.proxy()
     proxy.apply(routes(backends, "blue"))
     proxy.apply(routes(backends, "green"))
@@ -293,7 +295,8 @@ def test_a_restart_replays_the_journal_and_skips_a_line_cut_short(nginx, backend
     assert get(nginx.port) == (200, "blue")
 
 
-def test_a_damaged_journal_is_read_around_from_the_last_good_copy(nginx, backends):
+def test_a_damaged_journal_is_read_around_from_the_last_good_copy(any_nginx, backends):
+    nginx = any_nginx
     proxy = nginx.proxy()
     proxy.apply(routes(backends, "blue"))
     proxy.apply(routes(backends, "green"))

@@ -188,7 +188,8 @@ def test_the_read_back_reads_only_the_services_it_names(nginx, backends):
     client.apply({"beta": [server(backends, "green")]})
     status, doc = control_get(nginx, "?services=beta,alpha")
     assert status == 200, doc
-    assert set(doc) == {"generation", "services", "chains", "releases", "workers"}
+    assert set(doc) == {"generation", "services", "chains", "releases", "locations", "workers"}
+    assert doc["locations"] == {}  # locations of the routing table's only
     assert doc["services"] == {"alpha": [{"address": "127.0.0.1", "port": backends["blue"].port,
                                           "weight": 100}],
                                "beta": [{"address": "127.0.0.1", "port": backends["green"].port,

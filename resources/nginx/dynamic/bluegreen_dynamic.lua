@@ -787,16 +787,23 @@ end
 local function starting_routes(opts, dict)
     local names = routed_names(dict)
     local prev = read_routes(dict, names) or legacy_routes(dict, names) or {}
+    -- what is worth an error: with upstreams per service, any rejection while some are
+    -- configured; with the routing table, any but a fresh nginx's (nothing served, no files)
+    local function worth_saying(err)
+        if not table_mode then return next(known) ~= nil end
+        return next(prev) ~= nil or not tostring(err):find("No such file", 1, true)
+            or (opts.last_good_file ~= nil and read_file(opts.last_good_file) ~= nil)
+    end
     local loaded, err = load_state(opts.state_file, opts.journal_file)
     local used = opts.state_file
-    if not loaded and next(known) then
+    if not loaded and worth_saying(err) then
         ngx.log(ngx.ERR, "bluegreen: rejected the state file ", opts.state_file, ": ",
                 tostring(err), "; trying its last good copy ", opts.last_good_file)
     end
     if not loaded and opts.last_good_file then
         loaded, err = load_state(opts.last_good_file, opts.last_good_journal_file)
         used = opts.last_good_file
-        if not loaded and next(known) then
+        if not loaded and worth_saying(err) then
             ngx.log(ngx.ERR, "bluegreen: rejected the last good copy ", opts.last_good_file,
                     ": ", tostring(err), "; keeping the routes in memory")
         end
@@ -821,7 +828,9 @@ local function starting_routes(opts, dict)
         ngx.log(ngx.WARN, "bluegreen: routes restored from ", used)
     end
     local good = nil
-    for name in pairs(known) do  -- a service the state file lost: its last good routes
+    -- a service the state file lost: its last good routes (with the routing table, which has
+    -- no list of services of its own, a state file that can be read is the whole truth)
+    for name in pairs(known) do
         if not services[name] and used == opts.state_file and opts.last_good_file then
             if good == nil then
                 good = load_state(opts.last_good_file, opts.last_good_journal_file)
