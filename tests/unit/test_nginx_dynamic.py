@@ -478,6 +478,11 @@ def test_the_table_renders_one_balanced_upstream_and_no_service_of_its_own(tmp_p
     assert "upstream _bg_table {" in text and "balance_table()" in text
     assert "table = true," in text and "# service api endpoint=api.local" in text
     assert "table = false," in nd.render_http([], "127.0.0.1:9000", tmp_path / "r.json")
+    # both dicts start with room for some 4,000 services: adding one stays a POST
+    assert "lua_shared_dict bluegreen 32m;" in text
+    assert "lua_shared_dict bluegreen_figures 32m;" in text
+    assert nd.http_context([], "127.0.0.1:9000", tmp_path / "r.json", table=True,
+                           routed=5000)["figures_size"] == "64m"
 
 
 def test_a_tables_locations_are_given_kept_defaulted_or_none(tmp_path):

@@ -137,6 +137,9 @@ _SECRET_RE = re.compile(r"[0-9a-f]{64}")
 _PREVIEW_RE = re.compile(r"[A-Za-z0-9._~+/=-]{16,256}")  # as the Lua reads it
 DICT_BASE_KB, DICT_SERVICE_KB, DICT_ENDPOINT_KB = 256, 4, 64  # the routes' dict, per route
 FIGURES_BASE_KB, FIGURES_SERVICE_KB = 64, 8  # the counts' dict: 2 colors x 15 counts a service
+# the routing table adds services by a POST: both dicts start with room for some 4,000
+# services (a dict that must grow is a checked reload), reserved, touched only as they fill
+TABLE_DICT_KB = 32 * 1024
 
 
 def _stderr(line: str) -> None:
@@ -292,6 +295,14 @@ def _stepped(need_kb: int) -> str:
     return f"{mb}m"
 
 
+def _at_least(size: str, kb: int) -> str:
+    """A dict size of ``size`` (``512k``, ``8m``), or ``kb`` kilobytes when more."""
+    if not kb or not _SIZE_RE.fullmatch(size):
+        return size
+    given = int(size[:-1]) * (1024 if size.endswith("m") else 1)
+    return size if given >= kb else f"{kb // 1024}m"
+
+
 def dict_size_for(services: int, endpoints: int, minimum: str = "1m") -> str:
     """The routes' shared dict for that many services and internal endpoints (``minimum``
     at least): room for two copies of the routes (a change writes the new one first)."""
@@ -302,10 +313,10 @@ def dict_size_for(services: int, endpoints: int, minimum: str = "1m") -> str:
     return minimum if given >= need else _stepped(need)
 
 
-def figures_size_for(services: int) -> str:
+def figures_size_for(services: int, minimum_kb: int = 0) -> str:
     """The counts' shared dict for that many services (at least 1m): room for every count of
     every service and color, so that none is ever evicted."""
-    return _stepped(FIGURES_BASE_KB + FIGURES_SERVICE_KB * services)
+    return _stepped(max(minimum_kb, FIGURES_BASE_KB + FIGURES_SERVICE_KB * services))
 
 
 def render_http(services: Iterable[str], control: str, state_file: str | os.PathLike[str],
@@ -346,8 +357,10 @@ def http_context(services: Iterable[str], control: str, state_file: str | os.Pat
             "secret_file": safe_path(secret_file or secret_path(state_file), "secret file"),
             "preview_file": safe_path(preview_path(state_file), "state file"),
             "lua_dir": safe_path(lua_path or lua_dir(), "Lua directory"),
-            "dict_size": dict_size_for(max(len(names), routed), len(named), dict_size),
-            "figures_size": figures_size_for(max(len(names), routed)),
+            "dict_size": dict_size_for(max(len(names), routed), len(named),
+                                       _at_least(dict_size, TABLE_DICT_KB if table else 0)),
+            "figures_size": figures_size_for(max(len(names), routed),
+                                             TABLE_DICT_KB if table else 0),
             "endpoints": named, "table": table,
             "table_file": TABLE_NAME,
             "internal_listen": f"{validate.host(host)}:{validate.port(port)}"}
