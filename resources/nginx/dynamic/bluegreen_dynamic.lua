@@ -110,6 +110,7 @@ local preview_token = nil -- the bg_preview cookie's value: hex HMAC-SHA1 of a f
 local routes = {}
 local index = nil         -- routing table: location -> service of `routes` (nil: to build)
 local lengths = {}        -- routing table: the locations' lengths, longest first
+local by_length = {}      -- routing table: length -> how many locations of `index` have it
 local has_figures = false -- the counts dict exists (not an include older than this file)
 
 -- validation ------------------------------------------------------------------------------
@@ -544,6 +545,45 @@ local function build_route(r)
     return route
 end
 
+-- The routing table's index of this worker's routes (location -> service, and the lengths
+-- of the locations, longest first): built whole after the routes were, then kept up to date
+-- with the services each delta changes.
+local function index_lengths()
+    lengths = {}
+    for len in pairs(by_length) do lengths[#lengths + 1] = len end
+    table.sort(lengths, function(a, b) return a > b end)
+end
+
+local function build_index()
+    index, by_length = {}, {}
+    for name, route in pairs(routes) do
+        local loc = route.location
+        if loc then
+            if index[loc] == nil then by_length[#loc] = (by_length[#loc] or 0) + 1 end
+            index[loc] = name
+        end
+    end
+    index_lengths()
+end
+
+local function index_set(loc, name)  -- name nil: the location leaves the index
+    local had = index[loc] ~= nil
+    index[loc] = name
+    if had ~= (name ~= nil) then
+        local n = (by_length[#loc] or 0) + (name and 1 or -1)
+        by_length[#loc] = n > 0 and n or nil
+        if n <= 1 then index_lengths() end  -- a length came or went
+    end
+end
+
+-- A service's route replaced: its location moved in the index (when there is one).
+local function reindex(name, old, new)
+    local before, after = old and old.location, new and new.location
+    if index == nil or before == after then return end
+    if before and index[before] == name then index_set(before, nil) end
+    if after then index_set(after, name) end
+end
+
 -- Bring this worker's routes from `local_gen` to `gen` with the deltas between them (only the
 -- services they changed); false when that cannot be done (no generation yet, a delta gone or
 -- replacing all routes, a route replaced again since): rebuild them all.
@@ -563,7 +603,10 @@ local function apply_deltas(dict, gen)
             built[name] = build_route(r)
         end
     end
-    for name, route in pairs(built) do routes[name] = route end
+    for name, route in pairs(built) do
+        reindex(name, routes[name], route)
+        routes[name] = route
+    end
     return true
 end
 
@@ -584,9 +627,9 @@ local function sync()
         local fresh = {}
         for name, r in pairs(all) do fresh[name] = build_route(r) end
         routes = fresh
+        index = nil  -- built again when a request needs it
     end
     local_gen = gen
-    index = nil
     ngx.shared[STATS]:set("worker:" .. ngx.worker.id(),
                           cjson.encode({ pid = ngx.worker.pid(), generation = local_gen }))
 end
@@ -1062,25 +1105,6 @@ function M.balance(name, internal)
     ctx.bluegreen_counts = peer.color and has_figures and counts_of(name, peer.color) or nil
 end
 
--- The routing table's index of this worker's routes: location -> service, and the lengths
--- of the locations, longest first.
-local function build_index()
-    local by_location, seen = {}, {}
-    lengths = {}
-    for name, route in pairs(routes) do
-        local loc = route.location
-        if loc then
-            by_location[loc] = name
-            if not seen[#loc] then
-                seen[#loc] = true
-                lengths[#lengths + 1] = #loc
-            end
-        end
-    end
-    table.sort(lengths, function(a, b) return a > b end)
-    index = by_location
-end
-
 -- access_by_lua of the routing table's `location /`: the service whose location is the
 -- longest prefix of $uri (nginx's choice among prefix locations), kept for the balancer. A
 -- URI that is a location without its trailing slash is redirected there (301, the query
@@ -1403,12 +1427,9 @@ local function post()
         if current == nil then return nil, "the shared dict holds no routes: reload nginx" end
         if table_mode then  -- a location held by a service this change leaves as it is
             sync()
-            local holder = {}
-            for other, r in pairs(routes) do
-                if r.location then holder[r.location] = other end
-            end
+            if index == nil then build_index() end
             for name, loc in pairs(locations) do
-                local other = holder[loc]
+                local other = index[loc]
                 if other and other ~= name and not services[other] then
                     clash = "location " .. loc .. " is " .. other .. "'s"
                     return nil, clash
