@@ -88,7 +88,8 @@ def _nginx_files(opts: Opts, controller: Any) -> Proxy:
 
     if opts.get("nginx_routing", "locations") != "locations":
         raise UsageError("--nginx-routing table needs --nginx-mode dynamic (a reloaded nginx "
-                         "routes by its locations)")
+                         "routes by its locations); with several proxies, give it to the "
+                         "dynamic ones: --proxy NAME=dynamic,routing=table")
 
     return NginxProxy(controller, validate.directory(opts["upstream_dir"], "--upstream-dir"),
                       validate.directory(opts["include_dir"], "--include-dir"),

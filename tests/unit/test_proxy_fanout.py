@@ -97,9 +97,9 @@ def test_diff_names_each_proxy(fan):
 
 
 def test_proxy_specs():
-    assert settings.proxy_specs(["edge=dynamic,control=127.0.0.1:9000",
+    assert settings.proxy_specs(["edge=dynamic,control=127.0.0.1:9000,routing=table",
                                  {"name": "b", "mode": "local", "conf": "/b/nginx.conf"}]) == [
-        ("edge", "dynamic", {"nginx_control": "127.0.0.1:9000"}),
+        ("edge", "dynamic", {"nginx_control": "127.0.0.1:9000", "nginx_routing": "table"}),
         ("b", "local", {"nginx_conf": "/b/nginx.conf"})]
 
 
