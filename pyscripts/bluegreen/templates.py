@@ -68,18 +68,35 @@ def fingerprint(name: str, **context: Any) -> str:
             f"{binascii.crc32(text[::-1]):08x} {len(text)}")
 
 
+# the last CRC of _templates_crc per directory, with the files' (path, mtime, size) it was of
+_known_crc: dict[str, tuple[list[tuple[str, int, int]], int]] = {}
+
+
 def _templates_crc(top: str) -> int:
     """The CRC-32 of every ``*.j2`` and ``*.lua`` under ``resources/<top>``, in path order:
-    the templates and what their rendered configuration loads (the dynamic mode's Lua)."""
+    the templates and what their rendered configuration loads (the dynamic mode's Lua). Read
+    again only when a file's path, time or size changed (a change reads it twice or more)."""
     import binascii
 
     found = []
-    for where, _dirs, files in os.walk(os.path.join(resource_root(), top)):
-        found += [os.path.join(where, f) for f in files if f.endswith((".j2", ".lua"))]
+    pending = [os.path.join(resource_root(), top)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for e in entries:
+                if e.is_dir():
+                    pending.append(e.path)
+                elif e.name.endswith((".j2", ".lua")):
+                    st = e.stat()
+                    found.append((e.path, st.st_mtime_ns, st.st_size))
+    found.sort(key=lambda f: f[0].split(os.sep))  # as sorted Paths
+    known = _known_crc.get(top)
+    if known and known[0] == found:
+        return known[1]
     crc = 0
-    for path in sorted(found, key=lambda p: p.split(os.sep)):  # as sorted Paths
+    for path, _mtime, _size in found:
         with open(path, "rb") as fh:
             crc = binascii.crc32(fh.read(), crc)
+    _known_crc[top] = (found, crc)
     return crc
 
 

@@ -70,7 +70,7 @@ class DynamicNginx(Nginx):
                 [], self.control, self.state_file, table=self.routing == "table"))
             if self.routing == "table":
                 write_atomic(self.include_dir / nginx_dynamic.TABLE_NAME,
-                             templates.render(nginx_dynamic.TABLE_TEMPLATE))
+                             templates.render_keyed(nginx_dynamic.TABLE_TEMPLATE))
 
     def start(self) -> DynamicNginx:
         """Start, and return once all workers run (a reload right after sees them as old)."""

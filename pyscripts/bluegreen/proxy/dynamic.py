@@ -780,7 +780,7 @@ class DynamicProxy:
                 self.services(), self.endpoints(), len(self.routed()))}
             if self.table:
                 self._refuse_locations()
-                plan[self.table_path] = templates.render(TABLE_TEMPLATE)
+                plan[self.table_path] = templates.render_keyed(TABLE_TEMPLATE)
             self._reload(plan, reload_timeout)
         return True
 
@@ -860,7 +860,8 @@ class DynamicProxy:
             self._refuse_locations()
             context = self._context(set(endpoints), endpoints,
                                     len(self.routed() | {r.service for r in routes}))
-            plan[self.table_path] = templates.render(TABLE_TEMPLATE)
+            if not templates.is_current(read_text(self.table_path), TABLE_TEMPLATE):
+                plan[self.table_path] = templates.render_keyed(TABLE_TEMPLATE)
         else:
             if os.path.exists(self.table_path):
                 raise UsageError(f"{self.table_path} exists: this nginx routes by the routing "
