@@ -494,11 +494,11 @@ def test_a_tables_locations_are_given_kept_defaulted_or_none(tmp_path):
          "locations": {"web": "/web/"}}))
     assert proxy.table_locations([
         Route("web", "blue", servers),  # kept
-        Route("bare", "blue", servers),  # recorded without one: none
+        Route("bare", "blue", servers),  # none recorded: the default, as a location file
         Route("new", "blue", servers),  # new: the default
         Route("moved", "blue", servers, location="/m/"),
         Route("off", "blue", servers, location="")]) == {
-            "web": "/web/", "new": "/default/", "moved": "/m/"}
+            "web": "/web/", "bare": "/default/", "new": "/default/", "moved": "/m/"}
     with pytest.raises(UsageError, match="invalid location"):
         proxy.table_locations([Route("bad", "blue", servers, location="/a/../b")])
 

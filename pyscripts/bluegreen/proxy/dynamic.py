@@ -883,14 +883,14 @@ class DynamicProxy:
 
     def table_locations(self, routes: Sequence[Route]) -> dict[str, str]:
         """The routing table's location of each route's service: its own, or (None) the one
-        recorded for it, the default for a new one; ``""``: none."""
+        recorded for it, else the default (as a location file is kept, else written); ``""``:
+        none."""
         doc = self.client.document()
         out = {}
         for r in routes:
             location = r.location
             if location is None:
-                location = doc["locations"].get(r.service) if r.service in doc["services"] \
-                    else self.location
+                location = doc["locations"].get(r.service) or self.location
             if location:
                 out[r.service] = validate.location(location)
         return out
