@@ -67,10 +67,29 @@ def set_up(n: DynamicNginx, backends: dict[str, Backend]) -> DynamicControl:
     return proxy.client
 
 
+EVENT_WAIT = {"232", "281"}  # x86_64 epoll_wait, epoll_pwait: a worker's idle event loop
+
+
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
+
+
 @contextmanager
 def stopped(pid: int) -> Iterator[None]:
-    """The worker ``pid`` stopped (SIGSTOP): it neither syncs nor accepts; resumed after."""
-    os.kill(pid, signal.SIGSTOP)
+    """The worker ``pid`` stopped (SIGSTOP): it neither syncs nor accepts; resumed after. It
+    is stopped only where it waits for events (epoll_wait), holding no shared dict's lock: a
+    worker stopped inside one (its counts' flush, every 0.25 s) would block every other
+    worker's next request. Stopped elsewhere, it is resumed and stopped again."""
+    for _attempt in range(1000):
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: _proc_state(pid) == "T", 10, "the worker stopped", 0.001)
+        with open(f"/proc/{pid}/syscall") as fh:
+            if fh.read().split()[0] in EVENT_WAIT:
+                break
+        os.kill(pid, signal.SIGCONT)
+    else:
+        raise AssertionError(f"worker {pid} was never stopped in its event loop")
     try:
         yield
     finally:
