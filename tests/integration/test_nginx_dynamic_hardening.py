@@ -516,10 +516,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_the_first_change_on_the_readme_nginx_sets_up_the_control_server(tmp_path, backends):
+@pytest.mark.parametrize("routing", ["locations", "table"])
+def test_the_first_change_on_the_readme_nginx_sets_up_the_control_server(tmp_path, backends,
+                                                                         routing):
     """nginx set up exactly as the README says (its paths moved into a private directory,
-    its port a free one): the first change writes the control server and the secret,
-    checks, reloads, then routes."""
+    its port a free one): the first change writes the control server and the secret (and,
+    with the routing table, its `location /`), checks, reloads, then routes."""
     from bluegreen.proxy.nginx import LocalNginx
 
     root = tmp_path / "data"
@@ -536,7 +538,7 @@ def test_the_first_change_on_the_readme_nginx_sets_up_the_control_server(tmp_pat
         engine = nd.DynamicProxy(LocalNginx(binary, conf_path, None, str(pid)),
                                  root / "nginx" / "upstreams" / nd.INCLUDE_NAME,
                                  root / "nginx" / "includes", control,
-                                 root / "bluegreen" / "nginx-routes.json")
+                                 root / "bluegreen" / "nginx-routes.json", routing=routing)
         proxy = nd.NginxDynamicProxy(engine)
         proxy.ping()  # nginx answers; its control endpoint is not there yet, and that is fine
         assert proxy.serving(SVC).servers == ()
