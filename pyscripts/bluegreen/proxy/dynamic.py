@@ -857,10 +857,9 @@ class DynamicProxy:
         plan: dict[str, str | None] = {}
         names = self.services() | {r.service for r in routes}
         if self.table:
-            self._refuse_locations()
-            context = self._context(set(endpoints), endpoints,
-                                    len(self.routed() | {r.service for r in routes}))
+            context = self._context(set(endpoints), endpoints, len(self.routed() | names))
             if not templates.is_current(read_text(self.table_path), TABLE_TEMPLATE):
+                self._refuse_locations()  # once the table is there, locations mode refuses
                 plan[self.table_path] = templates.render_keyed(TABLE_TEMPLATE)
         else:
             if os.path.exists(self.table_path):
